@@ -1,0 +1,266 @@
+"""Frontend messages: clients (SDK, flmctl, flmping, flame-tui, scripts) <-> session manager.
+
+Every request carries a client-chosen `request_id`; every reply and push echoes it, so a client
+may pipeline many requests on one DEALER socket. The `type` field (the class name) selects the
+message. `ClientRequest` is the union a session manager decodes; `ServerReply` the union a
+client decodes.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from protocol.errors import ErrorCode
+from protocol.types import (
+    Application,
+    ApplicationSpec,
+    Executor,
+    Node,
+    Session,
+    SessionSpec,
+    Task,
+)
+
+
+class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
+    """Base of frontend messages; `request_id` is echoed by the reply."""
+
+    request_id: int = 0
+
+
+# ---------------------------------------------------------------- requests (client -> SM)
+
+
+class Hello(Message):
+    """Optional first message: checks the protocol version and names the client."""
+
+    protocol_version: int
+    client: str = ""
+
+
+class Ping(Message):
+    """Liveness; also renews the sender's watches and subscriptions."""
+
+
+class RegisterApplication(Message):
+    name: str
+    spec: ApplicationSpec
+
+
+class UpdateApplication(Message):
+    name: str
+    spec: ApplicationSpec
+
+
+class UnregisterApplication(Message):
+    name: str
+
+
+class GetApplication(Message):
+    name: str
+
+
+class ListApplications(Message):
+    pass
+
+
+class CreateSession(Message):
+    session_id: str
+    spec: SessionSpec
+
+
+class OpenSession(Message):
+    """Get-or-create: with a spec, an existing Open session must match it."""
+
+    session_id: str
+    spec: SessionSpec | None = None
+
+
+class GetSession(Message):
+    session_id: str
+
+
+class ListSessions(Message):
+    pass
+
+
+class CloseSession(Message):
+    session_id: str
+
+
+class DeleteSession(Message):
+    session_id: str
+
+
+class CreateTasks(Message):
+    """Creates one task per input, in order; ids are consecutive."""
+
+    session_id: str
+    inputs: list[bytes | None]
+
+
+class GetTask(Message):
+    session_id: str
+    task_id: int
+
+
+class ListTasks(Message):
+    session_id: str
+    include_data: bool = True
+
+
+class WatchTasks(Message):
+    """Pushes `TaskUpdates` for the tasks: first their current state, then every change until
+    each is terminal. An empty `task_ids` watches every task of the session, present and future,
+    until the session is closed. Renewed by the client's traffic; dropped when it goes silent."""
+
+    session_id: str
+    task_ids: list[int] = []
+    include_data: bool = True
+
+
+class ListNodes(Message):
+    pass
+
+
+class GetNode(Message):
+    name: str
+
+
+class ListExecutors(Message):
+    pass
+
+
+class GetExecutor(Message):
+    executor_id: str
+
+
+class GetStats(Message):
+    pass
+
+
+ClientRequest = (
+    Hello
+    | Ping
+    | RegisterApplication
+    | UpdateApplication
+    | UnregisterApplication
+    | GetApplication
+    | ListApplications
+    | CreateSession
+    | OpenSession
+    | GetSession
+    | ListSessions
+    | CloseSession
+    | DeleteSession
+    | CreateTasks
+    | GetTask
+    | ListTasks
+    | WatchTasks
+    | ListNodes
+    | GetNode
+    | ListExecutors
+    | GetExecutor
+    | GetStats
+)
+
+
+# ---------------------------------------------------------------- replies (SM -> client)
+
+
+class Welcome(Message):
+    protocol_version: int
+    server_version: str
+    cluster: str = "flame"
+
+
+class Pong(Message):
+    pass
+
+
+class Ok(Message):
+    pass
+
+
+class Error(Message):
+    code: ErrorCode
+    message: str
+
+
+class ApplicationReply(Message):
+    application: Application
+
+
+class ApplicationsReply(Message):
+    applications: list[Application]
+
+
+class SessionReply(Message):
+    session: Session
+
+
+class SessionsReply(Message):
+    sessions: list[Session]
+
+
+class TasksCreated(Message):
+    session_id: str
+    task_ids: list[int]
+
+
+class TaskReply(Message):
+    task: Task
+
+
+class TasksReply(Message):
+    tasks: list[Task]
+
+
+class TaskUpdates(Message):
+    """A push for a `WatchTasks` request: the tasks whose state changed (or, first, all of them)."""
+
+    tasks: list[Task]
+
+
+class NodesReply(Message):
+    nodes: list[Node]
+
+
+class NodeReply(Message):
+    node: Node
+
+
+class ExecutorsReply(Message):
+    executors: list[Executor]
+
+
+class ExecutorReply(Message):
+    executor: Executor
+
+
+class StatsReply(Message):
+    """Counters and gauges by name (see PROTOCOL.md for the names)."""
+
+    stats: dict[str, float]
+    info: dict[str, str] = {}
+
+
+ServerReply = (
+    Welcome
+    | Pong
+    | Ok
+    | Error
+    | ApplicationReply
+    | ApplicationsReply
+    | SessionReply
+    | SessionsReply
+    | TasksCreated
+    | TaskReply
+    | TasksReply
+    | TaskUpdates
+    | NodesReply
+    | NodeReply
+    | ExecutorsReply
+    | ExecutorReply
+    | StatsReply
+)

@@ -1,0 +1,1 @@
+"""flame-tui: the terminal dashboard."""
