@@ -71,7 +71,7 @@ class Struct(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Base of every non-message wire struct: keyword-only, defaults omitted on the wire."""
 
 
-class ResourceRequirement(Struct, frozen=True):
+class ResourceRequirement(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """Per-executor resources; memory in bytes. Compared field by field."""
 
     cpu: int = 1

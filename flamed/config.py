@@ -1,0 +1,198 @@
+"""The one TOML config file shared by both daemons and the clients.
+
+Lookup: `--config PATH`, then `$FLAME_CONF`, then `<user config dir>/flame/flame.toml` if it
+exists, else built-in defaults. Unknown keys and bad values are errors (`ConfigError`) that name
+the key and the expected form. Every key and its default is listed in docs/CONFIG.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import platformdirs
+
+DEFAULT_FRONTEND = "tcp://127.0.0.1:8080"
+DEFAULT_BACKEND = "tcp://127.0.0.1:8081"
+
+
+class ConfigError(Exception):
+    """The config file or a command-line value is not acceptable; the message says why."""
+
+
+class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ClusterConfig(Section):
+    name: str = "flame"
+    #: Frontend endpoint: clients connect, the session manager binds.
+    frontend: str = DEFAULT_FRONTEND
+    #: Backend endpoint: executor managers connect, the session manager binds.
+    backend: str = DEFAULT_BACKEND
+    #: Default per-executor resources of a session that gives none ("cpu=N,mem=SIZE,gpu=N").
+    resreq: str = "cpu=1,mem=1Gi,gpu=0"
+    policies: list[Literal["priority", "drf"]] = ["priority", "drf"]
+    #: Seconds between periodic scheduling passes (events also trigger passes).
+    schedule_interval: float = 0.1
+    #: How many tasks may be queued on one executor beyond the one it runs.
+    dispatch_depth: int = 64
+
+
+class StorageConfig(Section):
+    #: State directory; empty = the platformdirs user state dir for "flame".
+    state_dir: str = ""
+    fsync: Literal["always", "interval", "never"] = "always"
+    fsync_interval: float = 1.0
+    #: Write a snapshot after this many log records.
+    snapshot_records: int = 200_000
+    #: Size at which a log segment is closed and a new one started.
+    segment_bytes: int = 64 * 1024 * 1024
+
+
+class RecoveryConfig(Section):
+    heartbeat_interval: float = 1.0
+    heartbeat_liveness: int = 5
+    drain_timeout: float = 30.0
+    reconnect_backoff_min: float = 0.5
+    reconnect_backoff_max: float = 16.0
+    task_retry_limit: int = 3
+    session_bind_retry_limit: int = 5
+
+
+class ExecutorManagerConfig(Section):
+    #: Node name; empty = the host name.
+    node_name: str = ""
+    #: Executor slots on this node; 0 = the number of CPUs.
+    slots: int = 0
+    #: Directory for instance sockets and work dirs; empty = platformdirs user runtime dir.
+    runtime_dir: str = ""
+    #: Seconds an instance gets to exit after SIGTERM before SIGKILL.
+    instance_stop_timeout: float = 5.0
+
+
+class LimitsConfig(Section):
+    max_message_size: int = 64 * 1024 * 1024
+    max_sessions: int = 100_000
+    max_tasks_per_session: int = 10_000_000
+
+
+class ClientConfig(Section):
+    #: Endpoint used by clients when neither --endpoint nor FLAME_ENDPOINT is given.
+    endpoint: str = ""
+    #: Seconds a client waits for a reply before it reports the session manager unreachable.
+    timeout: float = 30.0
+
+
+class Config(Section):
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
+    executor_manager: ExecutorManagerConfig = msgspec.field(default_factory=ExecutorManagerConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    client: ClientConfig = msgspec.field(default_factory=ClientConfig)
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("flame")) / "flame.toml"
+
+
+def find_config_path(explicit: str | None) -> Path | None:
+    """The config file to read, or None for built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("FLAME_CONF")
+    if env:
+        return Path(env)
+    path = default_config_path()
+    return path if path.exists() else None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Load and validate the config; raises ConfigError with the file and key at fault."""
+    path = find_config_path(explicit)
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict[str, object], source: str = "<config>") -> Config:
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_explain(exc)}") from None
+    _check(config, source)
+    return config
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    # msgspec says "... - at `$.recovery.heartbeat_interval`"; turn the path into a TOML key.
+    if " - at `$." in text:
+        message, _, where = text.partition(" - at `$.")
+        return f"key {where.rstrip('`')}: {message}"
+    return text
+
+
+def _check(config: Config, source: str) -> None:
+    positive = {
+        "recovery.heartbeat_interval": config.recovery.heartbeat_interval,
+        "recovery.heartbeat_liveness": config.recovery.heartbeat_liveness,
+        "recovery.drain_timeout": config.recovery.drain_timeout,
+        "recovery.reconnect_backoff_min": config.recovery.reconnect_backoff_min,
+        "recovery.reconnect_backoff_max": config.recovery.reconnect_backoff_max,
+        "cluster.schedule_interval": config.cluster.schedule_interval,
+        "cluster.dispatch_depth": config.cluster.dispatch_depth,
+        "storage.fsync_interval": config.storage.fsync_interval,
+        "storage.snapshot_records": config.storage.snapshot_records,
+        "storage.segment_bytes": config.storage.segment_bytes,
+        "limits.max_message_size": config.limits.max_message_size,
+        "client.timeout": config.client.timeout,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{source}: key {key}: must be a positive number, got {value}")
+    if config.recovery.task_retry_limit < 0:
+        raise ConfigError(f"{source}: key recovery.task_retry_limit: must be >= 0")
+    if config.recovery.reconnect_backoff_max < config.recovery.reconnect_backoff_min:
+        raise ConfigError(f"{source}: key recovery.reconnect_backoff_max: must be >= reconnect_backoff_min")
+    for key, endpoint in (
+        ("cluster.frontend", config.cluster.frontend),
+        ("cluster.backend", config.cluster.backend),
+    ):
+        check_endpoint(endpoint, f"{source}: key {key}")
+    if config.client.endpoint:
+        check_endpoint(config.client.endpoint, f"{source}: key client.endpoint")
+
+
+def check_endpoint(endpoint: str, what: str = "endpoint") -> str:
+    """Validate a ZeroMQ endpoint (tcp://host:port or ipc://path); returns it unchanged."""
+    if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
+        return endpoint
+    if endpoint.startswith("tcp://"):
+        host, sep, port = endpoint[len("tcp://") :].rpartition(":")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return endpoint
+    raise ConfigError(f"{what}: {endpoint!r} is not an endpoint; expected tcp://HOST:PORT or ipc:///PATH")
+
+
+def client_endpoint(explicit: str | None, config_path: str | None = None) -> str:
+    """Frontend endpoint for a client: --endpoint, then FLAME_ENDPOINT, then config, then default."""
+    if explicit:
+        return check_endpoint(explicit, "--endpoint")
+    env = os.environ.get("FLAME_ENDPOINT")
+    if env:
+        return check_endpoint(env, "FLAME_ENDPOINT")
+    config = load_config(config_path)
+    return config.client.endpoint or config.cluster.frontend
