@@ -1,1 +1,16 @@
-"""transport."""
+"""ZeroMQ transport: the only package that imports zmq (sockets, the reactor loop)."""
+
+from flamed.transport.loop import Loop, Timer
+from flamed.transport.sockets import Frames, bind_router, close, connect_dealer, context, drain, try_send
+
+__all__ = [
+    "Frames",
+    "Loop",
+    "Timer",
+    "bind_router",
+    "close",
+    "connect_dealer",
+    "context",
+    "drain",
+    "try_send",
+]

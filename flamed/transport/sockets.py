@@ -1,0 +1,99 @@
+"""ZeroMQ sockets with the options every link here needs (ZEROMQ.md sections 3 and 7).
+
+- LINGER 0 everywhere: a daemon never hangs at exit on an absent peer.
+- ROUTER: ROUTER_MANDATORY (a vanished peer raises instead of silently dropping), finite HWMs,
+  MAXMSGSIZE from config (an oversized message drops that connection, never the daemon).
+- DEALER: a stable routing id (never starting with 0x00), IMMEDIATE (no queueing to a peer
+  that is not connected), reconnect backoff 100 ms doubling to 5 s.
+- ZMTP heartbeats on, to clear dead TCP connections; liveness of the *application* is decided
+  by application heartbeats (see protocol/backend.py), which ZMTP cannot see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import zmq
+
+from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE
+
+Frames = list[bytes]
+
+_context: zmq.Context[zmq.Socket[bytes]] | None = None
+
+
+def context() -> zmq.Context[zmq.Socket[bytes]]:
+    """The process-wide context (fork-aware)."""
+    global _context  # noqa: PLW0603 - one context per process is the pyzmq rule
+    if _context is None or _context.closed:
+        _context = zmq.Context.instance()
+    return _context
+
+
+def _common(sock: zmq.Socket[bytes], max_message_size: int) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 6000)
+
+
+def bind_router(endpoint: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> zmq.Socket[bytes]:
+    """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure."""
+    sock = context().socket(zmq.ROUTER)
+    _common(sock, max_message_size)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError:
+        sock.close(0)
+        raise
+    return sock
+
+
+def connect_dealer(
+    endpoint: str, routing_id: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> zmq.Socket[bytes]:
+    """A DEALER connected to `endpoint` with the given routing id."""
+    if not routing_id or routing_id[0] == 0:
+        raise ValueError("a routing id must be non-empty and must not start with a zero byte")
+    sock = context().socket(zmq.DEALER)
+    _common(sock, max_message_size)
+    sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    sock.connect(endpoint)
+    return sock
+
+
+def drain(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[Frames]:
+    """Yield every message ready on `sock` without blocking (at most `limit`)."""
+    for _ in range(limit):
+        try:
+            yield sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+def readable(sock: zmq.Socket[bytes]) -> bool:
+    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+
+def try_send(sock: zmq.Socket[bytes], frames: Frames) -> bool:
+    """Send without blocking; False if the peer is unknown/gone (ROUTER) or its queue is full."""
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.EHOSTUNREACH:
+            return False
+        raise
+    return True
+
+
+def close(sock: zmq.Socket[bytes]) -> None:
+    sock.close(0)
