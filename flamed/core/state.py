@@ -1,0 +1,300 @@
+"""The session manager's durable state and the one function that changes it: `apply`.
+
+`apply(record)` is called for every change as it is decided and again, at start-up, for every
+record replayed from the log; so it must be deterministic and must not look at anything but the
+record and the state. Validation happens before a record is built (in the controller);
+`apply` trusts records, and a record that does not fit the state raises (a bug, not input).
+
+Per-task objects are kept small (`__slots__`, events derived on demand) because a session
+manager holds hundreds of thousands of tasks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from flamed.core import records as r
+from flamed.core.machines.executor import EXECUTOR, ExecutorTrigger
+from flamed.core.machines.node import NODE, NodeTrigger
+from flamed.core.machines.session import SESSION, SessionTrigger
+from flamed.core.machines.task import TASK, TaskTrigger
+from protocol.types import (
+    Application,
+    Event,
+    ExecutorState,
+    NodeInfo,
+    NodeState,
+    ResourceRequirement,
+    SessionSpec,
+    SessionState,
+    TaskState,
+)
+
+#: Session event codes (task events use the task state's index, as Flame).
+SESSION_BIND_FAILED = 1001
+SESSION_RETRY_LIMIT_REACHED = 1002
+TASK_EVENT_CODES = {
+    TaskState.Pending: 0,
+    TaskState.Running: 1,
+    TaskState.Succeed: 2,
+    TaskState.Failed: 3,
+    TaskState.Cancelled: 4,
+}
+
+
+class TaskEntry:
+    __slots__ = (
+        "attempt",
+        "completion_time",
+        "creation_time",
+        "events",
+        "executor_id",
+        "id",
+        "input",
+        "message",
+        "output",
+        "retry_count",
+        "start_time",
+        "state",
+    )
+
+    def __init__(self, task_id: int, task_input: bytes | None, time: int) -> None:
+        self.id = task_id
+        self.state = TaskState.Pending
+        self.input = task_input
+        self.output: bytes | None = None
+        self.creation_time = time
+        self.start_time: int | None = None
+        self.completion_time: int | None = None
+        self.attempt = 0
+        self.retry_count = 0
+        self.executor_id: str | None = None
+        self.message: str | None = None
+        self.events: list[Event] | None = None  # only unusual events (retries); others are derived
+
+    def add_event(self, event: Event) -> None:
+        if self.events is None:
+            self.events = []
+        self.events.append(event)
+
+
+class SessionEntry:
+    def __init__(self, session_id: str, spec: SessionSpec, time: int) -> None:
+        self.id = session_id
+        self.spec = spec
+        self.state = SessionState.Open
+        self.creation_time = time
+        self.completion_time: int | None = None
+        self.tasks: list[TaskEntry] = []  # task id N at index N-1
+        self.pending: deque[int] = deque()  # FIFO of Pending task ids (requeued ones go first)
+        self.counts = dict.fromkeys(TaskState, 0)
+        self.events: list[Event] = []
+        self.bind_failures = 0
+
+    def task(self, task_id: int) -> TaskEntry | None:
+        if 0 < task_id <= len(self.tasks):
+            return self.tasks[task_id - 1]
+        return None
+
+    def _move(self, task: TaskEntry, target: TaskState) -> None:
+        self.counts[task.state] -= 1
+        self.counts[target] += 1
+        task.state = target
+
+
+class ExecutorEntry:
+    def __init__(self, executor_id: str, node: str, resreq: ResourceRequirement, time: int) -> None:
+        self.id = executor_id
+        self.node = node
+        self.resreq = resreq
+        self.state = ExecutorState.Void
+        self.session_id: str | None = None
+        self.reserved_for: str | None = None  # session a Void/Idle executor was created for
+        self.tasks: dict[int, int] = {}  # in-flight task id -> attempt, in dispatch order
+        self.creation_time = time
+
+
+class NodeEntry:
+    def __init__(self, info: NodeInfo, incarnation: str, epoch: int, time: int) -> None:
+        self.name = info.name
+        self.info = info
+        self.state = NodeState.Unknown
+        self.incarnation = incarnation
+        self.epoch = epoch
+        self.registration_time = time
+        self.drained = False
+
+
+class ClusterState:
+    def __init__(self) -> None:
+        self.applications: dict[str, Application] = {}
+        self.sessions: dict[str, SessionEntry] = {}
+        self.executors: dict[str, ExecutorEntry] = {}
+        self.nodes: dict[str, NodeEntry] = {}
+        self.max_epoch = 0
+        self.records_applied = 0
+        #: session id -> ids of tasks whose state changed since the controller last looked.
+        self.touched: dict[str, set[int]] = {}
+
+    # ---------------------------------------------------------------------------- apply
+
+    def apply(self, record: r.AnyRecord) -> None:
+        self.records_applied += 1
+        match record:
+            case r.TasksCreated():
+                self._tasks_created(record)
+            case r.TasksDispatched():
+                self._tasks_dispatched(record)
+            case r.TasksFinished():
+                self._tasks_finished(record)
+            case r.TasksRequeued():
+                self._tasks_requeued(record)
+            case r.ExecutorChanged():
+                self._executor_changed(record)
+            case r.ExecutorCreated():
+                entry = ExecutorEntry(record.executor_id, record.node, record.resreq, record.time)
+                entry.reserved_for = record.session_id
+                self.executors[record.executor_id] = entry
+            case r.ExecutorRemoved():
+                del self.executors[record.executor_id]
+            case r.ApplicationSaved():
+                self.applications[record.application.name] = record.application
+            case r.ApplicationRemoved():
+                del self.applications[record.name]
+            case r.SessionCreated():
+                self.sessions[record.session_id] = SessionEntry(record.session_id, record.spec, record.time)
+            case r.SessionClosed():
+                self._session_closed(record)
+            case r.SessionDeleted():
+                del self.sessions[record.session_id]
+                self.touched.pop(record.session_id, None)
+            case r.SessionEventRecorded():
+                session = self.sessions[record.session_id]
+                session.events.append(record.event)
+                if record.event.code == SESSION_BIND_FAILED:
+                    session.bind_failures += 1
+            case r.NodeRegistered():
+                self._node_registered(record)
+            case r.NodeChanged():
+                node = self.nodes[record.name]
+                node.state = NODE.next(node.state, NodeTrigger(record.trigger))
+            case r.NodeRemoved():
+                del self.nodes[record.name]
+
+    def _touch(self, session_id: str, task_ids: list[int]) -> None:
+        touched = self.touched.get(session_id)
+        if touched is None:
+            touched = self.touched[session_id] = set()
+        touched.update(task_ids)
+
+    def _tasks_created(self, record: r.TasksCreated) -> None:
+        session = self.sessions[record.session_id]
+        if record.first_id != len(session.tasks) + 1:
+            raise ValueError(f"task ids of {record.session_id} out of order: {record.first_id}")
+        time = record.time
+        new = [TaskEntry(record.first_id + i, data, time) for i, data in enumerate(record.inputs)]
+        session.tasks.extend(new)
+        ids = [t.id for t in new]
+        session.pending.extend(ids)
+        session.counts[TaskState.Pending] += len(new)
+        self._touch(session.id, ids)
+
+    def _tasks_dispatched(self, record: r.TasksDispatched) -> None:
+        session = self.sessions[record.session_id]
+        executor = self.executors[record.executor_id]
+        dispatched = set(record.task_ids)
+        for task_id in record.task_ids:
+            task = session.tasks[task_id - 1]
+            session._move(task, TASK.next(task.state, TaskTrigger.dispatch))
+            task.attempt += 1
+            task.start_time = record.time
+            task.executor_id = executor.id
+            executor.tasks[task_id] = task.attempt
+        # Dispatch takes from the head of the queue in the common case; filter otherwise.
+        pending = session.pending
+        count = len(record.task_ids)
+        if list(_head(pending, count)) == record.task_ids:
+            for _ in range(count):
+                pending.popleft()
+        else:
+            session.pending = deque(t for t in pending if t not in dispatched)
+        self._touch(session.id, record.task_ids)
+
+    def _tasks_finished(self, record: r.TasksFinished) -> None:
+        session = self.sessions[record.session_id]
+        for finish in record.tasks:
+            task = session.tasks[finish.task_id - 1]
+            trigger = TaskTrigger.succeed if finish.state is TaskState.Succeed else TaskTrigger.fail
+            session._move(task, TASK.next(task.state, trigger))
+            task.output = finish.output
+            task.message = finish.message
+            task.completion_time = record.time
+            self._release_task(task)
+        self._touch(session.id, [f.task_id for f in record.tasks])
+
+    def _tasks_requeued(self, record: r.TasksRequeued) -> None:
+        session = self.sessions[record.session_id]
+        for task_id in reversed(record.task_ids):
+            task = session.tasks[task_id - 1]
+            session._move(task, TASK.next(task.state, TaskTrigger.requeue))
+            self._release_task(task)
+            if record.count_retry:
+                task.retry_count += 1
+                task.add_event(
+                    Event(code=0, message=f"Task was retried: {record.reason}", creation_time=record.time)
+                )
+            session.pending.appendleft(task_id)
+        self._touch(session.id, record.task_ids)
+
+    def _release_task(self, task: TaskEntry) -> None:
+        executor = self.executors.get(task.executor_id) if task.executor_id else None
+        if executor is not None:
+            executor.tasks.pop(task.id, None)
+
+    def _session_closed(self, record: r.SessionClosed) -> None:
+        session = self.sessions[record.session_id]
+        session.state = SESSION.next(session.state, SessionTrigger.close)
+        session.completion_time = record.time
+        cancelled = list(session.pending)
+        for task_id in cancelled:
+            task = session.tasks[task_id - 1]
+            session._move(task, TASK.next(task.state, TaskTrigger.cancel))
+            task.completion_time = record.time
+        session.pending.clear()
+        self._touch(session.id, cancelled)
+
+    def _executor_changed(self, record: r.ExecutorChanged) -> None:
+        executor = self.executors[record.executor_id]
+        trigger = ExecutorTrigger(record.trigger)
+        executor.state = EXECUTOR.next(executor.state, trigger)
+        if trigger is ExecutorTrigger.bind:
+            executor.session_id = record.session_id
+            executor.reserved_for = None
+        elif trigger is not ExecutorTrigger.created and executor.state in _UNBOUND:
+            executor.session_id = None
+            executor.reserved_for = None
+
+    def _node_registered(self, record: r.NodeRegistered) -> None:
+        node = self.nodes.get(record.info.name)
+        if node is None:
+            node = self.nodes[record.info.name] = NodeEntry(
+                record.info, record.incarnation, record.epoch, record.time
+            )
+        node.info = record.info
+        node.incarnation = record.incarnation
+        node.epoch = record.epoch
+        node.registration_time = record.time
+        node.state = NODE.next(node.state, NodeTrigger.connected)
+        self.max_epoch = max(self.max_epoch, record.epoch)
+
+
+_UNBOUND = frozenset({ExecutorState.Idle, ExecutorState.Releasing, ExecutorState.Released})
+
+
+def _head(items: deque[int], count: int) -> list[int]:
+    out = []
+    for index, item in enumerate(items):
+        if index >= count:
+            break
+        out.append(item)
+    return out
