@@ -154,16 +154,15 @@ def plan(view: ClusterView, now: float) -> Plan:
         owner = executor.session_id if executor.state in _HOLDING else executor.reserved_for
         if owner in held and executor.state is not ExecutorState.Released:
             held[owner] += 1
-    free_idle = [
-        e for e in view.executors if e.state is ExecutorState.Idle and e.reserved_for not in sessions
-    ]
-    reserved_idle = {
-        e.id: e for e in view.executors if e.state is ExecutorState.Idle and e.reserved_for in sessions
-    }
+    usable = {n.name for n in view.nodes if n.ready and not n.drained}
+    reachable = {n.name for n in view.nodes if n.ready}
+    idle = [e for e in view.executors if e.state is ExecutorState.Idle and e.node in reachable]
+    free_idle = [e for e in idle if e.reserved_for not in sessions or e.node not in usable]
+    reserved_idle = [e for e in idle if e.reserved_for in sessions and e.node in usable]
     want = {s.id: demand(s) for s in view.sessions}
     blocked: set[str] = set()
 
-    for executor in reserved_idle.values():
+    for executor in reserved_idle:
         assert executor.reserved_for is not None
         decisions.bind.append((executor.id, executor.reserved_for))
 
@@ -175,10 +174,10 @@ def plan(view: ClusterView, now: float) -> Plan:
         if not candidates:
             break
         session = min(candidates, key=order)
-        idle = next((e for e in free_idle if e.resreq == session.resreq), None)
-        if idle is not None:
-            free_idle.remove(idle)
-            decisions.bind.append((idle.id, session.id))
+        spare = next((e for e in free_idle if e.resreq == session.resreq and e.node in usable), None)
+        if spare is not None:
+            free_idle.remove(spare)
+            decisions.bind.append((spare.id, session.id))
         else:
             node = room.best_node(session.resreq)
             if node is None:
@@ -189,7 +188,8 @@ def plan(view: ClusterView, now: float) -> Plan:
         held[session.id] += 1
 
     decisions.release.extend(e.id for e in free_idle)
-    _shuffle(view, now, sessions=sessions, held=held, want=want, blocked=blocked, decisions=decisions)
+    ready_view = ClusterView(view.sessions, [e for e in view.executors if e.node in reachable], view.nodes)
+    _shuffle(ready_view, now, sessions=sessions, held=held, want=want, blocked=blocked, decisions=decisions)
     return decisions
 
 

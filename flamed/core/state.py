@@ -240,9 +240,7 @@ class ClusterState:
             self._release_task(task)
             if record.count_retry:
                 task.retry_count += 1
-                task.add_event(
-                    Event(code=0, message=f"Task was retried: {record.reason}", creation_time=record.time)
-                )
+                task.add_event(Event(code=0, message=f"Task was retried: {record.reason}", creation_time=record.time))
             session.pending.appendleft(task_id)
         self._touch(session.id, record.task_ids)
 
@@ -277,9 +275,7 @@ class ClusterState:
     def _node_registered(self, record: r.NodeRegistered) -> None:
         node = self.nodes.get(record.info.name)
         if node is None:
-            node = self.nodes[record.info.name] = NodeEntry(
-                record.info, record.incarnation, record.epoch, record.time
-            )
+            node = self.nodes[record.info.name] = NodeEntry(record.info, record.incarnation, record.epoch, record.time)
         node.info = record.info
         node.incarnation = record.incarnation
         node.epoch = record.epoch

@@ -26,15 +26,11 @@ def session_view(session: SessionEntry) -> Session:
 
 def task_events(task: TaskEntry) -> list[Event]:
     """Created, the unusual events (retries), running, then the terminal event with its reason."""
-    events = [
-        Event(code=0, message="Task was created with state <Pending>", creation_time=task.creation_time)
-    ]
+    events = [Event(code=0, message="Task was created with state <Pending>", creation_time=task.creation_time)]
     if task.events:
         events.extend(task.events)
     if task.start_time is not None and task.state is not TaskState.Pending:
-        events.append(
-            Event(code=1, message="Task state was updated to <Running>", creation_time=task.start_time)
-        )
+        events.append(Event(code=1, message="Task state was updated to <Running>", creation_time=task.start_time))
     if task.state.is_terminal:
         message = task.message or f"Task was completed with state <{task.state}>"
         events.append(

@@ -1,0 +1,266 @@
+"""Task dispatch and the execution of scheduling plans.
+
+Dispatch is the hot path: once per loop turn, for every session whose pending tasks or bound
+executors changed, pending tasks are handed to its Bound executors in batches (one
+`TasksDispatched` record and one `LaunchTasks` command per executor). An executor is given up
+to its share of the session's work, at most `dispatch_depth + 1` tasks in flight, so it always
+has its next task at hand when it finishes one (no idle round trip), while a handful of long
+tasks still spread over all executors.
+
+Scheduling (`scheduler.plan`) runs every `schedule_interval` and whenever sessions, nodes or
+executors changed; its decisions become records and executor commands here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from flamed.core import records as r
+from flamed.core import scheduler
+from flamed.core.machines.executor import ExecutorTrigger
+from flamed.core.state import ExecutorEntry, SessionEntry
+from protocol import backend as be
+from protocol.types import ExecutorState, SessionState, TaskState
+
+if TYPE_CHECKING:
+    from flamed.core.controller import Controller, Now
+
+log = logging.getLogger("flamed.session_manager")
+
+
+class Dispatcher:
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self.dirty: set[str] = set()
+        self.schedule_requested = True
+        self.next_schedule = 0.0
+        self.idle_since: dict[str, float] = {}
+        self.bound: dict[str, set[str]] = {}  # session id -> ids of its Bound executors
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Derive the indexes from state (after recovery)."""
+        self.bound.clear()
+        for executor in self.ctl.state.executors.values():
+            if executor.state is ExecutorState.Bound and executor.session_id is not None:
+                self.bound.setdefault(executor.session_id, set()).add(executor.id)
+        self.dirty.update(self.bound)
+
+    # ------------------------------------------------------------------ notifications
+
+    def session_changed(self, session_id: str) -> None:
+        self.dirty.add(session_id)
+        self.schedule_requested = True
+
+    def schedule_soon(self) -> None:
+        self.schedule_requested = True
+
+    def tasks_finished(self, session_id: str, now: Now) -> None:
+        self.dirty.add(session_id)
+        for executor_id in self.bound.get(session_id, ()):
+            executor = self.ctl.state.executors[executor_id]
+            if not executor.tasks and executor_id not in self.idle_since:
+                self.idle_since[executor_id] = now.mono
+
+    def executor_bound(self, executor: ExecutorEntry, now: Now) -> None:
+        assert executor.session_id is not None
+        self.bound.setdefault(executor.session_id, set()).add(executor.id)
+        self.idle_since[executor.id] = now.mono
+        self.dirty.add(executor.session_id)
+
+    def executor_unbound(self, executor: ExecutorEntry) -> None:
+        self.idle_since.pop(executor.id, None)
+        for executors in self.bound.values():
+            executors.discard(executor.id)
+        self.schedule_requested = True
+
+    # ------------------------------------------------------------------ timers
+
+    def tick(self, now: Now) -> None:
+        if now.mono >= self.next_schedule:
+            self.schedule_requested = True
+
+    def next_deadline(self) -> float:
+        return self.next_schedule
+
+    def run(self, now: Now) -> None:
+        if self.dirty:
+            self._dispatch(now)
+        if self.schedule_requested:
+            self.schedule_requested = False
+            self.next_schedule = now.mono + self.ctl.config.schedule_interval
+            self._schedule(now)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, now: Now) -> None:
+        dirty, self.dirty = self.dirty, set()
+        depth = self.ctl.config.dispatch_depth + 1
+        for session_id in dirty:
+            session = self.ctl.state.sessions.get(session_id)
+            executor_ids = self.bound.get(session_id)
+            if session is None or not executor_ids or not session.pending or session.state is not SessionState.Open:
+                continue
+            executors = [self.ctl.state.executors[e] for e in sorted(executor_ids)]
+            in_flight = sum(len(e.tasks) for e in executors)
+            share = min(depth, max(1, math.ceil((len(session.pending) + in_flight) / len(executors))))
+            for executor in sorted(executors, key=lambda e: len(e.tasks)):
+                room = min(share - len(executor.tasks), len(session.pending))
+                if room > 0:
+                    self._launch(session, executor, room, now)
+
+    def _launch(self, session: SessionEntry, executor: ExecutorEntry, count: int, now: Now) -> None:
+        pending = session.pending
+        task_ids = [pending[i] for i in range(count)]
+        self.ctl.commit(
+            r.TasksDispatched(time=now.wall, session_id=session.id, executor_id=executor.id, task_ids=task_ids)
+        )
+        tasks = session.tasks
+        assignments = [
+            be.TaskAssignment(task_id=t, attempt=tasks[t - 1].attempt, input=tasks[t - 1].input) for t in task_ids
+        ]
+        self.ctl.links.send(
+            executor.node, be.LaunchTasks(executor_id=executor.id, session_id=session.id, tasks=assignments)
+        )
+        self.idle_since.pop(executor.id, None)
+
+    def requeue(self, session_id: str, task_ids: list[int], count_retry: bool, reason: str, now: Now) -> None:
+        """Running tasks back to Pending (only those still Running: R9); with `count_retry`,
+        a task whose retries would pass `task_retry_limit` fails instead."""
+        session = self.ctl.state.sessions[session_id]
+        limit = self.ctl.config.task_retry_limit
+        again: list[int] = []
+        failed: list[r.TaskFinish] = []
+        for task_id in task_ids:
+            task = session.tasks[task_id - 1]
+            if task.state is not TaskState.Running:
+                continue
+            if count_retry and task.retry_count + 1 > limit:
+                message = f"retry limit exceeded ({task.retry_count} retries, limit {limit}); last loss: {reason}"
+                failed.append(r.TaskFinish(task_id, TaskState.Failed, None, message))
+            else:
+                again.append(task_id)
+        if failed:
+            self.ctl.commit(r.TasksFinished(time=now.wall, session_id=session_id, tasks=failed))
+            self.ctl.counters["tasks_failed_retry_limit"] += len(failed)
+        if again:
+            record = r.TasksRequeued(
+                time=now.wall, session_id=session_id, task_ids=again, count_retry=count_retry, reason=reason
+            )
+            self.ctl.commit(record)
+            self.ctl.counters["tasks_retried" if count_retry else "tasks_returned"] += len(again)
+            log.info("session %s: %d tasks back to Pending (%s)", session_id, len(again), reason)
+        self.session_changed(session_id)
+
+    def contexts(self, session: SessionEntry) -> tuple[be.SessionContext, be.ApplicationContext]:
+        spec = session.spec
+        app = self.ctl.state.applications.get(spec.application)
+        session_ctx = be.SessionContext(
+            session_id=session.id, application=spec.application, common_data=spec.common_data
+        )
+        if app is None:
+            return session_ctx, be.ApplicationContext(name=spec.application)
+        a = app.spec
+        return session_ctx, be.ApplicationContext(
+            name=app.name,
+            shim=a.shim,
+            command=a.command,
+            arguments=a.arguments,
+            environments=a.environments,
+            working_directory=a.working_directory,
+            image=a.image,
+            url=a.url,
+            installer=a.installer,
+        )
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _view(self) -> scheduler.ClusterView:
+        state = self.ctl.state
+        limit = self.ctl.config.session_bind_retry_limit
+        sessions = []
+        for s in state.sessions.values():
+            if s.state is not SessionState.Open:
+                continue
+            app = state.applications.get(s.spec.application)
+            caps = [m for m in (s.spec.max_instances, app.spec.max_instances if app else None) if m is not None]
+            assert s.spec.resreq is not None
+            sessions.append(
+                scheduler.SessionView(
+                    id=s.id,
+                    priority=s.spec.priority,
+                    creation_time=s.creation_time,
+                    resreq=s.spec.resreq,
+                    pending=s.counts[TaskState.Pending],
+                    running=s.counts[TaskState.Running],
+                    min_instances=s.spec.min_instances,
+                    max_instances=min(caps) if caps else None,
+                    delay_release=app.spec.delay_release if app else 0.0,
+                    schedulable=app is not None and s.bind_failures < limit,
+                )
+            )
+        executors = [
+            scheduler.ExecutorView(
+                id=e.id,
+                node=e.node,
+                state=e.state,
+                resreq=e.resreq,
+                session_id=e.session_id,
+                reserved_for=e.reserved_for,
+                in_flight=len(e.tasks),
+                idle_since=self.idle_since.get(e.id),
+            )
+            for e in state.executors.values()
+        ]
+        nodes = [
+            scheduler.NodeView(
+                name=n.name,
+                capacity=n.info.capacity,
+                max_executors=n.info.max_executors,
+                ready=self.ctl.links.is_ready(n.name),
+                drained=n.drained,
+            )
+            for n in state.nodes.values()
+        ]
+        return scheduler.ClusterView(sessions=sessions, executors=executors, nodes=nodes)
+
+    def _schedule(self, now: Now) -> None:
+        plan = scheduler.plan(self._view(), now.mono)
+        if not plan:
+            return
+        state, links = self.ctl.state, self.ctl.links
+        for executor_id in plan.unbind:
+            executor = state.executors[executor_id]
+            self._change(executor, ExecutorTrigger.unbind, now)
+            self.executor_unbound(executor)
+            links.send(executor.node, be.UnbindExecutor(executor_id=executor_id))
+        for executor_id in plan.release:
+            executor = state.executors[executor_id]
+            self._change(executor, ExecutorTrigger.release, now)
+            links.send(executor.node, be.ReleaseExecutor(executor_id=executor_id))
+        for executor_id, session_id in plan.bind:
+            executor = state.executors[executor_id]
+            session = state.sessions[session_id]
+            self._change(executor, ExecutorTrigger.bind, now, session_id)
+            session_ctx, app_ctx = self.contexts(session)
+            links.send(
+                executor.node,
+                be.BindExecutor(executor_id=executor_id, session=session_ctx, application=app_ctx),
+            )
+        for node, session_id in plan.create:
+            resreq = state.sessions[session_id].spec.resreq
+            assert resreq is not None
+            executor_id = self.ctl.new_id()
+            self.ctl.commit(
+                r.ExecutorCreated(
+                    time=now.wall, executor_id=executor_id, node=node, resreq=resreq, session_id=session_id
+                )
+            )
+            links.send(node, be.CreateExecutor(executor_id=executor_id, resreq=resreq))
+            log.info("executor %s: created on %s for session %s", executor_id, node, session_id)
+
+    def _change(self, executor: ExecutorEntry, trigger: ExecutorTrigger, now: Now, session: str | None = None) -> None:
+        self.ctl.commit(r.ExecutorChanged(time=now.wall, executor_id=executor.id, trigger=trigger, session_id=session))
+        log.debug("executor %s on %s: -> %s (%s)", executor.id, executor.node, executor.state, trigger)
