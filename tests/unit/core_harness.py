@@ -1,0 +1,233 @@
+"""A harness that drives the pure `Controller` with fake clients and fake executor managers.
+
+No sockets, no processes, no clock: time moves only when a test calls `advance()`. Fake nodes
+answer commands the way a real executor manager would (create, bind, run tasks by echoing the
+input, unbind, release), so whole scenarios run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flamed.core.controller import Controller, CoreConfig, Now, Outbox
+from flamed.core.state import ClusterState
+from protocol import backend as be
+from protocol import frontend as fe
+from protocol.codec import PROTOCOL_VERSION
+from protocol.types import NodeInfo, ResourceRequirement, SessionSpec, TaskState
+
+WALL0 = 1_760_000_000_000
+
+
+@dataclass
+class FakeNode:
+    name: str
+    slots: int = 4
+    incarnation: str = "inc-1"
+    peer: bytes = b""
+    epoch: int = 0
+    seq: int = 0
+    recv_seq: int = 0
+    online: bool = True  # False: messages to it are lost and it sends nothing
+    auto_run: bool = True  # complete launched tasks at once
+    executors: dict[str, str | None] = field(default_factory=dict)  # id -> bound session
+    queued: dict[str, list[be.TaskAssignment]] = field(default_factory=dict)
+    outbox: list[be.ExecutorReport] = field(default_factory=list)
+    errors: list[be.Error] = field(default_factory=list)
+    registered: list[be.Registered] = field(default_factory=list)
+    fail_inputs: set[bytes] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.peer = f"{self.name}/{self.incarnation}".encode()
+
+    def info(self) -> NodeInfo:
+        return NodeInfo(
+            name=self.name,
+            hostname=self.name,
+            capacity=ResourceRequirement(cpu=self.slots, memory=self.slots << 30),
+            max_executors=self.slots,
+        )
+
+    def register_message(self) -> be.RegisterNode:
+        return be.RegisterNode(
+            protocol_version=PROTOCOL_VERSION,
+            node=self.info(),
+            incarnation=self.incarnation,
+            executors=sorted(self.executors),
+        )
+
+    def receive(self, message: be.Message) -> None:
+        match message:
+            case be.Registered():
+                self.epoch, self.recv_seq, self.seq = message.epoch, 0, 0
+                self.registered.append(message)
+                self._reconcile(message.executors)
+            case be.Error():
+                self.errors.append(message)
+            case be.Heartbeat() | be.Commands():
+                assert message.epoch == self.epoch and message.seq == self.recv_seq + 1, message
+                self.recv_seq = message.seq
+                if isinstance(message, be.Commands):
+                    for command in message.commands:
+                        self._command(command)
+
+    def _reconcile(self, wanted: list[be.ExecutorAssignment]) -> None:
+        listed = {a.executor_id: a for a in wanted}
+        for executor_id in list(self.executors):
+            if executor_id not in listed:
+                del self.executors[executor_id]
+                self.queued.pop(executor_id, None)
+        for a in wanted:
+            if a.state == "Void":
+                self.executors[a.executor_id] = None
+                self.outbox.append(be.ExecutorCreated(executor_id=a.executor_id))
+            elif a.state == "Binding" and a.session is not None:
+                self.executors[a.executor_id] = a.session.session_id
+                self.outbox.append(be.ExecutorBound(executor_id=a.executor_id, session_id=a.session.session_id))
+            elif a.state == "Bound":
+                have = {t.task_id for t in self.queued.get(a.executor_id, [])}
+                self.queued.setdefault(a.executor_id, []).extend(t for t in a.tasks if t.task_id not in have)
+
+    def _command(self, command: be.ExecutorCommand) -> None:
+        match command:
+            case be.CreateExecutor():
+                self.executors[command.executor_id] = None
+                self.outbox.append(be.ExecutorCreated(executor_id=command.executor_id))
+            case be.BindExecutor():
+                self.executors[command.executor_id] = command.session.session_id
+                self.outbox.append(
+                    be.ExecutorBound(executor_id=command.executor_id, session_id=command.session.session_id)
+                )
+            case be.LaunchTasks():
+                self.queued.setdefault(command.executor_id, []).extend(command.tasks)
+            case be.UnbindExecutor():
+                session = self.executors.get(command.executor_id)
+                unstarted = [
+                    be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in self.queued.pop(command.executor_id, [])
+                ]
+                self.executors[command.executor_id] = None
+                self.outbox.append(
+                    be.ExecutorUnbound(executor_id=command.executor_id, session_id=session, unstarted=unstarted)
+                )
+            case be.ReleaseExecutor():
+                self.executors.pop(command.executor_id, None)
+                self.outbox.append(be.ExecutorReleased(executor_id=command.executor_id))
+
+    def run_tasks(self) -> None:
+        for executor_id, tasks in self.queued.items():
+            session = self.executors.get(executor_id)
+            for task in tasks:
+                failed = task.input in self.fail_inputs
+                self.outbox.append(
+                    be.TaskCompleted(
+                        executor_id=executor_id,
+                        session_id=session or "",
+                        task_id=task.task_id,
+                        attempt=task.attempt,
+                        state=TaskState.Failed if failed else TaskState.Succeed,
+                        output=None if failed else task.input,
+                        message="ValueError: boom" if failed else None,
+                    )
+                )
+            tasks.clear()
+
+    def take_reports(self) -> be.Reports | None:
+        if not self.outbox:
+            return None
+        self.seq += 1
+        reports, self.outbox = self.outbox, []
+        return be.Reports(epoch=self.epoch, seq=self.seq, reports=reports)
+
+
+class Harness:
+    def __init__(self, **config: object) -> None:
+        ids = itertools.count(1)
+        self.config = CoreConfig(**config)  # type: ignore[arg-type]
+        self.ctl = Controller(self.config, new_id=lambda: f"e{next(ids)}")
+        self.t = 0.0
+        self.nodes: dict[bytes, FakeNode] = {}
+        self.replies: dict[bytes, list[fe.Message]] = {}
+        self.request_ids = itertools.count(1)
+        self.records: list[object] = []
+
+    @property
+    def state(self) -> ClusterState:
+        return self.ctl.state
+
+    def now(self) -> Now:
+        return Now(mono=self.t, wall=WALL0 + int(self.t * 1000))
+
+    def add_node(self, name: str, slots: int = 4, **kwargs: object) -> FakeNode:
+        node = FakeNode(name, slots, **kwargs)  # type: ignore[arg-type]
+        self.nodes[node.peer] = node
+        self.ctl.handle_node(node.peer, node.register_message(), self.now())
+        self.pump()
+        return node
+
+    def reregister(self, node: FakeNode) -> None:
+        self.nodes[node.peer] = node
+        self.ctl.handle_node(node.peer, node.register_message(), self.now())
+        self.pump()
+
+    def request(self, request: fe.Message, peer: bytes = b"client") -> fe.Message:
+        request.request_id = next(self.request_ids)
+        self.ctl.handle_client(peer, request, self.now())  # type: ignore[arg-type]
+        self.pump()
+        for reply in self.replies.get(peer, []):
+            if reply.request_id == request.request_id:
+                return reply
+        raise AssertionError(f"no reply to {request!r}")
+
+    def deliver(self, outbox: Outbox) -> bool:
+        self.records.extend(outbox.records)
+        for peer, reply in outbox.replies:
+            self.replies.setdefault(peer, []).append(reply)
+        moved = False
+        for peer, message in outbox.node_messages:
+            node = self.nodes.get(peer)
+            if node is not None and node.online:
+                node.receive(message)
+                moved = True
+        return moved or bool(outbox.records)
+
+    def pump(self, rounds: int = 100) -> None:
+        """Flush and deliver both ways until nothing moves."""
+        for _ in range(rounds):
+            moved = self.deliver(self.ctl.flush(self.now()))
+            for node in list(self.nodes.values()):
+                if not node.online:
+                    continue
+                if node.auto_run:
+                    node.run_tasks()
+                reports = node.take_reports()
+                if reports is not None:
+                    self.ctl.handle_node(node.peer, reports, self.now())
+                    moved = True
+            if not moved:
+                return
+        raise AssertionError("the controller did not settle")
+
+    def advance(
+        self, seconds: float, step: float | None = None, heartbeat: Callable[[FakeNode], bool] | None = None
+    ) -> None:
+        """Move time forward, ticking the controller; online nodes heartbeat each step."""
+        step = step or self.config.heartbeat_interval / 2
+        end = self.t + seconds
+        while self.t < end - 1e-9:
+            self.t = min(end, self.t + step)
+            for node in self.nodes.values():
+                if node.online and (heartbeat is None or heartbeat(node)):
+                    node.seq += 1
+                    self.ctl.handle_node(node.peer, be.Heartbeat(epoch=node.epoch, seq=node.seq), self.now())
+            self.ctl.tick(self.now())
+            self.pump()
+
+    def session(self, session_id: str = "s1", application: str = "flmping", **spec: object) -> fe.Message:
+        return self.request(fe.CreateSession(session_id=session_id, spec=SessionSpec(application=application, **spec)))  # type: ignore[arg-type]
+
+    def tasks(self, session_id: str, inputs: list[bytes | None]) -> list[int]:
+        reply = self.request(fe.CreateTasks(session_id=session_id, inputs=inputs))
+        assert isinstance(reply, fe.TasksCreated), reply
+        return reply.task_ids
