@@ -83,6 +83,22 @@ class Codec(Generic[T]):
             raise FrameError(ErrorCode.BadMessage, f"malformed payload: {exc}") from None
 
 
+class _Envelope(msgspec.Struct):
+    request_id: int = 0
+
+
+_envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
+
+
+def peek_request_id(frames: list[bytes]) -> int:
+    """The `request_id` of a request that did not decode, if one can be read (else 0), so that
+    the error reply reaches the caller that is waiting for it."""
+    try:
+        return _envelope_decoder.decode(frames[-1]).request_id if frames else 0
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
+
+
 def client_request_codec() -> Codec[frontend.ClientRequest]:
     """What a session manager's frontend decodes."""
     return Codec(frontend.ClientRequest)

@@ -145,10 +145,11 @@ class Controller:
             reply.request_id = request.request_id
             self.outbox.replies.append((peer, reply))
 
-    def reject_client_frame(self, peer: bytes, code: ErrorCode, message: str) -> None:
-        """A frontend frame that did not decode: answer it and count it."""
+    def reject_client_frame(self, peer: bytes, code: ErrorCode, message: str, request_id: int = 0) -> None:
+        """A frontend frame that did not decode: answer it (echoing its request id when it could
+        be read) and count it."""
         self.counters["bad_client_frames"] += 1
-        self.outbox.replies.append((peer, fe.Error(code=code, message=message)))
+        self.outbox.replies.append((peer, fe.Error(code=code, message=message, request_id=request_id)))
 
     def handle_node(self, peer: bytes, message: be.NodeMessage, now: Now) -> None:
         self.links.handle(peer, message, now)

@@ -172,7 +172,7 @@ class SessionManager:
                 request = self._client_codec.decode(frames[1:])
             except FrameError as exc:
                 log.info("frontend: bad frame from %r: %s", peer[:32], exc.message)
-                ctl.reject_client_frame(peer, exc.code, exc.message)
+                ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]))
                 continue
             ctl.handle_client(peer, request, now)
 

@@ -1,0 +1,147 @@
+"""The wire contract: round trips, frozen bytes for scripted clients, and clear decode errors."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from protocol import backend as be
+from protocol import frontend as fe
+from protocol import instance as ins
+from protocol.codec import (
+    HEADER,
+    PROTOCOL_VERSION,
+    FrameError,
+    client_request_codec,
+    encode,
+    instance_command_codec,
+    instance_message_codec,
+    manager_message_codec,
+    node_message_codec,
+    peek_request_id,
+    server_reply_codec,
+)
+from protocol.errors import ErrorCode
+from protocol.types import NodeInfo, ResourceRequirement, SessionSpec, Task, TaskState
+
+pytestmark = pytest.mark.timeout(30)
+
+REQUESTS: list[fe.Message] = [
+    fe.Hello(protocol_version=PROTOCOL_VERSION, client="test", request_id=1),
+    fe.CreateSession(session_id="s1", spec=SessionSpec(application="flmping", common_data=b"\x00\xff"), request_id=2),
+    fe.CreateTasks(session_id="s1", inputs=[b"a", None, b""], request_id=3),
+    fe.WatchTasks(session_id="s1", task_ids=[1, 2], request_id=4),
+    fe.ListNodes(request_id=5),
+]
+
+REPLIES: list[fe.Message] = [
+    fe.Welcome(protocol_version=1, server_version="0.1.0", request_id=1),
+    fe.TasksCreated(session_id="s1", task_ids=[1, 2, 3], request_id=3),
+    fe.TaskUpdates(tasks=[Task(id=1, session_id="s1", state=TaskState.Succeed, output=b"ok")], request_id=4),
+    fe.Error(code=ErrorCode.NotFound, message="session s9 not found", request_id=6),
+]
+
+NODE: list[be.Message] = [
+    be.RegisterNode(
+        protocol_version=1,
+        node=NodeInfo(name="n1", hostname="h", capacity=ResourceRequirement(cpu=2, memory=1 << 30), max_executors=2),
+        incarnation="abc",
+    ),
+    be.Reports(
+        epoch=3,
+        seq=7,
+        reports=[
+            be.TaskCompleted(executor_id="e1", session_id="s1", task_id=1, attempt=1, state=TaskState.Failed),
+            be.ExecutorUnbound(executor_id="e1", unstarted=[be.TaskKey(task_id=2, attempt=1)], reason="died"),
+        ],
+    ),
+    be.Heartbeat(epoch=3, seq=8),
+    be.Goodbye(epoch=3, seq=9),
+]
+
+MANAGER: list[be.Message] = [
+    be.Registered(epoch=3, executors=[], heartbeat_interval=1.0, heartbeat_liveness=5),
+    be.Commands(
+        epoch=3,
+        seq=1,
+        ack=7,
+        commands=[
+            be.LaunchTasks(executor_id="e1", session_id="s1", tasks=[be.TaskAssignment(task_id=1, attempt=1)]),
+            be.ReleaseExecutor(executor_id="e2"),
+        ],
+    ),
+    be.Error(code=ErrorCode.Reregister, message="stale epoch"),
+]
+
+
+@pytest.mark.parametrize(
+    ("messages", "codec"),
+    [
+        (REQUESTS, client_request_codec()),
+        (REPLIES, server_reply_codec()),
+        (NODE, node_message_codec()),
+        (MANAGER, manager_message_codec()),
+        (
+            [ins.InstanceReady(executor_id="e1", protocol_version=1, pid=42), ins.TaskResults(results=[])],
+            instance_message_codec(),
+        ),
+        ([ins.InvokeTasks(tasks=[be.TaskAssignment(task_id=1, attempt=2, input=b"x")])], instance_command_codec()),
+    ],
+)
+def test_every_link_round_trips(messages: list[msgspec.Struct], codec: object) -> None:
+    for message in messages:
+        frames = encode(message)
+        assert frames[0] == HEADER
+        assert codec.decode(frames) == message  # type: ignore[attr-defined]
+
+
+def test_frozen_bytes_for_scripted_clients() -> None:
+    """PROTOCOL.md documents these bytes; a change here breaks clients written from it."""
+    hello = encode(fe.Hello(protocol_version=1, client="sh", request_id=1))
+    assert hello[0] == b"FLM\x01"
+    assert msgspec.msgpack.decode(hello[1]) == {"type": "Hello", "request_id": 1, "protocol_version": 1, "client": "sh"}
+    create = encode(fe.CreateTasks(session_id="s1", inputs=[b"hi"], request_id=9))
+    assert msgspec.msgpack.decode(create[1]) == {
+        "type": "CreateTasks",
+        "request_id": 9,
+        "session_id": "s1",
+        "inputs": [b"hi"],
+    }
+
+
+def test_a_plain_msgpack_map_from_another_language_decodes() -> None:
+    payload = msgspec.msgpack.encode({"type": "GetSession", "session_id": "s1", "request_id": 5})
+    request = client_request_codec().decode([HEADER, payload])
+    assert request == fe.GetSession(session_id="s1", request_id=5)
+
+
+@pytest.mark.parametrize(
+    ("frames", "code", "words"),
+    [
+        ([HEADER], ErrorCode.BadMessage, "expected 2 frames"),
+        ([b"XXXX", b"\x80"], ErrorCode.BadMessage, "bad header"),
+        ([b"FLM\x07", b"\x80"], ErrorCode.VersionMismatch, "protocol version 7"),
+        ([HEADER, b"\xc1\xc1"], ErrorCode.BadMessage, "malformed"),
+        ([HEADER, msgspec.msgpack.encode({"type": "FlyToTheMoon"})], ErrorCode.BadMessage, "FlyToTheMoon"),
+        ([HEADER, msgspec.msgpack.encode({"type": "GetSession", "session_id": 5})], ErrorCode.BadMessage, "session_id"),
+        ([HEADER, msgspec.msgpack.encode({"type": "GetSession"})], ErrorCode.BadMessage, "session_id"),
+        ([HEADER, msgspec.msgpack.encode([1, 2, 3])], ErrorCode.BadMessage, "invalid message"),
+    ],
+)
+def test_bad_frames_raise_frame_errors_that_say_why(frames: list[bytes], code: ErrorCode, words: str) -> None:
+    with pytest.raises(FrameError) as caught:
+        client_request_codec().decode(frames)
+    assert caught.value.code is code
+    assert words in caught.value.message
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    payload = msgspec.msgpack.encode({"type": "Ping", "request_id": 1, "added_in_v1_1": True})
+    assert client_request_codec().decode([HEADER, payload]) == fe.Ping(request_id=1)
+
+
+def test_the_request_id_of_an_undecodable_request_can_still_be_read() -> None:
+    payload = msgspec.msgpack.encode({"type": "GetSession", "session_id": 5, "request_id": 77})
+    assert peek_request_id([HEADER, payload]) == 77
+    assert peek_request_id([HEADER, b"\xc1"]) == 0
+    assert peek_request_id([]) == 0

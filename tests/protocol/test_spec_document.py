@@ -1,0 +1,44 @@
+"""PROTOCOL.md is what scripted clients are written from: it must name every message and code."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import pytest
+
+from protocol import backend, frontend, instance
+from protocol.errors import ErrorCode
+from protocol.types import ConnectionState, ExecutorState, NodeState, SessionState, TaskState
+
+pytestmark = pytest.mark.timeout(10)
+
+SPEC = (Path(__file__).parents[2] / "protocol" / "PROTOCOL.md").read_text()
+
+
+def members(union: object) -> list[str]:
+    return [t.__name__ for t in typing.get_args(union)]
+
+
+@pytest.mark.parametrize(
+    "union",
+    [
+        frontend.ClientRequest,
+        frontend.ServerReply,
+        backend.NodeMessage,
+        backend.ManagerMessage,
+        backend.ExecutorCommand,
+        backend.ExecutorReport,
+        instance.InstanceMessage,
+        instance.InstanceCommand,
+    ],
+)
+def test_every_message_type_is_documented(union: object) -> None:
+    missing = [name for name in members(union) if f"`{name}" not in SPEC]
+    assert not missing, f"PROTOCOL.md does not describe {missing}"
+
+
+def test_every_error_code_and_state_is_documented() -> None:
+    for enum in (ErrorCode, TaskState, SessionState, ExecutorState, NodeState, ConnectionState):
+        missing = [m.value for m in enum if f"`{m.value}`" not in SPEC]
+        assert not missing, f"PROTOCOL.md does not list {enum.__name__} values {missing}"
