@@ -1,1 +1,1 @@
-"""flame-tui: the terminal dashboard."""
+"""flame-tui: a Textual dashboard of a Flame cluster."""
