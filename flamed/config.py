@@ -35,7 +35,7 @@ class ClusterConfig(Section):
     backend: str = DEFAULT_BACKEND
     #: Default per-executor resources of a session that gives none ("cpu=N,mem=SIZE,gpu=N").
     resreq: str = "cpu=1,mem=1Gi,gpu=0"
-    policies: list[Literal["priority", "drf"]] = ["priority", "drf"]
+    policies: list[Literal["priority", "drf"]] = msgspec.field(default_factory=lambda: ["priority", "drf"])
     #: Seconds between periodic scheduling passes (events also trigger passes).
     schedule_interval: float = 0.1
     #: How many tasks may be queued on one executor beyond the one it runs.
