@@ -96,7 +96,7 @@ def run_cluster(args: argparse.Namespace, config: Config) -> int:
     manager.start()
     if not wait_ready(frontend_ep, time.monotonic() + READY_TIMEOUT, manager):
         print(f"flamed cluster: the session manager did not come up at {frontend_ep}", file=sys.stderr)
-        _stop_all([manager])
+        _stop_all([[manager]])
         return 1
     for child in executors:
         child.start()
@@ -109,7 +109,7 @@ def run_cluster(args: argparse.Namespace, config: Config) -> int:
     try:
         code = _supervise(manager, executors, stop)
     finally:
-        _stop_all([*executors, manager])
+        _stop_all([executors, [manager]])
         context().term()
     return code
 
@@ -156,15 +156,22 @@ def _supervise(manager: Child, executors: list[Child], stop: socket.socket) -> i
                 child.restart_at = time.monotonic() + delay
 
 
-def _stop_all(children: list[Child]) -> None:
-    """SIGTERM in order (executor managers first), then SIGKILL what is left."""
-    for child in children:
-        if child.alive():
+def _stop_all(groups: list[list[Child]]) -> None:
+    """Stop group by group (executor managers together, then the session manager): SIGTERM,
+    wait up to STOP_TIMEOUT for the group, then SIGKILL what is left."""
+    for group in groups:
+        running = [c for c in group if c.alive()]
+        for child in running:
             assert child.process is not None
             child.process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in running:
+            assert child.process is not None
             try:
-                child.process.wait(STOP_TIMEOUT)
+                child.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                print(f"flamed cluster: {child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it", file=sys.stderr)
                 child.process.kill()
                 child.process.wait()
-        child.reap()
+        for child in group:
+            child.reap()
