@@ -219,7 +219,6 @@ def _shuffle(
         if (session.pending == 0 and surplus and idle_for >= session.delay_release) or (
             waiting_priority is not None
             and session.priority <= waiting_priority
-            and session.id not in blocked
             and held[session.id] > fair.get(session.id, 0)
         ):
             decisions.unbind.append(executor.id)

@@ -1,0 +1,97 @@
+"""The pure scheduler: capacity, instance bounds, priority, fair share, release rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from flamed.core.scheduler import ClusterView, ExecutorView, NodeView, SessionView, plan
+from protocol.types import ExecutorState, ResourceRequirement
+
+pytestmark = pytest.mark.timeout(10)
+
+ONE = ResourceRequirement(cpu=1, memory=1 << 30)
+
+
+def session(sid: str, pending: int = 0, running: int = 0, **kw: object) -> SessionView:
+    fields: dict[str, object] = dict(
+        priority=0,
+        creation_time=0,
+        resreq=ONE,
+        min_instances=0,
+        max_instances=None,
+        delay_release=5.0,
+    )
+    fields.update(kw)
+    return SessionView(id=sid, pending=pending, running=running, **fields)  # type: ignore[arg-type]
+
+
+def node(name: str, cpus: int = 4, **kw: object) -> NodeView:
+    return NodeView(
+        name=name, capacity=ResourceRequirement(cpu=cpus, memory=cpus << 30), max_executors=cpus, ready=True, **kw
+    )  # type: ignore[arg-type]
+
+
+def bound(eid: str, node_name: str, sid: str, in_flight: int = 0, idle_since: float | None = None) -> ExecutorView:
+    return ExecutorView(
+        id=eid,
+        node=node_name,
+        state=ExecutorState.Bound,
+        resreq=ONE,
+        session_id=sid,
+        reserved_for=None,
+        in_flight=in_flight,
+        idle_since=idle_since,
+    )
+
+
+def test_a_free_cluster_is_filled_in_one_pass_within_node_capacity() -> None:
+    decisions = plan(ClusterView([session("s", pending=100)], [], [node("a", 4), node("b", 2)]), 0.0)
+    per_node = {n: sum(1 for m, _ in decisions.create if m == n) for n in ("a", "b")}
+    assert per_node == {"a": 4, "b": 2}
+
+
+def test_demand_is_bounded_by_max_and_raised_by_min_instances() -> None:
+    capped = plan(ClusterView([session("s", pending=50, max_instances=2)], [], [node("a", 8)]), 0.0)
+    assert len(capped.create) == 2
+    warm = plan(ClusterView([session("s", min_instances=3)], [], [node("a", 8)]), 0.0)
+    assert len(warm.create) == 3
+
+
+def test_unready_and_drained_nodes_get_nothing() -> None:
+    nodes = [node("down", 4), node("drained", 4, drained=True), node("up", 1)]
+    nodes[0].ready = False
+    decisions = plan(ClusterView([session("s", pending=10)], [], nodes), 0.0)
+    assert decisions.create == [("up", "s")]
+
+
+def test_higher_priority_is_served_first_when_capacity_is_short() -> None:
+    sessions = [session("low", pending=4, creation_time=1), session("high", pending=4, priority=5, creation_time=2)]
+    decisions = plan(ClusterView(sessions, [], [node("a", 3)]), 0.0)
+    assert [s for _, s in decisions.create] == ["high", "high", "high"]
+
+
+def test_equal_sessions_share_by_dominant_share() -> None:
+    sessions = [session("x", pending=10, creation_time=1), session("y", pending=10, creation_time=2)]
+    decisions = plan(ClusterView(sessions, [], [node("a", 4)]), 0.0)
+    assert sorted(s for _, s in decisions.create) == ["x", "x", "y", "y"]
+
+
+def test_idle_bound_executor_is_released_only_after_delay_release() -> None:
+    executors = [bound("e1", "a", "s", idle_since=10.0)]
+    view = ClusterView([session("s", delay_release=5.0)], executors, [node("a")])
+    assert plan(view, 12.0).unbind == []
+    assert plan(view, 15.5).unbind == ["e1"]
+
+
+def test_busy_executors_are_never_unbound_and_closed_sessions_let_go() -> None:
+    busy = [bound("e1", "a", "s", in_flight=1)]
+    assert plan(ClusterView([session("s", open=False)], busy, [node("a")]), 99.0).unbind == []
+    idle = [bound("e1", "a", "s")]
+    assert plan(ClusterView([session("s", open=False)], idle, [node("a")]), 0.0).unbind == ["e1"]
+
+
+def test_a_waiting_session_gets_executors_back_from_one_over_its_fair_share() -> None:
+    executors = [bound(f"e{i}", "a", "hog", idle_since=0.0) for i in range(4)]
+    sessions = [session("hog", pending=10, running=0, creation_time=1), session("new", pending=10, creation_time=2)]
+    decisions = plan(ClusterView(sessions, executors, [node("a", 4)]), 0.1)
+    assert len(decisions.unbind) == 2, decisions
