@@ -1,1 +1,205 @@
-"""client."""
+"""flamed.client: the Python SDK, with the names and meanings of Flame's `flamepy`.
+
+    import flamed.client as flamepy
+
+    flamepy.register_application("echo", flamepy.ApplicationAttributes(command="/usr/bin/echo-service"))
+    with flamepy.create_session("echo") as session:
+        futures = [session.run(b"hi") for _ in range(10_000)]
+        outputs = [f.result() for f in futures]
+
+Module-level functions use one default `Connection`, created by `connect()` or on first use from
+`--endpoint`-less defaults (FLAME_ENDPOINT, then the config file, then tcp://127.0.0.1:8080). It
+is closed at interpreter exit. Errors are `FlameError` (see `flamed.client.errors`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any
+
+from flamed.client.connection import Connection, session_spec, short_name
+from flamed.client.errors import FlameError, FlameErrorCode
+from flamed.client.session import Session
+from flamed.client.types import (
+    Application,
+    ApplicationAttributes,
+    ApplicationSchema,
+    ApplicationState,
+    Event,
+    ResourceRequirement,
+    SessionAttributes,
+    SessionState,
+    Shim,
+    Task,
+    TaskState,
+)
+from protocol.types import Executor, Node, SessionSpec
+
+__all__ = [
+    "Application",
+    "ApplicationAttributes",
+    "ApplicationSchema",
+    "ApplicationState",
+    "Connection",
+    "Event",
+    "Executor",
+    "FlameError",
+    "FlameErrorCode",
+    "Node",
+    "ResourceRequirement",
+    "Session",
+    "SessionAttributes",
+    "SessionState",
+    "Shim",
+    "Task",
+    "TaskState",
+    "close_session",
+    "connect",
+    "create_session",
+    "delete_session",
+    "get_application",
+    "get_session",
+    "list_applications",
+    "list_executors",
+    "list_nodes",
+    "list_sessions",
+    "open_connection",
+    "open_session",
+    "register_application",
+    "short_name",
+    "unregister_application",
+    "update_application",
+]
+
+_lock = threading.Lock()
+_default: Connection | None = None
+
+
+def open_connection(addr: str | None = None, config: str | None = None, timeout: float | None = None) -> Connection:
+    """A new connection (not the default one): endpoint from `addr`, FLAME_ENDPOINT, the config
+    file, then the default; timeout from `timeout`, then `client.timeout` in the config."""
+    from flamed.config import ConfigError, client_endpoint, load_config
+
+    # Imported here so that `import flamed.client` never fails on the config module.
+    try:
+        endpoint = client_endpoint(addr, config)
+        if timeout is None:
+            timeout = load_config(config).client.timeout
+    except ConfigError as exc:
+        raise FlameError(FlameErrorCode.INVALID_CONFIG, str(exc)) from None
+    return Connection(endpoint, timeout)
+
+
+def connect(addr: str | None = None, timeout: float | None = None) -> Connection:
+    """Connect the default connection to `addr` (see `open_connection`), replacing any other."""
+    global _default
+    connection = open_connection(addr, timeout=timeout)
+    with _lock:
+        old, _default = _default, connection
+    if old is not None:
+        old.close()
+    return connection
+
+
+def connection() -> Connection:
+    """The default connection, connected on first use."""
+    global _default  # noqa: PLW0603 - see connect()
+    with _lock:
+        if _default is not None and not _default.closed:
+            return _default
+    created = open_connection()
+    with _lock:
+        if _default is None or _default.closed:
+            _default = created
+            return created
+        current = _default
+    created.close()
+    return current
+
+
+def disconnect() -> None:
+    """Close the default connection (done at interpreter exit too)."""
+    global _default
+    with _lock:
+        old, _default = _default, None
+    if old is not None:
+        old.close()
+
+
+atexit.register(disconnect)
+
+
+def register_application(name: str, attrs: ApplicationAttributes | dict[str, Any]) -> None:
+    connection().register_application(name, attrs)
+
+
+def update_application(name: str, attrs: ApplicationAttributes | dict[str, Any]) -> None:
+    connection().update_application(name, attrs)
+
+
+def unregister_application(name: str) -> None:
+    connection().unregister_application(name)
+
+
+def get_application(name: str) -> Application | None:
+    return connection().get_application(name)
+
+
+def list_applications() -> list[Application]:
+    return connection().list_applications()
+
+
+def create_session(  # noqa: PLR0917 - flamepy's positional signature
+    application: str,
+    common_data: bytes | None = None,
+    session_id: str | None = None,
+    min_instances: int = 0,
+    max_instances: int | None = None,
+    batch_size: int = 1,
+    resreq: ResourceRequirement | None = None,
+    priority: int = 0,
+) -> Session:
+    """Create a session of `application` (id `<application>-<6 alnum>` unless given)."""
+    return connection().create_session(
+        application, common_data, session_id, min_instances, max_instances, batch_size, resreq, priority
+    )
+
+
+def open_session(session_id: str, spec: SessionSpec | SessionAttributes | None = None) -> Session:
+    """The open session `session_id`; with a spec, created if missing (and must match if not)."""
+    if isinstance(spec, SessionAttributes):
+        spec = session_spec(
+            spec.application,
+            spec.common_data,
+            min_instances=spec.min_instances,
+            max_instances=spec.max_instances,
+            batch_size=spec.batch_size,
+            resreq=spec.resreq,
+            priority=spec.priority,
+        )
+    return connection().open_session(session_id, spec)
+
+
+def get_session(session_id: str) -> Session:
+    return connection().get_session(session_id)
+
+
+def list_sessions() -> list[Session]:
+    return connection().list_sessions()
+
+
+def close_session(session_id: str) -> Session:
+    return connection().close_session(session_id)
+
+
+def delete_session(session_id: str) -> Session:
+    return connection().delete_session(session_id)
+
+
+def list_nodes() -> list[Node]:
+    return connection().list_nodes()
+
+
+def list_executors() -> list[Executor]:
+    return connection().list_executors()

@@ -1,0 +1,257 @@
+"""The SDK against a fake session manager: pipelining, coalescing, futures, errors, timeouts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flamed.client import Connection, FlameError, FlameErrorCode, TaskState
+from protocol import frontend as fe
+from protocol.errors import ErrorCode
+from protocol.types import Task
+from protocol.types import TaskState as WireTaskState
+from tests.client.fake_sm import FakeSessionManager
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[FakeSessionManager]:
+    server = FakeSessionManager(f"ipc://{tmp_path}/sm")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def conn(fake: FakeSessionManager) -> Iterator[Connection]:
+    connection = Connection(fake.endpoint, timeout=2.0)
+    yield connection
+    connection.close()
+
+
+@pytest.mark.timeout(20)
+def test_run_futures_complete_with_outputs(conn: Connection) -> None:
+    """Breaks if replies are not matched to their callers or updates not dispatched per task."""
+    session = conn.create_session("app")
+    futures = [session.run(f"in-{i}".encode()) for i in range(500)]
+    assert [f.result(10) for f in futures] == [f"in-{i}".encode()[::-1] for i in range(500)]
+    assert sorted(f.task_id for f in futures) == list(range(1, 501))  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(20)
+def test_create_tasks_are_coalesced(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if every run() becomes its own CreateTasks (and WatchTasks) request."""
+    session = conn.create_session("app")
+    futures = [session.run(b"x") for _ in range(2000)]
+    for future in futures:
+        future.result(10)
+    creates = fake.of_type(fe.CreateTasks)
+    watches = fake.of_type(fe.WatchTasks)
+    assert sum(len(c.inputs) for c in creates) == 2000
+    assert len(creates) < 200
+    assert max(len(c.inputs) for c in creates) > 1
+    assert len(watches) == len(creates)
+    assert sorted(i for w in watches for i in w.task_ids) == list(range(1, 2001))
+
+
+@pytest.mark.timeout(20)
+def test_create_tasks_splits_ids_in_order(conn: Connection) -> None:
+    """Breaks if the ids of a merged CreateTasks are handed back to the wrong callers."""
+    session = conn.create_session("app")
+    first = session.create_tasks([b"a", b"b"])
+    second = session.create_task(b"c")
+    assert [t.id for t in first] == [1, 2]
+    assert second.id == 3
+    assert second.state is TaskState.Pending
+    assert second.input == b"c"
+
+
+@pytest.mark.timeout(20)
+def test_failed_task_raises_its_message(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if a Failed task's future does not carry the failure reason, as flamepy does."""
+    fake.failures[b"boom"] = "ValueError: boom"
+    session = conn.create_session("app")
+    ok, bad = session.run(b"fine"), session.run(b"boom")
+    assert ok.result(10) == b"enif"
+    with pytest.raises(FlameError) as caught:
+        bad.result(10)
+    assert caught.value.code is FlameErrorCode.INTERNAL
+    assert caught.value.message == "ValueError: boom"
+    with pytest.raises(FlameError):
+        session.invoke(b"boom")
+
+
+@pytest.mark.timeout(20)
+def test_cancelled_task_raises_invalid_state(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if a task cancelled by closing its session looks like a success or hangs."""
+
+    def cancel(request: fe.WatchTasks) -> list[fe.Message]:
+        tasks = [Task(id=i, session_id=request.session_id, state=WireTaskState.Cancelled) for i in request.task_ids]
+        return [fe.TaskUpdates(tasks=tasks)]
+
+    fake.handlers[fe.WatchTasks] = cancel
+    session = conn.create_session("app")
+    with pytest.raises(FlameError) as caught:
+        session.run(b"x").result(10)
+    assert caught.value.code is FlameErrorCode.INVALID_STATE
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("server_code", "expected"),
+    [
+        (ErrorCode.NotFound, FlameErrorCode.NOT_FOUND),
+        (ErrorCode.AlreadyExists, FlameErrorCode.ALREADY_EXISTS),
+        (ErrorCode.InvalidArgument, FlameErrorCode.INVALID_ARGUMENT),
+        (ErrorCode.InvalidState, FlameErrorCode.INVALID_STATE),
+        (ErrorCode.StorageUnavailable, FlameErrorCode.INTERNAL),
+    ],
+)
+def test_error_replies_map_to_flame_codes(
+    conn: Connection, fake: FakeSessionManager, server_code: ErrorCode, expected: FlameErrorCode
+) -> None:
+    """Breaks if server errors lose their kind or their message on the way to the caller."""
+    fake.handlers[fe.GetSession] = lambda r: [fe.Error(code=server_code, message="told you")]
+    with pytest.raises(FlameError) as caught:
+        conn.get_session("s")
+    assert caught.value.code is expected
+    assert caught.value.message == "told you"
+    assert caught.value.server_code is server_code
+
+
+@pytest.mark.timeout(20)
+def test_watch_error_fails_the_futures(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if an Error answering a WatchTasks leaves the run() futures hanging."""
+    fake.handlers[fe.WatchTasks] = lambda r: [fe.Error(code=ErrorCode.NotFound, message="session gone")]
+    session = conn.create_session("app")
+    with pytest.raises(FlameError) as caught:
+        session.run(b"x").result(10)
+    assert caught.value.code is FlameErrorCode.NOT_FOUND
+
+
+@pytest.mark.timeout(20)
+def test_get_application_missing_is_none(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if get_application raises for a missing application (flamepy returns None)."""
+    fake.handlers[fe.GetApplication] = lambda r: [fe.Error(code=ErrorCode.NotFound, message="no such app")]
+    assert conn.get_application("nope") is None
+
+
+@pytest.mark.timeout(20)
+def test_common_data_must_be_bytes(conn: Connection) -> None:
+    """Breaks if a str common_data is silently sent (flamepy rejects it)."""
+    with pytest.raises(FlameError) as caught:
+        conn.create_session("app", "text")  # type: ignore[arg-type]
+    assert caught.value.code is FlameErrorCode.INVALID_ARGUMENT
+
+
+@pytest.mark.timeout(20)
+def test_session_ids_default_to_app_and_suffix(conn: Connection) -> None:
+    """Breaks if the default session id is not flamepy's `<app>-<6 alnum>`."""
+    session = conn.create_session("app")
+    prefix, _, suffix = session.id.partition("-")
+    assert prefix == "app"
+    assert len(suffix) == 6
+    assert suffix.isalnum()
+
+
+@pytest.mark.timeout(20)
+def test_watch_task_yields_until_terminal(conn: Connection) -> None:
+    """Breaks if watch_task does not end at the terminal state."""
+    session = conn.create_session("app")
+    task = session.create_task(b"abc")
+    states = [t.state for t in session.watch_task(task.id)]
+    assert states == [TaskState.Running, TaskState.Succeed]
+
+
+@pytest.mark.timeout(20)
+def test_watch_task_times_out(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if watch_task blocks past its timeout when nothing changes."""
+    fake.handlers[fe.WatchTasks] = lambda r: []
+    session = conn.create_session("app")
+    task = session.create_task(b"abc")
+    with pytest.raises(TimeoutError):
+        list(session.watch_task(task.id, timeout=0.2))
+
+
+@pytest.mark.timeout(20)
+def test_missing_server_is_a_clear_error(tmp_path: Path) -> None:
+    """Breaks if connecting to nothing hangs or gives an unclear error."""
+    started = time.monotonic()
+    with pytest.raises(FlameError) as caught:
+        Connection(f"ipc://{tmp_path}/nobody", timeout=0.3)
+    assert time.monotonic() - started < 3
+    assert caught.value.code is FlameErrorCode.INVALID_CONFIG
+    assert "cannot reach session manager at ipc://" in caught.value.message
+    assert "within 0.3s" in caught.value.message
+
+
+@pytest.mark.timeout(20)
+def test_unanswered_request_times_out_and_connection_survives(fake: FakeSessionManager) -> None:
+    """Breaks if a lost reply hangs the caller or wedges the I/O thread."""
+    fake.handlers[fe.GetSession] = lambda r: []
+    with Connection(fake.endpoint, timeout=0.3) as conn:
+        with pytest.raises(FlameError) as caught:
+            conn.get_session("s")
+        assert "no reply from session manager at" in caught.value.message
+        assert conn.create_session("app").application == "app"
+
+
+@pytest.mark.timeout(20)
+def test_open_watches_send_pings_and_fail_when_silent(fake: FakeSessionManager) -> None:
+    """Breaks if a client with open watches goes quiet (the server would drop its watches)
+    or waits forever on a session manager that stopped answering."""
+    fake.handlers[fe.WatchTasks] = lambda r: []
+    fake.handlers[fe.Ping] = lambda r: []
+    with Connection(fake.endpoint, timeout=0.6) as conn:
+        future = conn.create_session("app").run(b"x")
+        with pytest.raises(FlameError) as caught:
+            future.result(10)
+        assert "no reply from session manager" in caught.value.message
+    assert fake.of_type(fe.Ping)
+
+
+@pytest.mark.timeout(20)
+def test_closed_connection_rejects_calls(fake: FakeSessionManager) -> None:
+    """Breaks if calls on a closed connection hang instead of failing."""
+    conn = Connection(fake.endpoint, timeout=1.0)
+    conn.close()
+    with pytest.raises(FlameError) as caught:
+        conn.list_sessions()
+    assert caught.value.code is FlameErrorCode.INVALID_STATE
+
+
+@pytest.mark.timeout(20)
+def test_watches_are_renewed_after_reconnect(tmp_path: Path) -> None:
+    """Breaks if a restarted session manager (which has no watches) leaves run() futures
+    waiting forever: the client must send its open watches again when it reconnects."""
+    endpoint = f"ipc://{tmp_path}/sm"
+    first = FakeSessionManager(endpoint)
+    first.handlers[fe.WatchTasks] = lambda r: [
+        fe.TaskUpdates(tasks=[Task(id=i, session_id=r.session_id, state=WireTaskState.Running) for i in r.task_ids])
+    ]
+    second = None
+    try:
+        with Connection(endpoint, timeout=5.0) as conn:
+            future = conn.create_session("app").run(b"abc")
+            deadline = time.monotonic() + 5
+            while not first.of_type(fe.WatchTasks) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first.stop()
+            second = FakeSessionManager(endpoint)
+            assert future.result(10) is None  # the new server knows no input: output None
+            (watch,) = second.of_type(fe.WatchTasks)
+            assert watch.request_id == first.of_type(fe.WatchTasks)[0].request_id
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+@pytest.mark.timeout(20)
+def test_cancelling_a_future_does_not_break_the_connection(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if a user's `future.cancel()` makes the I/O thread fail when the result arrives."""
+    session = conn.create_session("app")
+    cancelled = [f for f in (session.run(b"x") for _ in range(100)) if f.cancel()]
+    assert cancelled  # cancelled before the I/O thread completed them
+    assert session.run(b"abc").result(10) == b"cba"
