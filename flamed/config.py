@@ -43,11 +43,17 @@ class ClusterConfig(Section):
 
 
 class StorageConfig(Section):
-    #: State directory; empty = the platformdirs user state dir for "flame".
+    #: State directory (write-ahead log, snapshots, LOCK); `--state-dir` wins over it; empty =
+    #: the platformdirs user state dir for "flame". Created with mode 0700.
     state_dir: str = ""
+    #: When a change is acknowledged: "always" = after an fsync (one per loop turn: group
+    #: commit); "interval" = after the write, fsynced within `fsync_interval` (a crash of the
+    #: machine, not of the process, may lose that much); "never" = left to the OS.
     fsync: Literal["always", "interval", "never"] = "always"
+    #: Seconds between fsyncs under the "interval" policy.
     fsync_interval: float = 1.0
-    #: Write a snapshot after this many log records.
+    #: Write a snapshot after this many log records (a record holds a batch of tasks); older
+    #: segments are then deleted. Start-up replays at most about this many records.
     snapshot_records: int = 200_000
     #: Size at which a log segment is closed and a new one started.
     segment_bytes: int = 64 * 1024 * 1024

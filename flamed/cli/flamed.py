@@ -3,6 +3,7 @@
     flamed session-manager [--frontend EP] [--backend EP] [--state-dir DIR] [--config FILE]
     flamed executor-manager [--backend EP] [--node-name NAME] [--slots N] [--config FILE]
     flamed cluster [--executors N] [--frontend EP] [--backend EP] [--state-dir DIR] ...
+    flamed status [--endpoint EP] [--json]
 
 Exit codes: 0 clean stop, 1 runtime failure (message on stderr), 2 bad arguments or config.
 """
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument("--state-dir", metavar="DIR", help="state directory of the session manager")
     _common(cluster)
+
+    status = commands.add_parser(
+        "status", help="ask a running session manager for its state directory, log, snapshot and recovery facts"
+    )
+    status.add_argument("--endpoint", metavar="EP", help="frontend endpoint (default: FLAME_ENDPOINT, then config)")
+    status.add_argument("--timeout", metavar="SECONDS", type=float, default=5.0, help="reply timeout (default: 5)")
+    status.add_argument("--json", action="store_true", help="print the raw stats and info as JSON")
+    _common(status)
     return parser
 
 
@@ -97,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_session_manager(args, config)
         if args.command == "executor-manager":
             return run_executor_manager(args, config)
+        if args.command == "status":
+            return run_status(args)
         from flamed.cli.cluster import run_cluster
 
         return run_cluster(args, config)
@@ -107,20 +118,50 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def state_dir_of(args: argparse.Namespace, config: Config) -> Path:
+    """--state-dir, else the config's storage.state_dir, else the platformdirs user state dir."""
+    from flamed.session_manager.durability import default_state_dir
+
+    if args.state_dir:
+        return Path(args.state_dir)
+    if config.storage.state_dir:
+        return Path(config.storage.state_dir)
+    return default_state_dir()
+
+
 def run_session_manager(args: argparse.Namespace, config: Config) -> int:
     import zmq
 
     from flamed.session_manager import SessionManager, SessionManagerOptions
+    from flamed.storage import Storage, StorageError
 
+    state_dir = state_dir_of(args, config)
     options = SessionManagerOptions(
         config=config,
         frontend=args.frontend or config.cluster.frontend,
         backend=args.backend or config.cluster.backend,
-        state_dir=Path(args.state_dir) if args.state_dir else None,
+        state_dir=state_dir,
     )
     try:
-        manager = SessionManager(options)
+        storage = Storage.open(
+            state_dir,
+            fsync=config.storage.fsync,
+            fsync_interval=config.storage.fsync_interval,
+            segment_bytes=config.storage.segment_bytes,
+            snapshot_records=config.storage.snapshot_records,
+        )
+    except StorageError as exc:
+        # LockedError, CorruptLogError and friends say which file, where, and what to do.
+        print(f"flamed: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        manager = SessionManager(options, storage)
+    except StorageError as exc:
+        storage.close()
+        print(f"flamed: error: {exc}", file=sys.stderr)
+        return 1
     except zmq.ZMQError as exc:
+        storage.close()
         print(f"flamed: error: cannot bind {options.frontend} / {options.backend}: {exc}", file=sys.stderr)
         return 1
     manager.install_signal_handlers()
@@ -142,6 +183,75 @@ def run_executor_manager(args: argparse.Namespace, config: Config) -> int:
         config=config,
     )
     return run(options)
+
+
+_STATUS_LINES = (
+    ("state directory", "info", "storage_state_dir"),
+    ("fsync policy", "info", "storage_fsync_policy"),
+    ("log bytes", "stats", "storage_log_bytes"),
+    ("log segments", "stats", "storage_segments"),
+    ("last record", "stats", "storage_last_seq"),
+    ("records since snapshot", "stats", "storage_records_since_snapshot"),
+    ("last snapshot at record", "stats", "storage_last_snapshot_seq"),
+    ("last snapshot bytes", "stats", "storage_last_snapshot_bytes"),
+    ("records replayed at start", "stats", "storage_records_replayed"),
+    ("recovery seconds", "stats", "storage_recovery_seconds"),
+    ("last fsync ms", "stats", "storage_last_fsync_latency_ms"),
+    ("max fsync ms", "stats", "storage_max_fsync_latency_ms"),
+    ("commit failures", "stats", "storage_commit_failures"),
+    ("write failure", "info", "storage_write_failure"),
+    ("poisoned", "info", "storage_poisoned"),
+)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """`flamed status`: one GetStats round trip, printed as `name: value` lines."""
+    import json
+    import time
+
+    import msgspec
+    import zmq
+
+    from flamed.config import client_endpoint
+    from protocol.codec import HEADER
+
+    endpoint = client_endpoint(args.endpoint, args.config)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart([HEADER, msgspec.msgpack.encode({"type": "GetStats", "request_id": 1})])
+        deadline = time.monotonic() + args.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1):
+                print(
+                    f"flamed: error: no reply from {endpoint} within {args.timeout:g}s; is it running?", file=sys.stderr
+                )
+                return 1
+            frames = sock.recv_multipart()
+            reply = msgspec.msgpack.decode(frames[-1])
+            if isinstance(reply, dict) and reply.get("request_id") == 1:
+                break
+    finally:
+        sock.close(0)
+    if reply.get("type") != "StatsReply":
+        print(f"flamed: error: {reply.get('code')}: {reply.get('message')}", file=sys.stderr)
+        return 1
+    stats, info = reply.get("stats", {}), reply.get("info", {})
+    if args.json:
+        print(json.dumps({"stats": stats, "info": info}, indent=2, sort_keys=True))
+        return 0
+    if "storage_state_dir" not in info:
+        print(f"{endpoint}: the session manager keeps its state in memory only (no state directory)")
+        return 0
+    for label, where, key in _STATUS_LINES:
+        value = (info if where == "info" else stats).get(key)
+        if value in (None, ""):
+            continue
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        print(f"{label + ':':<28}{text}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -100,6 +100,9 @@ class Controller:
         self.watches = Watches(config.client_ttl)
         self.links = NodeLinks(self)
         self.dispatcher = Dispatcher(self)
+        #: Facts about durable storage for `GetStats` (set by the daemon): numbers go to
+        #: `stats`, strings to `info`, each key prefixed with `storage_`.
+        self.storage_stats: Callable[[], dict[str, float | int | str]] | None = None
         self._handlers: dict[type, Callable[[bytes, object, Now], fe.Message | None]] = {
             fe.Hello: self._hello,  # type: ignore[dict-item]
             fe.Ping: lambda peer, req, now: fe.Pong(),
@@ -403,7 +406,14 @@ class Controller:
         return stats
 
     def _get_stats(self, peer: bytes, request: object, now: Now) -> fe.Message:
-        return fe.StatsReply(stats=self.stats())
+        stats, info = self.stats(), {}
+        if self.storage_stats is not None:
+            for key, value in self.storage_stats().items():
+                if isinstance(value, str):
+                    info[f"storage_{key}"] = value
+                else:
+                    stats[f"storage_{key}"] = float(value)
+        return fe.StatsReply(stats=stats, info=info)
 
 
 def random_suffix(length: int = 6) -> str:

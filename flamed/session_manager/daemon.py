@@ -6,6 +6,13 @@ traffic), feeds every decoded message to the `Controller`, and at the end of the
 the records the turn produced are appended to the log and committed with one fsync (group
 commit), and only then are the replies, pushes and node messages sent. A frame that does not
 decode is answered with a typed error and counted; it never stops the loop.
+
+Durability (DESIGN 6): with a `Storage` the state is rebuilt from it before anything is served,
+a snapshot is written when the storage asks for one and at a clean stop, and under the
+`interval` fsync policy a timer makes sure the fsync happens by its deadline. When a commit
+fails, the turn is rolled back (`rollback.py`): memory is re-read from disk and the requests
+that wanted a change are answered `StorageUnavailable`; reads keep being served. Without a
+`Storage` (tests) the state lives in memory only.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +29,12 @@ import msgspec
 from flamed.config import Config
 from flamed.core.controller import Controller, CoreConfig, Now, Outbox
 from flamed.core.records import AnyRecord
+from flamed.core.snapshot import encode_state
 from flamed.session_manager.apps import DEFAULT_APPLICATIONS
-from flamed.transport import Loop, bind_router, close, drain, try_send
+from flamed.session_manager.durability import Recovered, recover_state, reread_state
+from flamed.session_manager.rollback import TurnGuard
+from flamed.storage import Storage, StorageError
+from flamed.transport import Loop, Timer, bind_router, close, drain, try_send
 from protocol import codec
 from protocol.codec import FrameError
 from protocol.resources import parse_resreq
@@ -38,23 +48,6 @@ class SessionManagerOptions:
     frontend: str
     backend: str
     state_dir: Path | None = None
-
-
-class RecordLog:
-    """Where the records of a turn go. In-memory by default; `flamed.storage` provides the
-    durable one. `commit` raises on failure, leaving the log as before the batch."""
-
-    def append(self, payload: bytes) -> None:
-        pass
-
-    def commit(self, now: float) -> None:
-        pass
-
-    def stats(self) -> dict[str, float | int | str]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 def core_config(config: Config) -> CoreConfig:
@@ -78,18 +71,33 @@ def wall_ms() -> int:
 
 
 class SessionManager:
-    def __init__(self, options: SessionManagerOptions, record_log: RecordLog | None = None) -> None:
+    def __init__(self, options: SessionManagerOptions, storage: Storage | None = None) -> None:
+        """Rebuilds the state from `storage` (which the manager then owns and closes) before
+        binding the sockets; raises `StorageError` if it cannot be read."""
         self.options = options
         self.loop = Loop()
-        self.log = record_log or RecordLog()
-        self.controller = Controller(core_config(options.config))
+        self.storage = storage
+        self.recovered: Recovered | None = None
+        state = None
+        if storage is not None:
+            state, self.recovered = recover_state(storage)
+        self.controller = Controller(core_config(options.config), state)
+        self.controller.storage_stats = self.storage_stats
+        self.guard = TurnGuard(self.controller)
+        self._last_snapshot: dict[str, float | int | str] = {}
+        self._write_failure = ""
         self._encoder = msgspec.msgpack.Encoder()
         self._client_codec = codec.client_request_codec()
         self._node_codec = codec.node_message_codec()
         max_size = options.config.limits.max_message_size
         self.frontend = bind_router(options.frontend, max_size)
-        self.backend = bind_router(options.backend, max_size)
+        try:
+            self.backend = bind_router(options.backend, max_size)
+        except BaseException:
+            close(self.frontend)
+            raise
         self._tick_timer = self.loop.call_at(0.0, self._tick)
+        self._fsync_timer: Timer | None = None
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
@@ -100,10 +108,8 @@ class SessionManager:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, replay: Callable[[Controller], None] | None = None) -> None:
-        """Replay durable state (if any), restore node links, register default apps."""
-        if replay is not None:
-            replay(self.controller)
+    def start(self) -> None:
+        """Restore node links, register default apps, start serving (state is already loaded)."""
         now = self.now()
         self.controller.links.restore(now)
         for name, spec in DEFAULT_APPLICATIONS.items():
@@ -146,7 +152,13 @@ class SessionManager:
         close(self.backend)
         self._wakeup_r.close()
         self._wakeup_w.close()
-        self.log.close()
+        storage, self.storage = self.storage, None
+        if storage is not None:
+            try:
+                if storage.stats()["records_since_snapshot"] and not self._write_failure:
+                    self._write_snapshot(storage)
+            finally:
+                storage.close()
 
     # ------------------------------------------------------------------ receive
 
@@ -174,7 +186,9 @@ class SessionManager:
                 log.info("frontend: bad frame from %r: %s", peer[:32], exc.message)
                 ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]))
                 continue
+            before = len(ctl.outbox.records)
             ctl.handle_client(peer, request, now)
+            self.guard.request_handled(peer, request, len(ctl.outbox.records) != before)
 
     def _tick(self) -> None:
         self.controller.tick(self.now())
@@ -183,21 +197,100 @@ class SessionManager:
 
     def _flush(self) -> None:
         ctl = self.controller
-        outbox = ctl.flush(self.now())
-        self._persist(outbox.records)
+        now = self.now()
+        outbox = ctl.flush(now)
+        try:
+            self._persist(outbox.records)
+        except StorageError as exc:
+            outbox = self._roll_back(outbox, str(exc), now)
+        else:
+            self.guard.mark_durable()
         self._send(outbox)
+        self._after_commit()
         deadline = ctl.next_deadline()
         if deadline != self._tick_timer.when or self._tick_timer.cancelled:
             self._tick_timer.cancel()
             self._tick_timer = self.loop.call_at(deadline, self._tick)
 
     def _persist(self, records: list[AnyRecord]) -> None:
-        if not records:
+        storage = self.storage
+        if not records or storage is None:
             return
         encode = self._encoder.encode
         for record in records:
-            self.log.append(encode(record))
-        self.log.commit(self.loop.now())
+            storage.append(encode(record))
+        storage.commit(self.loop.now())
+        if self._write_failure:
+            log.warning("storage: writes work again (after: %s)", self._write_failure)
+            self._write_failure = ""
+
+    def _roll_back(self, outbox: Outbox, reason: str, now: Now) -> Outbox:
+        """The turn's records are not durable: make memory equal disk, fail the turn's writes."""
+        assert self.storage is not None
+        if reason != self._write_failure:
+            log.error("storage: %s; failing the requests of this turn, reads are still served", reason)
+        self._write_failure = reason
+        self.controller.counters["storage_write_failures"] += 1
+        started = time.perf_counter()
+        state = reread_state(self.storage.state_dir)
+        replies = self.guard.roll_back(outbox, state, reason, now)
+        log.info(
+            "storage: state re-read from disk after a failed write in %.3f s (%d records dropped)",
+            time.perf_counter() - started,
+            len(outbox.records),
+        )
+        return Outbox(replies=replies)
+
+    def _after_commit(self) -> None:
+        storage = self.storage
+        if storage is None or self._write_failure:
+            return
+        if storage.should_snapshot():
+            self._write_snapshot(storage)
+        deadline = storage.next_fsync_deadline()
+        timer = self._fsync_timer
+        if deadline is not None and (timer is None or timer.cancelled or timer.when != deadline):
+            if timer is not None:
+                timer.cancel()
+            self._fsync_timer = self.loop.call_at(deadline, self._fsync_due)
+
+    def _fsync_due(self) -> None:
+        """`interval` policy: the records committed since the last fsync must be durable now."""
+        if self.storage is None:
+            return
+        try:
+            self.storage.commit(self.loop.now())
+        except StorageError as exc:
+            self._write_failure = str(exc)
+            log.error("storage: %s", exc)
+
+    def _write_snapshot(self, storage: Storage) -> None:
+        """Synchronous: about a second per million tasks; the loop waits meanwhile."""
+        started = time.perf_counter()
+        try:
+            payload = encode_state(self.controller.state)
+            storage.write_snapshot(payload)
+        except StorageError as exc:
+            log.error("storage: %s; the log remains the source of truth", exc)
+            return
+        seconds = time.perf_counter() - started
+        self._last_snapshot = {
+            "last_snapshot_wall_ms": wall_ms(),
+            "last_snapshot_duration_ms": seconds * 1000,
+        }
+        log.info("snapshot of record %d written (%d bytes) in %.3f s", storage.last_seq, len(payload), seconds)
+
+    def storage_stats(self) -> dict[str, float | int | str]:
+        """Facts about the state directory for `GetStats` (empty without storage)."""
+        if self.storage is None:
+            return {}
+        stats = self.storage.stats()
+        stats.update(self._last_snapshot)
+        stats["write_failure"] = self._write_failure
+        if self.recovered is not None:
+            stats["recovery_seconds"] = self.recovered.seconds
+            stats["recovered_snapshot_seq"] = self.recovered.snapshot_seq
+        return stats
 
     def _send(self, outbox: Outbox) -> None:
         header = codec.HEADER

@@ -1,0 +1,257 @@
+"""Snapshots of the session manager's durable state: `ClusterState` <-> bytes.
+
+A snapshot holds everything `ClusterState.apply` relies on, so that snapshot + the records
+after it rebuild exactly the state that replaying the whole log would (invariant I8):
+applications, sessions (spec, state, events, bind failures, the order of the pending queue),
+every task (input, output, state, attempt, retry count, unusual events, executor, timestamps),
+executors (state, binding, reservation, in-flight tasks in dispatch order), nodes and the
+highest epoch handed out. What is derived (per-state task counts) is recomputed on load; what
+is volatile (`touched`, links, watches) is not stored.
+
+Per-task data is stored in columns (one list per field, per session): that is about three times
+faster to encode and decode than one struct per task, which matters with a million tasks.
+
+Evolution: `FORMAT` goes up when the layout changes incompatibly; new fields only with defaults.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import msgspec
+
+from flamed.core.state import ClusterState, ExecutorEntry, NodeEntry, SessionEntry, TaskEntry
+from protocol.types import (
+    Application,
+    Event,
+    ExecutorState,
+    NodeInfo,
+    NodeState,
+    ResourceRequirement,
+    SessionSpec,
+    SessionState,
+    TaskState,
+)
+
+FORMAT = 1
+
+#: Column codes of task states (small ints encode faster than the enum's strings).
+_STATES = list(TaskState)
+_STATE_CODE = {state: index for index, state in enumerate(_STATES)}
+
+
+class TaskColumns(msgspec.Struct, array_like=True, kw_only=True):
+    """The tasks of one session; task id N is at index N-1 of every list."""
+
+    state: list[int]
+    input: list[bytes | None]
+    output: list[bytes | None]
+    creation_time: list[int]
+    start_time: list[int | None]
+    completion_time: list[int | None]
+    attempt: list[int]
+    retry_count: list[int]
+    executor_id: list[str | None]
+    message: list[str | None]
+    #: Only tasks with unusual events (retries): task id -> events.
+    events: dict[int, list[Event]]
+
+
+class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
+    id: str
+    spec: SessionSpec
+    state: SessionState
+    creation_time: int
+    completion_time: int | None
+    events: list[Event]
+    bind_failures: int
+    pending: list[int]
+    tasks: TaskColumns
+
+
+class ExecutorSnap(msgspec.Struct, array_like=True, kw_only=True):
+    id: str
+    node: str
+    resreq: ResourceRequirement
+    state: ExecutorState
+    session_id: str | None
+    reserved_for: str | None
+    #: In-flight tasks as [task id, attempt] pairs, in dispatch order.
+    tasks: list[tuple[int, int]]
+    creation_time: int
+
+
+class NodeSnap(msgspec.Struct, array_like=True, kw_only=True):
+    info: NodeInfo
+    state: NodeState
+    incarnation: str
+    epoch: int
+    registration_time: int
+    drained: bool
+
+
+class StateSnapshot(msgspec.Struct, array_like=True, kw_only=True):
+    format: int
+    applications: list[Application]
+    sessions: list[SessionSnap]
+    executors: list[ExecutorSnap]
+    nodes: list[NodeSnap]
+    max_epoch: int
+    records_applied: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(StateSnapshot)
+
+
+class SnapshotFormatError(ValueError):
+    """The bytes are not a snapshot this version can read; the message says why."""
+
+
+# ------------------------------------------------------------------------------- encode
+
+
+def _columns(tasks: list[TaskEntry]) -> TaskColumns:
+    code = _STATE_CODE
+    return TaskColumns(
+        state=[code[t.state] for t in tasks],
+        input=[t.input for t in tasks],
+        output=[t.output for t in tasks],
+        creation_time=[t.creation_time for t in tasks],
+        start_time=[t.start_time for t in tasks],
+        completion_time=[t.completion_time for t in tasks],
+        attempt=[t.attempt for t in tasks],
+        retry_count=[t.retry_count for t in tasks],
+        executor_id=[t.executor_id for t in tasks],
+        message=[t.message for t in tasks],
+        events={t.id: list(t.events) for t in tasks if t.events},
+    )
+
+
+def _session(session: SessionEntry) -> SessionSnap:
+    return SessionSnap(
+        id=session.id,
+        spec=session.spec,
+        state=session.state,
+        creation_time=session.creation_time,
+        completion_time=session.completion_time,
+        events=list(session.events),
+        bind_failures=session.bind_failures,
+        pending=list(session.pending),
+        tasks=_columns(session.tasks),
+    )
+
+
+def to_snapshot(state: ClusterState) -> StateSnapshot:
+    """The durable part of `state` as plain structs (also the canonical form for comparisons)."""
+    return StateSnapshot(
+        format=FORMAT,
+        applications=list(state.applications.values()),
+        sessions=[_session(s) for s in state.sessions.values()],
+        executors=[
+            ExecutorSnap(
+                id=e.id,
+                node=e.node,
+                resreq=e.resreq,
+                state=e.state,
+                session_id=e.session_id,
+                reserved_for=e.reserved_for,
+                tasks=list(e.tasks.items()),
+                creation_time=e.creation_time,
+            )
+            for e in state.executors.values()
+        ],
+        nodes=[
+            NodeSnap(
+                info=n.info,
+                state=n.state,
+                incarnation=n.incarnation,
+                epoch=n.epoch,
+                registration_time=n.registration_time,
+                drained=n.drained,
+            )
+            for n in state.nodes.values()
+        ],
+        max_epoch=state.max_epoch,
+        records_applied=state.records_applied,
+    )
+
+
+def encode_state(state: ClusterState) -> bytes:
+    """Serialise the durable part of `state` (call between loop turns)."""
+    return _encoder.encode(to_snapshot(state))
+
+
+# ------------------------------------------------------------------------------- decode
+
+
+def _tasks(columns: TaskColumns) -> list[TaskEntry]:
+    tasks = [
+        TaskEntry(index, task_input, creation)
+        for index, task_input, creation in zip(
+            range(1, len(columns.input) + 1), columns.input, columns.creation_time, strict=True
+        )
+    ]
+    # Most tasks of a big session are untouched Pending ones: set only the fields that differ.
+    states = _STATES
+    for index, code in enumerate(columns.state):
+        if code:
+            tasks[index].state = states[code]
+    for name in ("output", "start_time", "completion_time", "executor_id", "message"):
+        column: list[object] = getattr(columns, name)
+        for index, value in enumerate(column):
+            if value is not None:
+                setattr(tasks[index], name, value)
+    for name in ("attempt", "retry_count"):
+        for index, value in enumerate(getattr(columns, name)):
+            if value:
+                setattr(tasks[index], name, value)
+    for task_id, events in columns.events.items():
+        tasks[task_id - 1].events = list(events)
+    return tasks
+
+
+def _session_entry(snap: SessionSnap) -> SessionEntry:
+    session = SessionEntry(snap.id, snap.spec, snap.creation_time)
+    session.state = snap.state
+    session.completion_time = snap.completion_time
+    session.events = list(snap.events)
+    session.bind_failures = snap.bind_failures
+    session.pending = deque(snap.pending)
+    session.tasks = _tasks(snap.tasks)
+    for code in snap.tasks.state:
+        session.counts[_STATES[code]] += 1
+    return session
+
+
+def from_snapshot(snap: StateSnapshot) -> ClusterState:
+    state = ClusterState()
+    state.applications = {a.name: a for a in snap.applications}
+    state.sessions = {s.id: _session_entry(s) for s in snap.sessions}
+    for e in snap.executors:
+        executor = ExecutorEntry(e.id, e.node, e.resreq, e.creation_time)
+        executor.state = e.state
+        executor.session_id = e.session_id
+        executor.reserved_for = e.reserved_for
+        executor.tasks = dict(e.tasks)
+        state.executors[e.id] = executor
+    for n in snap.nodes:
+        node = NodeEntry(n.info, n.incarnation, n.epoch, n.registration_time)
+        node.state = n.state
+        node.drained = n.drained
+        state.nodes[node.name] = node
+    state.max_epoch = snap.max_epoch
+    state.records_applied = snap.records_applied
+    return state
+
+
+def decode_state(payload: bytes) -> ClusterState:
+    """Rebuild the state a snapshot was taken of; raises `SnapshotFormatError` on bytes this
+    version cannot read (naming the bad field)."""
+    try:
+        snap = _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise SnapshotFormatError(f"snapshot does not decode: {exc}") from exc
+    if snap.format != FORMAT:
+        raise SnapshotFormatError(f"snapshot format {snap.format} is not {FORMAT}, the one this version reads")
+    return from_snapshot(snap)

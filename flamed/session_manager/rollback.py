@@ -1,0 +1,146 @@
+"""Undoing a loop turn whose records could not be made durable.
+
+When `Storage.commit` fails, the batch is not in the log, but the controller has already applied
+its records and queued replies that acknowledge them. `TurnGuard` keeps what is needed to put
+everything back the way the last durable turn left it:
+- the state is replaced by one re-read from disk (see `durability.reread_state`);
+- requests of the turn that changed something (or could have: any request of a writing type)
+  are answered `Error(StorageUnavailable, ...)` instead; read-only requests are answered again
+  from the re-read state, so no client sees a change that is not durable;
+- watch pushes of the turn are dropped and their watches ended with the same error (the client
+  watches again);
+- node messages of the turn are dropped and each link's receive sequence and ack go back to
+  their last durable values, so the executor manager's next message shows a gap, is answered
+  `Reregister`, and it re-registers and resends its unacknowledged reports (an ack never covers
+  a report that is not durable); links made or closed during the turn are undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flamed.core.controller import Controller, Now, Outbox
+from flamed.core.dispatch import Dispatcher
+from flamed.core.links import NodeLink
+from flamed.core.state import ClusterState
+from protocol import frontend as fe
+from protocol.errors import ErrorCode
+from protocol.types import ConnectionState
+
+#: Requests that never change state: after a failed turn they are answered again.
+READ_ONLY: frozenset[type] = frozenset(
+    {
+        fe.Hello,
+        fe.Ping,
+        fe.GetApplication,
+        fe.ListApplications,
+        fe.GetSession,
+        fe.ListSessions,
+        fe.GetTask,
+        fe.ListTasks,
+        fe.ListNodes,
+        fe.GetNode,
+        fe.ListExecutors,
+        fe.GetExecutor,
+        fe.GetStats,
+    }
+)
+
+
+@dataclass
+class _LinkMark:
+    link: NodeLink
+    peer: bytes | None
+    recv_seq: int
+    ack: int
+    connection: ConnectionState
+    drain_deadline: float | None
+
+
+def unavailable(reason: str, request_id: int) -> fe.Error:
+    return fe.Error(
+        code=ErrorCode.StorageUnavailable,
+        message=f"could not make the change durable: {reason}; nothing was changed",
+        request_id=request_id,
+    )
+
+
+class TurnGuard:
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self._links: dict[str, _LinkMark] = {}
+        self._writes: set[tuple[bytes, int]] = set()
+        self._reads: list[tuple[bytes, fe.ClientRequest]] = []
+        self.mark_durable()
+
+    def mark_durable(self) -> None:
+        """Call after every turn whose records are durable (or that had none)."""
+        self._links = {
+            name: _LinkMark(link, link.peer, link.recv_seq, link.ack, link.connection, link.drain_deadline)
+            for name, link in self.ctl.links.links.items()
+        }
+        self._writes.clear()
+        self._reads.clear()
+
+    def request_handled(self, peer: bytes, request: fe.ClientRequest, changed: bool) -> None:
+        if changed or type(request) not in READ_ONLY:
+            self._writes.add((peer, request.request_id))
+        else:
+            self._reads.append((peer, request))
+
+    def roll_back(self, outbox: Outbox, state: ClusterState, reason: str, now: Now) -> list[tuple[bytes, fe.Message]]:
+        """Install `state` (re-read from disk) and return the replies to send for the turn."""
+        ctl = self.ctl
+        ctl.state = state
+        ctl.dispatcher = Dispatcher(ctl)
+        self._restore_links()
+        replies: list[tuple[bytes, fe.Message]] = []
+        failed: set[tuple[bytes, int]] = set()
+        ended: set[tuple[bytes, int]] = set()
+        for peer, reply in outbox.replies:
+            key = (peer, reply.request_id)
+            if isinstance(reply, fe.TaskUpdates):
+                ended.add(key)
+            elif key not in self._writes:
+                if key not in {(p, r.request_id) for p, r in self._reads}:
+                    replies.append((peer, reply))  # an answer to a frame that did not decode
+                continue
+            if key not in failed:
+                failed.add(key)
+                replies.append((peer, unavailable(reason, reply.request_id)))
+        self._end_watches(ended, state)
+        for peer, request in self._reads:
+            ctl.handle_client(peer, request, now)
+        replies.extend(ctl.outbox.replies)
+        ctl.outbox.replies = []
+        self.mark_durable()
+        return replies
+
+    def _end_watches(self, ended: set[tuple[bytes, int]], state: ClusterState) -> None:
+        """Forget watches whose pushes were dropped and watches of sessions that are gone."""
+        by_session = self.ctl.watches.by_session
+        for session_id in list(by_session):
+            kept = [w for w in by_session[session_id] if (w.peer, w.request_id) not in ended]
+            if kept and session_id in state.sessions:
+                by_session[session_id] = kept
+            else:
+                del by_session[session_id]
+
+    def _restore_links(self) -> None:
+        links = self.ctl.links
+        for name, link in list(links.links.items()):
+            mark = self._links.get(name)
+            if mark is None or mark.link is not link:
+                del links.links[name]
+                if link.peer is not None:
+                    links.by_peer.pop(link.peer, None)
+        for name, mark in self._links.items():
+            link = mark.link
+            link.peer = mark.peer
+            link.recv_seq = mark.recv_seq
+            link.ack = mark.ack
+            link.connection = mark.connection
+            link.drain_deadline = mark.drain_deadline
+            links.links[name] = link
+            if link.peer is not None:
+                links.by_peer[link.peer] = link

@@ -1,0 +1,123 @@
+"""Write errors in the session manager: a change that cannot be made durable is refused with
+`StorageUnavailable`, memory stays equal to disk, reads are still served, writes work again when
+the cause is gone, and a restart finds exactly what was acknowledged.
+
+What would break: replies sent before the commit, memory keeping a change the log refused, or
+the daemon stopping on a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flamed.storage import StorageError
+from tests.durability.inprocess import InProcess
+
+
+@pytest.fixture
+def sm(tmp_path: Path) -> Iterator[InProcess]:
+    process = InProcess(tmp_path / "state")
+    try:
+        yield process
+    finally:
+        process.cleanup()
+
+
+def create(sm: InProcess, session_id: str, inputs: list[bytes]) -> dict[str, Any]:
+    return sm.call({"type": "CreateTasks", "session_id": session_id, "inputs": inputs})
+
+
+@pytest.mark.timeout(60)
+def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
+    sm: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = sm.start()
+    assert sm.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})["type"] == (
+        "SessionReply"
+    )
+    assert create(sm, "s", [b"a", b"b"])["task_ids"] == [1, 2]
+    storage = manager.storage
+    assert storage is not None
+    real_commit = storage.commit
+
+    def full_disk(now: float) -> None:
+        storage._batch.clear()  # what the real commit does with a batch it could not write
+        raise StorageError("cannot write to wal-1.log: No space left on device")
+
+    monkeypatch.setattr(storage, "commit", full_disk)
+    reply = create(sm, "s", [b"c"])
+    assert reply["type"] == "Error" and reply["code"] == "StorageUnavailable", reply
+    assert "No space left on device" in reply["message"] and "nothing was changed" in reply["message"]
+    reply = sm.call({"type": "CreateSession", "session_id": "t", "spec": {"application": "flmping"}})
+    assert reply["code"] == "StorageUnavailable", reply
+    # Reads are served from a state equal to the disk: the refused changes are not there.
+    session = sm.call({"type": "GetSession", "session_id": "s"})["session"]
+    assert session["pending"] == 2
+    assert sm.call({"type": "GetSession", "session_id": "t"})["code"] == "NotFound"
+    assert sm.call({"type": "GetStats"})["info"]["storage_write_failure"].startswith("cannot write")
+
+    monkeypatch.setattr(storage, "commit", real_commit)  # space is back
+    assert create(sm, "s", [b"c"])["task_ids"] == [3]
+    acknowledged = sm.call({"type": "ListTasks", "session_id": "s"})["tasks"]
+    sm.stop()
+    sm.start()
+    assert sm.call({"type": "ListTasks", "session_id": "s"})["tasks"] == acknowledged
+    assert [t["input"] for t in acknowledged] == [b"a", b"b", b"c"]
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(os.geteuid() != 0, reason="a small tmpfs needs root; the injected failure test covers the logic")
+def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        sm = InProcess(disk / "state", snapshot_records=1_000_000)
+        try:
+            sm.start()
+            sm.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})
+            acknowledged: list[bytes] = []
+            refused = 0
+            payload = os.urandom(60_000)
+            for i in range(60):  # ~3.6 MB of inputs into 2 MB: the disk fills up
+                data = payload + i.to_bytes(4, "big")
+                reply = create(sm, "s", [data])
+                if reply["type"] == "TasksCreated":
+                    assert reply["task_ids"] == [len(acknowledged) + 1]
+                    acknowledged.append(data)
+                else:
+                    assert reply["code"] == "StorageUnavailable", reply
+                    refused += 1
+            assert refused > 0 and acknowledged
+            tasks = sm.call({"type": "ListTasks", "session_id": "s"})["tasks"]
+            assert [t["input"] for t in tasks] == acknowledged  # memory == what was acknowledged
+            # Space returns: the log holds all the disk, so make room by growing the tmpfs.
+            subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+            reply = create(sm, "s", [b"after"])
+            assert reply["type"] == "TasksCreated", reply
+            acknowledged.append(b"after")
+            sm.stop()
+            sm.start()
+            tasks = sm.call({"type": "ListTasks", "session_id": "s"})["tasks"]
+            assert [t["input"] for t in tasks] == acknowledged
+        finally:
+            sm.cleanup()
+            shutil.rmtree(disk / "state", ignore_errors=True)
