@@ -114,14 +114,17 @@ def run_cluster(args: argparse.Namespace, config: Config) -> int:
     return code
 
 
+_wakeup_sockets: list[socket.socket] = []  # kept alive while signals may arrive
+
+
 def _install_stop_signals() -> socket.socket:
     reader, writer = socket.socketpair()
+    _wakeup_sockets.extend((reader, writer))
     reader.setblocking(False)
     writer.setblocking(False)
     signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    reader._writer = writer  # type: ignore[attr-defined]  # keep the write end alive
     return reader
 
 
