@@ -1,1 +1,40 @@
-"""executor_manager."""
+"""The executor manager: one per node. Registers the node with the session manager, keeps the
+executors it is given, starts one instance process per bound executor and feeds it tasks.
+See manager.py for the loop, converge.py for recovery, instances.py for process handling."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from flamed.config import Config
+from flamed.executor_manager.manager import ExecutorManager
+
+__all__ = ["ExecutorManager", "ExecutorManagerOptions", "run_executor_manager"]
+
+log = logging.getLogger("flamed.executor_manager")
+
+
+@dataclass
+class ExecutorManagerOptions:
+    backend: str
+    node_name: str
+    slots: int
+    #: instance sockets and work dirs; None = the platformdirs user runtime dir
+    runtime_dir: Path | None
+    config: Config
+
+
+def run_executor_manager(options: ExecutorManagerOptions) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code (0 clean stop, 1 fatal error).
+    Every instance is stopped before it returns, whatever happened."""
+    try:
+        manager = ExecutorManager(
+            options.backend, options.node_name, options.slots, options.runtime_dir, options.config
+        )
+    except Exception as exc:  # e.g. cannot bind the instance socket (a zmq error: only transport names zmq)
+        log.error("executor manager for node %s cannot start: %s", options.node_name, exc)
+        return 1
+    manager.install_signal_handlers()
+    return manager.run()

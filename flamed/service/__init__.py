@@ -1,1 +1,11 @@
-"""service."""
+"""The service API: write a `FlameService`, call `run(service)` (flamepy-compatible names).
+
+An application instance is started by an executor manager with `FLAME_INSTANCE_ENDPOINT` and
+`FLAME_EXECUTOR_ID` in its environment; `run` connects there and serves the instance protocol
+(protocol/instance.py) until the executor manager asks it to leave the session.
+"""
+
+from flamed.service.runner import run
+from flamed.service.types import ApplicationContext, FlameService, SessionContext, TaskContext
+
+__all__ = ["ApplicationContext", "FlameService", "SessionContext", "TaskContext", "run"]

@@ -153,7 +153,8 @@ class Daemons:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"{name} did not stop within {timeout}s of SIGTERM\n{self.log(name)[-3000:]}") from None
+            tail = self.log(name)[-3000:]
+            raise AssertionError(f"{name} did not stop within {timeout}s of SIGTERM\n{tail}") from None
 
     def stop_all(self) -> dict[str, int]:
         """Executor managers first, then the session manager, as an operator would."""

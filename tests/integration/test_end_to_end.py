@@ -132,7 +132,12 @@ def test_flamed_cluster_runs_flmping_and_stops_cleanly_on_sigterm(daemons: Daemo
     assert ping.returncode == 0, ping.stdout[-2000:] + ping.stderr[-2000:]
     assert "200 tasks was completed" in ping.stdout
     listed = subprocess.run(
-        [sys.executable, "-m", "flamed.cli.flmctl", "list", "-n"], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "flamed.cli.flmctl", "list", "-n"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert listed.returncode == 0 and "Ready" in listed.stdout, listed
     assert len(processes_with(daemons.marker)) >= 3  # supervisor, session manager, executor managers

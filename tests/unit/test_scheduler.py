@@ -13,14 +13,14 @@ ONE = ResourceRequirement(cpu=1, memory=1 << 30)
 
 
 def session(sid: str, pending: int = 0, running: int = 0, **kw: object) -> SessionView:
-    fields: dict[str, object] = dict(
-        priority=0,
-        creation_time=0,
-        resreq=ONE,
-        min_instances=0,
-        max_instances=None,
-        delay_release=5.0,
-    )
+    fields: dict[str, object] = {
+        "priority": 0,
+        "creation_time": 0,
+        "resreq": ONE,
+        "min_instances": 0,
+        "max_instances": None,
+        "delay_release": 5.0,
+    }
     fields.update(kw)
     return SessionView(id=sid, pending=pending, running=running, **fields)  # type: ignore[arg-type]
 

@@ -1,0 +1,63 @@
+"""The executors an executor manager holds, as it sees them.
+
+Idle: created, no instance. Binding: instance started, waiting for `InstanceReady` and
+`SessionEntered`. Bound: the instance serves the session; tasks flow. Unbinding: the instance
+is being stopped (leave, then TERM, then KILL); when it has exited the executor is Idle again
+(or gone, if a release was asked for).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+from flamed.executor_manager.instances import Instance
+from flamed.transport import Timer
+from protocol import backend as be
+from protocol.types import ResourceRequirement
+
+
+class Phase(enum.StrEnum):
+    Idle = "Idle"
+    Binding = "Binding"
+    Bound = "Bound"
+    Unbinding = "Unbinding"
+
+
+@dataclass(eq=False)
+class LocalExecutor:
+    id: str
+    resreq: ResourceRequirement
+    phase: Phase = Phase.Idle
+    session: be.SessionContext | None = None
+    application: be.ApplicationContext | None = None
+    instance: Instance | None = None
+    ready: bool = False
+    #: tasks given to us and not yet sent to the instance
+    queue: deque[be.TaskAssignment] = field(default_factory=deque)
+    #: tasks sent to the instance without a result yet, oldest (the running one) first
+    in_flight: deque[be.TaskAssignment] = field(default_factory=deque)
+    timer: Timer | None = None
+    #: ExecutorBindFailed was already reported for the current bind
+    bind_failed: bool = False
+    #: report ExecutorUnbound (and ExecutorReleased) when the instance has exited
+    report_exit: bool = True
+    release_after_unbind: bool = False
+    stop_reason: str = ""
+    #: a bind that waits for the previous instance to be gone
+    pending_bind: tuple[be.SessionContext, be.ApplicationContext, list[be.TaskAssignment]] | None = None
+    #: the last ExecutorUnbound we produced: replayed if a snapshot still thinks we are bound
+    last_unbound: be.ExecutorUnbound | None = None
+
+    @property
+    def session_id(self) -> str | None:
+        return self.session.session_id if self.session else None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def task_keys(self) -> set[tuple[int, int]]:
+        return {(t.task_id, t.attempt) for t in (*self.queue, *self.in_flight)}

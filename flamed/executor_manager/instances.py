@@ -1,0 +1,119 @@
+"""Instance processes: start one per bound executor, watch it through a pidfd, stop it.
+
+Each instance runs in its own process group (so stopping it stops whatever it started) and
+gets SIGKILL if the executor manager dies (`PR_SET_PDEATHSIG`), so no instance outlives its
+executor manager, even one killed with SIGKILL. Exit is noticed through `os.pidfd_open`, a
+readable fd in the loop; the group is killed before the leader is reaped, so the group id
+cannot have been reused when we signal it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from protocol.backend import ApplicationContext
+
+_PR_SET_PDEATHSIG = 1
+# Loaded once in the parent: the preexec hook runs between fork and exec, where looking a
+# library up (ctypes.util.find_library starts `ldconfig`) is slow and unsafe.
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _death_signal(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def expand(text: str) -> str:
+    """Replace `${FLAME_PYTHON}` with this interpreter (which has flamed installed)."""
+    return text.replace("${FLAME_PYTHON}", sys.executable)
+
+
+class InstanceStartError(Exception):
+    """The instance process could not be started; the message says why."""
+
+
+class Instance:
+    """One running instance process (the leader of its own process group)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.pidfd: int | None
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # old kernel: the manager polls `exited()` instead
+            self.pidfd = None
+        self.status: int | None = None
+
+    @classmethod
+    def start(cls, executor_id: str, app: ApplicationContext, endpoint: str, work_dir: Path) -> Instance:
+        if not app.command:
+            raise InstanceStartError(f"application {app.name!r} has no command")
+        argv = [expand(app.command), *(expand(a) for a in app.arguments)]
+        env = dict(os.environ)
+        env.update({key: expand(value) for key, value in app.environments.items()})
+        env["FLAME_PYTHON"] = sys.executable
+        env["FLAME_INSTANCE_ENDPOINT"] = endpoint
+        env["FLAME_EXECUTOR_ID"] = executor_id
+        cwd = Path(app.working_directory) if app.working_directory else work_dir
+        try:
+            cwd.mkdir(parents=True, exist_ok=True)
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_death_signal(os.getpid()),  # noqa: PLW1509 - one C call, libc preloaded
+            )
+        except OSError as exc:
+            raise InstanceStartError(f"cannot start {argv[0]!r}: {exc}") from None
+        return cls(process)
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the instance's process group; a group already gone is fine."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def exited(self) -> bool:
+        """True once the leader has exited; then the group is killed and the leader reaped.
+        Never blocks."""
+        if self.status is not None:
+            return True
+        try:
+            # WNOWAIT: look without reaping, so that the pid (and so the group id) is still
+            # ours while we kill what is left of the group.
+            gone = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # reaped already
+            gone = True
+        if not gone:
+            return False
+        self.signal_group(signal.SIGKILL)
+        self.status = self.process.wait()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        return True
+
+    def describe_exit(self) -> str:
+        status = self.status
+        if status is None:
+            return f"instance (pid {self.pid}) is running"
+        if status < 0:
+            try:
+                name = signal.Signals(-status).name
+            except ValueError:
+                name = f"signal {-status}"
+            return f"instance (pid {self.pid}) was killed by signal {name}"
+        return f"instance (pid {self.pid}) exited with code {status}"

@@ -1,0 +1,423 @@
+"""The executors a node holds and their instances: the executor-manager side of every
+executor command, and of the instance protocol (protocol/instance.py).
+
+`Executors` applies session-manager commands in order, starts and stops instance processes,
+feeds them tasks and turns what they say into reports (`reports`, sent by the manager at the
+end of the loop turn). It never talks to the session manager itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flamed.executor_manager.executors import LocalExecutor, Phase
+from flamed.executor_manager.instances import Instance, InstanceStartError
+from flamed.transport import Loop, drain, try_send
+from protocol import backend as be
+from protocol import codec
+from protocol import instance as im
+from protocol.codec import FrameError
+from protocol.types import ResourceRequirement, TaskState
+
+if TYPE_CHECKING:
+    import zmq
+
+log = logging.getLogger("flamed.executor_manager")
+
+#: Tasks handed to an instance at once: the running one and the next at hand. When an instance
+#: dies, the oldest task without a result is taken as the one it was running (its retry is
+#: counted); the others come back unstarted. A result sent just before the death can be lost
+#: with the process, so an innocent task may be blamed: a task that comes back unstarted from
+#: one death and is again in flight at another is blamed too (`suspects`), so a task that kills
+#: its instance at once cannot loop forever uncounted.
+INSTANCE_WINDOW = 2
+#: Seconds an instance gets to say `InstanceReady` and enter the session.
+BIND_TIMEOUT = 60.0
+
+
+class DroppedFrames:
+    """Counts frames that did not decode and logs them at most every 5 seconds."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.count = 0
+        self._logged = -1e9
+
+    def log(self, where: str, exc: FrameError) -> None:
+        self.count += 1
+        now = self.loop.now()
+        if now - self._logged >= 5.0:
+            self._logged = now
+            log.warning("%s: dropped a bad frame (%d so far): %s", where, self.count, exc.message)
+
+
+class Executors:
+    def __init__(
+        self,
+        loop: Loop,
+        instances: zmq.Socket[bytes],
+        instance_endpoint: str,
+        *,
+        work_root: Path,
+        stop_timeout: float,
+        dropped: DroppedFrames,
+    ) -> None:
+        self.loop = loop
+        self.instances = instances
+        self.instance_endpoint = instance_endpoint
+        self.work_root = work_root
+        self.stop_timeout = stop_timeout
+        self.dropped = dropped
+        self.executors: dict[str, LocalExecutor] = {}
+        self.reports: list[be.ExecutorReport] = []
+        #: (session, task) spared at an instance death; blamed if in flight at another
+        self.suspects: set[tuple[str, int]] = set()
+        self._instance_codec = codec.instance_message_codec()
+
+    def running(self) -> list[Instance]:
+        return [e.instance for e in self.executors.values() if e.instance is not None]
+
+    def poll_exits(self) -> None:
+        """Without pidfds (old kernels) exits are noticed here, from the manager's tick."""
+        for executor in list(self.executors.values()):
+            if executor.instance is not None and executor.instance.pidfd is None and executor.instance.exited():
+                self._instance_exited(executor)
+
+    # ------------------------------------------------------------------ commands
+
+    def command(self, command: be.ExecutorCommand) -> None:
+        executor = self.executors.get(command.executor_id)
+        match command:
+            case be.CreateExecutor(resreq=resreq):
+                if executor is None:
+                    self.executors[command.executor_id] = LocalExecutor(command.executor_id, resreq)
+                    log.info("executor %s: created", command.executor_id)
+                self.reports.append(be.ExecutorCreated(executor_id=command.executor_id))
+            case be.BindExecutor(session=session, application=app):
+                if executor is None:
+                    executor = LocalExecutor(command.executor_id, ResourceRequirement())
+                    self.executors[command.executor_id] = executor
+                self.bind(executor, session, app)
+            case be.LaunchTasks(session_id=session_id, tasks=tasks):
+                self.launch(executor, command.executor_id, session_id, tasks)
+            case be.UnbindExecutor():
+                if executor is None:
+                    self.reports.append(be.ExecutorUnbound(executor_id=command.executor_id, reason="unknown executor"))
+                else:
+                    self.unbind(executor, "unbound by the session manager")
+            case be.ReleaseExecutor():
+                if executor is None:
+                    self.reports.append(be.ExecutorReleased(executor_id=command.executor_id))
+                else:
+                    self.release(executor)
+
+    def bind(
+        self,
+        executor: LocalExecutor,
+        session: be.SessionContext,
+        app: be.ApplicationContext,
+        tasks: list[be.TaskAssignment] | None = None,
+    ) -> None:
+        """Start an instance for `session` (after the current one is stopped, if any); `tasks`
+        (from a snapshot) are queued for it."""
+        if executor.phase is not Phase.Idle:
+            if executor.session_id == session.session_id and executor.phase is not Phase.Unbinding:
+                if executor.phase is Phase.Bound:
+                    self.reports.append(be.ExecutorBound(executor_id=executor.id, session_id=session.session_id))
+                return  # binding already
+            # The session manager is done with the old binding (it binds only executors it
+            # sees Idle): finish stopping the old instance quietly, then bind.
+            log.info("executor %s: bind to %s once its old instance is stopped", executor.id, session.session_id)
+            executor.pending_bind = (session, app, tasks or [])
+            executor.report_exit = False
+            if executor.phase is not Phase.Unbinding:
+                self.stop_instance(executor, "bound to another session", graceful=False)
+            return
+        executor.phase = Phase.Binding
+        executor.session, executor.application = session, app
+        executor.ready = executor.bind_failed = False
+        executor.report_exit, executor.release_after_unbind = True, False
+        executor.stop_reason = ""
+        executor.queue.extend(tasks or [])
+        work_dir = self.work_root / executor.id
+        try:
+            instance = Instance.start(executor.id, app, self.instance_endpoint, work_dir)
+        except InstanceStartError as exc:
+            log.warning("executor %s: bind to %s failed: %s", executor.id, session.session_id, exc)
+            self._bind_failed(executor, 11, str(exc))
+            self._unbound(executor, reason=f"bind failed: {exc}")
+            return
+        executor.instance = instance
+        if instance.pidfd is not None:
+            self.loop.add_reader(instance.pidfd, lambda: self._on_pidfd(executor, instance))
+        executor.timer = self.loop.call_later(BIND_TIMEOUT, lambda: self._bind_timeout(executor, instance))
+        log.info(
+            "executor %s: binding session %s (app %s): started pid %d",
+            executor.id,
+            session.session_id,
+            app.name,
+            instance.pid,
+        )
+
+    def _bind_failed(self, executor: LocalExecutor, code: int, message: str) -> None:
+        assert executor.session is not None
+        executor.bind_failed = True
+        self.reports.append(
+            be.ExecutorBindFailed(
+                executor_id=executor.id, session_id=executor.session.session_id, code=code, message=message
+            )
+        )
+
+    def _bind_timeout(self, executor: LocalExecutor, instance: Instance) -> None:
+        if executor.instance is not instance or executor.phase is not Phase.Binding:
+            return
+        code = 12 if executor.ready else 11
+        what = "enter the session" if executor.ready else "say InstanceReady"
+        message = f"instance (pid {instance.pid}) did not {what} within {BIND_TIMEOUT:.0f}s"
+        log.warning("executor %s: %s", executor.id, message)
+        self._bind_failed(executor, code, message)
+        self.stop_instance(executor, message, graceful=False)
+
+    def launch(
+        self, executor: LocalExecutor | None, executor_id: str, session_id: str, tasks: list[be.TaskAssignment]
+    ) -> None:
+        if executor is None or executor.session_id != session_id:
+            log.warning("executor %s: %d tasks for session %s it does not serve", executor_id, len(tasks), session_id)
+            keys = [be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in tasks]
+            self.reports.append(
+                be.ExecutorUnbound(
+                    executor_id=executor_id, session_id=session_id, unstarted=keys, reason="not bound to the session"
+                )
+            )
+            return
+        log.debug("executor %s: %d tasks queued", executor_id, len(tasks))
+        executor.queue.extend(tasks)
+        self.pump(executor)
+
+    def pump(self, executor: LocalExecutor) -> None:
+        """Keep the instance's next task at hand."""
+        if executor.phase is not Phase.Bound or not executor.queue:
+            return
+        room = INSTANCE_WINDOW - len(executor.in_flight)
+        if room <= 0:
+            return
+        batch = [executor.queue.popleft() for _ in range(min(room, len(executor.queue)))]
+        executor.in_flight.extend(batch)
+        self._send_instance(executor, im.InvokeTasks(tasks=batch))
+
+    def _send_instance(self, executor: LocalExecutor, message: im.Message) -> None:
+        if try_send(self.instances, [executor.id.encode(), *codec.encode(message)]):
+            return
+        # Its socket is gone: usually the process is exiting and its pidfd will tell us why.
+        # If it is still there after the stop timeout, it is stuck: stop it.
+        instance = executor.instance
+        log.info("executor %s: instance unreachable", executor.id)
+        if instance is not None and executor.timer is None:
+
+            def stuck() -> None:
+                if executor.instance is instance:
+                    executor.timer = None
+                    self.stop_instance(executor, f"instance (pid {instance.pid}) closed its socket", graceful=False)
+
+            executor.timer = self.loop.call_later(self.stop_timeout, stuck)
+
+    def unbind(self, executor: LocalExecutor, reason: str) -> None:
+        if executor.phase is Phase.Idle:
+            self.reports.append(be.ExecutorUnbound(executor_id=executor.id, reason="not bound"))
+        elif executor.phase is not Phase.Unbinding:
+            self.stop_instance(executor, reason, graceful=executor.phase is Phase.Bound)
+
+    def release(self, executor: LocalExecutor) -> None:
+        if executor.phase is Phase.Idle:
+            self._released(executor)
+        else:
+            executor.release_after_unbind = True
+            self.unbind(executor, "released by the session manager")
+
+    def _released(self, executor: LocalExecutor, report: bool = True) -> None:
+        self.executors.pop(executor.id, None)
+        shutil.rmtree(self.work_root / executor.id, ignore_errors=True)
+        if report:
+            self.reports.append(be.ExecutorReleased(executor_id=executor.id))
+        log.info("executor %s: released", executor.id)
+
+    # ------------------------------------------------------------------ stopping instances
+
+    def stop_instance(self, executor: LocalExecutor, reason: str, graceful: bool) -> None:
+        """Leave the session (if `graceful`), then TERM the group, then KILL it, each after
+        `instance_stop_timeout`. The executor is reported unbound once the instance exited."""
+        instance = executor.instance
+        executor.phase = Phase.Unbinding
+        executor.stop_reason = executor.stop_reason or reason
+        executor.cancel_timer()
+        if instance is None:
+            self._unbound(executor, reason)
+            return
+        log.info("executor %s: unbinding session %s (%s)", executor.id, executor.session_id, reason)
+        if graceful:
+            self._send_instance(executor, im.LeaveSession())
+            executor.timer = self.loop.call_later(self.stop_timeout, lambda: self._terminate(executor, instance))
+        else:
+            self._terminate(executor, instance)
+
+    def _terminate(self, executor: LocalExecutor, instance: Instance) -> None:
+        if executor.instance is not instance:
+            return
+        instance.signal_group(signal.SIGTERM)
+        executor.timer = self.loop.call_later(self.stop_timeout, lambda: instance.signal_group(signal.SIGKILL))
+
+    def _on_pidfd(self, executor: LocalExecutor, instance: Instance) -> None:
+        if instance.pidfd is not None:
+            self.loop.remove_reader(instance.pidfd)
+        self.on_instances()  # results it sent before dying come first
+        if executor.instance is instance and instance.exited():
+            self._instance_exited(executor)
+
+    def _instance_exited(self, executor: LocalExecutor) -> None:
+        instance = executor.instance
+        assert instance is not None
+        executor.instance = None
+        executor.cancel_timer()
+        exit_text = instance.describe_exit()
+        if executor.phase is Phase.Unbinding:
+            log.info("executor %s: %s", executor.id, exit_text)
+            self._unbound(executor, executor.stop_reason or exit_text)
+            return
+        running, spared = self._blame(executor)
+        if executor.phase is Phase.Binding:
+            reason = f"{exit_text} before it entered the session"
+            log.warning("executor %s: %s", executor.id, reason)
+            if not executor.bind_failed:
+                self._bind_failed(executor, 12 if executor.ready else 11, reason)
+        else:
+            reason = f"{exit_text} {running}"
+            log.warning("executor %s: %s (session %s)", executor.id, reason, executor.session_id)
+            executor.queue.extendleft(reversed(spared))
+        self._unbound(executor, reason)
+
+    def _blame(self, executor: LocalExecutor) -> tuple[str, list[be.TaskAssignment]]:
+        """Which in-flight tasks of a dead instance count as started; returns the reason
+        fragment and the tasks spared (returned unstarted)."""
+        if not executor.in_flight:
+            return "while idle", []
+        session_id = executor.session_id or ""
+        blamed = [executor.in_flight[0]]
+        spared = []
+        for task in list(executor.in_flight)[1:]:
+            key = (session_id, task.task_id)
+            if key in self.suspects:
+                blamed.append(task)
+            else:
+                spared.append(task)
+        for task in spared:
+            if len(self.suspects) >= 100_000:
+                self.suspects.clear()
+            self.suspects.add((session_id, task.task_id))
+        ids = ", ".join(str(t.task_id) for t in blamed)
+        return f"while running task {ids}" if len(blamed) == 1 else f"while running one of tasks {ids}", spared
+
+    def _unbound(self, executor: LocalExecutor, reason: str) -> None:
+        """The instance is gone: report the executor unbound, with the queued tasks as
+        unstarted (the in-flight ones count as started: see INSTANCE_WINDOW)."""
+        unstarted = [be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in executor.queue]
+        report = be.ExecutorUnbound(
+            executor_id=executor.id, session_id=executor.session_id, unstarted=unstarted, reason=reason
+        )
+        executor.last_unbound = report
+        quiet, executor.report_exit = not executor.report_exit, True
+        if not quiet:
+            self.reports.append(report)
+        log.info("executor %s: unbound from session %s (%s)", executor.id, executor.session_id, reason)
+        executor.phase = Phase.Idle
+        executor.session = executor.application = None
+        executor.queue.clear()
+        executor.in_flight.clear()
+        executor.ready = False
+        if executor.release_after_unbind:
+            executor.pending_bind = None
+            self._released(executor, report=not quiet)
+        elif executor.pending_bind is not None:
+            session, app, tasks = executor.pending_bind
+            executor.pending_bind = None
+            self.bind(executor, session, app, tasks)
+
+    # ------------------------------------------------------------------ instances
+
+    def on_instances(self) -> None:
+        for frames in drain(self.instances):
+            executor = self.executors.get(frames[0].decode(errors="replace"))
+            try:
+                message = self._instance_codec.decode(frames[1:])
+            except FrameError as exc:
+                self.dropped.log("instance", exc)
+                continue
+            if executor is None or executor.instance is None:
+                log.debug("instance message for unknown executor %r dropped", frames[0][:64])
+                continue
+            self._handle_instance(executor, message)
+
+    def _handle_instance(self, executor: LocalExecutor, message: im.InstanceMessage) -> None:
+        instance = executor.instance
+        assert instance is not None
+        match message:
+            case im.InstanceReady(pid=pid):
+                if pid != instance.pid or executor.phase is not Phase.Binding:
+                    log.warning("executor %s: unexpected InstanceReady from pid %d", executor.id, pid)
+                    return
+                executor.ready = True
+                assert executor.session is not None and executor.application is not None
+                self._send_instance(
+                    executor, im.EnterSession(session=executor.session, application=executor.application)
+                )
+            case im.SessionEntered(ok=ok, message=text):
+                if executor.phase is not Phase.Binding or executor.session is None:
+                    return
+                executor.cancel_timer()
+                if not ok:
+                    reason = f"on_session_enter failed: {text}"
+                    log.warning("executor %s: %s", executor.id, reason)
+                    self._bind_failed(executor, 12, text or "on_session_enter failed")
+                    self.stop_instance(executor, reason, graceful=False)
+                    return
+                executor.phase = Phase.Bound
+                self.reports.append(be.ExecutorBound(executor_id=executor.id, session_id=executor.session.session_id))
+                log.info("executor %s: bound to session %s (pid %d)", executor.id, executor.session_id, instance.pid)
+                self.pump(executor)
+            case im.TaskResults(results=results):
+                self._results(executor, results)
+            case im.SessionLeft():
+                log.debug("executor %s: instance left the session", executor.id)
+
+    def _results(self, executor: LocalExecutor, results: list[im.TaskOutcome]) -> None:
+        session_id = executor.session_id
+        if session_id is None:
+            return
+        in_flight = executor.in_flight
+        for outcome in results:
+            key = (outcome.task_id, outcome.attempt)
+            if in_flight and (in_flight[0].task_id, in_flight[0].attempt) == key:
+                in_flight.popleft()
+            else:
+                match = [t for t in in_flight if (t.task_id, t.attempt) == key]
+                if not match:
+                    log.debug("executor %s: result for task %d not in flight; dropped", executor.id, outcome.task_id)
+                    continue
+                in_flight.remove(match[0])
+            if self.suspects:
+                self.suspects.discard((session_id, outcome.task_id))
+            self.reports.append(
+                be.TaskCompleted(
+                    executor_id=executor.id,
+                    session_id=session_id,
+                    task_id=outcome.task_id,
+                    attempt=outcome.attempt,
+                    state=TaskState.Succeed if outcome.ok else TaskState.Failed,
+                    output=outcome.output,
+                    message=outcome.message,
+                )
+            )
+        self.pump(executor)

@@ -1,0 +1,105 @@
+"""The executor manager's side of the backend link (protocol/backend.py).
+
+Holds what the link needs to be trusted: the registration epoch, the sequence numbers in both
+directions, when we last sent and heard, and the completions the session manager has not yet
+acknowledged. Pure bookkeeping: no sockets and no clock (times come in as arguments).
+
+Rules: every message after `Registered` carries the epoch and the next `seq`; an incoming
+message with another epoch or a gap in `seq` means our view is stale, so we register again.
+A completion is kept until an `ack` covers the `Reports` that carried it, and is resent after
+a re-registration if the snapshot still lists its task.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from protocol import backend as be
+
+
+class BackendLink:
+    def __init__(self, backoff_min: float, backoff_max: float, heartbeat_interval: float, liveness: int) -> None:
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.heartbeat_interval = heartbeat_interval
+        self.liveness = liveness
+        self.registered = False
+        self.epoch = 0
+        self.send_seq = 0
+        self.recv_seq = 0
+        self.ack = 0
+        self.attempts = 0
+        self.last_sent = 0.0
+        self.last_heard = 0.0
+        #: (seq of the Reports that carried it, or 0 if never sent; the completion)
+        self.unacked: deque[tuple[int, be.TaskCompleted]] = deque()
+
+    # ------------------------------------------------------------------ registration
+
+    def next_backoff(self) -> float:
+        """Delay before the next registration attempt: exponential, full jitter, bounded."""
+        ceiling = min(self.backoff_max, self.backoff_min * (2**self.attempts))
+        self.attempts = min(self.attempts + 1, 30)
+        return random.uniform(self.backoff_min, max(self.backoff_min, ceiling))
+
+    def registered_with(self, message: be.Registered, now: float) -> None:
+        self.registered = True
+        self.epoch = message.epoch
+        self.send_seq = 0
+        self.recv_seq = 0
+        self.attempts = 0
+        self.heartbeat_interval = message.heartbeat_interval
+        self.liveness = message.heartbeat_liveness
+        self.last_heard = now
+        self.last_sent = now
+
+    def lost(self) -> None:
+        self.registered = False
+
+    # ------------------------------------------------------------------ incoming
+
+    def accept(self, epoch: int, seq: int, ack: int, now: float) -> str | None:
+        """Check an SM message's epoch and seq; None if in order, else why it is not."""
+        if epoch != self.epoch:
+            return f"message of epoch {epoch}, ours is {self.epoch}"
+        if seq != self.recv_seq + 1:
+            return f"expected seq {self.recv_seq + 1}, got {seq}"
+        self.recv_seq = seq
+        self.last_heard = now
+        self.acknowledged(ack)
+        return None
+
+    def acknowledged(self, ack: int) -> None:
+        self.ack = max(self.ack, ack)
+        unacked = self.unacked
+        while unacked and 0 < unacked[0][0] <= ack:
+            unacked.popleft()
+
+    def silent_for(self, now: float) -> float:
+        return now - self.last_heard
+
+    @property
+    def silence_limit(self) -> float:
+        return self.heartbeat_interval * self.liveness
+
+    # ------------------------------------------------------------------ outgoing
+
+    def next_seq(self, now: float) -> int:
+        self.send_seq += 1
+        self.last_sent = now
+        return self.send_seq
+
+    def heartbeat_due(self, now: float) -> bool:
+        return self.registered and now - self.last_sent >= self.heartbeat_interval
+
+    def keep(self, seq: int, completions: list[be.TaskCompleted]) -> None:
+        self.unacked.extend((seq, c) for c in completions)
+
+    def take_for_resend(self, wanted: set[tuple[str, int, int]]) -> list[be.TaskCompleted]:
+        """After a registration: the kept completions whose task the snapshot still lists on
+        that executor (the others were recorded already or given to another executor)."""
+        resend = [c for _, c in self.unacked if (c.executor_id, c.task_id, c.attempt) in wanted]
+        self.unacked.clear()
+        self.ack = 0
+        return resend

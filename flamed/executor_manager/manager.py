@@ -1,0 +1,289 @@
+"""The executor-manager daemon: one loop, a DEALER to the session manager, a ROUTER for its
+instances, one pidfd per instance.
+
+Each turn it reads what is ready, applies session-manager commands in order and instance
+messages as they come, and at the end of the turn sends every report the turn produced in one
+`Reports` message. Instances keep running while the session manager is away; the executor
+manager registers again with backoff and converges to the snapshot it gets back (DESIGN 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import platformdirs
+
+from flamed.config import Config
+from flamed.executor_manager.converge import converge
+from flamed.executor_manager.lifecycle import DroppedFrames, Executors
+from flamed.executor_manager.link import BackendLink
+from flamed.transport import Loop, bind_router, connect_dealer, context, drain, try_send
+from protocol import backend as be
+from protocol import codec
+from protocol.codec import FrameError
+from protocol.errors import ErrorCode
+from protocol.types import NodeInfo, ResourceRequirement
+
+log = logging.getLogger("flamed.executor_manager")
+
+#: Longest unix socket path (sun_path is 108 bytes with the terminator).
+_MAX_IPC_PATH = 100
+_TICK = 0.1
+
+
+class Fatal(Exception):
+    """The executor manager cannot go on (e.g. protocol version mismatch); exit non-zero."""
+
+
+class ExecutorManager:
+    def __init__(self, backend: str, node_name: str, slots: int, runtime_dir: Path | None, config: Config) -> None:
+        self.config = config
+        self.backend_endpoint = backend
+        self.node_name = node_name
+        self.slots = slots
+        self.runtime_dir = runtime_dir or Path(platformdirs.user_runtime_dir("flame"))
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_timeout = config.executor_manager.instance_stop_timeout
+        self.incarnation = uuid.uuid4().hex
+        self.loop = Loop()
+        rec = config.recovery
+        self.link = BackendLink(
+            rec.reconnect_backoff_min, rec.reconnect_backoff_max, rec.heartbeat_interval, rec.heartbeat_liveness
+        )
+        self.exit_code = 0
+        self._manager_codec = codec.manager_message_codec()
+        self.dropped = DroppedFrames(self.loop)
+        self._register_timer = self.loop.call_at(0.0, self._register)
+        max_size = config.limits.max_message_size
+        self.socket_path = self._socket_path()
+        self.instance_endpoint = f"ipc://{self.socket_path}"
+        self.instances = bind_router(self.instance_endpoint, max_size)
+        self.holder = Executors(
+            self.loop,
+            self.instances,
+            self.instance_endpoint,
+            work_root=self.runtime_dir / "work" / self.incarnation[:8],
+            stop_timeout=self.stop_timeout,
+            dropped=self.dropped,
+        )
+        self.executors = self.holder.executors
+        routing_id = f"em:{node_name}:{self.incarnation[:8]}".encode()
+        self.backend = connect_dealer(backend, routing_id, max_size)
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
+        self._stop_requested = False
+
+    def _socket_path(self) -> Path:
+        path = self.runtime_dir / f"{self.node_name}-{os.getpid()}.sock"
+        if len(str(path)) > _MAX_IPC_PATH:
+            path = Path(tempfile.gettempdir()) / f"flame-em-{os.getpid()}.sock"
+        path.unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def install_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop_requested = True
+
+    def _on_wakeup(self) -> None:
+        try:
+            while self._wakeup_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        if self._stop_requested:
+            log.info("node %s: stopping on signal", self.node_name)
+            self.loop.stop()
+
+    def run(self) -> int:
+        self.loop.add_reader(self.backend, self._on_backend)
+        self.loop.add_reader(self.instances, self.holder.on_instances)
+        self.loop.add_reader(self._wakeup_r.fileno(), self._on_wakeup)
+        self.loop.add_turn_end(self._flush)
+        self.loop.call_every(_TICK, self._tick)
+        log.info(
+            "executor manager for node %s (%d slots, incarnation %s): backend %s, instances %s",
+            self.node_name,
+            self.slots,
+            self.incarnation,
+            self.backend_endpoint,
+            self.instance_endpoint,
+        )
+        try:
+            self.loop.run()
+        except Fatal as exc:
+            log.error("node %s: %s", self.node_name, exc)
+            self.exit_code = 1
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    def shutdown(self) -> None:
+        """Stop every instance (TERM, then KILL after `instance_stop_timeout`), say goodbye,
+        close the sockets. Bounded: at most about twice the stop timeout."""
+        running = self.holder.running()
+        for instance in running:
+            instance.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        killed = False
+        while any(not i.exited() for i in running):
+            if not killed and time.monotonic() >= deadline:
+                for instance in running:
+                    if instance.status is None:
+                        instance.signal_group(signal.SIGKILL)
+                killed = True
+            time.sleep(0.01)
+        if running:
+            log.info("node %s: stopped %d instances", self.node_name, len(running))
+        if self.link.registered:
+            goodbye = be.Goodbye(epoch=self.link.epoch, seq=self.link.next_seq(self.loop.now()))
+            try_send(self.backend, codec.encode(goodbye))
+        signal.set_wakeup_fd(-1)
+        self.instances.close(linger=0)
+        self.backend.close(linger=1000)
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+        self.socket_path.unlink(missing_ok=True)
+        shutil.rmtree(self.holder.work_root, ignore_errors=True)
+        context().term()
+
+    # ------------------------------------------------------------------ registration
+
+    def _node_info(self) -> NodeInfo:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            memory = 0
+        uname = platform.uname()
+        return NodeInfo(
+            name=self.node_name,
+            hostname=socket.gethostname(),
+            capacity=ResourceRequirement(cpu=self.slots, memory=memory, gpu=0),
+            max_executors=self.slots,
+            arch=uname.machine,
+            os=uname.system.lower(),
+        )
+
+    def _register(self) -> None:
+        message = be.RegisterNode(
+            protocol_version=codec.PROTOCOL_VERSION,
+            node=self._node_info(),
+            incarnation=self.incarnation,
+            executors=sorted(self.executors),
+        )
+        sent = try_send(self.backend, codec.encode(message))
+        delay = self.link.next_backoff()
+        log.log(
+            logging.INFO if self.link.attempts <= 1 else logging.DEBUG,
+            "node %s: registering with %s (%d executors held)%s; next try in %.1fs",
+            self.node_name,
+            self.backend_endpoint,
+            len(self.executors),
+            "" if sent else " - not connected yet",
+            delay,
+        )
+        self._register_timer = self.loop.call_later(delay, self._register)
+
+    def _reregister(self, why: str) -> None:
+        """Our view of the link is stale or the session manager is gone: register again,
+        after a backoff, keeping every instance running."""
+        if not self.link.registered:
+            return
+        log.warning("node %s: registering again (%s)", self.node_name, why)
+        self.link.lost()
+        self._register_timer.cancel()
+        self._register_timer = self.loop.call_later(self.link.next_backoff(), self._register)
+
+    def _on_registered(self, message: be.Registered) -> None:
+        self._register_timer.cancel()
+        self.link.registered_with(message, self.loop.now())
+        log.info(
+            "node %s: registered (epoch %d, %d executors in snapshot)",
+            self.node_name,
+            message.epoch,
+            len(message.executors),
+        )
+        wanted: set[tuple[str, int, int]] = set()
+        for assignment in message.executors:
+            wanted.update((assignment.executor_id, t.task_id, t.attempt) for t in assignment.tasks)
+        resend = self.link.take_for_resend(wanted)
+        known = {(c.executor_id, c.task_id, c.attempt) for c in resend}
+        self.holder.reports.extend(resend)
+        converge(self.holder, message.executors, known)
+
+    # ------------------------------------------------------------------ backend
+
+    def _on_backend(self) -> None:
+        for frames in drain(self.backend):
+            try:
+                message = self._manager_codec.decode(frames)
+            except FrameError as exc:
+                if exc.code is ErrorCode.VersionMismatch:
+                    raise Fatal(f"the session manager speaks another protocol: {exc.message}") from None
+                self.dropped.log("backend", exc)
+                continue
+            self._handle_manager(message)
+
+    def _handle_manager(self, message: be.ManagerMessage) -> None:
+        link = self.link
+        match message:
+            case be.Registered():
+                self._on_registered(message)
+            case be.Heartbeat() | be.Commands():
+                if not link.registered:
+                    return
+                if why := link.accept(message.epoch, message.seq, message.ack, self.loop.now()):
+                    self._reregister(why)
+                    return
+                if isinstance(message, be.Commands):
+                    for command in message.commands:
+                        self.holder.command(command)
+            case be.Error(code=ErrorCode.Reregister):
+                self._reregister(f"session manager: {message.message}")
+            case be.Error(code=ErrorCode.DuplicateNode):
+                log.error("node %s: refused: %s; retrying in %.0fs", self.node_name, message.message, link.backoff_max)
+                self._register_timer.cancel()
+                self._register_timer = self.loop.call_later(link.backoff_max, self._register)
+            case be.Error(code=ErrorCode.VersionMismatch):
+                raise Fatal(f"registration refused: {message.message}; run the same flamed version on both sides")
+            case be.Error():
+                log.warning("node %s: session manager error %s: %s", self.node_name, message.code, message.message)
+
+    def _tick(self) -> None:
+        link, now = self.link, self.loop.now()
+        if link.registered and link.silent_for(now) > link.silence_limit:
+            self._reregister(f"no message from the session manager for {link.silent_for(now):.1f}s")
+        elif link.heartbeat_due(now):
+            heartbeat = be.Heartbeat(epoch=link.epoch, seq=link.next_seq(now))
+            try_send(self.backend, codec.encode(heartbeat))
+        self.holder.poll_exits()
+
+    def _flush(self) -> None:
+        if not self.holder.reports:
+            return
+        reports, self.holder.reports = self.holder.reports, []
+        completions = [r for r in reports if isinstance(r, be.TaskCompleted)]
+        link = self.link
+        if not link.registered:
+            # The snapshot at the next registration says what the session manager still
+            # needs; only completions are kept to be resent.
+            link.keep(0, completions)
+            return
+        seq = link.next_seq(self.loop.now())
+        link.keep(seq, completions)
+        try_send(self.backend, codec.encode(be.Reports(epoch=link.epoch, seq=seq, reports=reports)))

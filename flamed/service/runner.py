@@ -1,0 +1,150 @@
+"""The instance side of protocol/instance.py: serve one `FlameService` for one session.
+
+Rules: commands are handled in order; tasks run one at a time on this thread; results are
+sent as soon as nothing else is waiting on the socket (or every `RESULT_BATCH` results), so a
+busy instance batches and an idle one answers at once. After `SessionLeft` the runner returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import deque
+
+from flamed.service.types import ApplicationContext, FlameService, SessionContext, TaskContext
+from flamed.transport import connect_dealer
+from protocol import backend as be
+from protocol import codec
+from protocol import instance as im
+from protocol.codec import FrameError
+
+log = logging.getLogger("flamed.service")
+
+#: Most results held back before a `TaskResults` is sent anyway.
+RESULT_BATCH = 64
+
+#: Milliseconds the runner waits for `SessionLeft` to reach the executor manager at exit.
+_LEAVE_LINGER_MS = 2000
+
+
+def _required_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(
+            f"{name} is not set: a Flame service must be started by an executor manager "
+            "(register it as an application and open a session), not run by hand"
+        )
+    return value
+
+
+def run(service: FlameService) -> None:
+    """Serve `service` until the executor manager says `LeaveSession`; then return.
+
+    Raises RuntimeError if the environment does not name an executor manager."""
+    endpoint = _required_env("FLAME_INSTANCE_ENDPOINT")
+    executor_id = _required_env("FLAME_EXECUTOR_ID")
+    _Runner(service, endpoint, executor_id).serve()
+
+
+class _Runner:
+    def __init__(self, service: FlameService, endpoint: str, executor_id: str) -> None:
+        self.service = service
+        self.executor_id = executor_id
+        self.sock = connect_dealer(endpoint, executor_id.encode())
+        self.codec = codec.instance_command_codec()
+        self.pending: deque[be.TaskAssignment] = deque()
+        self.results: list[im.TaskOutcome] = []
+        self.session_id = ""
+        self.leaving = False
+
+    def send(self, message: im.Message) -> None:
+        # Blocking send: with IMMEDIATE set it waits for the connection, and the executor
+        # manager kills us (process group, PDEATHSIG) if it goes away.
+        self.sock.send_multipart(codec.encode(message))
+
+    def serve(self) -> None:
+        self.send(
+            im.InstanceReady(executor_id=self.executor_id, protocol_version=codec.PROTOCOL_VERSION, pid=os.getpid())
+        )
+        try:
+            while not self.leaving:
+                if not self.pending:
+                    self.flush()
+                    self.handle(self.sock.recv_multipart())
+                    continue
+                self.invoke(self.pending.popleft())
+                if len(self.results) >= RESULT_BATCH or not self.sock.poll(0):
+                    self.flush()
+        finally:
+            self.sock.close(linger=_LEAVE_LINGER_MS)
+
+    def flush(self) -> None:
+        if self.results:
+            results, self.results = self.results, []
+            self.send(im.TaskResults(results=results))
+
+    def handle(self, frames: list[bytes]) -> None:
+        try:
+            command = self.codec.decode(frames)
+        except FrameError as exc:
+            print(f"flamed.service: dropped a bad frame from the executor manager: {exc.message}", file=sys.stderr)
+            return
+        match command:
+            case im.EnterSession(session=session, application=app):
+                self.enter(session, app)
+            case im.InvokeTasks(tasks=tasks):
+                self.pending.extend(tasks)
+            case im.LeaveSession():
+                self.leave()
+
+    def enter(self, session: be.SessionContext, app: be.ApplicationContext) -> None:
+        self.session_id = session.session_id
+        context = SessionContext(
+            session_id=session.session_id,
+            application=ApplicationContext(
+                name=app.name,
+                image=app.image,
+                command=app.command,
+                working_directory=app.working_directory,
+                url=app.url,
+            ),
+            _common_data=session.common_data,
+        )
+        try:
+            self.service.on_session_enter(context)
+        except Exception as exc:
+            log.exception("on_session_enter failed")
+            self.send(im.SessionEntered(ok=False, message=f"{type(exc).__name__}: {exc}"))
+            return
+        self.send(im.SessionEntered(ok=True))
+
+    def invoke(self, task: be.TaskAssignment) -> None:
+        context = TaskContext(task_id=str(task.task_id), session_id=self.session_id, input=task.input)
+        try:
+            output = self.service.on_task_invoke(context)
+            if output is not None and not isinstance(output, bytes | bytearray | memoryview):
+                raise TypeError(f"on_task_invoke must return bytes or None, not {type(output).__name__}")
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            self.results.append(im.TaskOutcome(task_id=task.task_id, attempt=task.attempt, ok=False, message=message))
+            return
+        self.results.append(
+            im.TaskOutcome(
+                task_id=task.task_id,
+                attempt=task.attempt,
+                ok=True,
+                output=None if output is None else bytes(output),
+            )
+        )
+
+    def leave(self) -> None:
+        self.flush()
+        try:
+            self.service.on_session_leave()
+        except Exception as exc:
+            log.exception("on_session_leave failed")
+            self.send(im.SessionLeft(ok=False, message=f"{type(exc).__name__}: {exc}"))
+        else:
+            self.send(im.SessionLeft(ok=True))
+        self.leaving = True

@@ -1,0 +1,254 @@
+"""The executor manager as a subprocess against a fake session manager (a raw ROUTER)."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from protocol import backend as be
+from protocol.codec import PROTOCOL_VERSION
+from protocol.errors import ErrorCode
+from protocol.types import TaskState
+from tests.em.conftest import (
+    RESREQ,
+    ExecutorManagerProcess,
+    FakeSessionManager,
+    flmping_app,
+    new_id,
+    probe_app,
+    session,
+    tasks,
+    wait_for,
+)
+
+
+def completed(reports: list[be.ExecutorReport]) -> list[be.TaskCompleted]:
+    return [r for r in reports if isinstance(r, be.TaskCompleted)]
+
+
+def of_type(kind: type, reports: list[be.ExecutorReport]) -> list[object]:
+    return [r for r in reports if isinstance(r, kind)]
+
+
+def bind(sm: FakeSessionManager, executor_id: str, session_id: str, app: be.ApplicationContext, **kw: object) -> None:
+    sm.command(
+        be.CreateExecutor(executor_id=executor_id, resreq=RESREQ),
+        be.BindExecutor(executor_id=executor_id, session=session(session_id, **kw), application=app),  # type: ignore[arg-type]
+    )
+    sm.wait_reports("ExecutorBound", lambda rs: of_type(be.ExecutorBound, rs) or of_type(be.ExecutorBindFailed, rs))
+
+
+@pytest.mark.timeout(90)
+def test_flmping_tasks_run_and_the_executor_is_released(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
+    """Register, create + bind flmping, run 50 tasks, unbind, release, stop: Goodbye and no
+    instance left. Breaks if any step of the executor lifecycle or the stop path regresses."""
+    register = sm.register()
+    assert register.protocol_version == PROTOCOL_VERSION
+    assert register.node.name == "n1"
+    assert register.node.capacity.cpu == 2
+    assert register.executors == []
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", flmping_app())
+    assert of_type(be.ExecutorCreated, sm.reports)
+    assert of_type(be.ExecutorBound, sm.reports), sm.reports
+    sm.command(
+        be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([None] * 49 + [b'{"duration": 5}']))
+    )
+    done = sm.wait_reports("50 completions", lambda rs: len(completed(rs)) >= 50 and completed(rs))
+    assert [c.task_id for c in done] == list(range(1, 51))
+    assert all(c.state is TaskState.Succeed for c in done)
+    message = json.loads(done[-1].output or b"")["message"]
+    assert message.startswith("Completed on ") and message.endswith(" memory")
+    assert em.instances(), "the instance should be running while bound"
+
+    sm.command(be.UnbindExecutor(executor_id=executor_id))
+    unbound = sm.wait_reports("ExecutorUnbound", lambda rs: of_type(be.ExecutorUnbound, rs))[0]
+    assert unbound.session_id == "s1"
+    assert unbound.unstarted == []
+    wait_for("the instance to exit after unbind", lambda: not em.instances())
+    sm.command(be.ReleaseExecutor(executor_id=executor_id))
+    sm.wait_reports("ExecutorReleased", lambda rs: of_type(be.ExecutorReleased, rs))
+
+    # Bind a second executor and leave it running: SIGTERM must stop it and say goodbye.
+    second = new_id()
+    sm.reports.clear()
+    bind(sm, second, "s1", flmping_app())
+    assert em.instances()
+    assert em.stop(signal.SIGTERM) == 0
+    goodbye = sm.wait_message(be.Goodbye)
+    assert goodbye.epoch == sm.epoch
+    assert em.instances() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_raising_task_fails_and_the_instance_goes_on(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
+    """on_task_invoke raising fails only that task, with the exception's type and text."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app())
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([b"a", b"boom", b"c"])))
+    done = sm.wait_reports("3 completions", lambda rs: len(completed(rs)) >= 3 and completed(rs))
+    by_id = {c.task_id: c for c in done}
+    assert by_id[1].state is TaskState.Succeed and by_id[1].output == b"a"
+    assert by_id[2].state is TaskState.Failed
+    assert by_id[2].message == "ValueError: boom input"
+    assert by_id[3].state is TaskState.Succeed and by_id[3].output == b"c"
+
+
+@pytest.mark.timeout(60)
+def test_on_session_enter_failure_is_a_bind_failure(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
+    """A service refusing the session gives ExecutorBindFailed(12) and then ExecutorUnbound."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app(), common_data=b"refuse")
+    failed = of_type(be.ExecutorBindFailed, sm.reports)
+    assert failed, sm.reports
+    assert failed[0].code == 12  # type: ignore[attr-defined]
+    assert "refusing this session" in failed[0].message  # type: ignore[attr-defined]
+    sm.wait_reports("ExecutorUnbound", lambda rs: of_type(be.ExecutorUnbound, rs))
+    wait_for("the instance to exit", lambda: not em.instances())
+
+
+@pytest.mark.timeout(60)
+def test_an_instance_that_dies_mid_task_unbinds_the_executor(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """An instance exiting mid-task: ExecutorUnbound says so plainly; tasks never handed to the
+    instance come back as unstarted. Breaks if deaths are missed or tasks are lost."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app())
+    sm.command(
+        be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([b"a", b"crash", b"c", b"d", b"e", b"f"]))
+    )
+    unbound = sm.wait_reports("ExecutorUnbound", lambda rs: of_type(be.ExecutorUnbound, rs))[0]
+    assert unbound.session_id == "s1"
+    assert "exited with code 3" in unbound.reason
+    unstarted = {k.task_id for k in unbound.unstarted}
+    finished = {c.task_id for c in completed(sm.reports)}
+    assert finished <= {1}
+    if finished:
+        # The instance held tasks 2 (running) and 3 (at hand); 3 and the rest never ran.
+        assert "while running task 2" in unbound.reason
+        assert unstarted == {3, 4, 5, 6}
+    else:
+        # Task 1's result died with the instance (it exits right after sending it): task 1 is
+        # blamed (its retry is counted), task 2 comes back unstarted with the rest.
+        assert "while running task 1" in unbound.reason
+        assert unstarted == {2, 3, 4, 5, 6}
+    wait_for("the instance to be gone", lambda: not em.instances())
+
+    # The executor is Idle again and can be bound anew.
+    sm.reports.clear()
+    sm.command(be.BindExecutor(executor_id=executor_id, session=session("s2"), application=probe_app()))
+    sm.wait_reports("ExecutorBound", lambda rs: of_type(be.ExecutorBound, rs))
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_of_the_executor_manager_kills_its_instances(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """PDEATHSIG: an executor manager killed with SIGKILL leaves no instance behind."""
+    sm.register()
+    executor_ids = [new_id(), new_id()]
+    for executor_id in executor_ids:
+        bind(sm, executor_id, "s1", probe_app())
+        sm.reports.clear()
+    # One instance busy in a task, one idle: both must go.
+    sm.command(be.LaunchTasks(executor_id=executor_ids[0], session_id="s1", tasks=tasks([b"hang"])))
+    wait_for("two instances", lambda: len(em.instances()) == 2)
+    em.stop(signal.SIGKILL)
+    wait_for("every instance to die with its executor manager", lambda: not em.instances())
+
+
+@pytest.mark.timeout(60)
+def test_reregisters_with_its_executors_and_resends_unacked_completions(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """After Error(Reregister) the executor manager registers again naming its executors, and
+    resends completions the session manager never acknowledged for tasks it still lists."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app())
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([b"a"])))
+    sm.wait_reports("a completion", completed)
+    sm.reports.clear()
+    sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
+    snapshot = [
+        be.ExecutorAssignment(
+            executor_id=executor_id,
+            state="Bound",
+            resreq=RESREQ,
+            session=session("s1"),
+            application=probe_app(),
+            tasks=tasks([b"a"]) + tasks([b"b"], first=2),
+        )
+    ]
+    register = sm.register(snapshot)
+    assert register.executors == [executor_id]
+    done = sm.wait_reports("2 completions", lambda rs: len(completed(rs)) >= 2 and completed(rs))
+    assert sorted(c.task_id for c in done) == [1, 2]
+    assert em.instances()
+
+
+@pytest.mark.timeout(60)
+def test_bad_frames_are_dropped(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
+    """Garbage from the session manager is logged and dropped; the link goes on."""
+    sm.register()
+    sm.sock.send_multipart([sm.peer, b"FLM\x01", b"\xc1garbage"])
+    sm.sock.send_multipart([sm.peer, b"nonsense"])
+    executor_id = new_id()
+    sm.command(be.CreateExecutor(executor_id=executor_id, resreq=RESREQ))
+    sm.wait_reports("ExecutorCreated", lambda rs: of_type(be.ExecutorCreated, rs))
+    assert em.process.poll() is None
+
+
+@pytest.mark.timeout(60)
+def test_an_executor_missing_from_the_snapshot_is_killed_silently(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """At re-registration, executors the snapshot leaves out are released on the node and
+    their instances killed (I5), without reports about them."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app())
+    sm.reports.clear()
+    sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
+    assert sm.register([]).executors == [executor_id]
+    wait_for("the orphan instance to be killed", lambda: not em.instances())
+    sm.command(be.CreateExecutor(executor_id="probe", resreq=RESREQ))
+    sm.wait_reports("ExecutorCreated", lambda rs: of_type(be.ExecutorCreated, rs))
+    assert [r.executor_id for r in sm.reports] == ["probe"]
+
+
+@pytest.mark.timeout(60)
+def test_a_silent_session_manager_is_left_but_instances_keep_running(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """Silence for interval * liveness: the executor manager registers again (with its
+    executors) and keeps its instances running."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app())
+    pid = em.instances()
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([b"a"])))
+    sm.wait_reports("a completion", completed)
+    # Re-register with a short liveness, then say nothing: the executor manager must notice.
+    sm.other.clear()
+    sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
+    snapshot = [
+        be.ExecutorAssignment(
+            executor_id=executor_id, state="Bound", resreq=RESREQ, session=session("s1"), application=probe_app()
+        )
+    ]
+    message = sm.wait_message(be.RegisterNode)
+    sm.other.clear()
+    sm.epoch += 1
+    sm.seq = 0
+    sm.send(be.Registered(epoch=sm.epoch, executors=snapshot, heartbeat_interval=0.2, heartbeat_liveness=3))
+    assert message.executors == [executor_id]
+    again = sm.wait_message(be.RegisterNode, timeout=20)
+    assert again.executors == [executor_id]
+    assert em.instances() == pid
