@@ -7,12 +7,14 @@ an executor manager), so that killing the parent, even with SIGKILL, leaves noth
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
+# Loaded once here: the hook runs between fork and exec, where looking a library up (which may
+# start `ldconfig`) is slow and unsafe.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None]:
@@ -20,8 +22,7 @@ def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None]:
     parent = os.getpid()
 
     def preexec() -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), sig)
 

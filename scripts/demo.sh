@@ -9,7 +9,7 @@ port="${FLAME_DEMO_PORT:-8080}"
 frontend="tcp://127.0.0.1:${port}"
 backend="tcp://127.0.0.1:$((port + 1))"
 state="$(mktemp -d -t flame-demo.XXXXXX)"
-.venv/bin/flamed cluster --frontend "$frontend" --backend "$backend" --state-dir "$state" &
+.venv/bin/flamed cluster --frontend "$frontend" --backend "$backend" --state-dir "$state" --log-level warning &
 cluster=$!
 stop() {
     kill -TERM "$cluster" 2>/dev/null || true

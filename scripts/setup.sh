@@ -13,9 +13,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-if [ -n "$extras" ]; then
-    .venv/bin/python -m pip install --quiet -e ".[$extras]"
-else
-    .venv/bin/python -m pip install --quiet -e .
+target="."
+[ -n "$extras" ] && target=".[$extras]"
+# pip and setuptools are chatty about editable installs; keep their output unless it fails.
+if ! { .venv/bin/python -m pip install --quiet --upgrade pip && .venv/bin/python -m pip install --quiet -e "$target"; } \
+    >.venv/setup.log 2>&1; then
+    cat .venv/setup.log >&2
+    echo "setup: installing Flame into .venv failed (log above, also in .venv/setup.log)" >&2
+    exit 1
 fi

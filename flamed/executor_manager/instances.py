@@ -10,29 +10,14 @@ cannot have been reused when we signal it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from flamed.lifeline import parent_death_signal
 from protocol.backend import ApplicationContext
-
-_PR_SET_PDEATHSIG = 1
-# Loaded once in the parent: the preexec hook runs between fork and exec, where looking a
-# library up (ctypes.util.find_library starts `ldconfig`) is slow and unsafe.
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _death_signal(parent: int) -> Callable[[], None]:
-    def preexec() -> None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
 
 
 def expand(text: str) -> str:
@@ -76,7 +61,7 @@ class Instance:
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_death_signal(os.getpid()),  # noqa: PLW1509 - one C call, libc preloaded
+                preexec_fn=parent_death_signal(signal.SIGKILL),  # noqa: PLW1509 - one C call, libc preloaded
             )
         except OSError as exc:
             raise InstanceStartError(f"cannot start {argv[0]!r}: {exc}") from None

@@ -44,14 +44,22 @@ class Fatal(Exception):
     """The executor manager cannot go on (e.g. protocol version mismatch); exit non-zero."""
 
 
+def default_runtime_dir() -> Path:
+    """The user runtime dir (`$XDG_RUNTIME_DIR/flame`); without XDG_RUNTIME_DIR (services,
+    containers, CI) a private `/tmp/flame-<uid>` rather than platformdirs' warning and guess."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(platformdirs.user_runtime_dir("flame"))
+    return Path(tempfile.gettempdir()) / f"flame-{os.getuid()}"
+
+
 class ExecutorManager:
     def __init__(self, backend: str, node_name: str, slots: int, runtime_dir: Path | None, config: Config) -> None:
         self.config = config
         self.backend_endpoint = backend
         self.node_name = node_name
         self.slots = slots
-        self.runtime_dir = runtime_dir or Path(platformdirs.user_runtime_dir("flame"))
-        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime_dir = runtime_dir or default_runtime_dir()
+        self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.stop_timeout = config.executor_manager.instance_stop_timeout
         self.incarnation = uuid.uuid4().hex
         self.loop = Loop()
@@ -66,7 +74,7 @@ class ExecutorManager:
         max_size = config.limits.max_message_size
         self.socket_path = self._socket_path()
         self.instance_endpoint = f"ipc://{self.socket_path}"
-        self.instances = bind_router(self.instance_endpoint, max_size)
+        self.instances = bind_router(self.instance_endpoint, max_size, handover=True)
         self.holder = Executors(
             self.loop,
             self.instances,

@@ -40,11 +40,19 @@ def _common(sock: zmq.Socket[bytes], max_message_size: int) -> None:
     sock.setsockopt(zmq.HEARTBEAT_TTL, 6000)
 
 
-def bind_router(endpoint: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> zmq.Socket[bytes]:
-    """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure."""
+def bind_router(
+    endpoint: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *, handover: bool = False
+) -> zmq.Socket[bytes]:
+    """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure.
+
+    `handover`: a new connection with a routing id already connected takes it over (instead of
+    being ignored). Only for endpoints where every peer is trusted (a private ipc:// directory):
+    on an open socket it lets anyone steal a peer's traffic."""
     sock = context().socket(zmq.ROUTER)
     _common(sock, max_message_size)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if handover:
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     try:
         sock.bind(endpoint)
     except zmq.ZMQError:
