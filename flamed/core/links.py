@@ -410,7 +410,9 @@ class NodeLinks:
         node = self.ctl.state.nodes.get(link.name)
         if node is not None and node.state is not NodeState.NotReady:
             self.ctl.commit(r.NodeChanged(time=now.wall, name=link.name, trigger="cleaned_up", reason=reason))
-        log.warning("node %s: NotReady (%s); its executors released", link.name, reason)
+        # A goodbye is an orderly stop; a drain that ran out is a node lost.
+        level = logging.INFO if trigger is ConnectionTrigger.goodbye else logging.WARNING
+        log.log(level, "node %s: NotReady (%s); its executors released", link.name, reason)
         self.ctl.dispatcher.schedule_soon()
 
     def next_deadline(self) -> float:
