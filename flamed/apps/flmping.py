@@ -3,7 +3,9 @@
 Input is Flame's `PingRequest` as JSON, `{"duration": ms, "memory": "size"}`, both optional:
 the task allocates (and touches) `memory`, sleeps `duration` milliseconds, and answers
 `PingResponse` `{"message": "Completed on <host> in <ms> milliseconds with <size> memory"}`.
-Empty input is the throughput path: the answer is prepared once and returned at once.
+Empty input is the throughput path: the answer is prepared once and returned at once. Input
+that is not a JSON object (does not start with `{`) is echoed back unchanged, which makes
+`flmping` the echo service scripts and tests reach for.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class PingService(FlameService):
     def on_task_invoke(self, context: TaskContext) -> bytes | None:
         if not context.input:
             return self.noop
+        if not context.input.lstrip().startswith(b"{"):
+            return context.input
         request = json.loads(context.input)
         if not isinstance(request, dict):
             raise ValueError('input must be a JSON object such as {"duration": 100, "memory": "1Mi"}')

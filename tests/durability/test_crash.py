@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -93,4 +94,69 @@ def test_sigkill_never_loses_an_acknowledged_task(daemons: Daemons) -> None:
     )
     client.sock.close(0)
     assert "recovered" in daemons.log("sm")
+    assert daemons.stop("sm") == 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_sigkill_never_loses_a_recorded_result(daemons: Daemons) -> None:
+    """Same, with an executor manager running the tasks: every result a client has seen as
+    Succeed is still there, with the same output, after each restart, and in the end every
+    acknowledged task completes once the executor manager has re-registered."""
+    rounds = 5
+    rng = random.Random(7)
+    client = start(daemons)
+    daemons.start_executor_manager("n1", 2)
+    daemons.wait_ready_nodes(1)
+    assert (
+        client.call({"type": "CreateSession", "session_id": "res", "spec": {"application": "flmping"}})["type"]
+        == "SessionReply"
+    )
+    acknowledged: dict[int, bytes] = {}
+    recorded: dict[int, bytes] = {}
+    counter = 0
+
+    def record_results() -> dict[int, tuple[str, bytes | None]]:
+        tasks = client.call({"type": "ListTasks", "session_id": "res"})["tasks"]
+        for t in tasks:
+            if t["state"] == "Succeed":
+                assert recorded.setdefault(t["id"], t["output"]) == t["output"], t
+        return {t["id"]: (t["state"], t.get("output")) for t in tasks}
+
+    for round_no in range(rounds):
+        kill_at = time.monotonic() + rng.uniform(0.5, 1.5)
+        while time.monotonic() < kill_at:
+            inputs = [f"x{counter + i}".encode() for i in range(rng.randint(1, 50))]
+            counter += len(inputs)
+            reply = client.call({"type": "CreateTasks", "session_id": "res", "inputs": inputs})
+            acknowledged.update(zip(reply["task_ids"], inputs, strict=True))
+            record_results()
+        daemons.procs["sm"].send_signal(signal.SIGKILL)
+        daemons.procs["sm"].wait(10)
+        client.sock.close(0)
+        client = start(daemons)
+        found = record_results()
+        lost = [tid for tid, out in recorded.items() if found.get(tid) != ("Succeed", out)]
+        assert not lost, f"round {round_no}: recorded results lost or changed: {lost[:5]}"
+        missing = [tid for tid in acknowledged if tid not in found]
+        assert not missing, f"round {round_no}: acknowledged tasks lost: {missing[:5]}"
+
+    unfinished: Counter[str] = Counter()
+
+    def all_done() -> bool:
+        states = record_results()
+        unfinished.clear()
+        unfinished.update(states[tid][0] for tid in acknowledged if states[tid][0] != "Succeed")
+        return not unfinished
+
+    try:
+        wait_for("every acknowledged task to succeed after the last restart", all_done, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"tasks never finished after the last restart: {dict(unfinished)}") from None
+    print(
+        f"crash test with results: {rounds} rounds, {len(acknowledged)} tasks acknowledged, "
+        f"{len(recorded)} results recorded, 0 lost"
+    )
+    client.sock.close(0)
+    daemons.stop("n1")
     assert daemons.stop("sm") == 0
