@@ -1,0 +1,283 @@
+"""Scale benchmark: one real session manager, many executor managers, a task workload.
+
+The executor managers are simulated in this process (one DEALER each, speaking the backend
+protocol as a real one does: register, heartbeat every interval, answer every command, complete
+launched tasks at once), so 200 of them fit on a 2-core machine. Measured:
+
+- session-manager CPU (from /proc) while idle with all nodes and under the task workload;
+- frontend round trip (Ping) p50/p99 under load: how responsive the loop stays;
+- heartbeat age p99/max as the session manager reports it (`last_heartbeat_age` per node);
+- false Unknown transitions: nodes that heartbeat on time but were marked Unknown (must be 0);
+- scheduling ramp-up: seconds until every node holds an executor of the session.
+
+Usage: python bench/scale_bench.py [--nodes 200] [--slots 2] [--tasks 100000] [--quick]
+Writes bench/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import zmq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from protocol import backend as be  # noqa: E402
+from protocol.codec import HEADER, PROTOCOL_VERSION, manager_message_codec  # noqa: E402
+from protocol.types import NodeInfo, ResourceRequirement, TaskState  # noqa: E402
+
+HEARTBEAT = 1.0
+
+
+class FakeNode:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str, slots: int) -> None:
+        self.name = name
+        self.slots = slots
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, f"{name}/{os.getpid()}".encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.epoch = 0
+        self.seq = 0
+        self.executors: dict[str, str | None] = {}
+        self.next_beat = 0.0
+        self.registered = False
+        self.reports: list[be.ExecutorReport] = []
+
+    def send(self, message: msgspec.Struct) -> None:
+        self.sock.send_multipart([HEADER, msgspec.msgpack.encode(message)], zmq.DONTWAIT)
+
+    def register(self) -> None:
+        info = NodeInfo(
+            name=self.name,
+            hostname=self.name,
+            capacity=ResourceRequirement(cpu=self.slots, memory=self.slots << 30),
+            max_executors=self.slots,
+        )
+        self.send(
+            be.RegisterNode(
+                protocol_version=PROTOCOL_VERSION, node=info, incarnation="bench", executors=sorted(self.executors)
+            )
+        )
+
+    def beat(self, now: float) -> None:
+        if self.registered and now >= self.next_beat:
+            self.seq += 1
+            self.send(be.Heartbeat(epoch=self.epoch, seq=self.seq))
+            self.next_beat = now + HEARTBEAT
+
+    def handle(self, message: be.ManagerMessage, now: float) -> None:
+        match message:
+            case be.Registered():
+                self.epoch, self.seq, self.registered = message.epoch, 0, True
+                self.next_beat = now + random.uniform(0, HEARTBEAT)
+                listed = {a.executor_id for a in message.executors}
+                self.executors = {e: s for e, s in self.executors.items() if e in listed}
+            case be.Error():
+                self.registered = False
+                self.register()
+            case be.Commands():
+                for command in message.commands:
+                    self.command(command)
+        if self.reports:
+            self.seq += 1
+            self.send(be.Reports(epoch=self.epoch, seq=self.seq, reports=self.reports))
+            self.reports = []
+            self.next_beat = now + HEARTBEAT
+
+    def command(self, command: be.ExecutorCommand) -> None:
+        eid = command.executor_id
+        match command:
+            case be.CreateExecutor():
+                self.executors[eid] = None
+                self.reports.append(be.ExecutorCreated(executor_id=eid))
+            case be.BindExecutor():
+                self.executors[eid] = command.session.session_id
+                self.reports.append(be.ExecutorBound(executor_id=eid, session_id=command.session.session_id))
+            case be.LaunchTasks():
+                for task in command.tasks:
+                    self.reports.append(
+                        be.TaskCompleted(
+                            executor_id=eid,
+                            session_id=command.session_id,
+                            task_id=task.task_id,
+                            attempt=task.attempt,
+                            state=TaskState.Succeed,
+                        )
+                    )
+            case be.UnbindExecutor():
+                self.reports.append(be.ExecutorUnbound(executor_id=eid, session_id=self.executors.get(eid)))
+                self.executors[eid] = None
+            case be.ReleaseExecutor():
+                self.executors.pop(eid, None)
+                self.reports.append(be.ExecutorReleased(executor_id=eid))
+
+
+class Client:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.next_id = 1
+
+    def call(self, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        request_id = self.next_id
+        self.next_id += 1
+        self.sock.send_multipart([HEADER, msgspec.msgpack.encode({**message, "request_id": request_id})])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sock.poll(100):
+                reply: dict[str, Any] = msgspec.msgpack.decode(self.sock.recv_multipart()[1])
+                if reply.get("request_id") == request_id:
+                    return reply
+        raise TimeoutError(f"no reply to {message['type']}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def run(nodes: int, slots: int, tasks: int, idle_seconds: float) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="flscale-", dir="/tmp"))
+    frontend, backend = f"ipc://{workdir}/fe", f"ipc://{workdir}/be"
+    config = workdir / "flame.toml"
+    config.write_text(f"[recovery]\nheartbeat_interval = {HEARTBEAT}\nheartbeat_liveness = 3\n")
+    argv = [sys.executable, "-m", "flamed", "session-manager", "--frontend", frontend, "--backend", backend]
+    argv += ["--state-dir", str(workdir / "state"), "--config", str(config), "--log-level", "warning"]
+    sm = subprocess.Popen(argv, cwd=ROOT)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    codec = manager_message_codec()
+    fleet = [FakeNode(ctx, backend, f"node-{i:03d}", slots) for i in range(nodes)]
+    by_sock = {n.sock: n for n in fleet}
+    poller = zmq.Poller()
+    for n in fleet:
+        poller.register(n.sock, zmq.POLLIN)
+    client = Client(ctx, frontend)
+    results: dict[str, Any] = {"nodes": nodes, "slots": slots, "tasks": tasks}
+
+    def pump(seconds: float, also: Any = None) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            now = time.monotonic()
+            for sock, _ in poller.poll(20):
+                node = by_sock[sock]  # type: ignore[index]
+                while True:
+                    try:
+                        frames = node.sock.recv_multipart(zmq.DONTWAIT)
+                    except zmq.Again:
+                        break
+                    node.handle(codec.decode(frames), now)
+            for node in fleet:
+                node.beat(now)
+            if also is not None and also():
+                return
+
+    try:
+        client.call({"type": "Hello", "protocol_version": PROTOCOL_VERSION})
+        started = time.monotonic()
+        for node in fleet:
+            node.register()
+        ready = lambda: sum(1 for n in client.call({"type": "ListNodes"})["nodes"] if n["state"] == "Ready") == nodes  # noqa: E731
+        pump(60, ready)
+        results["register_all_s"] = round(time.monotonic() - started, 3)
+
+        cpu0, t0 = cpu_seconds(sm.pid), time.monotonic()
+        pump(idle_seconds)
+        results["sm_cpu_idle_percent"] = round(100 * (cpu_seconds(sm.pid) - cpu0) / (time.monotonic() - t0), 1)
+
+        client.call({"type": "CreateSession", "session_id": "scale", "spec": {"application": "flmping"}})
+        created = client.call({"type": "CreateTasks", "session_id": "scale", "inputs": [None] * tasks})
+        assert created["type"] == "TasksCreated", created
+        cpu0, t0 = cpu_seconds(sm.pid), time.monotonic()
+        pings: list[float] = []
+        ages: list[float] = []
+        spread_at: list[float] = []
+        probe = Client(ctx, frontend)
+        last_probe = 0.0
+
+        def finished() -> bool:
+            nonlocal last_probe
+            now = time.monotonic()
+            if now - last_probe < 0.25:
+                return False
+            last_probe = now
+            sent = time.perf_counter()
+            probe.call({"type": "Ping"})
+            pings.append((time.perf_counter() - sent) * 1000)
+            listed = probe.call({"type": "ListNodes"})["nodes"]
+            ages.extend(n.get("last_heartbeat_age") or 0.0 for n in listed)
+            if not spread_at:
+                holding = {e["node"] for e in probe.call({"type": "ListExecutors"})["executors"]}
+                if len(holding) == nodes:
+                    spread_at.append(now - t0)
+            session = probe.call({"type": "GetSession", "session_id": "scale"})["session"]
+            return bool(session.get("succeed", 0) == tasks)
+
+        pump(600, finished)
+        elapsed = time.monotonic() - t0
+        results["workload_s"] = round(elapsed, 3)
+        results["tasks_per_s"] = round(tasks / elapsed)
+        results["sm_cpu_load_percent"] = round(100 * (cpu_seconds(sm.pid) - cpu0) / elapsed, 1)
+        results["ping_ms_p50"] = round(statistics.median(pings), 2) if pings else None
+        results["ping_ms_p99"] = round(percentile(pings, 99), 2)
+        results["heartbeat_age_s_p99"] = round(percentile(ages, 99), 3)
+        results["heartbeat_age_s_max"] = round(max(ages, default=0.0), 3)
+        results["every_node_used_after_s"] = round(spread_at[0], 3) if spread_at else None
+        stats = client.call({"type": "GetStats"})["stats"]
+        results["false_unknown"] = int(stats.get("nodes_silent_total", 0))
+        results["nodes_not_ready"] = int(stats.get("nodes_notready", 0))
+        results["registrations"] = int(stats.get("registrations_total", 0))
+        results["node_message_gaps"] = int(stats.get("node_message_gaps_total", 0))
+    finally:
+        sm.terminate()
+        sm.wait(30)
+        ctx.destroy(0)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
+    parser.add_argument("--quick", action="store_true", help="50 nodes, 10,000 tasks, 3 s idle")
+    args = parser.parse_args()
+    if args.quick:
+        args.nodes, args.tasks, args.idle = 50, 10_000, 3.0
+    results = run(args.nodes, args.slots, args.tasks, args.idle)
+    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    for key, value in results.items():
+        print(f"{key:28} {value}")
+    out = ROOT / "bench" / "results" / "scale.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
