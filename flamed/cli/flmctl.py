@@ -7,6 +7,8 @@
     flmctl register -f FILE        (YAML, one application per document)
     flmctl update -a FILE
     flmctl unregister -a NAME
+    flmctl drain -n NODE | undrain -n NODE   (cordon: no new executors; existing ones finish)
+    flmctl stats
 
 The endpoint is --endpoint, then FLAME_ENDPOINT, then the config file, then tcp://127.0.0.1:8080.
 Exit codes: 0 done; 1 the request failed (one line `flmctl: error: ...` on stderr); 2 bad
@@ -111,12 +113,35 @@ def executor_table(executors: Sequence[Executor]) -> str:
     return format_table(["ID", "State", "Session", "Node"], rows)
 
 
+def node_status(node: Node) -> str:
+    """The node state, with `,Drained` when it is cordoned (as kubectl's SchedulingDisabled)."""
+    return f"{node.state},Drained" if node.drained else str(node.state)
+
+
 def node_table(nodes: Sequence[Node]) -> str:
+    """Flame's columns, then the link as the session manager sees it: connection state
+    (Connected / Draining, `-` once closed) and seconds since the node was last heard."""
     rows = [
-        (n.name, n.hostname, n.state, n.capacity.cpu, format_size(n.capacity.memory), n.arch or "-", n.os or "-")
+        (
+            n.name,
+            n.hostname,
+            node_status(n),
+            n.capacity.cpu,
+            format_size(n.capacity.memory),
+            n.arch or "-",
+            n.os or "-",
+            n.connection or "-",
+            "-" if n.last_heartbeat_age is None else f"{n.last_heartbeat_age:.1f}s",
+        )
         for n in nodes
     ]
-    return format_table(["NAME", "HOSTNAME", "STATUS", "CPU", "MEMORY", "ARCH", "OS"], rows)
+    return format_table(["NAME", "HOSTNAME", "STATUS", "CPU", "MEMORY", "ARCH", "OS", "CONNECTION", "HEARTBEAT"], rows)
+
+
+def stats_table(stats: dict[str, float]) -> str:
+    """`GetStats` as a two-column table, counters (`*_total`) and gauges alike, sorted by name."""
+    rows = [(name, f"{value:g}") for name, value in sorted(stats.items())]
+    return format_table(["NAME", "VALUE"], rows)
 
 
 def _line(label: str, value: object = "") -> str:
@@ -207,7 +232,7 @@ def view_node(node: Node) -> str:
     lines = [
         _line("Name", node.name),
         _line("Hostname", node.hostname),
-        _line("Status", node.state),
+        _line("Status", node_status(node)),
         _line("Capacity"),
         f"\tCPU: {node.capacity.cpu}",
         f"\tMemory: {format_size(node.capacity.memory)}",
@@ -317,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     unregister = commands.add_parser("unregister", help="unregister an application")
     unregister.add_argument("-a", "--application", required=True, metavar="NAME", help="the application")
+
+    drain = commands.add_parser("drain", help="cordon a node: no new executors; the existing ones finish")
+    drain.add_argument("-n", "--node", required=True, metavar="NODE", help="the node to drain")
+    undrain = commands.add_parser("undrain", help="let a drained node take new executors again")
+    undrain.add_argument("-n", "--node", required=True, metavar="NODE", help="the node to undrain")
+    commands.add_parser("stats", help="the session manager's counters and gauges (GetStats)")
     return parser
 
 
@@ -379,6 +410,14 @@ def run_command(conn: Connection, args: argparse.Namespace) -> str | None:
     if args.command == "unregister":
         conn.unregister_application(args.application)
         return None
+    if args.command == "drain":
+        node = conn.request(fe.DrainNode(name=args.node), fe.NodeReply).node
+        return f"Node {node.name} was drained; it gets no new executors ({sum(node.executors.values())} remain)."
+    if args.command == "undrain":
+        node = conn.request(fe.UndrainNode(name=args.node), fe.NodeReply).node
+        return f"Node {node.name} was undrained."
+    if args.command == "stats":
+        return stats_table(conn.get_stats())
     raise UsageError(f"unknown command {args.command!r}")
 
 

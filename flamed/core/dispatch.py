@@ -103,7 +103,15 @@ class Dispatcher:
             executor_ids = self.bound.get(session_id)
             if session is None or not executor_ids or not session.pending or session.state is not SessionState.Open:
                 continue
+            # Only executors on Ready nodes get new work: a launch to a node that is Unknown
+            # is not sent (its link is not Connected), so the task would wait for the node or
+            # its drain and be retried for a launch the node never saw. When the node registers
+            # again its sessions are marked dirty, and it gets work again.
+            ready = self.ctl.links.is_ready
             executors = [self.ctl.state.executors[e] for e in sorted(executor_ids)]
+            executors = [e for e in executors if ready(e.node)]
+            if not executors:
+                continue
             in_flight = sum(len(e.tasks) for e in executors)
             share = min(depth, max(1, math.ceil((len(session.pending) + in_flight) / len(executors))))
             for executor in sorted(executors, key=lambda e: len(e.tasks)):

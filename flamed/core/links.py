@@ -75,11 +75,28 @@ class NodeLink:
         self.commands: list[be.ExecutorCommand] = []
 
 
+#: Recovery counters, in `GetStats` as `<name>_total` from the start (zero until they move).
+RECOVERY_COUNTERS = (
+    "registrations",
+    "reregistrations",
+    "nodes_silent",
+    "node_cleanups",
+    "tasks_retried",
+    "tasks_failed_retry_limit",
+    "stale_completions_rejected",
+    "stale_node_messages",
+    "duplicate_nodes_refused",
+    "orphan_executors_released",
+)
+
+
 class NodeLinks:
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
         self.links: dict[str, NodeLink] = {}
         self.by_peer: dict[bytes, NodeLink] = {}
+        for name in RECOVERY_COUNTERS:
+            ctl.counters.setdefault(name, 0)
 
     @property
     def _silence_limit(self) -> float:
@@ -152,6 +169,8 @@ class NodeLinks:
                 )
                 return
         epoch = self.ctl.state.max_epoch + 1
+        if name in self.ctl.state.nodes:
+            self.ctl.counters["reregistrations"] += 1
         self.ctl.commit(
             r.NodeRegistered(time=now.wall, info=message.node, incarnation=message.incarnation, epoch=epoch)
         )
@@ -178,6 +197,9 @@ class NodeLinks:
             )
         )
         self.ctl.dispatcher.schedule_soon()
+        for executor in kept:  # Ready again: its Bound executors can take work again
+            if executor.session_id is not None:
+                self.ctl.dispatcher.dirty.add(executor.session_id)
 
     def _reconcile(self, name: str, reported: set[str], now: Now) -> list[ExecutorEntry]:
         kept = []

@@ -205,8 +205,7 @@ def _shuffle(
 ) -> None:
     """Unbind Bound executors with nothing in flight that their session no longer needs, or
     that a waiting session of the same or higher priority needs more (fair share)."""
-    waiting_priority = max((sessions[s].priority for s in blocked), default=None)
-    fair = _fair_shares(view, want) if waiting_priority is not None else {}
+    fair = _fair_shares(view, want) if blocked else {}
     for executor in view.executors:
         if executor.state is not ExecutorState.Bound or executor.in_flight:
             continue
@@ -216,10 +215,12 @@ def _shuffle(
             continue
         idle_for = now - executor.idle_since if executor.idle_since is not None else 0.0
         surplus = held[session.id] > want[session.id]
+        # A session never gives an executor up to itself: with executors on a node that is
+        # not Ready (Unknown, drained) it may hold more than its fair share of the Ready
+        # nodes while blocked, and unbinding to bind again would loop forever (I6).
+        others_waiting = any(b != session.id and sessions[b].priority >= session.priority for b in blocked)
         if (session.pending == 0 and surplus and idle_for >= session.delay_release) or (
-            waiting_priority is not None
-            and session.priority <= waiting_priority
-            and held[session.id] > fair.get(session.id, 0)
+            others_waiting and held[session.id] > fair.get(session.id, 0)
         ):
             decisions.unbind.append(executor.id)
             held[session.id] -= 1

@@ -34,6 +34,7 @@ class BackendLink:
         self.last_heard = 0.0
         #: (seq of the Reports that carried it, or 0 if never sent; the completion)
         self.unacked: deque[tuple[int, be.TaskCompleted]] = deque()
+        self.not_resent: list[be.TaskCompleted] = []
 
     # ------------------------------------------------------------------ registration
 
@@ -100,6 +101,8 @@ class BackendLink:
         """After a registration: the kept completions whose task the snapshot still lists on
         that executor (the others were recorded already or given to another executor)."""
         resend = [c for _, c in self.unacked if (c.executor_id, c.task_id, c.attempt) in wanted]
+        #: the completions just given up: recorded already, or their task was retried elsewhere
+        self.not_resent = [c for _, c in self.unacked if (c.executor_id, c.task_id, c.attempt) not in wanted]
         self.unacked.clear()
         self.ack = 0
         return resend

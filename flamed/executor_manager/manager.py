@@ -24,8 +24,10 @@ import platformdirs
 
 from flamed.config import Config
 from flamed.executor_manager.converge import converge
+from flamed.executor_manager.executors import Phase
 from flamed.executor_manager.lifecycle import DroppedFrames, Executors
 from flamed.executor_manager.link import BackendLink
+from flamed.notify import Notifier
 from flamed.transport import Loop, bind_router, connect_dealer, context, drain, try_send
 from protocol import backend as be
 from protocol import codec
@@ -89,7 +91,15 @@ class ExecutorManager:
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
+        self._held: dict[str, list[be.TaskAssignment]] = {}
         self._stop_requested = False
+        self._reload_requested = False
+        self.notifier = Notifier()
+        #: set by SIGTERM: when the drain gives up and stops the instances anyway
+        self.drain_deadline: float | None = None
+        self.config_path: str | None = None
+        self.log_level: str | None = None
+        self.log_format: str | None = None
 
     def _socket_path(self) -> Path:
         path = self.runtime_dir / f"{self.node_name}-{os.getpid()}.sock"
@@ -102,11 +112,16 @@ class ExecutorManager:
 
     def install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self._stop_requested = True
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        elif signum == signal.SIGTERM and self.drain_deadline is None:
+            self.drain_deadline = -1.0  # the loop starts the drain (signal handlers do no work)
+        else:
+            self._stop_requested = True  # SIGINT, or a second SIGTERM: stop now
 
     def _on_wakeup(self) -> None:
         try:
@@ -114,9 +129,92 @@ class ExecutorManager:
                 pass
         except BlockingIOError:
             pass
+        if self._reload_requested:
+            self._reload_requested = False
+            self._reload()
         if self._stop_requested:
             log.info("node %s: stopping on signal", self.node_name)
+            self.notifier.stopping("stopping instances")
             self.loop.stop()
+        elif self.drain_deadline == -1.0:
+            self._begin_drain()
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the config file for the log level and format; the rest needs a restart."""
+        from flamed.config import ConfigError, load_config
+        from flamed.logs import setup_logging
+
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("node %s: reload: %s; keeping the running config", self.node_name, exc)
+            return
+        level = self.log_level or config.log.level
+        setup_logging(level, self.log_format or config.log.format)
+        log.info("node %s: reload: log level %s; other keys take effect at the next restart", self.node_name, level)
+
+    # ------------------------------------------------------------------ graceful stop
+
+    def _begin_drain(self) -> None:
+        """SIGTERM: accept no new binds, let the running tasks finish (up to `stop_grace`),
+        hand queued tasks back unstarted (no retry counted), then stop and say goodbye."""
+        grace = self.config.executor_manager.stop_grace
+        self.drain_deadline = self.loop.now() + grace
+        busy = self._busy()
+        log.info(
+            "node %s: draining on SIGTERM: %d executors busy; stopping in at most %.0fs", self.node_name, busy, grace
+        )
+        self.notifier.stopping(f"draining: {busy} executors busy")
+        self._drain_step()
+
+    def _busy(self) -> int:
+        return sum(1 for e in self.executors.values() if e.phase is not Phase.Idle or e.instance is not None)
+
+    def _drain_step(self) -> None:
+        """Called each tick while draining. A bound executor keeps no task queued beyond what
+        its instance already holds; once the instance has nothing in flight it is unbound and
+        the queue is reported unstarted. Stops the loop when all are idle or time is up."""
+        assert self.drain_deadline is not None
+        for executor in list(self.executors.values()):
+            if executor.phase is Phase.Bound:
+                held = self._held.setdefault(executor.id, [])
+                held.extend(executor.queue)
+                executor.queue.clear()
+                if not executor.in_flight:
+                    executor.queue.extend(self._held.pop(executor.id))
+                    self.holder.unbind(executor, "executor manager stopping")
+            elif executor.phase is Phase.Binding:
+                self.holder.unbind(executor, "executor manager stopping")
+        busy = self._busy()
+        if not busy:
+            log.info("node %s: drained; stopping", self.node_name)
+            self.loop.stop()
+        elif self.loop.now() >= self.drain_deadline:
+            log.warning("node %s: stop_grace is over with %d executors busy; stopping them", self.node_name, busy)
+            for executor in self.executors.values():  # what was held back goes out unstarted
+                executor.queue.extendleft(reversed(self._held.pop(executor.id, [])))
+            self.loop.stop()
+        else:
+            self.notifier.status(f"draining: {busy} executors busy")
+
+    def _refuse_while_draining(self, commands: list[be.ExecutorCommand]) -> list[be.ExecutorCommand]:
+        """While draining, binds are refused: each is answered `ExecutorUnbound` carrying the
+        tasks launched with it as unstarted, so the session manager re-queues them elsewhere
+        without counting a retry."""
+        refused: dict[str, be.ExecutorUnbound] = {}
+        kept: list[be.ExecutorCommand] = []
+        for command in commands:
+            if isinstance(command, be.BindExecutor):
+                refused[command.executor_id] = be.ExecutorUnbound(
+                    executor_id=command.executor_id, session_id=command.session.session_id, reason="node is stopping"
+                )
+            elif isinstance(command, be.LaunchTasks) and command.executor_id in refused:
+                keys = [be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in command.tasks]
+                refused[command.executor_id].unstarted.extend(keys)
+            else:
+                kept.append(command)
+        self.holder.reports.extend(refused.values())
+        return kept
 
     def run(self) -> int:
         self.loop.add_reader(self.backend, self._on_backend)
@@ -124,6 +222,9 @@ class ExecutorManager:
         self.loop.add_reader(self._wakeup_r.fileno(), self._on_wakeup)
         self.loop.add_turn_end(self._flush)
         self.loop.call_every(_TICK, self._tick)
+        self.notifier.ready(f"registering with {self.backend_endpoint}")
+        if self.notifier.enabled:
+            self.loop.call_every(self.notifier.watchdog_interval() or 5.0, self._notify_alive)
         log.info(
             "executor manager for node %s (%d slots, incarnation %s): backend %s, instances %s",
             self.node_name,
@@ -140,6 +241,35 @@ class ExecutorManager:
         finally:
             self.shutdown()
         return self.exit_code
+
+    def stats(self) -> dict[str, float]:
+        """Counters and gauges of this node for `--metrics`."""
+        phases = {phase.lower(): 0.0 for phase in Phase}
+        for executor in self.executors.values():
+            phases[executor.phase.lower()] += 1
+        stats = {f"node_executors_{phase}": count for phase, count in phases.items()}
+        stats["node_slots"] = float(self.slots)
+        stats["node_registered"] = 1.0 if self.link.registered else 0.0
+        stats["node_draining"] = 0.0 if self.drain_deadline is None else 1.0
+        stats["node_tasks_in_flight"] = float(sum(len(e.in_flight) for e in self.executors.values()))
+        stats["node_tasks_queued"] = float(sum(len(e.queue) for e in self.executors.values()))
+        stats["node_loop_turns_total"] = float(self.loop.turns)
+        return stats
+
+    def status_line(self) -> str:
+        if self.drain_deadline is not None:
+            return f"draining: {self._busy()} executors busy"
+        if not self.link.registered:
+            return f"registering with {self.backend_endpoint}"
+        bound = sum(1 for e in self.executors.values() if e.phase is Phase.Bound)
+        return f"connected to {self.backend_endpoint}, {len(self.executors)} executors ({bound} bound)"
+
+    def _notify_alive(self) -> None:
+        """On the loop: a wedged loop stops pinging, and systemd restarts the service."""
+        if self.notifier.watchdog_interval() is not None:
+            self.notifier.send(WATCHDOG=1, STATUS=self.status_line())
+        else:
+            self.notifier.status(self.status_line())
 
     def shutdown(self) -> None:
         """Stop every instance (TERM, then KILL after `instance_stop_timeout`), say goodbye,
@@ -162,6 +292,7 @@ class ExecutorManager:
             goodbye = be.Goodbye(epoch=self.link.epoch, seq=self.link.next_seq(self.loop.now()))
             try_send(self.backend, codec.encode(goodbye))
         signal.set_wakeup_fd(-1)
+        self.notifier.close()
         self.instances.close(linger=0)
         self.backend.close(linger=1000)
         self._wakeup_r.close()
@@ -230,6 +361,14 @@ class ExecutorManager:
         for assignment in message.executors:
             wanted.update((assignment.executor_id, t.task_id, t.attempt) for t in assignment.tasks)
         resend = self.link.take_for_resend(wanted)
+        if self.link.not_resent:
+            log.info(
+                "node %s: not resending %d completions the snapshot no longer lists (recorded already, "
+                "or retried elsewhere): %s",
+                self.node_name,
+                len(self.link.not_resent),
+                ", ".join(f"{c.session_id}/{c.task_id} attempt {c.attempt}" for c in self.link.not_resent[:5]),
+            )
         known = {(c.executor_id, c.task_id, c.attempt) for c in resend}
         self.holder.reports.extend(resend)
         converge(self.holder, message.executors, known)
@@ -259,14 +398,24 @@ class ExecutorManager:
                     self._reregister(why)
                     return
                 if isinstance(message, be.Commands):
-                    for command in message.commands:
+                    commands = message.commands
+                    if self.drain_deadline is not None:
+                        commands = self._refuse_while_draining(commands)
+                    for command in commands:
                         self.holder.command(command)
             case be.Error(code=ErrorCode.Reregister):
                 self._reregister(f"session manager: {message.message}")
             case be.Error(code=ErrorCode.DuplicateNode):
-                log.error("node %s: refused: %s; retrying in %.0fs", self.node_name, message.message, link.backoff_max)
-                self._register_timer.cancel()
-                self._register_timer = self.loop.call_later(link.backoff_max, self._register)
+                # The next try is already scheduled by `_register`, with backoff and jitter: a
+                # restarted executor manager gets its name back soon after the old one fell
+                # silent (not only after reconnect_backoff_max); a real duplicate backs off to it.
+                log.error("node %s: refused: %s; retrying with backoff", self.node_name, message.message)
+                if self.executors:
+                    # Another executor manager holds our name now: the session manager has
+                    # cleaned up what we held and retried its tasks, so our instances are
+                    # orphans (I5). Stop them; we start afresh if we get the name back.
+                    log.warning("node %s: stopping %d executors we no longer own", self.node_name, len(self.executors))
+                    converge(self.holder, [], set())
             case be.Error(code=ErrorCode.VersionMismatch):
                 raise Fatal(f"registration refused: {message.message}; run the same flamed version on both sides")
             case be.Error():
@@ -280,6 +429,8 @@ class ExecutorManager:
             heartbeat = be.Heartbeat(epoch=link.epoch, seq=link.next_seq(now))
             try_send(self.backend, codec.encode(heartbeat))
         self.holder.poll_exits()
+        if self.drain_deadline is not None and self.drain_deadline >= 0:
+            self._drain_step()
 
     def _flush(self) -> None:
         if not self.holder.reports:

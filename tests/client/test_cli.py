@@ -16,6 +16,7 @@ from protocol.types import (
     Application,
     ApplicationSchema,
     ApplicationSpec,
+    ConnectionState,
     Event,
     Executor,
     ExecutorState,
@@ -79,8 +80,12 @@ def test_application_executor_and_node_tables() -> None:
     assert flmctl.executor_table([executor]).splitlines()[1].split() == ["e1", "Bound", "-", "n1"]
     node = Node(name="n1", hostname="h", state=NodeState.Ready, capacity=ResourceRequirement(cpu=8, memory=16 << 30))
     lines = flmctl.node_table([node]).splitlines()
-    assert lines[0].split() == ["NAME", "HOSTNAME", "STATUS", "CPU", "MEMORY", "ARCH", "OS"]
-    assert lines[1].split() == ["n1", "h", "Ready", "8", "16Gi", "-", "-"]
+    assert lines[0].split() == ["NAME", "HOSTNAME", "STATUS", "CPU", "MEMORY", "ARCH", "OS", "CONNECTION", "HEARTBEAT"]
+    assert lines[1].split() == ["n1", "h", "Ready", "8", "16Gi", "-", "-", "-", "-"]
+    linked = Node(
+        name="n2", hostname="h", state=NodeState.Unknown, connection=ConnectionState.Draining, last_heartbeat_age=2.54
+    )
+    assert flmctl.node_table([linked]).splitlines()[1].split()[-2:] == ["Draining", "2.5s"]
 
 
 @pytest.mark.timeout(10)

@@ -252,3 +252,25 @@ def test_a_silent_session_manager_is_left_but_instances_keep_running(
     again = sm.wait_message(be.RegisterNode, timeout=20)
     assert again.executors == [executor_id]
     assert em.instances() == pid
+
+
+@pytest.mark.timeout(60)
+def test_refused_as_a_duplicate_it_kills_the_instances_it_no_longer_owns(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """Another executor manager took our node name while we were silent: the session manager
+    cleaned up what we held, so our instances are orphans and are killed (I5, R10); we keep
+    asking for the name with backoff, holding nothing."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app())
+    assert em.instances()
+    sm.other.clear()
+    sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
+    first = sm.wait_message(be.RegisterNode)
+    assert first.executors == [executor_id]
+    sm.other.clear()
+    sm.send(be.Error(code=ErrorCode.DuplicateNode, message="node name 'n1' is held by a live executor manager"))
+    wait_for("the orphan instance to be killed", lambda: not em.instances())
+    again = sm.wait_message(be.RegisterNode)
+    assert again.executors == [] and again.incarnation == first.incarnation

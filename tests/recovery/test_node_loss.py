@@ -1,0 +1,172 @@
+"""RFE384 scenarios where a node is lost: an outage longer than the drain (the late node's
+executors, instances and completions are refused when it returns), an executor-manager crash
+and quick restart, a node that keeps dying (Failed at the retry limit), a graceful stop."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from protocol.types import TaskState
+from tests.recovery.cluster import DETECTION, DRAIN, RETRY_LIMIT, Cluster, alive, since
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def _one_task_on_n1(c: Cluster, seconds: float, slots: int = 1) -> int:
+    """n1 alone runs a task of `seconds`; then n2 joins (so a rerun can go there)."""
+    c.start_em("n1", slots)
+    c.wait_node("n1", "Ready")
+    c.session()
+    (task_id,) = c.submit("s1", [seconds])
+    c.wait_started(1)
+    c.start_em("n2", 1)
+    c.wait_node("n2", "Ready")
+    return task_id
+
+
+def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(cluster: Cluster) -> None:
+    c = cluster
+    task_id = _one_task_on_n1(c, 2.0)
+    (first,) = c.runs()
+    assert first.ppid == c.pid("n1")
+    old_executors = c.executors_on("n1")
+    stale_before = c.stat("stale_node_messages") + c.stat("stale_completions_rejected")
+    t0 = time.monotonic()
+    c.signal("n1", signal.SIGSTOP)  # the instance finishes meanwhile: a late completion waits
+    try:
+        unknown_at = c.wait_node("n1", "Unknown", timeout=DETECTION + 3) - t0
+        not_ready_at = c.wait_node("n1", "NotReady", timeout=DRAIN + 3) - t0
+        rerun = c.wait("the rerun on n2", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+        rerun_at = since(t0)
+        assert rerun.ppid == c.pid("n2")
+        assert c.executors_on("n1") == []
+        task = c.task(task_id)
+        assert task.retry_count == 1 and task.attempt == 2
+    finally:
+        c.signal("n1", signal.SIGCONT)
+    ready_again = c.wait_node("n1", "Ready", timeout=10) - t0
+    (task,) = c.wait_tasks(TaskState.Succeed)
+    assert task.attempt == 2 and task.retry_count == 1  # the completion recorded is n2's
+    # The late node's old executors and instances are gone, its late completion refused.
+    c.wait("n1's old instance to be killed", lambda: not alive(first.pid), timeout=10)
+    assert not set(c.executors_on("n1")) & set(old_executors)
+
+    # The late completion (attempt 1) is never recorded: either the executor manager sent it
+    # on its old epoch and the session manager refused it (stale counter), or it noticed the
+    # silence first, registered again and dropped it because the snapshot no longer lists it.
+    def late_completion_refused() -> str | None:
+        if c.stat("stale_node_messages") + c.stat("stale_completions_rejected") > stale_before:
+            return "refused by the session manager"
+        if f"s1/{task_id} attempt 1" in c.d.log("n1"):
+            return "dropped by the executor manager after the snapshot"
+        return None
+
+    fate = c.wait("the late completion to be refused", late_completion_refused, timeout=5)
+    assert len(c.starts_of(task_id)) == 2
+    assert c.stat("node_cleanups") == 1 and c.stat("tasks_retried") == 1
+    c.record(
+        "c outage > drain",
+        detection=unknown_at,
+        cleanup=not_ready_at,
+        rerun_started=rerun_at,
+        late_node_ready=ready_again,
+    )
+    print(f"c: the late completion was {fate}")
+
+
+def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(cluster: Cluster) -> None:
+    c = cluster
+    c.start_em("n1", 1)
+    c.wait_node("n1", "Ready")
+    c.session()
+    (task_id,) = c.submit("s1", [2.0])
+    (first,) = c.wait_started(1)
+    t0 = time.monotonic()
+    c.kill("n1")
+    c.wait("the instance to die with its executor manager", lambda: not alive(first.pid), timeout=5)
+    c.start_em("n1", 1)
+    rerun = c.wait("the rerun", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+    rerun_at = since(t0)
+    assert rerun.ppid == c.pid("n1") and rerun.pid != first.pid
+    (task,) = c.wait_tasks(TaskState.Succeed)
+    assert (task.attempt, task.retry_count) == (2, 1)
+    time.sleep(DETECTION)  # nothing else comes
+    assert len(c.starts_of(task_id)) == 2
+    assert c.node_state("n1") == "Ready"
+    assert c.stat("tasks_retried") == 1 and c.stat("node_cleanups") == 0
+    c.record("d EM crash + quick restart", rerun_started=rerun_at)
+
+
+def test_a_task_whose_node_keeps_dying_fails_at_the_retry_limit(cluster: Cluster) -> None:
+    c = cluster
+    c.start_em("n1", 1)
+    c.wait_node("n1", "Ready")
+    c.session()
+    (task_id,) = c.submit("s1", [60.0])
+    t0 = time.monotonic()
+    for attempt in range(1, RETRY_LIMIT + 2):
+        runs = c.wait(f"run {attempt}", lambda n=attempt: len(c.starts_of(task_id)) >= n and c.starts_of(task_id))
+        assert len(runs) == attempt
+        c.kill("n1")
+        c.wait("the instance to die", lambda pid=runs[-1].pid: not alive(pid), timeout=5)
+        c.start_em("n1", 1)
+    (task,) = c.wait_tasks(TaskState.Failed)
+    failed_at = since(t0)
+    assert task.retry_count == RETRY_LIMIT
+    assert task.message is not None and "retry limit" in task.message, task.message
+    assert any("retry limit" in (e.message or "") for e in task.events), task.events
+    time.sleep(1.0)
+    assert len(c.starts_of(task_id)) == RETRY_LIMIT + 1
+    assert c.stat("tasks_failed_retry_limit") == 1 and c.stat("tasks_retried") == RETRY_LIMIT
+    c.record("g node keeps dying", failed_after=failed_at)
+
+
+def test_graceful_stop_finishes_the_running_task_then_the_node_is_cleaned_up_at_once(cluster: Cluster) -> None:
+    """SIGTERM drains: the running task finishes where it is, queued ones are handed back
+    unstarted (no retry counted); the goodbye makes the node NotReady at once."""
+    c = cluster
+    c.start_em("n1", 1)
+    c.wait_node("n1", "Ready")
+    c.session()
+    c.submit("s1", [1.5, 0.5])
+    (first,) = c.wait_started(1)
+    c.start_em("n2", 1)
+    c.wait_node("n2", "Ready")
+    t0 = time.monotonic()
+    c.signal("n1", signal.SIGTERM)
+    assert c.d.procs["n1"].wait(15) == 0
+    exited = since(t0)
+    not_ready_at = c.wait_node("n1", "NotReady", timeout=DETECTION) - t0
+    assert not_ready_at - exited < DETECTION / 2, (exited, not_ready_at)
+    tasks = c.wait_tasks(TaskState.Succeed)
+    assert [(t.attempt, t.retry_count) for t in tasks] == [(1, 0), (1, 0)]
+    assert [len(c.starts_of(t.id)) for t in tasks] == [1, 1]
+    assert c.starts_of(1)[0].ppid == c.pid("n1")
+    assert not alive(first.pid) and c.executors_on("n1") == []
+    assert c.stat("nodes_silent") == 0 and c.stat("tasks_retried") == 0
+    where = "n1" if c.starts_of(2)[0].ppid == c.pid("n1") else "n2"
+    c.record(f"h graceful EM stop (task 2 ran on {where})", exited=exited, cleanup=not_ready_at)
+
+
+def test_second_sigterm_stops_at_once_and_the_task_reruns_elsewhere(cluster: Cluster) -> None:
+    c = cluster
+    task_id = _one_task_on_n1(c, 3.0)
+    (first,) = c.runs()
+    t0 = time.monotonic()
+    c.signal("n1", signal.SIGTERM)
+    time.sleep(0.3)
+    c.signal("n1", signal.SIGTERM)
+    not_ready_at = c.wait_node("n1", "NotReady", timeout=DETECTION) - t0
+    rerun = c.wait("the rerun on n2", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+    rerun_at = since(t0)
+    assert rerun.ppid == c.pid("n2")
+    c.d.procs["n1"].wait(10)
+    assert not alive(first.pid)
+    assert c.executors_on("n1") == []
+    (task,) = c.wait_tasks(TaskState.Succeed)
+    assert (task.attempt, task.retry_count) == (2, 1)
+    assert c.stat("nodes_silent") == 0 and c.stat("node_cleanups") == 1
+    c.record("h' EM stopped at once (2nd SIGTERM)", cleanup=not_ready_at, rerun_started=rerun_at)

@@ -1,0 +1,160 @@
+"""Recovery through the pure controller: counters, fencing of stale completions, cleanup and
+the retry limit, and a scheduler regression found by the stateful test."""
+
+from __future__ import annotations
+
+import pytest
+
+from flamed.core import scheduler
+from flamed.core.links import RECOVERY_COUNTERS
+from protocol import backend as be
+from protocol import frontend as fe
+from protocol.types import ApplicationSpec, ExecutorState, NodeState, ResourceRequirement, TaskState
+from tests.unit.core_harness import Harness
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def cluster(nodes: int = 1, slots: int = 2, **config: object) -> Harness:
+    config = {"heartbeat_interval": 1.0, "heartbeat_liveness": 3, "drain_timeout": 5.0, **config}
+    h = Harness(**config)
+    h.request(fe.RegisterApplication(name="flmping", spec=ApplicationSpec(command="true")))
+    for i in range(nodes):
+        h.add_node(f"n{i + 1}", slots, auto_run=False)
+    h.session("s1")
+    return h
+
+
+def test_every_recovery_counter_is_in_the_stats_from_the_start() -> None:
+    stats = Harness().ctl.stats()
+    for name in RECOVERY_COUNTERS:
+        assert stats[f"{name}_total"] == 0.0, name
+
+
+def test_completion_naming_another_attempt_or_executor_is_rejected_and_counted() -> None:
+    h = cluster()
+    (task_id,) = h.tasks("s1", [b"x"])
+    node = next(iter(h.nodes.values()))
+    (executor_id,) = [e for e, q in node.queued.items() if q]
+    for executor, attempt in ((executor_id, 7), ("nope", 1)):
+        node.outbox.append(
+            be.TaskCompleted(
+                executor_id=executor, session_id="s1", task_id=task_id, attempt=attempt, state=TaskState.Succeed
+            )
+        )
+        h.pump()
+    assert h.ctl.counters["stale_completions_rejected"] == 2
+    assert h.state.sessions["s1"].tasks[0].state is TaskState.Running
+    node.run_tasks()
+    h.pump()
+    task = h.state.sessions["s1"].tasks[0]
+    assert (task.state, task.attempt) == (TaskState.Succeed, 1)
+    # The same completion again (a resend after an ack was lost) is not recorded twice.
+    node.outbox.append(
+        be.TaskCompleted(executor_id=executor_id, session_id="s1", task_id=task_id, attempt=1, state=TaskState.Failed)
+    )
+    h.pump()
+    assert h.state.sessions["s1"].tasks[0].state is TaskState.Succeed
+    assert h.ctl.counters["stale_completions_rejected"] == 3
+
+
+def test_cleanup_retries_then_fails_at_the_limit_with_the_counters_moving() -> None:
+    h = cluster(task_retry_limit=1)
+    (task_id,) = h.tasks("s1", [b"x"])
+    for round_ in range(2):
+        node = next(n for n in h.nodes.values() if n.online)
+        node.online = False
+        h.advance(3.5)  # silent: Unknown
+        assert h.state.nodes[node.name].state is NodeState.Unknown
+        h.advance(5.0)  # drain expired: NotReady, task retried or failed
+        assert h.state.nodes[node.name].state is NodeState.NotReady
+        assert not [e for e in h.state.executors.values() if e.node == node.name]
+        if round_ == 0:
+            h.add_node(f"m{round_}", 2, auto_run=False)
+            h.advance(0.5)
+            assert h.state.sessions["s1"].tasks[0].state is TaskState.Running
+    task = h.state.sessions["s1"].tasks[task_id - 1]
+    assert task.state is TaskState.Failed and task.retry_count == 1
+    assert task.message is not None and "retry limit" in task.message
+    counters = h.ctl.counters
+    assert (counters["node_cleanups"], counters["nodes_silent"]) == (2, 2)
+    assert (counters["tasks_retried"], counters["tasks_failed_retry_limit"]) == (1, 1)
+
+
+def test_a_glitch_re_registration_keeps_executors_and_counts_a_reregistration() -> None:
+    h = cluster()
+    h.tasks("s1", [b"x", b"y"])
+    node = next(iter(h.nodes.values()))
+    held = sorted(node.executors)
+    node.online = False
+    h.advance(3.5)
+    node.online = True
+    h.reregister(node)
+    assert h.state.nodes[node.name].state is NodeState.Ready
+    assert sorted(e.id for e in h.state.executors.values() if e.node == node.name) == held
+    assert h.ctl.counters["reregistrations"] == 1 and h.ctl.counters["tasks_retried"] == 0
+    node.run_tasks()
+    h.pump()
+    assert [t.state for t in h.state.sessions["s1"].tasks] == [TaskState.Succeed] * 2
+
+
+def test_a_session_blocked_with_executors_on_an_unknown_node_does_not_thrash() -> None:
+    """Found by the stateful test: tasks running on a node gone Unknown kept the session
+    over its fair share of the Ready nodes, so its idle executors there were unbound and
+    bound again forever (the harness's pump never settled)."""
+    h = cluster(nodes=1)
+    h.tasks("s1", [b"x"] * 7)
+    lost = next(iter(h.nodes.values()))
+    lost.online = False
+    h.add_node("n2", 2, auto_run=False)
+    h.add_node("n3", 2, auto_run=False)
+    h.advance(4.0)  # n1 Unknown; pump() raises if the controller does not settle
+    assert h.state.nodes["n1"].state is NodeState.Unknown
+    bound = [e for e in h.state.executors.values() if e.node != "n1" and e.state is ExecutorState.Bound]
+    assert len(bound) == 4
+
+
+def test_plan_never_unbinds_a_session_executor_for_the_same_session() -> None:
+    r = ResourceRequirement(cpu=1, memory=1)
+    session = scheduler.SessionView(
+        "s1", 0, 0, r, pending=3, running=4, min_instances=0, max_instances=None, delay_release=0
+    )
+    executors = [
+        scheduler.ExecutorView(f"u{i}", "gone", ExecutorState.Bound, r, "s1", None, in_flight=2) for i in range(2)
+    ] + [scheduler.ExecutorView(f"e{i}", "ok", ExecutorState.Bound, r, "s1", None, in_flight=0) for i in range(2)]
+    nodes = [
+        scheduler.NodeView("gone", ResourceRequirement(cpu=2, memory=2), 2, ready=False),
+        scheduler.NodeView("ok", ResourceRequirement(cpu=2, memory=2), 2, ready=True),
+    ]
+    plan = scheduler.plan(scheduler.ClusterView([session], executors, nodes), 0.0)
+    assert plan.unbind == [] and plan.bind == []
+
+
+def test_no_task_is_dispatched_to_an_executor_on_a_node_that_is_not_ready() -> None:
+    """Tasks submitted while a node is Unknown go to the Ready nodes only; the silent node's
+    idle executor gets work again once it is back (no retry counted for a launch it never saw)."""
+    h = cluster(nodes=2, slots=1)
+    h.tasks("s1", [b"a", b"b"])
+    n1, n2 = h.nodes.values()
+    for node in (n1, n2):
+        node.run_tasks()
+    h.pump()
+    assert {e.node for e in h.state.executors.values() if e.state is ExecutorState.Bound} == {"n1", "n2"}
+    n1.online = False
+    h.advance(3.5)
+    assert h.state.nodes["n1"].state is NodeState.Unknown
+    h.tasks("s1", [b"c", b"d", b"e"])
+    h.advance(0.5)
+    on_n1 = [e for e in h.state.executors.values() if e.node == "n1"]
+    assert [e.tasks for e in on_n1] == [{}], "a task was dispatched to the Unknown node"
+    n1.online = True
+    h.reregister(n1)
+    h.tasks("s1", [b"f", b"g"])
+    h.advance(0.5)
+    assert any(q for q in n1.queued.values()), "the node back gets work again"
+    for _ in range(3):
+        for node in (n1, n2):
+            node.run_tasks()
+        h.advance(0.5)
+    tasks = h.state.sessions["s1"].tasks
+    assert [(t.state, t.retry_count) for t in tasks] == [(TaskState.Succeed, 0)] * 7
