@@ -127,6 +127,19 @@ class GetNode(Message):
     name: str
 
 
+class DrainNode(Message):
+    """Cordon a node: it gets no new executors; the ones it has keep working. Durable (survives
+    restarts of both daemons) until `UndrainNode`. Answered with the node's `NodeReply`."""
+
+    name: str
+
+
+class UndrainNode(Message):
+    """Undo `DrainNode`: the node takes new executors again. Answered with `NodeReply`."""
+
+    name: str
+
+
 class ListExecutors(Message):
     pass
 
@@ -137,6 +150,21 @@ class GetExecutor(Message):
 
 class GetStats(Message):
     pass
+
+
+class SubscribeCluster(Message):
+    """Live cluster view for dashboards (`flame-tui`): one `ClusterSnapshot` now, then a
+    `ClusterUpdates` with what changed at most every `interval` seconds (the server clamps it
+    to 0.1-5 s) and at least every second (node heartbeat ages and stats, as a keep-alive).
+    Renewed by the client's traffic (send `Ping`); dropped when it goes silent."""
+
+    interval: float = 0.25
+    events: int = 100  # how many recent events the snapshot carries
+    closed_sessions: int = 200  # the snapshot carries every open session and this many closed
+
+
+class UnsubscribeCluster(Message):
+    """Ends this client's `SubscribeCluster`; answered with `Ok`."""
 
 
 ClientRequest = (
@@ -159,9 +187,13 @@ ClientRequest = (
     | WatchTasks
     | ListNodes
     | GetNode
+    | DrainNode
+    | UndrainNode
     | ListExecutors
     | GetExecutor
     | GetStats
+    | SubscribeCluster
+    | UnsubscribeCluster
 )
 
 
@@ -245,6 +277,44 @@ class StatsReply(Message):
     info: dict[str, str] = {}
 
 
+class ClusterEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One state change worth showing an operator, with its reason. `kind` is `node`,
+    `executor`, `session` or `task`; `subject` the node name, executor id or session id."""
+
+    time: int  # Unix ms
+    kind: str
+    subject: str
+    message: str
+
+
+class ClusterSnapshot(Message):
+    """The first push of a `SubscribeCluster`: the whole picture. Sessions come without their
+    events (`GetSession` has them)."""
+
+    nodes: list[Node]
+    executors: list[Executor]
+    sessions: list[Session]
+    events: list[ClusterEvent] = []
+    stats: dict[str, float] = {}
+    server_time: int = 0  # Unix ms when it was taken
+
+
+class ClusterUpdates(Message):
+    """A later push of a `SubscribeCluster`: entities that changed (whole, replacing the old
+    ones), ids that were removed, new events, every node's heartbeat age and fresh stats."""
+
+    nodes: list[Node] = []
+    executors: list[Executor] = []
+    sessions: list[Session] = []
+    removed_nodes: list[str] = []
+    removed_executors: list[str] = []
+    removed_sessions: list[str] = []
+    events: list[ClusterEvent] = []
+    heartbeat_ages: dict[str, float] = {}
+    stats: dict[str, float] = {}
+    server_time: int = 0
+
+
 ServerReply = (
     Welcome
     | Pong
@@ -263,4 +333,6 @@ ServerReply = (
     | ExecutorsReply
     | ExecutorReply
     | StatsReply
+    | ClusterSnapshot
+    | ClusterUpdates
 )

@@ -12,6 +12,7 @@ the log. Client errors are answered with typed `Error` replies and never change 
 from __future__ import annotations
 
 import collections
+import logging
 import secrets
 import string
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from flamed.core import validation
 from flamed.core.dispatch import Dispatcher
 from flamed.core.links import NodeLinks
 from flamed.core.state import ClusterState
+from flamed.core.subscriptions import Subscriptions
 from flamed.core.views import executor_view, session_view, task_view
 from flamed.core.watches import Watch, Watches
 from protocol import backend as be
@@ -39,6 +41,8 @@ from protocol.types import (
     SessionState,
     TaskState,
 )
+
+log = logging.getLogger("flamed.session_manager")
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Controller:
         self.outbox = Outbox()
         self.counters: collections.Counter[str] = collections.Counter()
         self.watches = Watches(config.client_ttl)
+        self.subscriptions = Subscriptions(config.client_ttl)
         self.links = NodeLinks(self)
         self.dispatcher = Dispatcher(self)
         #: Facts about durable storage for `GetStats` (set by the daemon): numbers go to
@@ -123,21 +128,27 @@ class Controller:
             fe.WatchTasks: self._watch_tasks,  # type: ignore[dict-item]
             fe.ListNodes: lambda peer, req, now: fe.NodesReply(nodes=self.links.node_views(now.mono)),
             fe.GetNode: self._get_node,  # type: ignore[dict-item]
+            fe.DrainNode: self._drain_node,  # type: ignore[dict-item]
+            fe.UndrainNode: self._undrain_node,  # type: ignore[dict-item]
             fe.ListExecutors: self._list_executors,
             fe.GetExecutor: self._get_executor,  # type: ignore[dict-item]
             fe.GetStats: self._get_stats,
+            fe.SubscribeCluster: self._subscribe_cluster,  # type: ignore[dict-item]
+            fe.UnsubscribeCluster: self._unsubscribe_cluster,
         }
 
     # ------------------------------------------------------------------ entry points
 
     def commit(self, record: r.AnyRecord) -> None:
         """Apply a change and queue it for the log (the only way state changes)."""
+        self.subscriptions.note(record, self)
         self.state.apply(record)
         self.outbox.records.append(record)
 
     def handle_client(self, peer: bytes, request: fe.ClientRequest, now: Now) -> None:
         self.counters["client_requests"] += 1
         self.watches.seen(peer, now.mono)
+        self.subscriptions.seen(peer, now.mono)
         handler = self._handlers[type(request)]
         try:
             reply = handler(peer, request, now)
@@ -164,15 +175,17 @@ class Controller:
     def peer_unreachable(self, peer: bytes) -> None:
         """The frontend socket could not deliver to `peer`: forget its watches."""
         self.watches.drop_peer(peer)
+        self.subscriptions.remove(peer)
 
     def tick(self, now: Now) -> None:
         """Timers: node liveness and drains, watch expiry, periodic scheduling."""
         self.links.tick(now)
         self.watches.expire(now.mono)
+        self.subscriptions.expire(now.mono)
         self.dispatcher.tick(now)
 
     def next_deadline(self) -> float:
-        return min(self.links.next_deadline(), self.dispatcher.next_deadline())
+        return min(self.links.next_deadline(), self.dispatcher.next_deadline(), self.subscriptions.next_deadline())
 
     def flush(self, now: Now) -> Outbox:
         """End of a loop turn: dispatch and schedule, then hand over everything to do."""
@@ -181,6 +194,7 @@ class Controller:
         self.links.flush(now)
         outbox, self.outbox = self.outbox, Outbox()
         outbox.replies.extend(self.watches.take_pushes())
+        outbox.replies.extend(self.subscriptions.collect(self, now))
         return outbox
 
     # ------------------------------------------------------------------ helpers
@@ -375,11 +389,39 @@ class Controller:
         self.watches.add(watch, session, now.mono)
         return None  # the first TaskUpdates push is the reply
 
+    def _subscribe_cluster(self, peer: bytes, request: fe.SubscribeCluster, now: Now) -> fe.Message:
+        return self.subscriptions.add(peer, request, self, now)
+
+    def _unsubscribe_cluster(self, peer: bytes, request: object, now: Now) -> fe.Message:
+        self.subscriptions.remove(peer)
+        return fe.Ok()
+
     def _get_node(self, peer: bytes, request: fe.GetNode, now: Now) -> fe.Message:
         view = self.links.node_view(request.name, now.mono)
         if view is None:
             raise RequestError(ErrorCode.NotFound, f"node {request.name!r} not found")
         return fe.NodeReply(node=view)
+
+    def _set_drained(self, name: str, drained: bool, now: Now) -> fe.Message:
+        """Cordon or uncordon a node; idempotent (no record when nothing changes)."""
+        node = self.state.nodes.get(name)
+        if node is None:
+            raise RequestError(ErrorCode.NotFound, f"node {name!r} not found")
+        if node.drained != drained:
+            reason = "drained by an operator" if drained else "undrained by an operator"
+            self.commit(r.NodeDrainChanged(time=now.wall, name=name, drained=drained, reason=reason))
+            self.counters["node_drains" if drained else "node_undrains"] += 1
+            log.info("node %s: %s", name, reason)
+            self.dispatcher.schedule_soon()
+        view = self.links.node_view(name, now.mono)
+        assert view is not None
+        return fe.NodeReply(node=view)
+
+    def _drain_node(self, peer: bytes, request: fe.DrainNode, now: Now) -> fe.Message:
+        return self._set_drained(request.name, True, now)
+
+    def _undrain_node(self, peer: bytes, request: fe.UndrainNode, now: Now) -> fe.Message:
+        return self._set_drained(request.name, False, now)
 
     def _list_executors(self, peer: bytes, request: object, now: Now) -> fe.Message:
         return fe.ExecutorsReply(executors=[executor_view(self.state, e) for e in self.state.executors.values()])
@@ -403,6 +445,7 @@ class Controller:
         stats.update({f"nodes_{k.lower()}": float(v) for k, v in node_counts.items()})
         stats["sessions"] = float(len(self.state.sessions))
         stats["watches"] = float(len(self.watches))
+        stats["subscriptions"] = float(len(self.subscriptions))
         return stats
 
     def _get_stats(self, peer: bytes, request: object, now: Now) -> fe.Message:

@@ -1,0 +1,284 @@
+"""Cluster subscriptions: the live feed behind dashboards (`SubscribeCluster`).
+
+A subscriber first gets a `ClusterSnapshot` (nodes, executors, sessions, recent events, stats),
+then `ClusterUpdates` with the nodes, executors and sessions that changed since the last push.
+Pushes are coalesced: at most one every `interval` (0.25 s by default), whatever the task rate,
+so the cost is bounded by the number of entities that changed, not by the number of changes;
+when nothing changed a small keep-alive (heartbeat ages, stats) still goes out every second.
+
+Changes are learnt from the records the controller commits (`note`, called before a record is
+applied, so removals can still name their node), plus a cheap check of node liveness, which
+also moves without records (the link's connection state). Subscriptions live as long as their
+client is heard from, like task watches. Nothing here changes state.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from flamed.core import records as r
+from flamed.core.machines import InvalidTransition, Machine
+from flamed.core.machines.executor import EXECUTOR, ExecutorTrigger
+from flamed.core.machines.node import NODE, NodeTrigger
+from flamed.core.views import executor_view, session_view
+from protocol.frontend import ClusterEvent, ClusterSnapshot, ClusterUpdates, Message, SubscribeCluster
+from protocol.types import Session, SessionState, TaskState
+
+if TYPE_CHECKING:
+    from flamed.core.controller import Controller, Now
+
+#: Bounds on what a client may ask for and what the server keeps.
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 5.0
+KEEPALIVE = 1.0
+EVENTS_KEPT = 500
+EVENTS_PER_PUSH = 200
+
+
+class Subscriber:
+    __slots__ = ("interval", "peer", "request_id")
+
+    def __init__(self, peer: bytes, request_id: int, interval: float) -> None:
+        self.peer = peer
+        self.request_id = request_id
+        self.interval = interval
+
+
+class Subscriptions:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.subscribers: dict[bytes, Subscriber] = {}
+        self.peer_seen: dict[bytes, float] = {}
+        self.events: collections.deque[ClusterEvent] = collections.deque(maxlen=EVENTS_KEPT)
+        self._new_events: list[ClusterEvent] = []
+        self._nodes: set[str] = set()
+        self._executors: set[str] = set()
+        self._sessions: set[str] = set()
+        self._node_marks: dict[str, tuple[object, ...]] = {}
+        self._last_push = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self.subscribers)
+
+    @property
+    def interval(self) -> float:
+        return min((s.interval for s in self.subscribers.values()), default=MAX_INTERVAL)
+
+    # ------------------------------------------------------------------ clients
+
+    def seen(self, peer: bytes, now: float) -> None:
+        if peer in self.subscribers:
+            self.peer_seen[peer] = now
+
+    def add(self, peer: bytes, request: SubscribeCluster, ctl: Controller, now: Now) -> ClusterSnapshot:
+        """Register (or replace) `peer`'s subscription; returns its snapshot."""
+        interval = min(MAX_INTERVAL, max(MIN_INTERVAL, request.interval))
+        self.subscribers[peer] = Subscriber(peer, request.request_id, interval)
+        self.peer_seen[peer] = now.mono
+        state = ctl.state
+        open_sessions = [s for s in state.sessions.values() if s.state is SessionState.Open]
+        closed = sorted(
+            (s for s in state.sessions.values() if s.state is not SessionState.Open),
+            key=lambda s: s.completion_time or s.creation_time,
+        )
+        keep_closed = closed[len(closed) - max(0, request.closed_sessions) :] if request.closed_sessions > 0 else []
+        events = list(self.events)[-max(0, request.events) :] if request.events > 0 else []
+        return ClusterSnapshot(
+            nodes=ctl.links.node_views(now.mono),
+            executors=[executor_view(state, e) for e in state.executors.values()],
+            sessions=[_lean(session_view(s)) for s in open_sessions + keep_closed],
+            events=events,
+            stats=ctl.stats(),
+            server_time=now.wall,
+        )
+
+    def remove(self, peer: bytes) -> None:
+        self.subscribers.pop(peer, None)
+        self.peer_seen.pop(peer, None)
+
+    def expire(self, now: float) -> list[bytes]:
+        """Drop the subscriptions of clients silent for `ttl`; returns those peers."""
+        gone = [p for p, seen in self.peer_seen.items() if now - seen > self.ttl]
+        for peer in gone:
+            self.remove(peer)
+        return gone
+
+    # ------------------------------------------------------------------ changes
+
+    def note(self, record: r.AnyRecord, ctl: Controller) -> None:
+        """A record is about to be applied: remember what it changes and the event it makes
+        (events are kept even without subscribers, for the next one's snapshot)."""
+        match record:
+            case r.TasksDispatched():
+                self._sessions.add(record.session_id)
+                self._executors.add(record.executor_id)
+            case r.TasksCreated():
+                self._sessions.add(record.session_id)
+            case r.TasksFinished():
+                self._sessions.add(record.session_id)
+                self._finished(record, ctl)
+            case r.TasksRequeued():
+                self._sessions.add(record.session_id)
+                verb = "retried" if record.count_retry else "returned to the queue"
+                what = f"{_tasks(record.task_ids)} {verb}: {record.reason}"
+                self._event(record.time, "task", record.session_id, what)
+            case r.ExecutorCreated() | r.ExecutorChanged() | r.ExecutorRemoved():
+                self._executor(record, ctl)
+            case r.SessionCreated() | r.SessionClosed() | r.SessionDeleted() | r.SessionEventRecorded():
+                self._session(record)
+            case r.NodeRegistered() | r.NodeChanged() | r.NodeRemoved():
+                self._node(record, ctl)
+            case r.NodeDrainChanged():
+                self._nodes.add(record.name)
+                what = ("drained" if record.drained else "undrained") + (f" ({record.reason})" if record.reason else "")
+                self._event(record.time, "node", record.name, what)
+            case _:
+                pass
+
+    def _executor(self, record: r.ExecutorCreated | r.ExecutorChanged | r.ExecutorRemoved, ctl: Controller) -> None:
+        self._executors.add(record.executor_id)
+        executor = ctl.state.executors.get(record.executor_id)
+        if isinstance(record, r.ExecutorCreated):
+            self._nodes.add(record.node)
+            self._event(record.time, "executor", record.executor_id, f"created on node {record.node}: Void")
+            return
+        if executor is not None:
+            self._nodes.add(executor.node)
+        if isinstance(record, r.ExecutorRemoved):
+            self._event(record.time, "executor", record.executor_id, "removed")
+        elif executor is not None:
+            target = _next(EXECUTOR, executor.state, ExecutorTrigger, record.trigger)
+            where = f" for session {record.session_id}" if record.session_id else ""
+            self._event(record.time, "executor", record.executor_id, f"{record.trigger}{where}: {target}")
+
+    def _session(self, record: r.SessionCreated | r.SessionClosed | r.SessionDeleted | r.SessionEventRecorded) -> None:
+        self._sessions.add(record.session_id)
+        match record:
+            case r.SessionCreated():
+                what = f"created: Open (app {record.spec.application})"
+            case r.SessionClosed():
+                what = "closed: Closed"
+            case r.SessionDeleted():
+                what = "deleted"
+            case r.SessionEventRecorded():
+                what = record.event.message or f"event {record.event.code}"
+        self._event(record.time, "session", record.session_id, what)
+
+    def _node(self, record: r.NodeRegistered | r.NodeChanged | r.NodeRemoved, ctl: Controller) -> None:
+        match record:
+            case r.NodeRegistered():
+                name, what = record.info.name, f"registered (epoch {record.epoch}): Ready"
+            case r.NodeChanged():
+                name = record.name
+                node = ctl.state.nodes.get(name)
+                target = _next(NODE, node.state, NodeTrigger, record.trigger) if node else "?"
+                what = f"{record.trigger}: {target}" + (f" ({record.reason})" if record.reason else "")
+            case r.NodeRemoved():
+                name, what = record.name, "removed"
+        self._nodes.add(name)
+        self._event(record.time, "node", name, what)
+
+    def _finished(self, record: r.TasksFinished, ctl: Controller) -> None:
+        session = ctl.state.sessions.get(record.session_id)
+        failed = [f for f in record.tasks if f.state is TaskState.Failed]
+        if failed:
+            reason = failed[0].message or "no reason given"
+            self._event(
+                record.time, "task", record.session_id, f"{_tasks([f.task_id for f in failed])} Failed: {reason}"
+            )
+        if session is not None:
+            for finish in record.tasks:
+                task = session.task(finish.task_id)
+                if task is not None and task.executor_id:
+                    self._executors.add(task.executor_id)
+
+    def _event(self, time: int, kind: str, subject: str, message: str) -> None:
+        event = ClusterEvent(time=time, kind=kind, subject=subject, message=message)
+        self.events.append(event)
+        if self.subscribers:
+            self._new_events.append(event)
+
+    @staticmethod
+    def _marks(ctl: Controller) -> dict[str, tuple[object, ...]]:
+        """What of each node can change without a record: its link."""
+        marks: dict[str, tuple[object, ...]] = {}
+        for name, node in ctl.state.nodes.items():
+            link = ctl.links.links.get(name)
+            marks[name] = (node.state, node.drained, link.connection if link else None, link and link.peer is None)
+        return marks
+
+    # ------------------------------------------------------------------ pushes
+
+    def next_deadline(self) -> float:
+        if not self.subscribers:
+            return float("inf")
+        dirty = self._nodes or self._executors or self._sessions or self._new_events
+        return self._last_push + (self.interval if dirty else KEEPALIVE)
+
+    def collect(self, ctl: Controller, now: Now) -> list[tuple[bytes, Message]]:
+        """The pushes due now: one `ClusterUpdates` per subscriber, or none before the deadline."""
+        if not self.subscribers:
+            self._nodes.clear()
+            self._executors.clear()
+            self._sessions.clear()
+            self._new_events.clear()
+            return []
+        if now.mono < self.next_deadline():
+            return []
+        self._last_push = now.mono
+        update = self._build(ctl, now)
+        return [(s.peer, msgspec.structs.replace(update, request_id=s.request_id)) for s in self.subscribers.values()]
+
+    def _build(self, ctl: Controller, now: Now) -> ClusterUpdates:
+        state = ctl.state
+        marks = self._marks(ctl)
+        nodes = self._nodes | {n for n, mark in marks.items() if self._node_marks.get(n) != mark}
+        self._node_marks = marks
+        update = ClusterUpdates(stats=ctl.stats(), server_time=now.wall)
+        for name in sorted(nodes):
+            view = ctl.links.node_view(name, now.mono)
+            if view is None:
+                update.removed_nodes.append(name)
+            else:
+                update.nodes.append(view)
+        for executor_id in self._executors:
+            executor = state.executors.get(executor_id)
+            if executor is None:
+                update.removed_executors.append(executor_id)
+            else:
+                update.executors.append(executor_view(state, executor))
+        for session_id in self._sessions:
+            session = state.sessions.get(session_id)
+            if session is None:
+                update.removed_sessions.append(session_id)
+            else:
+                update.sessions.append(_lean(session_view(session)))
+        update.events = self._new_events[-EVENTS_PER_PUSH:]
+        update.heartbeat_ages = {
+            name: now.mono - link.last_seen for name, link in ctl.links.links.items() if link.peer is not None
+        }
+        self._nodes, self._executors, self._sessions, self._new_events = set(), set(), set(), []
+        return update
+
+
+def _lean(session: Session) -> Session:
+    session.events = []
+    return session
+
+
+def _tasks(task_ids: list[int]) -> str:
+    if len(task_ids) == 1:
+        return f"task {task_ids[0]}"
+    shown = ", ".join(str(t) for t in task_ids[:5])
+    return f"{len(task_ids)} tasks ({shown}{', ...' if len(task_ids) > 5 else ''})"
+
+
+def _next(machine: Machine[Any, Any], current: object, triggers: type[enum.Enum], trigger: str) -> str:
+    """The state a trigger leads to, for the event text ("?" if the table does not say)."""
+    try:
+        return str(machine.next(current, triggers(trigger)))
+    except (ValueError, InvalidTransition):
+        return "?"

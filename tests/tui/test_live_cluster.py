@@ -1,0 +1,70 @@
+"""flame-tui against a real local cluster (session manager + executor manager subprocesses).
+
+Would break if the subscription stopped pushing node changes, if the TUI missed one, or if it
+did not follow a node through Ready -> Unknown (executor manager frozen with SIGSTOP) -> Ready
+(SIGCONT: it re-registers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.daemons import Daemons, wait_for
+from tui.app import FlameTui
+from tui.feed import LiveFeed
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    d = Daemons()  # heartbeat 0.5 s, liveness 4, drain timeout 5 s
+    try:
+        d.start_session_manager()
+        d.start_executor_manager("n1", 2)
+        d.wait_ready_nodes(1)
+        yield d
+        d.stop_all()
+        wait_for("every test process to exit", lambda: not d.leftovers(), timeout=10)
+    finally:
+        print(d.dump_logs())
+        d.cleanup()
+
+
+def test_nodes_view_follows_a_frozen_and_thawed_executor_manager(daemons: Daemons) -> None:
+    app = FlameTui(LiveFeed(daemons.frontend, interval=0.2))
+    seen: list[str] = []
+
+    async def node_state(pilot: object, want: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await pilot.pause(0.1)  # type: ignore[attr-defined]
+            table = app.table("nodes")
+            if "n1" in table.shown:
+                state = table.shown["n1"][1].plain
+                if not seen or seen[-1] != state:
+                    seen.append(state)
+                if state == want:
+                    return
+        raise AssertionError(f"node n1 never showed {want} (saw {seen})")
+
+    async def main() -> None:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await node_state(pilot, "Ready", 15)
+            em = daemons.procs["n1"].pid
+            os.kill(em, signal.SIGSTOP)
+            try:
+                await node_state(pilot, "Unknown", 4.5)  # 0.5 s x 4 of silence, plus a push
+            finally:
+                os.kill(em, signal.SIGCONT)
+            await node_state(pilot, "Ready", 10)
+            assert "DISCONNECTED" not in str(app.query_one("#status").render())
+
+    asyncio.run(main())
+    assert seen[-3:] == ["Ready", "Unknown", "Ready"], seen
