@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,10 @@ class ExecutorManagerConfig(Section):
     runtime_dir: str = ""
     #: Seconds an instance gets to exit after SIGTERM before SIGKILL.
     instance_stop_timeout: float = 5.0
+    #: On SIGTERM: seconds running tasks get to finish (no new binds meanwhile) before the
+    #: instances are stopped. Keep it below the unit's TimeoutStopSec minus twice
+    #: `instance_stop_timeout`.
+    stop_grace: float = 60.0
 
 
 class LimitsConfig(Section):
@@ -93,6 +98,13 @@ class ClientConfig(Section):
     timeout: float = 30.0
 
 
+class LogConfig(Section):
+    #: debug, info, warning or error; `--log-level` wins; re-read on SIGHUP.
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: "text" (no timestamps under journald) or "json" (one object per line); `--log-format` wins.
+    format: Literal["text", "json"] = "text"
+
+
 class Config(Section):
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -100,6 +112,7 @@ class Config(Section):
     executor_manager: ExecutorManagerConfig = msgspec.field(default_factory=ExecutorManagerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
 
 def default_config_path() -> Path:
@@ -145,10 +158,24 @@ def parse_config(raw: dict[str, object], source: str = "<config>") -> Config:
 def _explain(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     # msgspec says "... - at `$.recovery.heartbeat_interval`"; turn the path into a TOML key.
-    if " - at `$." in text:
-        message, _, where = text.partition(" - at `$.")
-        return f"key {where.rstrip('`')}: {message}"
-    return text
+    message, _, where = text.partition(" - at `$.")
+    where = where.rstrip("`")
+    if message.startswith("Object contains unknown field `"):
+        name = message.split("`")[1]
+        key = f"{where}.{name}" if where else name
+        section: type[msgspec.Struct] = Config
+        for part in where.split(".") if where else []:
+            section = type(getattr(section(), part))
+        known = ", ".join(section.__struct_fields__)
+        return f"key {key}: unknown key; expected one of: {known}"
+    if message.startswith("Invalid enum value") and where:
+        section_name, _, field_name = where.rpartition(".")
+        section = type(getattr(Config(), section_name)) if section_name else Config
+        hint = typing.get_type_hints(section).get(field_name)
+        choices = [str(c) for c in typing.get_args(hint)] if hint is not None else []
+        if choices and all(isinstance(c, str) for c in typing.get_args(hint)):
+            return f"key {where}: {message}; expected one of: {', '.join(choices)}"
+    return f"key {where}: {message}" if where else text
 
 
 def _check(config: Config, source: str) -> None:
@@ -165,10 +192,14 @@ def _check(config: Config, source: str) -> None:
         "storage.segment_bytes": config.storage.segment_bytes,
         "limits.max_message_size": config.limits.max_message_size,
         "client.timeout": config.client.timeout,
+        "executor_manager.instance_stop_timeout": config.executor_manager.instance_stop_timeout,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{source}: key {key}: must be a positive number, got {value}")
+    if config.executor_manager.stop_grace < 0:
+        grace = config.executor_manager.stop_grace
+        raise ConfigError(f"{source}: key executor_manager.stop_grace: must be >= 0, got {grace}")
     if config.recovery.task_retry_limit < 0:
         raise ConfigError(f"{source}: key recovery.task_retry_limit: must be >= 0")
     if config.recovery.reconnect_backoff_max < config.recovery.reconnect_backoff_min:

@@ -73,7 +73,12 @@ def wait_ready(endpoint: str, deadline: float, child: Child) -> bool:
 def run_cluster(args: argparse.Namespace, config: Config) -> int:
     frontend_ep = args.frontend or config.cluster.frontend
     backend_ep = args.backend or config.cluster.backend
-    common = ["--log-level", args.log_level, "--log-format", args.log_format]
+    common = [
+        "--log-level",
+        args.log_level or config.log.level,
+        "--log-format",
+        args.log_format or config.log.format,
+    ]
     if args.config:
         common += ["--config", args.config]
     base = [sys.executable, "-m", "flamed"]

@@ -4,6 +4,7 @@
     flamed executor-manager [--backend EP] [--node-name NAME] [--slots N] [--config FILE]
     flamed cluster [--executors N] [--frontend EP] [--backend EP] [--state-dir DIR] ...
     flamed status [--endpoint EP] [--json]
+    flamed config show [--config FILE]
 
 Exit codes: 0 clean stop, 1 runtime failure (message on stderr), 2 bad arguments or config.
 """
@@ -16,10 +17,14 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flamed import __version__
 from flamed.config import Config, ConfigError, check_endpoint, load_config
 from flamed.logs import setup_logging
+
+if TYPE_CHECKING:
+    from flamed.session_manager import SessionManager
 
 log = logging.getLogger("flamed")
 
@@ -27,10 +32,18 @@ log = logging.getLogger("flamed")
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="config file (default: $FLAME_CONF, then the user config dir)")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default: info)"
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log level (default: config log.level, info)"
     )
     parser.add_argument(
-        "--log-format", default="text", choices=["text", "json"], help="log line format (default: text)"
+        "--log-format", choices=["text", "json"], help="log line format (default: config log.format, text)"
+    )
+
+
+def _metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR",
+        help="serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, :PORT = all interfaces; default: off)",
     )
 
 
@@ -46,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--frontend", metavar="EP", help="endpoint clients connect to (default: tcp://127.0.0.1:8080)")
     sm.add_argument("--backend", metavar="EP", help="endpoint executor managers connect to (default: :8081)")
     sm.add_argument("--state-dir", metavar="DIR", help="state directory (default: config, then user state dir)")
+    _metrics(sm)
     _common(sm)
 
     em = commands.add_parser("executor-manager", help="run an executor manager (one per node)")
@@ -53,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--node-name", metavar="NAME", help="node name (default: the host name)")
     em.add_argument("--slots", metavar="N", type=_positive_int, help="executor slots (default: number of CPUs)")
     em.add_argument("--runtime-dir", metavar="DIR", help="directory for instance sockets and work dirs")
+    _metrics(em)
     _common(em)
 
     cluster = commands.add_parser(
@@ -76,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", metavar="SECONDS", type=float, default=5.0, help="reply timeout (default: 5)")
     status.add_argument("--json", action="store_true", help="print the raw stats and info as JSON")
     _common(status)
+
+    config = commands.add_parser("config", help="look at the config file")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_commands.add_parser(
+        "show", help="print the effective config as TOML, each value with where it came from"
+    )
+    show.add_argument("--config", metavar="FILE", help="config file (default: $FLAME_CONF, then the user config dir)")
     return parser
 
 
@@ -100,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                 check_endpoint(value, f"--{name}")
     except ConfigError as exc:
         parser.exit(2, f"flamed: error: {exc}\n")
-    setup_logging(args.log_level, args.log_format)
+    if args.command == "config":
+        from flamed.cli.config_show import show_config
+
+        print(show_config(args.config), end="")
+        return 0
+    setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
     try:
         if args.command == "session-manager":
             return run_session_manager(args, config)
@@ -141,6 +168,9 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
         frontend=args.frontend or config.cluster.frontend,
         backend=args.backend or config.cluster.backend,
         state_dir=state_dir,
+        config_path=args.config,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
     try:
         storage = Storage.open(
@@ -164,9 +194,30 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
         storage.close()
         print(f"flamed: error: cannot bind {options.frontend} / {options.backend}: {exc}", file=sys.stderr)
         return 1
+    if args.metrics:
+        from flamed.metrics import MetricsServer
+
+        try:
+            MetricsServer(manager.loop, args.metrics, lambda: metrics_of(manager))
+        except ConfigError:
+            manager.close()
+            raise
     manager.install_signal_handlers()
     manager.start()
     return manager.run()
+
+
+def metrics_of(manager: SessionManager) -> dict[str, float]:
+    """What `GetStats` says (storage facts included), for the metrics endpoint."""
+    from flamed.metrics import SESSION_MANAGER_COUNTERS
+
+    stats = manager.controller.stats()
+    for name in SESSION_MANAGER_COUNTERS:
+        stats.setdefault(f"{name}_total", 0.0)
+    for key, value in manager.storage_stats().items():
+        if not isinstance(value, str):
+            stats[f"storage_{key}"] = float(value)
+    return stats
 
 
 def run_executor_manager(args: argparse.Namespace, config: Config) -> int:
@@ -181,6 +232,10 @@ def run_executor_manager(args: argparse.Namespace, config: Config) -> int:
         if (args.runtime_dir or config.executor_manager.runtime_dir)
         else None,
         config=config,
+        config_path=args.config,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        metrics=args.metrics,
     )
     return run(options)
 

@@ -119,6 +119,15 @@ class NodeRemoved(Record):
     name: str
 
 
+class NodeDrainChanged(Record):
+    """An operator cordoned (`drained`) or uncordoned a node (`flmctl drain/undrain`). A new
+    record kind: logs written before it existed replay unchanged."""
+
+    name: str
+    drained: bool
+    reason: str = ""
+
+
 AnyRecord = (
     ApplicationSaved
     | ApplicationRemoved
@@ -136,4 +145,5 @@ AnyRecord = (
     | NodeRegistered
     | NodeChanged
     | NodeRemoved
+    | NodeDrainChanged
 )

@@ -180,6 +180,8 @@ class ClusterState:
                 node.state = NODE.next(node.state, NodeTrigger(record.trigger))
             case r.NodeRemoved():
                 del self.nodes[record.name]
+            case r.NodeDrainChanged():
+                self.nodes[record.name].drained = record.drained
 
     def _touch(self, session_id: str, task_ids: list[int]) -> None:
         touched = self.touched.get(session_id)

@@ -24,6 +24,12 @@ class ExecutorManagerOptions:
     #: instance sockets and work dirs; None = the platformdirs user runtime dir
     runtime_dir: Path | None
     config: Config
+    #: re-read on SIGHUP; the command-line log level/format win over it
+    config_path: str | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+    #: serve Prometheus metrics on this HOST:PORT (None: off)
+    metrics: str | None = None
 
 
 def run_executor_manager(options: ExecutorManagerOptions) -> int:
@@ -36,5 +42,19 @@ def run_executor_manager(options: ExecutorManagerOptions) -> int:
     except Exception as exc:  # e.g. cannot bind the instance socket (a zmq error: only transport names zmq)
         log.error("executor manager for node %s cannot start: %s", options.node_name, exc)
         return 1
+    manager.config_path, manager.log_level, manager.log_format = (
+        options.config_path,
+        options.log_level,
+        options.log_format,
+    )
+    if options.metrics:
+        from flamed.metrics import MetricsServer
+
+        try:
+            MetricsServer(manager.loop, options.metrics, manager.stats)
+        except Exception as exc:  # ConfigError: cannot listen; stop the instances we hold none of yet
+            log.error("executor manager for node %s cannot start: %s", options.node_name, exc)
+            manager.shutdown()
+            return 2
     manager.install_signal_handlers()
     return manager.run()

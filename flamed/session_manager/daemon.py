@@ -30,6 +30,7 @@ from flamed.config import Config
 from flamed.core.controller import Controller, CoreConfig, Now, Outbox
 from flamed.core.records import AnyRecord
 from flamed.core.snapshot import encode_state
+from flamed.notify import Notifier
 from flamed.session_manager.apps import DEFAULT_APPLICATIONS
 from flamed.session_manager.durability import Recovered, recover_state, reread_state
 from flamed.session_manager.rollback import TurnGuard
@@ -48,6 +49,11 @@ class SessionManagerOptions:
     frontend: str
     backend: str
     state_dir: Path | None = None
+    #: the config file to re-read on SIGHUP (None: built-in defaults, nothing to reload)
+    config_path: str | None = None
+    #: log level and format given on the command line (they win over the file on reload)
+    log_level: str | None = None
+    log_format: str | None = None
 
 
 def core_config(config: Config) -> CoreConfig:
@@ -78,8 +84,10 @@ class SessionManager:
         self.loop = Loop()
         self.storage = storage
         self.recovered: Recovered | None = None
+        self.notifier = Notifier()
         state = None
         if storage is not None:
+            self.notifier.status(f"replaying the log in {storage.state_dir}")
             state, self.recovered = recover_state(storage)
         self.controller = Controller(core_config(options.config), state)
         self.controller.storage_stats = self.storage_stats
@@ -102,6 +110,7 @@ class SessionManager:
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
         self._stop_requested = False
+        self._reload_requested = False
 
     def now(self) -> Now:
         return Now(mono=self.loop.now(), wall=wall_ms())
@@ -119,14 +128,38 @@ class SessionManager:
         self.loop.add_reader(self._wakeup_r.fileno(), self._on_wakeup)
         self.loop.add_turn_end(self._flush)
         self._flush()
+        # Ready only now: the state is replayed, the sockets are bound, the first turn is durable.
+        self.notifier.ready(self.status_line())
+        interval = self.notifier.watchdog_interval()
+        if self.notifier.enabled:
+            self.loop.call_every(interval or 5.0, self._notify_alive)
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: what the session manager is doing."""
+        stats = self.controller.stats()
+        return (
+            f"serving; {int(stats.get('nodes_ready', 0))} nodes ready, "
+            f"{int(stats.get('executors_bound', 0))} executors bound, "
+            f"{int(stats.get('tasks_pending', 0))} tasks pending, {int(stats.get('tasks_running', 0))} running"
+        )
+
+    def _notify_alive(self) -> None:
+        """Runs on the loop, so a wedged loop stops the pings and systemd restarts us."""
+        if self.notifier.watchdog_interval() is not None:
+            self.notifier.send(WATCHDOG=1, STATUS=self.status_line())
+        else:
+            self.notifier.status(self.status_line())
 
     def install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self._stop_requested = True
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._stop_requested = True
 
     def _on_wakeup(self) -> None:
         try:
@@ -134,9 +167,30 @@ class SessionManager:
                 pass
         except BlockingIOError:
             pass
+        if self._reload_requested:
+            self._reload_requested = False
+            self._reload()
         if self._stop_requested:
             log.info("stopping on signal")
+            self.notifier.stopping("stopping: writing a snapshot")
             self.loop.stop()
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the config file and apply what can change while running (the log
+        level and format). Endpoints, storage and recovery timings need a restart."""
+        from flamed.config import ConfigError, load_config
+        from flamed.logs import setup_logging
+
+        self.notifier.send(RELOADING=1, MONOTONIC_USEC=time.monotonic_ns() // 1000)
+        try:
+            config = load_config(self.options.config_path)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the running config", exc)
+        else:
+            level = self.options.log_level or config.log.level
+            setup_logging(level, self.options.log_format or config.log.format)
+            log.info("reload: log level %s; other keys take effect at the next restart", level)
+        self.notifier.ready(self.status_line())
 
     def run(self) -> int:
         log.info("session manager ready: frontend %s, backend %s", self.options.frontend, self.options.backend)
@@ -148,6 +202,7 @@ class SessionManager:
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
+        self.notifier.close()
         close(self.frontend)
         close(self.backend)
         self._wakeup_r.close()
