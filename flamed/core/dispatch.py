@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("flamed.session_manager")
 
 
+_STARTING = frozenset({ExecutorState.Void, ExecutorState.Idle, ExecutorState.Binding})
+
+
 class Dispatcher:
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
@@ -38,6 +41,8 @@ class Dispatcher:
         self.next_schedule = 0.0
         self.idle_since: dict[str, float] = {}
         self.bound: dict[str, set[str]] = {}  # session id -> ids of its Bound executors
+        self.reclaiming: set[str] = set()  # fed no more: unbound once their tasks are done
+        self.coming: dict[str, int] = {}  # session id -> executors being created or bound for it
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -69,6 +74,8 @@ class Dispatcher:
         self.bound.setdefault(executor.session_id, set()).add(executor.id)
         self.idle_since[executor.id] = now.mono
         self.dirty.add(executor.session_id)
+        if self.coming.get(executor.session_id):
+            self.coming[executor.session_id] -= 1
 
     def executor_unbound(self, executor: ExecutorEntry) -> None:
         self.idle_since.pop(executor.id, None)
@@ -109,11 +116,14 @@ class Dispatcher:
             # again its sessions are marked dirty, and it gets work again.
             ready = self.ctl.links.is_ready
             executors = [self.ctl.state.executors[e] for e in sorted(executor_ids)]
-            executors = [e for e in executors if ready(e.node)]
+            executors = [e for e in executors if ready(e.node) and e.id not in self.reclaiming]
             if not executors:
                 continue
             in_flight = sum(len(e.tasks) for e in executors)
-            share = min(depth, max(1, math.ceil((len(session.pending) + in_flight) / len(executors))))
+            # Executors still being created or bound count too, so that the first one bound
+            # does not take the whole queue while its siblings are starting.
+            sharing = len(executors) + self.coming.get(session_id, 0)
+            share = min(depth, max(1, math.ceil((len(session.pending) + in_flight) / sharing)))
             for executor in sorted(executors, key=lambda e: len(e.tasks)):
                 room = min(share - len(executor.tasks), len(session.pending))
                 if room > 0:
@@ -209,6 +219,15 @@ class Dispatcher:
                     schedulable=app is not None and s.bind_failures < limit,
                 )
             )
+        coming: dict[str, int] = {}
+        for e in state.executors.values():
+            owner = e.session_id if e.state is ExecutorState.Binding else e.reserved_for
+            if owner is not None and e.state in _STARTING:
+                coming[owner] = coming.get(owner, 0) + 1
+        for session_id, count in self.coming.items():
+            if coming.get(session_id, 0) < count:
+                self.dirty.add(session_id)  # fewer to share with: the rest may take more
+        self.coming = coming
         executors = [
             scheduler.ExecutorView(
                 id=e.id,
@@ -236,6 +255,9 @@ class Dispatcher:
 
     def _schedule(self, now: Now) -> None:
         plan = scheduler.plan(self._view(), now.mono)
+        self.reclaiming = set(plan.reclaim)
+        for _, session_id in (*plan.create, *plan.bind):
+            self.coming[session_id] = self.coming.get(session_id, 0) + 1
         if not plan:
             return
         state, links = self.ctl.state, self.ctl.links

@@ -77,6 +77,9 @@ class Plan:
     create: list[tuple[str, str]] = field(default_factory=list)  # (node, session id)
     unbind: list[str] = field(default_factory=list)
     release: list[str] = field(default_factory=list)
+    # Bound executors over their session's fair share that still have tasks in flight: they get
+    # no new tasks, and are unbound once what they hold is done (no task is ever killed).
+    reclaim: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.bind or self.create or self.unbind or self.release)
@@ -203,43 +206,50 @@ def _shuffle(
     blocked: set[str],
     decisions: Plan,
 ) -> None:
-    """Unbind Bound executors with nothing in flight that their session no longer needs, or
-    that a waiting session of the same or higher priority needs more (fair share)."""
-    fair = _fair_shares(view, want) if blocked else {}
-    for executor in view.executors:
-        if executor.state is not ExecutorState.Bound or executor.in_flight:
+    """Unbind Bound executors that their session no longer needs, or that a waiting session of
+    the same or higher priority needs more (fair share). An executor with tasks in flight is
+    only reclaimed (fed no more, unbound when empty); the emptiest go first."""
+    fair = _fair_shares(view, want, sessions) if blocked else {}
+    for executor in sorted(view.executors, key=lambda e: e.in_flight):
+        if executor.state is not ExecutorState.Bound:
             continue
         session = sessions.get(executor.session_id or "")
         if session is None or not session.open:
-            decisions.unbind.append(executor.id)
+            if not executor.in_flight:
+                decisions.unbind.append(executor.id)
             continue
         idle_for = now - executor.idle_since if executor.idle_since is not None else 0.0
         surplus = held[session.id] > want[session.id]
+        if not executor.in_flight and session.pending == 0 and surplus and idle_for >= session.delay_release:
+            decisions.unbind.append(executor.id)
+            held[session.id] -= 1
+            continue
         # A session never gives an executor up to itself: with executors on a node that is
         # not Ready (Unknown, drained) it may hold more than its fair share of the Ready
         # nodes while blocked, and unbinding to bind again would loop forever (I6).
         others_waiting = any(b != session.id and sessions[b].priority >= session.priority for b in blocked)
-        if (session.pending == 0 and surplus and idle_for >= session.delay_release) or (
-            others_waiting and held[session.id] > fair.get(session.id, 0)
-        ):
-            decisions.unbind.append(executor.id)
+        if others_waiting and held[session.id] > fair.get(session.id, 0):
+            (decisions.reclaim if executor.in_flight else decisions.unbind).append(executor.id)
             held[session.id] -= 1
 
 
-def _fair_shares(view: ClusterView, want: dict[str, int]) -> dict[str, int]:
-    """Executor counts by water-filling the executors there are among sessions by demand."""
-    slots = sum(max(0, n.max_executors) for n in view.nodes if n.ready and not n.drained)
-    active = {s: w for s, w in want.items() if w > 0}
-    share: dict[str, int] = dict.fromkeys(active, 0)
-    remaining = max(slots, 0)
-    while remaining > 0 and active:
-        each = max(1, remaining // len(active))
-        for session_id in list(active):
-            grant = min(each, active[session_id] - share[session_id], remaining)
-            share[session_id] += grant
-            remaining -= grant
-            if share[session_id] >= active[session_id]:
-                del active[session_id]
-            if remaining == 0:
-                break
+def _fair_shares(view: ClusterView, want: dict[str, int], sessions: dict[str, SessionView]) -> dict[str, int]:
+    """Executor counts: higher priorities take what they want first; within a priority the
+    executors left are water-filled among the sessions by demand."""
+    remaining = sum(max(0, n.max_executors) for n in view.nodes if n.ready and not n.drained)
+    share: dict[str, int] = {}
+    for priority in sorted({sessions[s].priority for s in want}, reverse=True):
+        active = {s: w for s, w in want.items() if w > 0 and sessions[s].priority == priority}
+        for session_id in active:
+            share[session_id] = 0
+        while remaining > 0 and active:
+            each = max(1, remaining // len(active))
+            for session_id in list(active):
+                grant = min(each, active[session_id] - share[session_id], remaining)
+                share[session_id] += grant
+                remaining -= grant
+                if share[session_id] >= active[session_id]:
+                    del active[session_id]
+                if remaining == 0:
+                    break
     return share
