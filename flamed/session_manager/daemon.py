@@ -35,7 +35,7 @@ from flamed.session_manager.apps import DEFAULT_APPLICATIONS
 from flamed.session_manager.durability import Recovered, recover_state, reread_state
 from flamed.session_manager.rollback import TurnGuard
 from flamed.storage import Storage, StorageError
-from flamed.transport import Loop, Timer, bind_router, close, drain, try_send
+from flamed.transport import Loop, Timer, bind_router, close, drain, readable, try_send
 from protocol import codec
 from protocol.codec import FrameError
 from protocol.resources import parse_resreq
@@ -246,6 +246,10 @@ class SessionManager:
             self.guard.request_handled(peer, request, len(ctl.outbox.records) != before)
 
     def _tick(self) -> None:
+        # Read what executor managers sent before judging their silence: a busy loop must never
+        # mark a node Unknown whose heartbeat is already waiting in the socket.
+        if readable(self.backend):
+            self._on_backend()
         self.controller.tick(self.now())
 
     # ------------------------------------------------------------------ flush

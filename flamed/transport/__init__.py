@@ -1,7 +1,7 @@
 """ZeroMQ transport: the only package that imports zmq (sockets, the reactor loop)."""
 
 from flamed.transport.loop import Loop, Timer
-from flamed.transport.sockets import Frames, bind_router, close, connect_dealer, context, drain, try_send
+from flamed.transport.sockets import Frames, bind_router, close, connect_dealer, context, drain, readable, try_send
 
 __all__ = [
     "Frames",
@@ -12,5 +12,6 @@ __all__ = [
     "connect_dealer",
     "context",
     "drain",
+    "readable",
     "try_send",
 ]
