@@ -62,6 +62,7 @@ class CoreConfig:
     task_retry_limit: int = 3
     session_bind_retry_limit: int = 5
     schedule_interval: float = 0.1
+    policies: tuple[str, ...] = ("priority", "drf")
     dispatch_depth: int = 64
     max_sessions: int = 100_000
     max_tasks_per_session: int = 10_000_000

@@ -254,7 +254,7 @@ class Dispatcher:
         return scheduler.ClusterView(sessions=sessions, executors=executors, nodes=nodes)
 
     def _schedule(self, now: Now) -> None:
-        plan = scheduler.plan(self._view(), now.mono)
+        plan = scheduler.plan(self._view(), now.mono, self.ctl.config.policies)
         self.reclaiming = set(plan.reclaim)
         for _, session_id in (*plan.create, *plan.bind):
             self.coming[session_id] = self.coming.get(session_id, 0) + 1

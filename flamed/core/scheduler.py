@@ -23,7 +23,7 @@ within their capacity (cpu, memory, gpu) and executor limit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from protocol.types import ExecutorState, ResourceRequirement
 
@@ -148,7 +148,12 @@ class _Room:
         return max(shares)
 
 
-def plan(view: ClusterView, now: float) -> Plan:
+def plan(view: ClusterView, now: float, policies: tuple[str, ...] = ("priority", "drf")) -> Plan:
+    """`policies` (config `cluster.policies`): `priority` serves higher priorities first and
+    lets them take executors from lower ones; `drf` orders equals by dominant share. Without
+    either, sessions are served by age."""
+    if "priority" not in policies:  # every session is equal; fair share alone decides
+        view = ClusterView([replace(s, priority=0) for s in view.sessions], view.executors, view.nodes)
     decisions = Plan()
     room = _Room(view.nodes, view.executors)
     sessions = {s.id: s for s in view.sessions}
@@ -169,8 +174,10 @@ def plan(view: ClusterView, now: float) -> Plan:
         assert executor.reserved_for is not None
         decisions.bind.append((executor.id, executor.reserved_for))
 
+    use_drf = "drf" in policies
+
     def order(s: SessionView) -> tuple[int, float, int]:
-        return (-s.priority, room.share(s.resreq, held[s.id]), s.creation_time)
+        return (-s.priority, room.share(s.resreq, held[s.id]) if use_drf else 0.0, s.creation_time)
 
     while True:
         candidates = [s for s in view.sessions if held[s.id] < want[s.id] and s.id not in blocked]

@@ -65,6 +65,7 @@ def core_config(config: Config) -> CoreConfig:
         task_retry_limit=config.recovery.task_retry_limit,
         session_bind_retry_limit=config.recovery.session_bind_retry_limit,
         schedule_interval=config.cluster.schedule_interval,
+        policies=tuple(config.cluster.policies),
         dispatch_depth=config.cluster.dispatch_depth,
         max_sessions=config.limits.max_sessions,
         max_tasks_per_session=config.limits.max_tasks_per_session,

@@ -95,3 +95,36 @@ def test_a_waiting_session_gets_executors_back_from_one_over_its_fair_share() ->
     sessions = [session("hog", pending=10, running=0, creation_time=1), session("new", pending=10, creation_time=2)]
     decisions = plan(ClusterView(sessions, executors, [node("a", 4)]), 0.1)
     assert len(decisions.unbind) == 2, decisions
+
+
+def test_dominant_share_counts_memory_and_gpu() -> None:
+    big_memory = ResourceRequirement(cpu=1, memory=4 << 30)
+    gpu = ResourceRequirement(cpu=1, memory=1 << 30, gpu=1)
+    nodes = [
+        NodeView(name="a", capacity=ResourceRequirement(cpu=8, memory=16 << 30, gpu=2), max_executors=8, ready=True)
+    ]
+    sessions = [
+        session("mem", pending=10, resreq=big_memory, creation_time=1),
+        session("gpu", pending=10, resreq=gpu, creation_time=2),
+        session("cpu", pending=10, creation_time=3),
+    ]
+    decisions = plan(ClusterView(sessions, [], nodes), 0.0)
+    got = {s: sum(1 for _, t in decisions.create if t == s) for s in ("mem", "gpu", "cpu")}
+    # mem: 4 GiB of 16 = 1/4 share each; gpu: 1 of 2 GPUs = 1/2 each; cpu: 1/8 each.
+    assert got["gpu"] <= 2 and got["mem"] <= 4 and got["cpu"] >= got["mem"], got
+
+
+def test_gpu_requests_on_a_cluster_without_gpus_get_nothing() -> None:
+    gpu = ResourceRequirement(cpu=1, memory=1 << 30, gpu=1)
+    decisions = plan(ClusterView([session("g", pending=5, resreq=gpu)], [], [node("a", 4)]), 0.0)
+    assert decisions.create == []
+
+
+def test_policies_can_be_switched_off() -> None:
+    sessions = [session("old", pending=4, creation_time=1), session("vip", pending=4, priority=9, creation_time=2)]
+    by_priority = plan(ClusterView(sessions, [], [node("a", 2)]), 0.0)
+    assert [s for _, s in by_priority.create] == ["vip", "vip"]
+    by_age = plan(ClusterView(sessions, [], [node("a", 2)]), 0.0, policies=())
+    assert [s for _, s in by_age.create] == ["old", "old"]
+    by_share = plan(ClusterView(sessions, [], [node("a", 2)]), 0.0, policies=("drf",))
+    assert sorted(s for _, s in by_share.create) == ["old", "vip"]
