@@ -39,7 +39,9 @@ def task_events(task: TaskEntry) -> list[Event]:
     return events
 
 
-def task_view(session_id: str, task: TaskEntry, include_data: bool = True) -> Task:
+def task_view(session_id: str, task: TaskEntry, include_data: bool = True, include_events: bool = True) -> Task:
+    """The wire view of `task`; watch pushes leave out the events (GetTask gives them), which
+    saves building and dropping them for every task update on the hot path."""
     return Task(
         id=task.id,
         session_id=session_id,
@@ -52,7 +54,7 @@ def task_view(session_id: str, task: TaskEntry, include_data: bool = True) -> Ta
         retry_count=task.retry_count,
         executor_id=task.executor_id if task.state is TaskState.Running else None,
         message=task.message,
-        events=task_events(task),
+        events=task_events(task) if include_events else [],
     )
 
 

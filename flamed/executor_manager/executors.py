@@ -49,6 +49,10 @@ class LocalExecutor:
     pending_bind: tuple[be.SessionContext, be.ApplicationContext, list[be.TaskAssignment]] | None = None
     #: the last ExecutorUnbound we produced: replayed if a snapshot still thinks we are bound
     last_unbound: be.ExecutorUnbound | None = None
+    #: seconds per task of the current instance as its results arrive (None: not known yet)
+    pace: float | None = None
+    #: loop time since which the instance has been working for the results not yet received
+    paced_at: float = 0.0
 
     @property
     def session_id(self) -> str | None:

@@ -8,6 +8,7 @@ end of the loop turn). It never talks to the session manager itself.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import signal
@@ -28,13 +29,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flamed.executor_manager")
 
-#: Tasks handed to an instance at once: the running one and the next at hand. When an instance
-#: dies, the oldest task without a result is taken as the one it was running (its retry is
-#: counted); the others come back unstarted. A result sent just before the death can be lost
-#: with the process, so an innocent task may be blamed: a task that comes back unstarted from
-#: one death and is again in flight at another is blamed too (`suspects`), so a task that kills
-#: its instance at once cannot loop forever uncounted.
-INSTANCE_WINDOW = 2
+#: Most tasks handed to an instance of fast tasks at once: the running one and the next ones at
+#: hand, sent in one `InvokeTasks` and topped up (again in one message) once the instance holds
+#: half of them, so a busy instance never waits a round trip for work and the cost of a send is
+#: shared by many tasks. The instance runs them in order and reports results in order,
+#: so when it dies the oldest task without a result is taken as the one it was running (its
+#: retry is counted); the others come back unstarted. A result sent just before the death can
+#: be lost with the process, so an innocent task may be blamed: a task that comes back
+#: unstarted from one death and is again in flight at another is blamed too (`suspects`), so a
+#: task that kills its instance at once cannot loop forever uncounted.
+INSTANCE_WINDOW = 32
+#: The window until the instance's tasks are known to be fast (take at most FAST_TASK seconds
+#: on average): the running task and the next. For slower tasks a deep window saves next to
+#: nothing, and it would hold tasks that a graceful drain must wait for (queued tasks are handed
+#: back unstarted; tasks on an instance must finish).
+SLOW_WINDOW = 2
+FAST_TASK = 0.005
+#: The window while a suspect is in flight or queued: one task at a time, its result back
+#: before the next is sent, so the next death is blamed on exactly the task that was running.
+#: A deep window with batched results would let an instance die holding several unsent
+#: results; the oldest of them, innocent, would be blamed while the culprit is spared.
+SUSPECT_WINDOW = 1
 #: Seconds an instance gets to say `InstanceReady` and enter the session.
 BIND_TIMEOUT = 60.0
 
@@ -140,6 +155,7 @@ class Executors:
         executor.phase = Phase.Binding
         executor.session, executor.application = session, app
         executor.ready = executor.bind_failed = False
+        executor.pace = None
         executor.report_exit, executor.release_after_unbind = True, False
         executor.stop_reason = ""
         executor.queue.extend(tasks or [])
@@ -199,15 +215,33 @@ class Executors:
         self.pump(executor)
 
     def pump(self, executor: LocalExecutor) -> None:
-        """Keep the instance's next task at hand."""
+        """Keep the instance's next tasks at hand: top it up to its window in one message once
+        it holds half of it or fewer (INSTANCE_WINDOW for fast tasks, else SLOW_WINDOW, and
+        SUSPECT_WINDOW while a suspect is near)."""
         if executor.phase is not Phase.Bound or not executor.queue:
             return
-        room = INSTANCE_WINDOW - len(executor.in_flight)
-        if room <= 0:
+        held = len(executor.in_flight)
+        if not held:
+            executor.paced_at = self.loop.now()
+        if self.suspects and self._near_suspect(executor):
+            window = SUSPECT_WINDOW
+        elif executor.pace is not None and executor.pace <= FAST_TASK:
+            window = INSTANCE_WINDOW
+        else:
+            window = SLOW_WINDOW
+        if held > window // 2:
             return
-        batch = [executor.queue.popleft() for _ in range(min(room, len(executor.queue)))]
+        batch = [executor.queue.popleft() for _ in range(min(window - held, len(executor.queue)))]
         executor.in_flight.extend(batch)
         self._send_instance(executor, im.InvokeTasks(tasks=batch))
+
+    def _near_suspect(self, executor: LocalExecutor) -> bool:
+        """A suspect is in flight or among the next INSTANCE_WINDOW queued tasks."""
+        session_id = executor.session_id or ""
+        suspects = self.suspects
+        if any((session_id, t.task_id) in suspects for t in executor.in_flight):
+            return True
+        return any((session_id, t.task_id) in suspects for t in itertools.islice(executor.queue, INSTANCE_WINDOW))
 
     def _send_instance(self, executor: LocalExecutor, message: im.Message) -> None:
         if try_send(self.instances, [executor.id.encode(), *codec.encode(message)]):
@@ -396,6 +430,11 @@ class Executors:
         session_id = executor.session_id
         if session_id is None:
             return
+        if results:
+            now = self.loop.now()
+            pace = (now - executor.paced_at) / len(results)
+            executor.pace = pace if executor.pace is None else (executor.pace + pace) / 2
+            executor.paced_at = now
         in_flight = executor.in_flight
         for outcome in results:
             key = (outcome.task_id, outcome.attempt)

@@ -1,8 +1,9 @@
 """The instance side of protocol/instance.py: serve one `FlameService` for one session.
 
 Rules: commands are handled in order; tasks run one at a time on this thread; results are
-sent as soon as nothing else is waiting on the socket (or every `RESULT_BATCH` results), so a
-busy instance batches and an idle one answers at once. After `SessionLeft` the runner returns.
+sent in order, at once when no task is left at hand, else every `RESULT_BATCH` results or
+`RESULT_DELAY` seconds after the oldest one held, so a busy instance batches (one send for many
+tasks) and an idle one answers at once. After `SessionLeft` the runner returns.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections import deque
 
 from flamed.service.types import ApplicationContext, FlameService, SessionContext, TaskContext
@@ -23,6 +25,9 @@ log = logging.getLogger("flamed.service")
 
 #: Most results held back before a `TaskResults` is sent anyway.
 RESULT_BATCH = 64
+#: Longest a result is held back while more tasks are at hand (seconds): bounds the latency a
+#: busy instance adds, and the results lost if it dies.
+RESULT_DELAY = 0.002
 
 #: Milliseconds the runner waits for `SessionLeft` to reach the executor manager at exit.
 _LEAVE_LINGER_MS = 2000
@@ -55,6 +60,8 @@ class _Runner:
         self.codec = codec.instance_command_codec()
         self.pending: deque[be.TaskAssignment] = deque()
         self.results: list[im.TaskOutcome] = []
+        #: monotonic time when the oldest result held back was made
+        self.held_since = 0.0
         self.session_id = ""
         self.leaving = False
 
@@ -73,8 +80,14 @@ class _Runner:
                     self.flush()
                     self.handle(self.sock.recv_multipart())
                     continue
+                if not self.results:
+                    self.held_since = time.monotonic()
                 self.invoke(self.pending.popleft())
-                if len(self.results) >= RESULT_BATCH or not self.sock.poll(0):
+                if (
+                    not self.pending
+                    or len(self.results) >= RESULT_BATCH
+                    or time.monotonic() - self.held_since >= RESULT_DELAY
+                ):
                     self.flush()
         finally:
             self.sock.close(linger=_LEAVE_LINGER_MS)

@@ -146,6 +146,53 @@ def test_an_instance_that_dies_mid_task_unbinds_the_executor(
     sm.wait_reports("ExecutorBound", lambda rs: of_type(be.ExecutorBound, rs))
 
 
+def blamed_tasks(reason: str) -> set[int]:
+    """The task ids an `ExecutorUnbound` reason blames ("while running task 3" or "while
+    running one of tasks 3, 7")."""
+    ids = reason.rpartition("task ")[2] if "one of" not in reason else reason.rpartition("tasks ")[2]
+    return {int(part) for part in ids.split(", ")}
+
+
+@pytest.mark.timeout(60)
+def test_a_death_deep_in_the_window_blames_one_task_then_the_culprit(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """An instance holds many tasks at once (INSTANCE_WINDOW) and batches results. When it dies,
+    exactly one task without a result is blamed, every task is accounted for once (completed,
+    blamed or unstarted), and when the unstarted ones run again the culprit is blamed at the next
+    death, and only it. Breaks if a deep window loses tasks, spares everything, or lets an
+    innocent task take the blame again while the culprit goes free."""
+    sm.register()
+    executor_id = new_id()
+    inputs = [b"crash" if i == 20 else f"t{i}".encode() for i in range(1, 41)]
+    bind(sm, executor_id, "s1", probe_app())
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks(inputs)))
+    unbound = sm.wait_reports("ExecutorUnbound", lambda rs: of_type(be.ExecutorUnbound, rs))[0]
+    finished = {c.task_id for c in completed(sm.reports)}
+    unstarted = {k.task_id for k in unbound.unstarted}
+    blamed = blamed_tasks(unbound.reason)
+    assert len(blamed) == 1, unbound.reason
+    assert max(blamed) <= 20
+    assert not (finished & unstarted) and not (blamed & (finished | unstarted))
+    assert finished | blamed | unstarted == set(range(1, 41))
+    assert all(t < min(blamed) for t in finished)
+    wait_for("the instance to be gone", lambda: not em.instances())
+
+    if 20 in blamed:
+        return  # every result before the culprit arrived: attributed exactly at once
+    # The culprit was spared with the others: run them again; now it is blamed.
+    sm.reports.clear()
+    bind(sm, executor_id, "s1", probe_app())
+    again = [t for t in tasks(inputs) if t.task_id in unstarted]
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=again))
+    unbound = sm.wait_reports("ExecutorUnbound", lambda rs: of_type(be.ExecutorUnbound, rs))[0]
+    # Suspects run one at a time (SUSPECT_WINDOW): exactly the culprit is blamed.
+    assert blamed_tasks(unbound.reason) == {20}, unbound.reason
+    finished = {c.task_id for c in completed(sm.reports)}
+    assert finished == {t for t in unstarted if t < 20}
+    wait_for("the instance to be gone", lambda: not em.instances())
+
+
 @pytest.mark.timeout(60)
 def test_sigkill_of_the_executor_manager_kills_its_instances(
     sm: FakeSessionManager, em: ExecutorManagerProcess
