@@ -86,9 +86,43 @@ class ExecutorManagerConfig(Section):
 
 
 class LimitsConfig(Section):
+    #: Largest ZeroMQ message (all frames) a socket accepts (MAXMSGSIZE); a bigger one drops
+    #: that peer's connection, never the daemon.
     max_message_size: int = 64 * 1024 * 1024
+    #: Sessions the session manager holds (open and closed); CreateSession beyond: LimitExceeded.
     max_sessions: int = 100_000
+    #: Tasks in one session; CreateTasks beyond: LimitExceeded.
     max_tasks_per_session: int = 10_000_000
+    #: Bytes of one task input; a bigger one is refused with TooLarge.
+    max_task_input_size: int = 16 * 1024 * 1024
+    #: Bytes of one task output; a bigger one fails the task with a message saying so.
+    max_task_output_size: int = 16 * 1024 * 1024
+    #: Bytes of a session's common data; a bigger one is refused with TooLarge.
+    max_common_data_size: int = 16 * 1024 * 1024
+    #: Open task watches of one client; WatchTasks beyond: LimitExceeded.
+    max_watches_per_client: int = 1_000
+    #: Cluster subscribers (flame-tui) at once; SubscribeCluster beyond: LimitExceeded.
+    max_subscribers: int = 100
+
+
+class SecurityConfig(Section):
+    """CurveZMQ (docs/operations.md "Security"). Paths are key files written by `flamed keygen`."""
+
+    #: Encrypt and authenticate the frontend and backend with CURVE (every process must agree).
+    curve: bool = False
+    #: Session manager: its secret key file (NAME.key_secret, mode 0600).
+    server_secret_key: str = ""
+    #: Clients and executor managers: the session manager's public key file (NAME.key).
+    server_public_key: str = ""
+    #: Clients and executor managers: their own secret key file (NAME.key_secret, mode 0600);
+    #: an executor manager's key must be named after its node.
+    client_secret_key: str = ""
+    #: Session manager: directory of client public keys (one NAME.key per client) allowed on
+    #: the frontend; re-read when it changes.
+    allow_dir_clients: str = ""
+    #: Session manager: directory of node public keys (NODE.key, named after the node) allowed
+    #: on the backend; re-read when it changes.
+    allow_dir_nodes: str = ""
 
 
 class ClientConfig(Section):
@@ -113,6 +147,7 @@ class Config(Section):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
 
 def default_config_path() -> Path:
@@ -191,6 +226,13 @@ def _check(config: Config, source: str) -> None:
         "storage.snapshot_records": config.storage.snapshot_records,
         "storage.segment_bytes": config.storage.segment_bytes,
         "limits.max_message_size": config.limits.max_message_size,
+        "limits.max_sessions": config.limits.max_sessions,
+        "limits.max_tasks_per_session": config.limits.max_tasks_per_session,
+        "limits.max_task_input_size": config.limits.max_task_input_size,
+        "limits.max_task_output_size": config.limits.max_task_output_size,
+        "limits.max_common_data_size": config.limits.max_common_data_size,
+        "limits.max_watches_per_client": config.limits.max_watches_per_client,
+        "limits.max_subscribers": config.limits.max_subscribers,
         "client.timeout": config.client.timeout,
         "executor_manager.instance_stop_timeout": config.executor_manager.instance_stop_timeout,
     }
@@ -233,3 +275,11 @@ def client_endpoint(explicit: str | None, config_path: str | None = None) -> str
         return check_endpoint(env, "FLAME_ENDPOINT")
     config = load_config(config_path)
     return config.client.endpoint or config.cluster.frontend
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and tcp:// on a loopback address: only this host can connect."""
+    if endpoint.startswith("ipc://"):
+        return True
+    host = endpoint[len("tcp://") :].rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")

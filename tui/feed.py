@@ -134,13 +134,19 @@ class LiveFeed:
             self._deliver(list(items))
 
     def _run(self) -> None:
+        from flamed.transport.security import configured_client_curve
         from flamed.transport.sockets import connect_dealer
 
+        try:
+            curve = configured_client_curve()
+        except Exception as exc:  # ConfigError, SecurityError: the message says what to fix
+            self._emit(Disconnected(self.endpoint, str(exc)))
+            return
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
             routing_id = f"tui-{os.getpid()}-{attempt}".encode()
-            sock = connect_dealer(self.endpoint, routing_id)
+            sock = connect_dealer(self.endpoint, routing_id, curve=curve)
             try:
                 reason = self._session(sock)
             finally:

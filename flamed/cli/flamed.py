@@ -5,6 +5,7 @@
     flamed cluster [--executors N] [--frontend EP] [--backend EP] [--state-dir DIR] ...
     flamed status [--endpoint EP] [--json]
     flamed config show [--config FILE]
+    flamed keygen --out DIR [--name NAME]
 
 Exit codes: 0 clean stop, 1 runtime failure (message on stderr), 2 bad arguments or config.
 """
@@ -98,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="print the effective config as TOML, each value with where it came from"
     )
     show.add_argument("--config", metavar="FILE", help="config file (default: $FLAME_CONF, then the user config dir)")
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="write a CURVE key pair: NAME.key (public) and NAME.key_secret (mode 0600) in DIR (mode 0700)",
+        description="Write a CurveZMQ key pair for [security] curve = true. Name a node's key after the node "
+        "(its NAME.key goes in the session manager's allow_dir_nodes); a client's key goes in allow_dir_clients.",
+    )
+    keygen.add_argument("--out", metavar="DIR", required=True, help="directory for the key files (created 0700)")
+    keygen.add_argument(
+        "--name",
+        metavar="NAME",
+        default="server",
+        help="key name: a node name, a client name, or 'server' for the session manager (default: server)",
+    )
     return parser
 
 
@@ -114,6 +129,8 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "keygen":
+        return run_keygen(args)
     try:
         config = load_config(args.config)
         for name in ("frontend", "backend"):
@@ -161,6 +178,7 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
 
     from flamed.session_manager import SessionManager, SessionManagerOptions
     from flamed.storage import Storage, StorageError
+    from flamed.transport.security import SecurityError
 
     state_dir = state_dir_of(args, config)
     options = SessionManagerOptions(
@@ -186,6 +204,10 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
         return 1
     try:
         manager = SessionManager(options, storage)
+    except SecurityError as exc:
+        storage.close()
+        print(f"flamed: error: {exc}", file=sys.stderr)
+        return 1
     except StorageError as exc:
         storage.close()
         print(f"flamed: error: {exc}", file=sys.stderr)
@@ -205,6 +227,18 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
     manager.install_signal_handlers()
     manager.start()
     return manager.run()
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from flamed.transport.security import SecurityError, write_key_pair
+
+    try:
+        public, secret = write_key_pair(Path(args.out), args.name)
+    except (SecurityError, OSError) as exc:
+        print(f"flamed: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"public key: {public}\nsecret key: {secret} (mode 0600; keep it on this host only)")
+    return 0
 
 
 def metrics_of(manager: SessionManager) -> dict[str, float]:
@@ -268,12 +302,20 @@ def run_status(args: argparse.Namespace) -> int:
     import zmq
 
     from flamed.config import client_endpoint
+    from flamed.transport.security import SecurityError, configured_client_curve, make_client
     from protocol.codec import HEADER
 
     endpoint = client_endpoint(args.endpoint, args.config)
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        try:
+            curve = configured_client_curve(args.config)
+        except SecurityError as exc:
+            print(f"flamed: error: {exc}", file=sys.stderr)
+            return 1
+        if curve is not None:
+            make_client(sock, curve)
         sock.connect(endpoint)
         sock.send_multipart([HEADER, msgspec.msgpack.encode({"type": "GetStats", "request_id": 1})])
         deadline = time.monotonic() + args.timeout

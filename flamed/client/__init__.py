@@ -88,7 +88,7 @@ def open_connection(addr: str | None = None, config: str | None = None, timeout:
             timeout = load_config(config).client.timeout
     except ConfigError as exc:
         raise FlameError(FlameErrorCode.INVALID_CONFIG, str(exc)) from None
-    return Connection(endpoint, timeout)
+    return Connection(endpoint, timeout, config_path=config)
 
 
 def connect(addr: str | None = None, timeout: float | None = None) -> Connection:

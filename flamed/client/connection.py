@@ -35,10 +35,18 @@ def short_name(prefix: str, length: int = 6) -> str:
 class Connection:
     """A connection to the session manager at `endpoint`; `connect()` is the usual way in."""
 
-    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT, client: str = "flamed.client") -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: str = "flamed.client",
+        config_path: str | None = None,
+    ) -> None:
+        """`config_path`: the config file with this client's `[security]` keys (default: the
+        file `load_config` finds: $FLAME_CONF, then the user config dir)."""
         self.endpoint = endpoint
         self.timeout = timeout
-        self.io = IoThread(endpoint, timeout)
+        self.io = IoThread(endpoint, timeout, config_path=config_path)
         self.server_version = ""
         self.cluster = ""
         try:
@@ -49,7 +57,8 @@ class Connection:
                 raise FlameError(
                     FlameErrorCode.INVALID_CONFIG,
                     f"cannot reach session manager at {endpoint} within {timeout:g}s; "
-                    "is it running? (set --endpoint or FLAME_ENDPOINT)",
+                    "is it running? (set --endpoint or FLAME_ENDPOINT; with [security] curve, "
+                    "is this client's public key in the session manager's allow_dir_clients?)",
                 ) from None
             raise
         if welcome.protocol_version != PROTOCOL_VERSION:

@@ -39,6 +39,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from flamed.client.errors import FlameError, FlameErrorCode, from_server
 from flamed.client.sinks import Sink, fail_sink, set_exception, set_result, update_sink
+from flamed.transport.security import configured_client_curve
 from flamed.transport.sockets import connect_dealer
 from protocol import frontend as fe
 from protocol.codec import HEADER, FrameError, server_reply_codec
@@ -132,8 +133,11 @@ class _ActiveWatch:
 class IoThread:
     """Owns the socket; every public method is safe to call from any thread."""
 
-    def __init__(self, endpoint: str, timeout: float, ping_interval: float | None = None) -> None:
+    def __init__(
+        self, endpoint: str, timeout: float, ping_interval: float | None = None, config_path: str | None = None
+    ) -> None:
         self.endpoint = endpoint
+        self.config_path = config_path
         self.timeout = timeout
         self.ping_interval = ping_interval if ping_interval is not None else min(10.0, timeout / 3)
         self._lock = threading.Lock()
@@ -221,7 +225,7 @@ class IoThread:
     def _run(self) -> None:
         try:
             routing_id = b"c" + secrets.token_bytes(7)
-            self._sock = connect_dealer(self.endpoint, routing_id)
+            self._sock = connect_dealer(self.endpoint, routing_id, curve=configured_client_curve(self.config_path))
             self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         except BaseException as exc:
             self._start_error = FlameError(FlameErrorCode.INVALID_CONFIG, f"cannot connect to {self.endpoint}: {exc}")

@@ -66,6 +66,11 @@ class CoreConfig:
     dispatch_depth: int = 64
     max_sessions: int = 100_000
     max_tasks_per_session: int = 10_000_000
+    max_task_input_size: int = 16 * 1024 * 1024
+    max_task_output_size: int = 16 * 1024 * 1024
+    max_common_data_size: int = 16 * 1024 * 1024
+    max_watches_per_client: int = 1_000
+    max_subscribers: int = 100
     client_ttl: float = 30.0
     cluster_name: str = "flame"
 
@@ -283,6 +288,12 @@ class Controller:
     def _resolve_spec(self, session_id: str, spec: SessionSpec) -> SessionSpec:
         self._check(validation.check_name("session", session_id))
         self._check(validation.check_session_spec(spec))
+        if spec.common_data is not None and len(spec.common_data) > self.config.max_common_data_size:
+            raise RequestError(
+                ErrorCode.TooLarge,
+                f"common data of session {session_id} is {len(spec.common_data)} bytes; the limit is "
+                f"{self.config.max_common_data_size} (limits.max_common_data_size)",
+            )
         application = self._application(spec.application)
         if application.state != "Enabled":
             raise RequestError(ErrorCode.InvalidState, f"application {spec.application!r} is disabled")
@@ -355,6 +366,14 @@ class Controller:
                 f"session {session.id} would exceed {self.config.max_tasks_per_session} tasks "
                 "(limits.max_tasks_per_session)",
             )
+        limit = self.config.max_task_input_size
+        for index, data in enumerate(request.inputs):
+            if data is not None and len(data) > limit:
+                raise RequestError(
+                    ErrorCode.TooLarge,
+                    f"input {index} is {len(data)} bytes; the limit is {limit} (limits.max_task_input_size); "
+                    "no task of this request was created",
+                )
         first = len(session.tasks) + 1
         self.commit(r.TasksCreated(time=now.wall, session_id=session.id, first_id=first, inputs=request.inputs))
         self.counters["tasks_created"] += len(request.inputs)
@@ -386,11 +405,22 @@ class Controller:
                 raise RequestError(
                     ErrorCode.NotFound, f"tasks {sorted(unknown)[:10]} not found in session {session.id}"
                 )
+        if self.watches.count(peer) >= self.config.max_watches_per_client:
+            raise RequestError(
+                ErrorCode.LimitExceeded,
+                f"this client has {self.config.max_watches_per_client} open watches "
+                "(limits.max_watches_per_client); wait for some to finish",
+            )
         watch = Watch(peer, request.request_id, session.id, remaining, request.include_data)
         self.watches.add(watch, session, now.mono)
         return None  # the first TaskUpdates push is the reply
 
     def _subscribe_cluster(self, peer: bytes, request: fe.SubscribeCluster, now: Now) -> fe.Message:
+        if peer not in self.subscriptions.subscribers and len(self.subscriptions) >= self.config.max_subscribers:
+            raise RequestError(
+                ErrorCode.LimitExceeded,
+                f"{self.config.max_subscribers} clients are subscribed to the cluster (limits.max_subscribers)",
+            )
         return self.subscriptions.add(peer, request, self, now)
 
     def _unsubscribe_cluster(self, peer: bytes, request: object, now: Now) -> fe.Message:

@@ -284,7 +284,13 @@ class NodeLinks:
             return
         seen.add(key)
         batch = finished.setdefault(report.session_id, [])
-        batch.append(r.TaskFinish(report.task_id, report.state, report.output, report.message))
+        output, state, message = report.output, report.state, report.message
+        limit = self.ctl.config.max_task_output_size
+        if output is not None and len(output) > limit:
+            self.ctl.counters["outputs_too_large"] += 1
+            message = f"output of {len(output)} bytes is over limits.max_task_output_size ({limit})"
+            output, state = None, TaskState.Failed
+        batch.append(r.TaskFinish(report.task_id, state, output, message))
 
     def _flush_finished(self, finished: dict[str, list[r.TaskFinish]], now: Now) -> None:
         for session_id, tasks in finished.items():

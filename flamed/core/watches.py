@@ -41,6 +41,10 @@ class Watches:
     def seen(self, peer: bytes, now: float) -> None:
         self.peer_seen[peer] = now
 
+    def count(self, peer: bytes) -> int:
+        """Open watches of `peer` (for limits.max_watches_per_client)."""
+        return sum(1 for watches in self.by_session.values() for watch in watches if watch.peer == peer)
+
     def add(self, watch: Watch, session: SessionEntry, now: float) -> None:
         """Register `watch` and queue its first push (current states)."""
         self.seen(watch.peer, now)
@@ -56,9 +60,8 @@ class Watches:
         self.by_session.setdefault(session.id, []).append(watch)
 
     def _view(self, session: SessionEntry, task: object, watch: Watch) -> Task:
-        view = task_view(session.id, task, include_data=watch.include_data)  # type: ignore[arg-type]
-        view.events = []  # pushes carry state and message; GetTask gives the events
-        return view
+        # pushes carry state and message; GetTask gives the events
+        return task_view(session.id, task, include_data=watch.include_data, include_events=False)  # type: ignore[arg-type]
 
     def collect(self, state: ClusterState) -> None:
         """Queue pushes for every watched task that changed; forget the changes."""

@@ -29,6 +29,7 @@ from flamed.executor_manager.lifecycle import DroppedFrames, Executors
 from flamed.executor_manager.link import BackendLink
 from flamed.notify import Notifier
 from flamed.transport import Loop, bind_router, connect_dealer, context, drain, try_send
+from flamed.transport.security import client_curve
 from protocol import backend as be
 from protocol import codec
 from protocol.codec import FrameError
@@ -74,6 +75,7 @@ class ExecutorManager:
         self.dropped = DroppedFrames(self.loop)
         self._register_timer = self.loop.call_at(0.0, self._register)
         max_size = config.limits.max_message_size
+        backend_curve = client_curve(config.security)  # SecurityError before anything is bound
         self.socket_path = self._socket_path()
         self.instance_endpoint = f"ipc://{self.socket_path}"
         self.instances = bind_router(self.instance_endpoint, max_size, handover=True)
@@ -87,7 +89,9 @@ class ExecutorManager:
         )
         self.executors = self.holder.executors
         routing_id = f"em:{node_name}:{self.incarnation[:8]}".encode()
-        self.backend = connect_dealer(backend, routing_id, max_size)
+        # CURVE client on the backend when configured (the key must be named after this node).
+        # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
+        self.backend = connect_dealer(backend, routing_id, max_size, curve=backend_curve)
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from flamed.config import Config
+from flamed.config import Config, is_local_endpoint
 from flamed.core.controller import Controller, CoreConfig, Now, Outbox
 from flamed.core.records import AnyRecord
 from flamed.core.snapshot import encode_state
@@ -35,7 +35,19 @@ from flamed.session_manager.apps import DEFAULT_APPLICATIONS
 from flamed.session_manager.durability import Recovered, recover_state, reread_state
 from flamed.session_manager.rollback import TurnGuard
 from flamed.storage import Storage, StorageError
-from flamed.transport import Loop, Timer, bind_router, close, drain, readable, try_send
+from flamed.transport import (
+    Loop,
+    Timer,
+    bind_router,
+    close,
+    context,
+    drain,
+    drain_with_user,
+    readable,
+    security,
+    try_send,
+)
+from protocol import backend as be
 from protocol import codec
 from protocol.codec import FrameError
 from protocol.resources import parse_resreq
@@ -69,6 +81,11 @@ def core_config(config: Config) -> CoreConfig:
         dispatch_depth=config.cluster.dispatch_depth,
         max_sessions=config.limits.max_sessions,
         max_tasks_per_session=config.limits.max_tasks_per_session,
+        max_task_input_size=config.limits.max_task_input_size,
+        max_task_output_size=config.limits.max_task_output_size,
+        max_common_data_size=config.limits.max_common_data_size,
+        max_watches_per_client=config.limits.max_watches_per_client,
+        max_subscribers=config.limits.max_subscribers,
         cluster_name=config.cluster.name,
     )
 
@@ -99,11 +116,23 @@ class SessionManager:
         self._client_codec = codec.client_request_codec()
         self._node_codec = codec.node_message_codec()
         max_size = options.config.limits.max_message_size
-        self.frontend = bind_router(options.frontend, max_size)
+        # CURVE (security.py): the ZAP handler must exist before the sockets that consult it.
+        sec = options.config.security
+        front_curve = security.server_curve(sec, security.CLIENTS)
+        back_curve = security.server_curve(sec, security.NODES)
+        self.zap = security.zap_handler(context(), sec)
         try:
-            self.backend = bind_router(options.backend, max_size)
+            self.frontend = bind_router(options.frontend, max_size, curve=front_curve)
+        except BaseException:
+            if self.zap is not None:
+                self.zap.close()
+            raise
+        try:
+            self.backend = bind_router(options.backend, max_size, curve=back_curve)
         except BaseException:
             close(self.frontend)
+            if self.zap is not None:
+                self.zap.close()
             raise
         self._tick_timer = self.loop.call_at(0.0, self._tick)
         self._fsync_timer: Timer | None = None
@@ -124,6 +153,8 @@ class SessionManager:
         self.controller.links.restore(now)
         for name, spec in DEFAULT_APPLICATIONS.items():
             self.controller.register_default_application(name, spec, now)
+        if self.zap is not None:
+            self.loop.add_reader(self.zap.sock, self.zap.on_readable)
         self.loop.add_reader(self.backend, self._on_backend)
         self.loop.add_reader(self.frontend, self._on_frontend)
         self.loop.add_reader(self._wakeup_r.fileno(), self._on_wakeup)
@@ -191,21 +222,42 @@ class SessionManager:
             level = self.options.log_level or config.log.level
             setup_logging(level, self.options.log_format or config.log.format)
             log.info("reload: log level %s; other keys take effect at the next restart", level)
+        if self.zap is not None:
+            self.zap.reload()
         self.notifier.ready(self.status_line())
 
     def run(self) -> int:
         log.info("session manager ready: frontend %s, backend %s", self.options.frontend, self.options.backend)
+        self.warn_if_open()
         try:
             self.loop.run()
         finally:
             self.close()
         return 0
 
+    def warn_if_open(self) -> None:
+        """Plain mode on an address other hosts can reach: anyone there can submit tasks,
+        which is code execution on every node (ZEROMQ.md 4.4). Loud, but not refused."""
+        if self.options.config.security.curve:
+            log.info("security: CURVE on; clients and nodes need keys in the allow-lists")
+            return
+        for name, endpoint in (("frontend", self.options.frontend), ("backend", self.options.backend)):
+            if not is_local_endpoint(endpoint):
+                log.warning(
+                    "SECURITY WARNING: %s %s is reachable from other hosts WITHOUT authentication or "
+                    "encryption: anyone who can connect can run code on every node. Turn on "
+                    "[security] curve (docs/operations.md, Security) or bind a loopback address.",
+                    name,
+                    endpoint,
+                )
+
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
         self.notifier.close()
         close(self.frontend)
         close(self.backend)
+        if self.zap is not None:
+            self.zap.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
         storage, self.storage = self.storage, None
@@ -221,7 +273,8 @@ class SessionManager:
     def _on_backend(self) -> None:
         now = self.now()
         ctl = self.controller
-        for frames in drain(self.backend):
+        received = drain_with_user(self.backend) if self.zap is not None else (("", f) for f in drain(self.backend))
+        for user, frames in received:
             peer = frames[0]
             try:
                 message = self._node_codec.decode(frames[1:])
@@ -229,7 +282,31 @@ class SessionManager:
                 log.warning("backend: bad frame from %r: %s", peer[:32], exc.message)
                 ctl.reject_node_frame(peer, exc.code, exc.message)
                 continue
+            if self.zap is not None and not self._node_key_matches(user, peer, message):
+                continue
             ctl.handle_node(peer, message, now)
+
+    def _node_key_matches(self, user: str, peer: bytes, message: be.NodeMessage) -> bool:
+        """CURVE: the key that sent `message` must be the key of the node it speaks for (the
+        node it registers, or the node this peer registered as). A mismatch is dropped."""
+        if isinstance(message, be.RegisterNode):
+            claimed = message.node.name
+        else:
+            link = self.controller.links.by_peer.get(peer)
+            if link is None:
+                return True  # not registered: the controller answers Reregister
+            claimed = link.name
+        if claimed == user:
+            return True
+        self.controller.counters["node_key_mismatches"] += 1
+        log.warning(
+            "backend: dropped %s from peer %r: it claims node %r but its key is that of node %r",
+            type(message).__name__,
+            peer[:32],
+            claimed,
+            user,
+        )
+        return False
 
     def _on_frontend(self) -> None:
         now = self.now()

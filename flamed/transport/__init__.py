@@ -1,7 +1,17 @@
 """ZeroMQ transport: the only package that imports zmq (sockets, the reactor loop)."""
 
 from flamed.transport.loop import Loop, Timer
-from flamed.transport.sockets import Frames, bind_router, close, connect_dealer, context, drain, readable, try_send
+from flamed.transport.sockets import (
+    Frames,
+    bind_router,
+    close,
+    connect_dealer,
+    context,
+    drain,
+    drain_with_user,
+    readable,
+    try_send,
+)
 
 __all__ = [
     "Frames",
@@ -12,6 +22,7 @@ __all__ = [
     "connect_dealer",
     "context",
     "drain",
+    "drain_with_user",
     "readable",
     "try_send",
 ]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import zmq
 
+from flamed.transport.security import ClientCurve, ServerCurve, make_client, make_server, user_id
 from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE
 
 Frames = list[bytes]
@@ -41,15 +42,22 @@ def _common(sock: zmq.Socket[bytes], max_message_size: int) -> None:
 
 
 def bind_router(
-    endpoint: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, *, handover: bool = False
+    endpoint: str,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    *,
+    handover: bool = False,
+    curve: ServerCurve | None = None,
 ) -> zmq.Socket[bytes]:
     """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure.
 
     `handover`: a new connection with a routing id already connected takes it over (instead of
     being ignored). Only for endpoints where every peer is trusted (a private ipc:// directory):
-    on an open socket it lets anyone steal a peer's traffic."""
+    on an open socket it lets anyone steal a peer's traffic.
+    `curve`: be a CURVE server in that ZAP domain (security.py); peers need an allowed key."""
     sock = context().socket(zmq.ROUTER)
     _common(sock, max_message_size)
+    if curve is not None:
+        make_server(sock, curve)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     if handover:
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -62,13 +70,18 @@ def bind_router(
 
 
 def connect_dealer(
-    endpoint: str, routing_id: bytes, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    endpoint: str,
+    routing_id: bytes,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    curve: ClientCurve | None = None,
 ) -> zmq.Socket[bytes]:
-    """A DEALER connected to `endpoint` with the given routing id."""
+    """A DEALER connected to `endpoint` with the given routing id (a CURVE client with `curve`)."""
     if not routing_id or routing_id[0] == 0:
         raise ValueError("a routing id must be non-empty and must not start with a zero byte")
     sock = context().socket(zmq.DEALER)
     _common(sock, max_message_size)
+    if curve is not None:
+        make_client(sock, curve)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -84,6 +97,16 @@ def drain(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[Frames]:
             yield sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
+
+
+def drain_with_user(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[tuple[str, Frames]]:
+    """Like `drain`, with the User-Id the ZAP handler gave the sender ("" without CURVE)."""
+    for _ in range(limit):
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        yield user_id(parts[0]), [part.bytes for part in parts]
 
 
 def readable(sock: zmq.Socket[bytes]) -> bool:

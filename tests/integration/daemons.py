@@ -183,9 +183,12 @@ class Daemons:
 class RawClient:
     """The protocol spoken by hand: a DEALER, a header frame and a MessagePack map."""
 
-    def __init__(self, endpoint: str, timeout: float = 20.0) -> None:
+    def __init__(self, endpoint: str, timeout: float = 20.0, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """`curve`: (server public, own public, own secret) Z85 keys for a CURVE session manager."""
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.connect(endpoint)
         self.timeout = timeout
         self.next_id = 1
