@@ -42,7 +42,7 @@ from flamed.client.sinks import Sink, fail_sink, set_exception, set_result, upda
 from flamed.transport.security import configured_client_curve
 from flamed.transport.sockets import connect_dealer
 from protocol import frontend as fe
-from protocol.codec import HEADER, FrameError, server_reply_codec
+from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE, HEADER, FrameError, server_reply_codec
 from protocol.types import Task
 
 log = logging.getLogger("flamed.client")
@@ -148,6 +148,7 @@ class IoThread:
         os.set_blocking(self._wake_w, False)
         self._closed = False
         self._next_id = 0
+        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE  # from the config once the thread starts
         # thread-owned state
         self._pending: dict[int, _PendingCall | _PendingCreate] = {}
         self._watches: dict[int, _ActiveWatch] = {}
@@ -225,6 +226,9 @@ class IoThread:
     def _run(self) -> None:
         try:
             routing_id = b"c" + secrets.token_bytes(7)
+            from flamed.config import load_config
+
+            self.max_message_size = load_config(self.config_path).limits.max_message_size
             self._sock = connect_dealer(self.endpoint, routing_id, curve=configured_client_curve(self.config_path))
             self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         except BaseException as exc:
@@ -312,7 +316,17 @@ class IoThread:
 
     def _enqueue(self, request_id: int, message: fe.Message) -> None:
         message.request_id = request_id
-        self._backlog.append((request_id, [HEADER, self._encoder.encode(message)]))
+        payload = self._encoder.encode(message)
+        if len(payload) > self.max_message_size:
+            # The session manager would drop the connection without a word; say why here.
+            error = FlameError(
+                FlameErrorCode.INVALID_ARGUMENT,
+                f"the {type(message).__name__} request is {len(payload):,} bytes, more than "
+                f"limits.max_message_size ({self.max_message_size:,} bytes); send less at once",
+            )
+            self._fail_pending(request_id, error)
+            return
+        self._backlog.append((request_id, [HEADER, payload]))
 
     def _send_call(self, call: _Call) -> None:
         request_id = self._request_id()
@@ -481,16 +495,7 @@ class IoThread:
             if expired:
                 error = self.no_reply_error()
                 for request_id in expired:
-                    pending = self._pending.pop(request_id)
-                    if isinstance(pending, _PendingCall):
-                        if pending.future is not None:
-                            set_exception(pending.future, error)
-                    else:
-                        for part in pending.parts:
-                            if part.future is not None:
-                                set_exception(part.future, error)
-                            for sink in part.sinks or ():
-                                fail_sink(sink, error)
+                    self._fail_pending(request_id, error)
         if self._watches:
             if now - self._last_heard > self.timeout:
                 self._fail_watches(self.no_reply_error())
@@ -502,6 +507,18 @@ class IoThread:
         return FlameError(
             FlameErrorCode.INTERNAL, f"no reply from session manager at {self.endpoint} in {self.timeout:g}s"
         )
+
+    def _fail_pending(self, request_id: int, error: FlameError) -> None:
+        pending = self._pending.pop(request_id, None)
+        if isinstance(pending, _PendingCall):
+            if pending.future is not None:
+                set_exception(pending.future, error)
+        elif pending is not None:
+            for part in pending.parts:
+                if part.future is not None:
+                    set_exception(part.future, error)
+                for sink in part.sinks or ():
+                    fail_sink(sink, error)
 
     def _fail_watches(self, error: FlameError) -> None:
         watches, self._watches = self._watches, {}

@@ -189,3 +189,31 @@ def test_the_sdk_takes_its_keys_from_the_config_file(daemons: Daemons, monkeypat
             monkeypatch.setenv("FLAME_CONF", str(config))
             with pytest.raises(FlameError, match="allow_dir_clients"):
                 open_connection(daemons.frontend, timeout=REFUSED_WITHIN)
+
+
+@pytest.mark.timeout(60)
+def test_an_oversized_request_fails_at_once_with_the_limit_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK refuses a request the session manager would drop unread (over MAXMSGSIZE)."""
+    from flamed import client as flame
+
+    config = tmp_path / "client.toml"
+    config.write_text("[limits]\nmax_message_size = 1000\n")
+    monkeypatch.setenv("FLAME_CONF", str(config))
+    d = Daemons()
+    try:
+        d.start_session_manager()
+        connection = flame.open_connection(d.frontend, config=str(config), timeout=20)
+        session = connection.create_session("flmping")
+        started = time.monotonic()
+        with pytest.raises(flame.FlameError) as caught:
+            session.create_task(b"x" * 5000)
+        assert caught.value.code is flame.FlameErrorCode.INVALID_ARGUMENT
+        assert "limits.max_message_size" in caught.value.message
+        assert time.monotonic() - started < 5
+        assert session.create_task(b"small").id == 1
+        connection.close()
+    finally:
+        print(d.dump_logs())
+        d.cleanup()
