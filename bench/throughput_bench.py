@@ -12,8 +12,9 @@ ipc:// endpoints in a temporary directory, with the durable log's fsync policy `
 - session-manager RSS before and after 100,000 tasks are held (full run only).
 
 Every output is checked: a task echoes its input (`flmping` echoes input that is not JSON), and
-the bench fails if any output differs. Dask distributed is not installed here, so there is no
-side-by-side Dask run.
+the bench fails if any output differs. With `dask.distributed` installed (a bench-only extra,
+not a dependency of Flame), the same workloads also run on a Dask LocalCluster with as many
+single-threaded worker processes as Flame has slots, and the ratio is reported.
 
     python bench/throughput_bench.py           # full run, several minutes
     python bench/throughput_bench.py --quick   # < 60 s
@@ -207,6 +208,50 @@ def git_commit() -> str:
     return out.stdout.decode().strip()
 
 
+# Dask runs a few hundred no-op tasks per second here; 100,000 of them would take minutes a run.
+DASK_MAX_TASKS = 30_000
+
+
+def _echo(data: bytes) -> bytes:
+    return data
+
+
+def bench_dask(args: argparse.Namespace) -> dict[str, Any] | str:
+    """The same no-op workloads on Dask distributed: worker processes = Flame's slots."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        return "not run: dask distributed is not installed (pip install distributed)"
+    out: dict[str, Any] = {"workers": args.slots, "threads_per_worker": 1, "throughput": {}}
+    with (
+        LocalCluster(n_workers=args.slots, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        client.gather(client.map(_echo, [b"warm-%d" % i for i in range(200)], pure=False))
+        for size in [n for n in args.sizes if n <= DASK_MAX_TASKS]:
+            rates = []
+            for run in range(args.runs):
+                inputs = [b"d%d-%d" % (run, i) for i in range(size)]
+                started = time.perf_counter()
+                outputs = client.gather(client.map(_echo, inputs, pure=False))
+                rates.append(size / (time.perf_counter() - started))
+                if outputs != inputs:
+                    raise SystemExit("dask returned wrong outputs")
+            out["throughput"][str(size)] = summary(rates)
+        latencies = []
+        for i in range(args.latency_tasks):
+            started = time.perf_counter()
+            client.submit(_echo, b"l%d" % i, pure=False).result()
+            latencies.append((time.perf_counter() - started) * 1000)
+        latencies.sort()
+        out["latency_ms"] = {
+            "p50": latencies[len(latencies) // 2],
+            "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        }
+    print(f"dask: {json.dumps(out)}")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and runs (< 60 s)")
@@ -228,12 +273,21 @@ def main() -> int:
         "quick": args.quick,
         "runs": args.runs,
         "cases": [],
-        "dask": "not run: dask distributed is not installed",
     }
     started = time.perf_counter()
     try:
         for fsync, executors in setups:
             results["cases"].append(bench_cluster(base, fsync, executors, args))
+        results["dask"] = bench_dask(args)
+        dask = results["dask"]
+        if isinstance(dask, dict):
+            flame = results["cases"][0]["throughput"]
+            results["flame_over_dask"] = {
+                size: round(flame[size]["median"] / dask["throughput"][size]["median"], 2)
+                for size in flame
+                if size in dask["throughput"]
+            }
+            print(f"flame / dask throughput (fsync always, 1 executor manager): {results['flame_over_dask']}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     results["seconds"] = time.perf_counter() - started
