@@ -28,7 +28,7 @@ from flamed.executor_manager.executors import Phase
 from flamed.executor_manager.lifecycle import DroppedFrames, Executors
 from flamed.executor_manager.link import BackendLink
 from flamed.notify import Notifier
-from flamed.transport import Loop, bind_router, connect_dealer, context, drain, try_send
+from flamed.transport import Loop, SignalInbox, bind_router, connect_dealer, context, drain, try_send
 from flamed.transport.security import client_curve
 from protocol import backend as be
 from protocol import codec
@@ -66,6 +66,7 @@ class ExecutorManager:
         self.stop_timeout = config.executor_manager.instance_stop_timeout
         self.incarnation = uuid.uuid4().hex
         self.loop = Loop()
+        self.signals = SignalInbox(self.loop, self._on_signal)
         rec = config.recovery
         self.link = BackendLink(
             rec.reconnect_backoff_min, rec.reconnect_backoff_max, rec.heartbeat_interval, rec.heartbeat_liveness
@@ -92,12 +93,7 @@ class ExecutorManager:
         # CURVE client on the backend when configured (the key must be named after this node).
         # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
         self.backend = connect_dealer(backend, routing_id, max_size, curve=backend_curve)
-        self._wakeup_r, self._wakeup_w = socket.socketpair()
-        self._wakeup_r.setblocking(False)
-        self._wakeup_w.setblocking(False)
         self._held: dict[str, list[be.TaskAssignment]] = {}
-        self._stop_requested = False
-        self._reload_requested = False
         self.notifier = Notifier()
         #: set by SIGTERM: when the drain gives up and stops the instances anyway
         self.drain_deadline: float | None = None
@@ -115,33 +111,17 @@ class ExecutorManager:
     # ------------------------------------------------------------------ lifecycle
 
     def install_signal_handlers(self) -> None:
-        signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
+        self.signals.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
-            self._reload_requested = True
-        elif signum == signal.SIGTERM and self.drain_deadline is None:
-            self.drain_deadline = -1.0  # the loop starts the drain (signal handlers do no work)
-        else:
-            self._stop_requested = True  # SIGINT, or a second SIGTERM: stop now
-
-    def _on_wakeup(self) -> None:
-        try:
-            while self._wakeup_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        if self._reload_requested:
-            self._reload_requested = False
             self._reload()
-        if self._stop_requested:
+        elif signum == signal.SIGTERM and self.drain_deadline is None:
+            self._begin_drain()
+        else:  # SIGINT, or a second SIGTERM: stop now
             log.info("node %s: stopping on signal", self.node_name)
             self.notifier.stopping("stopping instances")
             self.loop.stop()
-        elif self.drain_deadline == -1.0:
-            self._begin_drain()
 
     def _reload(self) -> None:
         """SIGHUP: re-read the config file for the log level and format; the rest needs a restart."""
@@ -223,7 +203,6 @@ class ExecutorManager:
     def run(self) -> int:
         self.loop.add_reader(self.backend, self._on_backend)
         self.loop.add_reader(self.instances, self.holder.on_instances)
-        self.loop.add_reader(self._wakeup_r.fileno(), self._on_wakeup)
         self.loop.add_turn_end(self._flush)
         self.loop.call_every(_TICK, self._tick)
         self.notifier.ready(f"registering with {self.backend_endpoint}")
@@ -295,12 +274,10 @@ class ExecutorManager:
         if self.link.registered:
             goodbye = be.Goodbye(epoch=self.link.epoch, seq=self.link.next_seq(self.loop.now()))
             try_send(self.backend, codec.encode(goodbye))
-        signal.set_wakeup_fd(-1)
+        self.signals.close()
         self.notifier.close()
         self.instances.close(linger=0)
         self.backend.close(linger=1000)
-        self._wakeup_r.close()
-        self._wakeup_w.close()
         self.socket_path.unlink(missing_ok=True)
         shutil.rmtree(self.holder.work_root, ignore_errors=True)
         context().term()
@@ -433,7 +410,7 @@ class ExecutorManager:
             heartbeat = be.Heartbeat(epoch=link.epoch, seq=link.next_seq(now))
             try_send(self.backend, codec.encode(heartbeat))
         self.holder.poll_exits()
-        if self.drain_deadline is not None and self.drain_deadline >= 0:
+        if self.drain_deadline is not None:
             self._drain_step()
 
     def _flush(self) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from flamed.session_manager.rollback import TurnGuard
 from flamed.storage import Storage, StorageError
 from flamed.transport import (
     Loop,
+    SignalInbox,
     Timer,
     bind_router,
     close,
@@ -136,11 +136,7 @@ class SessionManager:
             raise
         self._tick_timer = self.loop.call_at(0.0, self._tick)
         self._fsync_timer: Timer | None = None
-        self._wakeup_r, self._wakeup_w = socket.socketpair()
-        self._wakeup_r.setblocking(False)
-        self._wakeup_w.setblocking(False)
-        self._stop_requested = False
-        self._reload_requested = False
+        self.signals = SignalInbox(self.loop, self._on_signal)
 
     def now(self) -> Now:
         return Now(mono=self.loop.now(), wall=wall_ms())
@@ -157,7 +153,6 @@ class SessionManager:
             self.loop.add_reader(self.zap.sock, self.zap.on_readable)
         self.loop.add_reader(self.backend, self._on_backend)
         self.loop.add_reader(self.frontend, self._on_frontend)
-        self.loop.add_reader(self._wakeup_r.fileno(), self._on_wakeup)
         self.loop.add_turn_end(self._flush)
         self._flush()
         # Ready only now: the state is replayed, the sockets are bound, the first turn is durable.
@@ -183,26 +178,12 @@ class SessionManager:
             self.notifier.status(self.status_line())
 
     def install_signal_handlers(self) -> None:
-        signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
+        self.signals.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
-            self._reload_requested = True
-        else:
-            self._stop_requested = True
-
-    def _on_wakeup(self) -> None:
-        try:
-            while self._wakeup_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        if self._reload_requested:
-            self._reload_requested = False
             self._reload()
-        if self._stop_requested:
+        else:
             log.info("stopping on signal")
             self.notifier.stopping("stopping: writing a snapshot")
             self.loop.stop()
@@ -252,14 +233,12 @@ class SessionManager:
                 )
 
     def close(self) -> None:
-        signal.set_wakeup_fd(-1)
+        self.signals.close()
         self.notifier.close()
         close(self.frontend)
         close(self.backend)
         if self.zap is not None:
             self.zap.close()
-        self._wakeup_r.close()
-        self._wakeup_w.close()
         storage, self.storage = self.storage, None
         if storage is not None:
             try:

@@ -1,6 +1,7 @@
 """ZeroMQ transport: the only package that imports zmq (sockets, the reactor loop)."""
 
 from flamed.transport.loop import Loop, Timer
+from flamed.transport.signals import SignalInbox
 from flamed.transport.sockets import (
     Frames,
     bind_router,
@@ -16,6 +17,7 @@ from flamed.transport.sockets import (
 __all__ = [
     "Frames",
     "Loop",
+    "SignalInbox",
     "Timer",
     "bind_router",
     "close",
