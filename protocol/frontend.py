@@ -93,10 +93,14 @@ class DeleteSession(Message):
 
 
 class CreateTasks(Message):
-    """Creates one task per input, in order; ids are consecutive."""
+    """Creates one task per input, in order; ids are consecutive. With `watch`, the results
+    follow: after `TasksCreated`, `TaskUpdates` pushes (same `request_id`, with data) carry each
+    of these tasks once, when it reaches a terminal state, so a client that wants results needs
+    no separate `WatchTasks` round trip."""
 
     session_id: str
     inputs: list[bytes | None]
+    watch: bool = False
 
 
 class GetTask(Message):

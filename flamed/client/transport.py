@@ -8,7 +8,8 @@ by `request_id`.
 Throughput rules:
 - every `CreateTasks` for one session taken in the same turn goes out as ONE request; the
   returned ids are split back to the callers in order;
-- the tasks of such a batch that want their results get ONE `WatchTasks`; its `TaskUpdates`
+- a batch with tasks that want their results asks for them in the same request
+  (`CreateTasks{watch}`: no second round trip before results can flow); its `TaskUpdates`
   pushes are dispatched to per-task sinks (the futures of `Session.run`), so there is no thread
   per task.
 
@@ -351,15 +352,23 @@ class IoThread:
         request_id = self._request_id()
         inputs = parts[0].inputs if len(parts) == 1 else [i for p in parts for i in p.inputs]
         self._pending[request_id] = _PendingCreate(session_id, parts, time.monotonic() + self.timeout)
-        self._enqueue(request_id, fe.CreateTasks(session_id=session_id, inputs=inputs))
+        watch = any(part.sinks is not None for part in parts)  # results come under this request id
+        self._enqueue(request_id, fe.CreateTasks(session_id=session_id, inputs=inputs, watch=watch))
 
-    def _start_watch(self, session_id: str, sinks: dict[int, list[Sink]]) -> None:
+    def _start_watch(self, session_id: str, sinks: dict[int, list[Sink]], request_id: int | None = None) -> None:
+        """Follow `sinks`: with `request_id`, under that `CreateTasks{watch}` (the server pushes
+        already, no request goes out); without, with a new `WatchTasks`."""
         if not sinks:
             return
         if not self._watches:
             self._last_heard = max(self._last_heard, time.monotonic())
+        watch = _ActiveWatch(session_id, sinks)
+        if request_id is not None:
+            watch.sent = True
+            self._watches[request_id] = watch
+            return
         request_id = self._request_id()
-        self._watches[request_id] = _ActiveWatch(session_id, sinks)
+        self._watches[request_id] = watch
         self._enqueue(request_id, fe.WatchTasks(session_id=session_id, task_ids=sorted(sinks)))
 
     def _flush_backlog(self) -> None:
@@ -418,7 +427,7 @@ class IoThread:
                     set_result(pending.future, reply)
             return
         if isinstance(reply, fe.TasksCreated):
-            self._on_created(pending, reply.task_ids)
+            self._on_created(request_id, pending, reply.task_ids)
         else:
             error = self._error_of(reply)
             for part in pending.parts:
@@ -432,7 +441,7 @@ class IoThread:
             return from_server(reply.code, reply.message)
         return FlameError(FlameErrorCode.INTERNAL, f"unexpected {type(reply).__name__} from {self.endpoint}")
 
-    def _on_created(self, pending: _PendingCreate, task_ids: list[int]) -> None:
+    def _on_created(self, request_id: int, pending: _PendingCreate, task_ids: list[int]) -> None:
         start = 0
         sinks: dict[int, list[Sink]] = {}
         for part in pending.parts:
@@ -445,7 +454,7 @@ class IoThread:
                         sink.task_id = task_id  # type: ignore[attr-defined]  # documented on Session.run
             if part.future is not None:
                 set_result(part.future, ids)
-        self._start_watch(pending.session_id, sinks)
+        self._start_watch(pending.session_id, sinks, request_id)
 
     def _on_updates(self, request_id: int, tasks: list[Task]) -> None:
         watch = self._watches.get(request_id)

@@ -374,11 +374,25 @@ class Controller:
                     f"input {index} is {len(data)} bytes; the limit is {limit} (limits.max_task_input_size); "
                     "no task of this request was created",
                 )
+        if request.watch:
+            self._check_watch_limit(peer)
         first = len(session.tasks) + 1
         self.commit(r.TasksCreated(time=now.wall, session_id=session.id, first_id=first, inputs=request.inputs))
         self.counters["tasks_created"] += len(request.inputs)
         self.dispatcher.session_changed(session.id)
-        return fe.TasksCreated(session_id=session.id, task_ids=list(range(first, first + len(request.inputs))))
+        task_ids = list(range(first, first + len(request.inputs)))
+        if request.watch:
+            watch = Watch(peer, request.request_id, session.id, set(task_ids), include_data=True, terminal_only=True)
+            self.watches.add_results(watch, session, now.mono)
+        return fe.TasksCreated(session_id=session.id, task_ids=task_ids)
+
+    def _check_watch_limit(self, peer: bytes) -> None:
+        if self.watches.count(peer) >= self.config.max_watches_per_client:
+            raise RequestError(
+                ErrorCode.LimitExceeded,
+                f"this client has {self.config.max_watches_per_client} open watches "
+                "(limits.max_watches_per_client); wait for some to finish",
+            )
 
     def _task(self, session_id: str, task_id: int):  # type: ignore[no-untyped-def]
         session = self._session(session_id)
@@ -405,12 +419,7 @@ class Controller:
                 raise RequestError(
                     ErrorCode.NotFound, f"tasks {sorted(unknown)[:10]} not found in session {session.id}"
                 )
-        if self.watches.count(peer) >= self.config.max_watches_per_client:
-            raise RequestError(
-                ErrorCode.LimitExceeded,
-                f"this client has {self.config.max_watches_per_client} open watches "
-                "(limits.max_watches_per_client); wait for some to finish",
-            )
+        self._check_watch_limit(peer)
         watch = Watch(peer, request.request_id, session.id, remaining, request.include_data)
         self.watches.add(watch, session, now.mono)
         return None  # the first TaskUpdates push is the reply

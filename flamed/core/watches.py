@@ -1,7 +1,9 @@
-"""Task watches: server pushes of task state changes to the clients that asked (`WatchTasks`).
+"""Task watches: server pushes of task state changes to the clients that asked (`WatchTasks`,
+or `CreateTasks{watch}` for the results of the tasks it creates).
 
-A watch first gets the current state of its tasks, then, once per loop turn, one `TaskUpdates`
-with every watched task that changed. A watch on given ids ends when all of them are terminal;
+A `WatchTasks` watch first gets the current state of its tasks, then, once per loop turn, one
+`TaskUpdates` with every watched task that changed; a `CreateTasks{watch}` watch gets no first
+push and each task only once, terminal. A watch on given ids ends when all of them are terminal;
 a watch on a whole session (no ids) ends when the session is closed or deleted. Watches live
 as long as their client is heard from: any request renews them, and a client silent for
 `ttl` seconds (or that the socket reports gone) loses them. Nothing here touches state.
@@ -16,16 +18,24 @@ from protocol.types import SessionState, Task
 
 
 class Watch:
-    __slots__ = ("include_data", "peer", "remaining", "request_id", "session_id")
+    __slots__ = ("include_data", "peer", "remaining", "request_id", "session_id", "terminal_only")
 
-    def __init__(
-        self, peer: bytes, request_id: int, session_id: str, remaining: set[int] | None, include_data: bool
+    def __init__(  # noqa: PLR0917 - a plain record
+        self,
+        peer: bytes,
+        request_id: int,
+        session_id: str,
+        remaining: set[int] | None,
+        include_data: bool,
+        terminal_only: bool = False,
     ) -> None:
         self.peer = peer
         self.request_id = request_id
         self.session_id = session_id
         self.remaining = remaining  # None: every task of the session, until it closes
         self.include_data = include_data
+        #: `CreateTasks{watch}`: push a task only once, when it is terminal
+        self.terminal_only = terminal_only
 
 
 class Watches:
@@ -59,6 +69,12 @@ class Watches:
             return
         self.by_session.setdefault(session.id, []).append(watch)
 
+    def add_results(self, watch: Watch, session: SessionEntry, now: float) -> None:
+        """Register a `CreateTasks{watch}` watch: no first push (its tasks were just created,
+        Pending), then each task once, when it is terminal."""
+        self.seen(watch.peer, now)
+        self.by_session.setdefault(session.id, []).append(watch)
+
     def _view(self, session: SessionEntry, task: object, watch: Watch) -> Task:
         # pushes carry state and message; GetTask gives the events
         return task_view(session.id, task, include_data=watch.include_data, include_events=False)  # type: ignore[arg-type]
@@ -86,6 +102,8 @@ class Watches:
     def _push(self, session: SessionEntry, watch: Watch, task_ids: set[int]) -> bool:
         """Push the changes `watch` cares about; False when the watch is finished."""
         ids = task_ids if watch.remaining is None else task_ids & watch.remaining
+        if ids and watch.terminal_only:
+            ids = {i for i in ids if session.tasks[i - 1].state.is_terminal}
         if ids:
             tasks = [self._view(session, session.tasks[i - 1], watch) for i in sorted(ids)]
             self.pushes.append((watch.peer, TaskUpdates(request_id=watch.request_id, tasks=tasks)))

@@ -8,7 +8,7 @@ everything back the way the last durable turn left it:
   are answered `Error(StorageUnavailable, ...)` instead; read-only requests are answered again
   from the re-read state, so no client sees a change that is not durable;
 - watch pushes of the turn are dropped and their watches ended with the same error (the client
-  watches again);
+  watches again); a watch that a failed `CreateTasks{watch}` opened goes with its tasks;
 - node messages of the turn are dropped and each link's receive sequence and ack go back to
   their last durable values, so the executor manager's next message shows a gap, is answered
   `Reregister`, and it re-registers and resends its unacknowledged reports (an ack never covers
@@ -108,7 +108,7 @@ class TurnGuard:
             if key not in failed:
                 failed.add(key)
                 replies.append((peer, unavailable(reason, reply.request_id)))
-        self._end_watches(ended, state)
+        self._end_watches(ended | failed, state)  # failed: a CreateTasks{watch} of the turn
         for peer, request in self._reads:
             ctl.handle_client(peer, request, now)
         replies.extend(ctl.outbox.replies)

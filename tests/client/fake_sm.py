@@ -34,6 +34,8 @@ class FakeSessionManager:
             fe.WatchTasks: self.watch_tasks,
         }
         self.inputs: dict[tuple[str, int], bytes | None] = {}
+        #: what a `CreateTasks{watch}` gets after `TasksCreated` (tests replace it to script results)
+        self.results: Callable[[str, list[int]], list[fe.Message]] = self.finished
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -56,21 +58,27 @@ class FakeSessionManager:
         self.next_task_id[request.session_id] = first + len(ids)
         for task_id, data in zip(ids, request.inputs, strict=True):
             self.inputs[(request.session_id, task_id)] = data
-        return [fe.TasksCreated(session_id=request.session_id, task_ids=ids)]
+        created: list[fe.Message] = [fe.TasksCreated(session_id=request.session_id, task_ids=ids)]
+        return created + self.results(request.session_id, ids) if request.watch else created
 
     def watch_tasks(self, request: fe.WatchTasks) -> list[fe.Message]:
-        """First push: every task Running; second: each finished (output = input reversed)."""
+        """First push: every task Running; second: each finished."""
         sid = request.session_id
         running = [Task(id=i, session_id=sid, state=TaskState.Running) for i in request.task_ids]
+        return [fe.TaskUpdates(tasks=running), *self.finished(sid, request.task_ids)]
+
+    def finished(self, sid: str, task_ids: list[int]) -> list[fe.Message]:
+        """One push with each task finished: output = input reversed, or Failed for inputs in
+        `failures`."""
         done = []
-        for task_id in request.task_ids:
+        for task_id in task_ids:
             data = self.inputs.get((sid, task_id))
             if data in self.failures:
                 done.append(Task(id=task_id, session_id=sid, state=TaskState.Failed, message=self.failures[data]))
             else:
                 output = data[::-1] if data is not None else None
                 done.append(Task(id=task_id, session_id=sid, state=TaskState.Succeed, output=output))
-        return [fe.TaskUpdates(tasks=running), fe.TaskUpdates(tasks=done)]
+        return [fe.TaskUpdates(tasks=done)]
 
     def of_type(self, kind: type) -> list[Any]:
         with self._lock:

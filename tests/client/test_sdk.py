@@ -41,18 +41,27 @@ def test_run_futures_complete_with_outputs(conn: Connection) -> None:
 
 @pytest.mark.timeout(20)
 def test_create_tasks_are_coalesced(conn: Connection, fake: FakeSessionManager) -> None:
-    """Breaks if every run() becomes its own CreateTasks (and WatchTasks) request."""
+    """Breaks if every run() becomes its own CreateTasks request, or if the results are asked
+    for with a second request (a WatchTasks round trip) instead of `CreateTasks{watch}`."""
     session = conn.create_session("app")
     futures = [session.run(b"x") for _ in range(2000)]
     for future in futures:
         future.result(10)
     creates = fake.of_type(fe.CreateTasks)
-    watches = fake.of_type(fe.WatchTasks)
     assert sum(len(c.inputs) for c in creates) == 2000
     assert len(creates) < 200
     assert max(len(c.inputs) for c in creates) > 1
-    assert len(watches) == len(creates)
-    assert sorted(i for w in watches for i in w.task_ids) == list(range(1, 2001))
+    assert all(c.watch for c in creates)
+    assert not fake.of_type(fe.WatchTasks)
+
+
+@pytest.mark.timeout(20)
+def test_create_tasks_without_results_asks_for_no_watch(conn: Connection, fake: FakeSessionManager) -> None:
+    """Breaks if `create_tasks` (ids only) makes the server push results nobody reads."""
+    session = conn.create_session("app")
+    session.create_tasks([b"a", b"b"])
+    (create,) = fake.of_type(fe.CreateTasks)
+    assert not create.watch
 
 
 @pytest.mark.timeout(20)
@@ -86,11 +95,11 @@ def test_failed_task_raises_its_message(conn: Connection, fake: FakeSessionManag
 def test_cancelled_task_raises_invalid_state(conn: Connection, fake: FakeSessionManager) -> None:
     """Breaks if a task cancelled by closing its session looks like a success or hangs."""
 
-    def cancel(request: fe.WatchTasks) -> list[fe.Message]:
-        tasks = [Task(id=i, session_id=request.session_id, state=WireTaskState.Cancelled) for i in request.task_ids]
+    def cancel(session_id: str, task_ids: list[int]) -> list[fe.Message]:
+        tasks = [Task(id=i, session_id=session_id, state=WireTaskState.Cancelled) for i in task_ids]
         return [fe.TaskUpdates(tasks=tasks)]
 
-    fake.handlers[fe.WatchTasks] = cancel
+    fake.results = cancel
     session = conn.create_session("app")
     with pytest.raises(FlameError) as caught:
         session.run(b"x").result(10)
@@ -122,8 +131,8 @@ def test_error_replies_map_to_flame_codes(
 
 @pytest.mark.timeout(20)
 def test_watch_error_fails_the_futures(conn: Connection, fake: FakeSessionManager) -> None:
-    """Breaks if an Error answering a WatchTasks leaves the run() futures hanging."""
-    fake.handlers[fe.WatchTasks] = lambda r: [fe.Error(code=ErrorCode.NotFound, message="session gone")]
+    """Breaks if an Error ending the watch of a CreateTasks leaves the run() futures hanging."""
+    fake.results = lambda session_id, task_ids: [fe.Error(code=ErrorCode.NotFound, message="session gone")]
     session = conn.create_session("app")
     with pytest.raises(FlameError) as caught:
         session.run(b"x").result(10)
@@ -201,7 +210,7 @@ def test_unanswered_request_times_out_and_connection_survives(fake: FakeSessionM
 def test_open_watches_send_pings_and_fail_when_silent(fake: FakeSessionManager) -> None:
     """Breaks if a client with open watches goes quiet (the server would drop its watches)
     or waits forever on a session manager that stopped answering."""
-    fake.handlers[fe.WatchTasks] = lambda r: []
+    fake.results = lambda session_id, task_ids: []
     fake.handlers[fe.Ping] = lambda r: []
     with Connection(fake.endpoint, timeout=0.6) as conn:
         future = conn.create_session("app").run(b"x")
@@ -227,21 +236,22 @@ def test_watches_are_renewed_after_reconnect(tmp_path: Path) -> None:
     waiting forever: the client must send its open watches again when it reconnects."""
     endpoint = f"ipc://{tmp_path}/sm"
     first = FakeSessionManager(endpoint)
-    first.handlers[fe.WatchTasks] = lambda r: [
-        fe.TaskUpdates(tasks=[Task(id=i, session_id=r.session_id, state=WireTaskState.Running) for i in r.task_ids])
+    first.results = lambda session_id, task_ids: [
+        fe.TaskUpdates(tasks=[Task(id=i, session_id=session_id, state=WireTaskState.Running) for i in task_ids])
     ]
     second = None
     try:
         with Connection(endpoint, timeout=5.0) as conn:
             future = conn.create_session("app").run(b"abc")
             deadline = time.monotonic() + 5
-            while not first.of_type(fe.WatchTasks) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            while getattr(future, "task_id", None) is None and time.monotonic() < deadline:
+                time.sleep(0.01)  # TasksCreated came back: the watch is open
             first.stop()
             second = FakeSessionManager(endpoint)
             assert future.result(10) is None  # the new server knows no input: output None
             (watch,) = second.of_type(fe.WatchTasks)
-            assert watch.request_id == first.of_type(fe.WatchTasks)[0].request_id
+            assert watch.request_id == first.of_type(fe.CreateTasks)[0].request_id
+            assert watch.task_ids == [future.task_id]  # type: ignore[attr-defined]
     finally:
         first.stop()
         if second is not None:

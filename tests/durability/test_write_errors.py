@@ -52,9 +52,12 @@ def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
         raise StorageError("cannot write to wal-1.log: No space left on device")
 
     monkeypatch.setattr(storage, "commit", full_disk)
-    reply = create(sm, "s", [b"c"])
+    reply = sm.call({"type": "CreateTasks", "session_id": "s", "inputs": [b"c"], "watch": True})
     assert reply["type"] == "Error" and reply["code"] == "StorageUnavailable", reply
     assert "No space left on device" in reply["message"] and "nothing was changed" in reply["message"]
+    # The refused CreateTasks{watch} leaves no watch behind: task id 3 goes to the next task,
+    # whose result must not be pushed under the failed request's id.
+    assert len(manager.controller.watches) == 0
     reply = sm.call({"type": "CreateSession", "session_id": "t", "spec": {"application": "flmping"}})
     assert reply["code"] == "StorageUnavailable", reply
     # Reads are served from a state equal to the disk: the refused changes are not there.

@@ -116,6 +116,40 @@ def test_watch_pushes_updates_until_the_tasks_are_terminal() -> None:
     assert final == {1: TaskState.Succeed, 2: TaskState.Succeed}
 
 
+def test_create_with_watch_pushes_each_result_once_when_terminal() -> None:
+    """Breaks if `CreateTasks{watch}` pushes Pending/Running states, repeats a task, loses an
+    output, or keeps the watch open after the last result."""
+    h = cluster()
+    h.session("s1")
+    create = fe.CreateTasks(session_id="s1", inputs=[b"a", b"b", b"c"], watch=True)
+    create.request_id = 777
+    h.ctl.handle_client(b"runner", create, h.now())
+    h.pump()
+    h.advance(0.5)
+    replies = [m for m in h.replies[b"runner"] if m.request_id == 777]
+    assert isinstance(replies[0], fe.TasksCreated)
+    pushed = [t for m in replies[1:] for t in m.tasks]  # type: ignore[attr-defined]
+    assert all(isinstance(m, fe.TaskUpdates) for m in replies[1:])
+    assert sorted(t.id for t in pushed) == [1, 2, 3]
+    assert {t.state for t in pushed} == {TaskState.Succeed}
+    assert {t.id: t.output for t in pushed} == {1: b"a", 2: b"b", 3: b"c"}
+    assert len(h.ctl.watches) == 0
+
+
+def test_create_with_watch_counts_against_the_watch_limit() -> None:
+    """Breaks if `CreateTasks{watch}` escapes limits.max_watches_per_client, or if a refused
+    one still creates its tasks."""
+    h = cluster(max_watches_per_client=1)
+    node = next(iter(h.nodes.values()))
+    node.auto_run = False
+    h.session("s1")
+    assert isinstance(h.request(fe.CreateTasks(session_id="s1", inputs=[b"a"], watch=True)), fe.TasksCreated)
+    refused = h.request(fe.CreateTasks(session_id="s1", inputs=[b"b"], watch=True))
+    assert isinstance(refused, fe.Error)
+    assert refused.code is ErrorCode.LimitExceeded
+    assert len(h.state.sessions["s1"].tasks) == 1
+
+
 def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
     h = cluster()
     cases: list[tuple[fe.Message, ErrorCode]] = [
