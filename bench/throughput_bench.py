@@ -1,14 +1,15 @@
 """End-to-end task throughput and latency through a real local cluster.
 
 A `flamed cluster` (one session manager, 1 or 2 executor managers with 2 slots each) runs on
-ipc:// endpoints in a temporary directory, with the durable log's fsync policy `always` or
-`never`. After a warm-up, each case is run several times and reported as median, min and max:
+ipc:// endpoints in a temporary directory, with the durable log's fsync policy `always`,
+`interval` (1 s) or `never`. After a warm-up, each case is run several times and reported as median, min and max:
 
 - throughput: N no-op tasks (1,000 / 30,000 / 100,000) in one session, all submitted at once
   with `Session.run` futures, timed from the first submit to the last result;
 - concurrent: 4 client processes, 10 sessions in all, N tasks in all, timed from the start
   signal to the last result of the slowest client;
-- latency: 1,000 sequential tasks (submit, wait for the result) in a warm session, p50 and p99;
+- latency: 1,000 sequential tasks (submit, wait for the result) in a warm session, p50 and p99,
+  with the fsyncs per task and their mean latency (the disk's share of each round trip);
 - session-manager RSS before and after 100,000 tasks are held (full run only).
 
 Every output is checked: a task echoes its input (`flmping` echoes input that is not JSON), and
@@ -144,6 +145,22 @@ def latency(endpoint: str, tasks: int) -> list[float]:
     return samples
 
 
+def storage_counters(endpoint: str) -> tuple[float, float]:
+    """(fsyncs, seconds spent in fsync) so far, from the session manager's GetStats."""
+    with open_connection(endpoint, timeout=30) as conn:
+        stats = conn.get_stats()
+    return stats.get("storage_fsyncs", 0.0), stats.get("storage_fsync_seconds", 0.0)
+
+
+def fsync_share(before: tuple[float, float], after: tuple[float, float], tasks: int) -> dict[str, float]:
+    """How much of each sequential round trip the disk took: fsyncs per task, their mean."""
+    fsyncs, seconds = after[0] - before[0], after[1] - before[1]
+    return {
+        "fsyncs_per_task": fsyncs / tasks,
+        "mean_fsync_ms": seconds / fsyncs * 1000 if fsyncs else 0.0,
+    }
+
+
 def summary(values: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
@@ -169,14 +186,17 @@ def bench_cluster(base: Path, fsync: str, executors: int, args: argparse.Namespa
         result["concurrent"] = {"clients": 4, "sessions": 10, "tasks": n, **summary(runs)}
         print(f"{name}  {n:>7} tasks, 4 clients x 10 sessions: {fmt(runs)} tasks/s", flush=True)
         p50s, p99s = [], []
+        disk_before = storage_counters(cluster.frontend)
         for _ in range(args.runs):
             samples = latency(cluster.frontend, args.latency_tasks)
             p50s.append(percentile(samples, 0.50) * 1000)
             p99s.append(percentile(samples, 0.99) * 1000)
-        result["latency_ms"] = {"tasks": args.latency_tasks, "p50": summary(p50s), "p99": summary(p99s)}
+        disk = fsync_share(disk_before, storage_counters(cluster.frontend), args.runs * (args.latency_tasks + 1))
+        result["latency_ms"] = {"tasks": args.latency_tasks, "p50": summary(p50s), "p99": summary(p99s), **disk}
         print(
             f"{name}  latency over {args.latency_tasks} sequential tasks: "
-            f"p50 {statistics.median(p50s):.2f} ms, p99 {statistics.median(p99s):.2f} ms",
+            f"p50 {statistics.median(p50s):.2f} ms, p99 {statistics.median(p99s):.2f} ms "
+            f"({disk['fsyncs_per_task']:.2f} fsyncs per task, mean fsync {disk['mean_fsync_ms']:.3f} ms)",
             flush=True,
         )
         if not args.quick and fsync == "always" and executors == 1:
@@ -262,7 +282,7 @@ def main() -> int:
     args.sizes = [1_000, 30_000, 100_000]
     args.concurrent_tasks = 40_000
     args.latency_tasks = 1_000
-    setups = [("always", 1), ("never", 1), ("always", 2), ("never", 2)]
+    setups = [("always", 1), ("interval", 1), ("never", 1), ("always", 2), ("never", 2)]
     if args.quick:
         args.runs, args.sizes, args.concurrent_tasks = 1, [1_000, 30_000], 20_000
         setups = [("always", 1), ("never", 1)]

@@ -79,6 +79,8 @@ class Storage:
         self._bytes_written = 0
         self._last_fsync_latency = 0.0
         self._max_fsync_latency = 0.0
+        #: time spent in fsync since start (with `fsyncs`, the mean latency over any window)
+        self._fsync_seconds = 0.0
         self._prune()
 
     @classmethod
@@ -203,6 +205,7 @@ class Storage:
         self._last_fsync = now
         self._last_fsync_latency = latency
         self._max_fsync_latency = max(self._max_fsync_latency, latency)
+        self._fsync_seconds += latency
         self._counters["fsyncs"] += 1
 
     def _rotate(self) -> None:
@@ -289,6 +292,7 @@ class Storage:
             "torn_bytes_truncated": self._recovery.torn_bytes,
             "last_fsync_latency_ms": self._last_fsync_latency * 1000,
             "max_fsync_latency_ms": self._max_fsync_latency * 1000,
+            "fsync_seconds": self._fsync_seconds,
             "poisoned": self._active.poisoned or "",
             **self._counters,
         }
