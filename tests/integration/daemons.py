@@ -83,10 +83,16 @@ class Daemons:
             "[client]\ntimeout = 20.0\n"
         )
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        """Start `flamed ARGS` as process `name`; `prefix` runs it through a command that
+        execs it (e.g. `ip netns exec NS`), so the pid is still the daemon's."""
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flamed", *args], stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.dir
+            [*prefix, sys.executable, "-m", "flamed", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.dir,
         )
         log.close()
         self.procs[name] = proc

@@ -81,8 +81,9 @@ class Cluster:
         assert self._conn is not None
         return self._conn
 
-    def start_em(self, node: str, slots: int = 1, proc: str | None = None) -> int:
-        """Start an executor manager for `node` (under the process name `proc`); its pid."""
+    def start_em(self, node: str, slots: int = 1, proc: str | None = None, netns: str | None = None) -> int:
+        """Start an executor manager for `node` (under the process name `proc`, inside network
+        namespace `netns` if given); its pid."""
         proc = proc or node
         self.d.spawn(
             proc,
@@ -97,6 +98,7 @@ class Cluster:
             str(self.d.dir / f"rt-{proc}"),
             "--config",
             str(self.d.config),
+            prefix=("ip", "netns", "exec", netns) if netns else (),
         )
         return self.d.procs[proc].pid
 
