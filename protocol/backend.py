@@ -183,11 +183,14 @@ class Registered(Message):
 
 
 class Heartbeat(Message):
-    """Both ways. `ack` (SM -> EM only) as in `Commands`."""
+    """Both ways. `ack` (SM -> EM only) as in `Commands`. `stopping` (EM -> SM only): the
+    executor manager is draining to stop (SIGTERM), so it takes no new executors, binds or
+    tasks; it is sent at once when the drain begins and on every heartbeat after."""
 
     epoch: int
     seq: int
     ack: int = 0
+    stopping: bool = False
 
 
 class Commands(Message):

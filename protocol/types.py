@@ -186,6 +186,8 @@ class Node(Struct):
     epoch: int = 0
     drained: bool = False
     last_heartbeat_age: float | None = None
+    #: its executor manager is draining to stop (SIGTERM): no new work, goodbye soon
+    stopping: bool = False
     executors: dict[str, int] = {}
 
 

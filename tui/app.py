@@ -49,7 +49,8 @@ HELP = """\
 States are words and colours: Ready/Unknown/NotReady (node), Connected/Draining/Closed (link),
 Idle/Binding/Bound/Unbinding/Releasing (executor), Pending/Running/Succeed/Failed/Cancelled.
 "Heard" is the time since the node's last message; it turns yellow at 5 s, red at 15 s.
-A drained node keeps its executors but gets no new ones ("drained" in the Link column).
+A drained node keeps its executors but gets no new ones ("drained" in the Link column);
+"stopping" there means its executor manager is draining to stop (SIGTERM).
 
 press any key to close"""
 

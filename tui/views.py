@@ -110,6 +110,8 @@ def _link(node: Node) -> Text:
     text = state_text(node.connection)
     if node.drained:
         text.append(" drained", style="bold magenta")
+    if node.stopping:
+        text.append(" stopping", style="bold magenta")
     return text
 
 

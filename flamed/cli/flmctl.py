@@ -114,8 +114,9 @@ def executor_table(executors: Sequence[Executor]) -> str:
 
 
 def node_status(node: Node) -> str:
-    """The node state, with `,Drained` when it is cordoned (as kubectl's SchedulingDisabled)."""
-    return f"{node.state},Drained" if node.drained else str(node.state)
+    """The node state, with `,Drained` when it is cordoned (as kubectl's SchedulingDisabled)
+    and `,Stopping` while its executor manager drains to stop."""
+    return str(node.state) + (",Drained" if node.drained else "") + (",Stopping" if node.stopping else "")
 
 
 def node_table(nodes: Sequence[Node]) -> str:

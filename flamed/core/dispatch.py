@@ -114,9 +114,11 @@ class Dispatcher:
             # is not sent (its link is not Connected), so the task would wait for the node or
             # its drain and be retried for a launch the node never saw. When the node registers
             # again its sessions are marked dirty, and it gets work again.
-            ready = self.ctl.links.is_ready
+            # Nor do executors on a node whose executor manager is stopping: it would only hold
+            # the tasks back and hand them over unstarted when its running task is done.
+            ready, stopping = self.ctl.links.is_ready, self.ctl.links.is_stopping
             executors = [self.ctl.state.executors[e] for e in sorted(executor_ids)]
-            executors = [e for e in executors if ready(e.node) and e.id not in self.reclaiming]
+            executors = [e for e in executors if ready(e.node) and not stopping(e.node) and e.id not in self.reclaiming]
             if not executors:
                 continue
             in_flight = sum(len(e.tasks) for e in executors)
@@ -247,7 +249,7 @@ class Dispatcher:
                 capacity=n.info.capacity,
                 max_executors=n.info.max_executors,
                 ready=self.ctl.links.is_ready(n.name),
-                drained=n.drained,
+                drained=n.drained or self.ctl.links.is_stopping(n.name),  # no new executors either way
             )
             for n in state.nodes.values()
         ]

@@ -58,6 +58,7 @@ class NodeLink:
         "peer",
         "recv_seq",
         "send_seq",
+        "stopping",
     )
 
     def __init__(self, name: str, peer: bytes | None, incarnation: str, epoch: int, now: float) -> None:
@@ -73,6 +74,8 @@ class NodeLink:
         self.ack = 0
         self.drain_deadline: float | None = None
         self.commands: list[be.ExecutorCommand] = []
+        #: the executor manager said it is draining to stop: no new executors, binds or tasks
+        self.stopping = False
 
 
 #: Recovery counters, in `GetStats` as `<name>_total` from the start (zero until they move).
@@ -139,6 +142,10 @@ class NodeLinks:
         if isinstance(message, be.Reports):
             self._reports(link, message.reports, now)
             link.ack = message.seq
+        elif isinstance(message, be.Heartbeat) and message.stopping and not link.stopping:
+            link.stopping = True
+            log.info("node %s: stopping (its executor manager is draining): no new executors or tasks", link.name)
+            self.ctl.dispatcher.schedule_soon()  # its idle executors go, binds go elsewhere
         elif isinstance(message, be.Goodbye):
             log.info("node %s: goodbye (executor manager stopping)", link.name)
             self._close(link, ConnectionTrigger.goodbye, "executor manager stopped", now)
@@ -456,6 +463,10 @@ class NodeLinks:
 
     # ------------------------------------------------------------------ views
 
+    def is_stopping(self, node: str) -> bool:
+        link = self.links.get(node)
+        return link is not None and link.stopping
+
     def is_ready(self, node: str) -> bool:
         link = self.links.get(node)
         entry = self.ctl.state.nodes.get(node)
@@ -497,6 +508,7 @@ class NodeLinks:
             incarnation=node.incarnation,
             epoch=node.epoch,
             drained=node.drained,
+            stopping=bool(link and link.stopping),
             last_heartbeat_age=(now - link.last_seen) if link and link.peer is not None else None,
             executors=counts,
         )

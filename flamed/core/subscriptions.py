@@ -207,7 +207,13 @@ class Subscriptions:
         marks: dict[str, tuple[object, ...]] = {}
         for name, node in ctl.state.nodes.items():
             link = ctl.links.links.get(name)
-            marks[name] = (node.state, node.drained, link.connection if link else None, link and link.peer is None)
+            marks[name] = (
+                node.state,
+                node.drained,
+                link.connection if link else None,
+                link and link.peer is None,
+                link and link.stopping,
+            )
         return marks
 
     # ------------------------------------------------------------------ pushes

@@ -149,6 +149,8 @@ class ExecutorManager:
             "node %s: draining on SIGTERM: %d executors busy; stopping in at most %.0fs", self.node_name, busy, grace
         )
         self.notifier.stopping(f"draining: {busy} executors busy")
+        if self.link.registered:  # tell the session manager now, not at the next heartbeat
+            self._send_heartbeat(self.loop.now())
         self._drain_step()
 
     def _busy(self) -> int:
@@ -407,11 +409,15 @@ class ExecutorManager:
         if link.registered and link.silent_for(now) > link.silence_limit:
             self._reregister(f"no message from the session manager for {link.silent_for(now):.1f}s")
         elif link.heartbeat_due(now):
-            heartbeat = be.Heartbeat(epoch=link.epoch, seq=link.next_seq(now))
-            try_send(self.backend, codec.encode(heartbeat))
+            self._send_heartbeat(now)
         self.holder.poll_exits()
         if self.drain_deadline is not None:
             self._drain_step()
+
+    def _send_heartbeat(self, now: float) -> None:
+        link = self.link
+        heartbeat = be.Heartbeat(epoch=link.epoch, seq=link.next_seq(now), stopping=self.drain_deadline is not None)
+        try_send(self.backend, codec.encode(heartbeat))
 
     def _flush(self) -> None:
         if not self.holder.reports:

@@ -151,6 +151,37 @@ def test_graceful_stop_finishes_the_running_task_then_the_node_is_cleaned_up_at_
     c.record(f"h graceful EM stop (task 2 ran on {where})", exited=exited, cleanup=not_ready_at)
 
 
+def test_a_draining_node_is_offered_no_work_and_its_queue_runs_elsewhere(cluster: Cluster) -> None:
+    """SIGTERM on a node with a long task and a queue: the session manager learns at once that
+    the node is stopping and offers it no executor, bind or task; the queue it hands back runs
+    on n2 with no retry counted. Breaks if binds keep bouncing off the draining node (a hot
+    loop of refused binds, thousands of messages, until its goodbye)."""
+    c = cluster
+    c.start_em("n1", 2)
+    c.wait_node("n1", "Ready")
+    c.session()
+    c.submit("s1", [3.0])
+    c.wait_started(1)
+    c.submit("s1", [0.5] * 10)
+    c.wait_started(2)
+    messages_before = c.stat("node_messages")
+    c.signal("n1", signal.SIGTERM)
+    c.wait("n1 to show stopping", lambda: c.node("n1").stopping, timeout=DETECTION)
+    c.start_em("n2", 2)
+    c.wait_node("n2", "Ready")
+    assert c.d.procs["n1"].wait(15) == 0
+    c.wait_node("n1", "NotReady", timeout=DETECTION)
+    during_drain = c.stat("node_messages") - messages_before
+    tasks = c.wait_tasks(TaskState.Succeed)
+    assert len(tasks) == 11
+    assert all(t.retry_count == 0 for t in tasks)  # the drained ones went back unstarted
+    assert all(len(c.starts_of(t.id)) == 1 for t in tasks)
+    assert any(r.ppid == c.pid("n2") for r in c.runs())
+    # Reports during the drain: a few (unbinds, the completions of n1's running tasks), plus
+    # n2's registration traffic; a bind loop would be thousands.
+    assert during_drain < 100, during_drain
+
+
 def test_second_sigterm_stops_at_once_and_the_task_reruns_elsewhere(cluster: Cluster) -> None:
     c = cluster
     task_id = _one_task_on_n1(c, 3.0)

@@ -38,6 +38,8 @@ class FakeNode:
     errors: list[be.Error] = field(default_factory=list)
     registered: list[be.Registered] = field(default_factory=list)
     fail_inputs: set[bytes] = field(default_factory=set)
+    stopping: bool = False  # its heartbeats say it is draining to stop
+    commands: list[be.ExecutorCommand] = field(default_factory=list)  # every command received
 
     def __post_init__(self) -> None:
         self.peer = f"{self.name}/{self.incarnation}".encode()
@@ -91,6 +93,7 @@ class FakeNode:
                 self.queued.setdefault(a.executor_id, []).extend(t for t in a.tasks if t.task_id not in have)
 
     def _command(self, command: be.ExecutorCommand) -> None:
+        self.commands.append(command)
         match command:
             case be.CreateExecutor():
                 self.executors[command.executor_id] = None
@@ -220,7 +223,8 @@ class Harness:
             for node in self.nodes.values():
                 if node.online and (heartbeat is None or heartbeat(node)):
                     node.seq += 1
-                    self.ctl.handle_node(node.peer, be.Heartbeat(epoch=node.epoch, seq=node.seq), self.now())
+                    beat = be.Heartbeat(epoch=node.epoch, seq=node.seq, stopping=node.stopping)
+                    self.ctl.handle_node(node.peer, beat, self.now())
             self.ctl.tick(self.now())
             self.pump()
 

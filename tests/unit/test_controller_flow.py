@@ -150,6 +150,29 @@ def test_create_with_watch_counts_against_the_watch_limit() -> None:
     assert len(h.state.sessions["s1"].tasks) == 1
 
 
+def test_a_stopping_node_is_offered_no_executors_binds_or_tasks() -> None:
+    """Breaks if the session manager keeps creating or binding executors, or launching tasks,
+    on a node whose executor manager said it is draining to stop: the real one refuses each
+    bind and hands its tasks back, so that is a hot loop until its goodbye."""
+    h = cluster(nodes=2, slots=2)
+    n1, n2 = h.nodes.values()
+    n1.auto_run = n2.auto_run = False
+    h.session("s1")
+    h.tasks("s1", [b"x"] * 200)
+    h.advance(0.5)
+    assert {e.node for e in h.state.executors.values()} == {"n1", "n2"}
+    n1.stopping = True
+    n1.commands.clear()
+    h.advance(0.5)
+    view = h.ctl.links.node_view("n1", h.t)
+    assert view is not None and view.stopping
+    n2.auto_run = True  # n2 works through the queue; n1 still holds what it had
+    h.advance(2.0)
+    offered = [c for c in n1.commands if isinstance(c, be.CreateExecutor | be.BindExecutor | be.LaunchTasks)]
+    assert offered == []
+    assert all(t.state is TaskState.Succeed or t.executor_id in n1.executors for t in h.state.sessions["s1"].tasks)
+
+
 def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
     h = cluster()
     cases: list[tuple[fe.Message, ErrorCode]] = [
