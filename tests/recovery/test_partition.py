@@ -52,6 +52,8 @@ def partitioned(daemons: Daemons, link: Link, drain: float = DRAIN) -> Cluster:
 
 
 def test_cut_longer_than_the_drain_reruns_elsewhere_and_the_node_rejoins_clean(link: Link, daemons: Daemons) -> None:
+    """Breaks if a node cut off for longer than the drain keeps its task (I1), if its late
+    result is recorded over the rerun's (I2), or if its orphan instance survives the heal (I5)."""
     c = partitioned(daemons, link)
     c.start_em("n1", 1, netns=link.name)
     c.wait_node("n1", "Ready")
@@ -91,6 +93,8 @@ def test_cut_longer_than_the_drain_reruns_elsewhere_and_the_node_rejoins_clean(l
 
 
 def test_cut_shorter_than_the_drain_reruns_nothing(link: Link, daemons: Daemons) -> None:
+    """Breaks if a cut shorter than the drain makes the node NotReady or reruns its task, or if
+    the task that ran on through the cut is not recorded once, where it ran (I4, I1, I2)."""
     drain = 10.0  # far above the cut, so TCP's retransmission backoff after the heal cannot reach it
     c = partitioned(daemons, link, drain=drain)
     c.start_em("n1", 1, netns=link.name)
