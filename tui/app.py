@@ -1,9 +1,11 @@
 """`flame-tui`: a live dashboard of a Flame cluster (Textual).
 
 The app is thin: a `Feed` (the session manager's `SubscribeCluster` push, or a fake in tests)
-delivers messages, `ClusterModel` folds them into dicts by id and says what changed, and each
-`LiveTable` updates only those rows. Views: Nodes, Executors, Sessions, Tasks (of the selected
-session, via `WatchTasks`) and Events; a header with totals, throughput and connection status.
+delivers messages, `ClusterModel` folds them into dicts by id and says what changed, and
+`ClusterTables` updates only those rows of each `LiveTable`. Views: Nodes, Executors, Sessions,
+Tasks (of the selected session, via `WatchTasks`) and Events; a header with totals, throughput
+and connection status (`header`). The app holds the layout, the feed hookup and the key actions;
+the modal screens and the command palette live in `screens` and `palette`.
 """
 
 from __future__ import annotations
@@ -12,78 +14,25 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Sparkline, Static
 
 from protocol import frontend as fe
 from tui import views as v
 from tui.feed import Connected, Disconnected, Feed, FeedItem, LiveFeed
+from tui.header import link_line, summary_text, view_line
 from tui.model import Changes, ClusterModel
-from tui.table import Cells, LiveTable
-
-TASK_ROWS = 1000  # a bigger session shows its first tasks and the failed or retried ones
-VIEWS = ("nodes", "executors", "sessions", "tasks", "events")
-TITLES = {"nodes": "Nodes", "executors": "Executors", "sessions": "Sessions", "tasks": "Tasks", "events": "Events"}
-
-HELP = """\
-[b]flame-tui[/b]: live state of a Flame cluster
-
-  1-5, tab, shift+tab   Nodes, Executors, Sessions, Tasks, Events
-  arrows, enter         move; drill down: node -> its executors -> session -> tasks
-  esc                   back out of a drill-down, clear the filter
-  /                     filter the current view (any text of the row)
-  s                     sort: next column ascending, descending, then the next
-  p                     pause / resume updates (data keeps arriving)
-  c                     close the selected session (asks first)
-  d, u                  drain (cordon) / undrain the selected node (asks first)
-  ctrl+p                command palette (the same actions)
-  ?                     this help;  q  quit
-
-States are words and colours: Ready/Unknown/NotReady (node), Connected/Draining/Closed (link),
-Idle/Binding/Bound/Unbinding/Releasing (executor), Pending/Running/Succeed/Failed/Cancelled.
-"Heard" is the time since the node's last message; it turns yellow at 5 s, red at 15 s.
-A drained node keeps its executors but gets no new ones ("drained" in the Link column);
-"stopping" there means its executor manager is draining to stop (SIGTERM).
-
-press any key to close"""
-
-
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    #help { width: auto; max-width: 100; border: round $accent; padding: 0 1; background: $surface; }
-    """
-
-    def compose(self) -> ComposeResult:
-        yield Static(HELP, id="help")
-
-    def on_key(self) -> None:
-        self.dismiss()
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    #confirm { width: auto; border: round $error; padding: 0 1; background: $surface; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [("y", "answer(True)", "yes"), ("n,escape", "answer(False)", "no")]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        yield Static(f"{self.question}\n\n[b]y[/b] yes   [b]n[/b] no", id="confirm")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+from tui.palette import palette_commands
+from tui.render import VIEWS, ClusterTables
+from tui.screens import ConfirmScreen, HelpScreen
+from tui.table import LiveTable
 
 
 class FlameTui(App[None]):
@@ -140,7 +89,7 @@ class FlameTui(App[None]):
         self.disconnect_reason = "connecting"
         self.history: list[tuple[str, str | None]] = []  # drill-down breadcrumbs: (view, row key)
         self._pending = Changes()  # what changed while paused
-        self._event_seq = 0
+        self.tables = ClusterTables(self.model, self.table, self._ctx)
 
     # ------------------------------------------------------------------ layout
 
@@ -225,68 +174,8 @@ class FlameTui(App[None]):
     def _render(self, changes: Changes) -> None:
         if not changes:
             return
-        ctx = self._ctx()
-        m = self.model
         with self.batch_update():
-            if changes.reset:
-                self.table("nodes").rebuild(self._rows(m.nodes, v.node_row, ctx))
-                self.table("executors").rebuild(self._rows(m.executors, v.executor_row, ctx))
-                self.table("sessions").rebuild(self._rows(m.sessions, v.session_row, ctx))
-                self._rebuild_events()
-            else:
-                self.table("nodes").sync(self._some(m.nodes, changes.nodes, v.node_row, ctx))
-                self.table("executors").sync(self._some(m.executors, changes.executors, v.executor_row, ctx))
-                self.table("sessions").sync(self._some(m.sessions, changes.sessions, v.session_row, ctx))
-                self._add_events(changes.events)
-            if changes.tasks:
-                self._sync_tasks(changes.tasks, ctx)
-
-    @staticmethod
-    def _rows(items: dict[Any, Any], row: Callable[[Any, v.Context], Cells], ctx: v.Context) -> list[tuple[str, Cells]]:
-        return [(str(k), row(item, ctx)) for k, item in items.items()]
-
-    @staticmethod
-    def _some(
-        items: dict[str, Any], keys: Iterable[str], row: Callable[[Any, v.Context], Cells], ctx: v.Context
-    ) -> Iterator[tuple[str, Cells | None]]:
-        for key in keys:
-            item = items.get(key)
-            yield key, None if item is None else row(item, ctx)
-
-    def _sync_tasks(self, changed: set[int] | None, ctx: v.Context) -> None:
-        """Tasks get rows only inside the model's window (`TASK_ROWS`): running, failed and
-        retried first; `changed` None redraws every row of the window."""
-        table, tasks = self.table("tasks"), self.model.tasks
-        window = self.model.task_window(TASK_ROWS)
-        wanted = {str(i) for i in window}
-        rows: list[tuple[str, Cells | None]] = [(k, None) for k in table.shown if k not in wanted]
-        for task_id in window:
-            key = str(task_id)
-            if changed is None or key not in table.shown or task_id in changed:
-                rows.append((key, v.task_row(tasks[task_id], ctx)))
-        table.sync(rows)
-
-    def _rebuild_events(self) -> None:
-        table = self.table("events")
-        table.clear()
-        table.shown.clear()
-        self._add_events(list(self.model.events))
-
-    def _add_events(self, events: list[fe.ClusterEvent]) -> None:
-        if not events:
-            return
-        table = self.table("events")
-        ctx = self._ctx()
-        rows = []
-        for event in events:
-            self._event_seq += 1
-            rows.append((f"e{self._event_seq}", v.event_row(event, ctx)))
-        table.sync(rows)
-        while len(table.shown) > len(self.model.events):
-            oldest = next(iter(table.shown))
-            table.sync([(oldest, None)])
-        if self.view != "events" or table.cursor_row >= table.row_count - len(rows) - 1:
-            table.move_cursor(row=table.row_count - 1)
+            self.tables.render(changes, self.view)
 
     # ------------------------------------------------------------------ clock
 
@@ -295,10 +184,7 @@ class FlameTui(App[None]):
         if not self.is_running:
             return
         if not self.paused:
-            ctx = self._ctx()
-            self.table("nodes").sync(self._rows(self.model.nodes, v.node_row, ctx))
-            if self.view == "sessions":
-                self.table("sessions").sync(self._rows(self.model.sessions, v.session_row, ctx))
+            self.tables.tick(self.view)
         self.refresh_header()
 
     def refresh_header(self) -> None:
@@ -307,57 +193,15 @@ class FlameTui(App[None]):
         age = self.model.data_age(now)
         if self.connected is not None:
             status.remove_class("bad")
-            cluster = self.connected.cluster or "cluster"
-            line = f"{cluster} at {self.feed.endpoint}: connected"
         else:
             status.add_class("bad")
-            since = "no data yet" if age is None else f"data is {v._duration(age)} old"
-            line = f"DISCONNECTED ({self.disconnect_reason}); {since}; reconnecting to {self.feed.endpoint}"
         self.screen.set_class(self.connected is None and age is not None, "stale")
-        if self.paused:
-            line += "  [PAUSED: p resumes]"
-        table = self.table()
-        crumbs = " > ".join(TITLES[view] for view, _ in self.history)
-        extra = [f"view {crumbs + ' > ' if crumbs else ''}{TITLES[self.view]}"]
-        if table.scope_label:
-            extra.append(table.scope_label)
-        if self.view == "tasks" and len(self.model.tasks) > TASK_ROWS:
-            extra.append(f"first {TASK_ROWS} of {len(self.model.tasks)} tasks + failed/retried")
-        if table.filter_text:
-            extra.append(f"filter '{table.filter_text}'")
-        if table.sort_column is not None:
-            extra.append(f"sort {table.spec[table.sort_column].label}{' desc' if table.sort_reverse else ''}")
-        status.update(Text(line + "  |  " + ", ".join(extra)))
-        self.query_one("#summary", Static).update(self._summary())
+        line = link_line(self.connected, self.feed.endpoint, self.disconnect_reason, age, self.paused)
+        where = view_line(self.history, self.view, self.table(), len(self.model.tasks))
+        status.update(Text(line + "  |  " + where))
+        self.query_one("#summary", Static).update(summary_text(self.model))
         spark = self.query_one("#spark", Sparkline)
         spark.data = list(self.model.throughput) or [0.0]
-
-    def _summary(self) -> Text:
-        totals = self.model.totals()
-        stats = self.model.stats
-        rate = self.model.throughput[-1] if self.model.throughput else 0.0
-
-        def count(prefix: str, states: Iterable[str]) -> Text:
-            parts = Text()
-            for state in states:
-                n = totals.get(f"{prefix}_{state}", 0)
-                if n:
-                    parts.append(f" {n} ")
-                    parts.append(state, style=v.STATE_STYLES.get(state, ""))
-            return parts or Text(" 0")
-
-        text = Text("Nodes")
-        text.append_text(count("nodes", ("Ready", "Unknown", "NotReady")))
-        text.append("  Executors")
-        text.append_text(count("executors", ("Bound", "Idle", "Binding", "Unbinding", "Releasing", "Void")))
-        text.append("\nSessions")
-        text.append_text(count("sessions", ("Open", "Closed")))
-        text.append("\nTasks")
-        for state in ("Pending", "Running", "Succeed", "Failed"):
-            text.append(f" {v.count_text(int(stats.get(f'tasks_{state.lower()}', 0)))} ")
-            text.append(state, style=v.STATE_STYLES[state])
-        text.append(f"\nThroughput {rate:,.0f} tasks/s (last minute ->)")
-        return text
 
     # ------------------------------------------------------------------ actions
 
@@ -403,22 +247,7 @@ class FlameTui(App[None]):
         self.refresh_header()
 
     def _rebuild(self, view: str) -> None:
-        ctx, m, table = self._ctx(), self.model, self.table(view)
-        if view == "events":
-            self._rebuild_events()
-            return
-        source: dict[str, Any]
-        row: Callable[[Any, v.Context], Cells]
-        if view == "nodes":
-            source, row = m.nodes, v.node_row
-        elif view == "executors":
-            source, row = m.executors, v.executor_row
-        elif view == "sessions":
-            source, row = m.sessions, v.session_row
-        else:
-            self._sync_tasks(None, ctx)
-            return
-        table.rebuild(self._rows(source, row, ctx))
+        self.tables.rebuild(view, self.view)
 
     def action_sort(self) -> None:
         label = self.table().cycle_sort()
@@ -526,25 +355,7 @@ class FlameTui(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for index, view in enumerate(VIEWS, 1):
-            yield SystemCommand(
-                f"Show {TITLES[view]}",
-                f"switch to the {TITLES[view]} view (key {index})",
-                lambda view=view: self.action_show(view),
-            )
-        yield SystemCommand("Filter", "filter the current view (/)", self.action_filter)
-        yield SystemCommand("Sort", "sort the current view by the next column (s)", self.action_sort)
-        yield SystemCommand("Pause or resume", "freeze the tables; data keeps arriving (p)", self.action_pause)
-        yield SystemCommand(
-            "Close session", "close the selected session, after a confirmation (c)", self.action_close_session
-        )
-        yield SystemCommand(
-            "Drain node", "cordon the selected node, after a confirmation (d)", lambda: self.action_drain(True)
-        )
-        yield SystemCommand(
-            "Undrain node", "uncordon the selected node, after a confirmation (u)", lambda: self.action_drain(False)
-        )
-        yield SystemCommand("Help", "every key (?)", self.action_help)
+        yield from palette_commands(self)
 
 
 def main(argv: list[str] | None = None) -> int:

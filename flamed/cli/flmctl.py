@@ -18,290 +18,57 @@ arguments. Tables are Flame's borderless layout: a header row, cells padded by o
 from __future__ import annotations
 
 import argparse
-import datetime
-import functools
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import msgspec
-import yaml
-
+from flamed.cli.application_files import parse_applications, read_applications
+from flamed.cli.details import format_duration, session_json, view_application, view_node, view_session, view_task
+from flamed.cli.tables import (
+    application_table,
+    clock,
+    clock_ms,
+    executor_table,
+    format_table,
+    node_status,
+    node_table,
+    resources,
+    session_table,
+    stats_table,
+)
 from flamed.client import Connection, FlameError, open_connection
-from flamed.client.types import application_spec
 from protocol import frontend as fe
-from protocol.resources import format_resreq, format_size, parse_resreq
-from protocol.types import Application, ApplicationSpec, Event, Executor, Node, ResourceRequirement, Session, Task
+from protocol.resources import parse_resreq
+from protocol.types import Application, ResourceRequirement
 
-# ---------------------------------------------------------------- formatting (pure)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Borderless table (comfy-table's NOTHING preset): one space of padding each side of a
-    cell, columns as wide as their widest cell, no rules; trailing blanks trimmed."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["".join(f" {cell:<{width}} " for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
-
-
-def clock(ms: int | None) -> str:
-    """`HH:MM:SS` (UTC) of a Unix-ms time, or `-`."""
-    if not ms:
-        return "-"
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%H:%M:%S")
-
-
-def clock_ms(ms: int) -> str:
-    """`HH:MM:SS.mmm` (UTC) of a Unix-ms time."""
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
-    return moment.strftime("%H:%M:%S.") + f"{ms % 1000:03d}"
-
-
-def resources(resreq: ResourceRequirement | None) -> str:
-    return format_resreq(resreq) if resreq is not None else "-"
-
-
-def application_table(applications: Sequence[Application]) -> str:
-    rows = [
-        (
-            a.name,
-            a.state,
-            a.spec.shim,
-            ", ".join(a.spec.labels) or "-",
-            clock(a.creation_time),
-            a.spec.command or "-",
-        )
-        for a in applications
-    ]
-    return format_table(["Name", "State", "Shim", "Tags", "Created", "Command"], rows)
-
-
-def _session_order(a: Session, b: Session) -> int:
-    """Open first, then by numeric id; ids that are not numbers compare equal (as Flame)."""
-    if (a.state == "Open") != (b.state == "Open"):
-        return -1 if a.state == "Open" else 1
-    if a.id.isdigit() and b.id.isdigit():
-        return (int(a.id) > int(b.id)) - (int(a.id) < int(b.id))
-    return 0
-
-
-def session_table(sessions: Sequence[Session]) -> str:
-    ordered = sorted(sessions, key=functools.cmp_to_key(_session_order))
-    rows = [
-        (
-            s.id,
-            s.state,
-            s.spec.application,
-            resources(s.spec.resreq),
-            s.spec.priority,
-            s.pending,
-            s.running,
-            s.succeed,
-            s.failed,
-            clock(s.creation_time),
-        )
-        for s in ordered
-    ]
-    headers = ["ID", "State", "App", "Resources", "Priority", "Pending", "Running", "Succeed", "Failed", "Created"]
-    return format_table(headers, rows)
-
-
-def executor_table(executors: Sequence[Executor]) -> str:
-    rows = [(e.id, e.state, e.session_id or "-", e.node) for e in executors]
-    return format_table(["ID", "State", "Session", "Node"], rows)
-
-
-def node_status(node: Node) -> str:
-    """The node state, with `,Drained` when it is cordoned (as kubectl's SchedulingDisabled)
-    and `,Stopping` while its executor manager drains to stop."""
-    return str(node.state) + (",Drained" if node.drained else "") + (",Stopping" if node.stopping else "")
-
-
-def node_table(nodes: Sequence[Node]) -> str:
-    """Flame's columns, then the link as the session manager sees it: connection state
-    (Connected / Draining, `-` once closed) and seconds since the node was last heard."""
-    rows = [
-        (
-            n.name,
-            n.hostname,
-            node_status(n),
-            n.capacity.cpu,
-            format_size(n.capacity.memory),
-            n.arch or "-",
-            n.os or "-",
-            n.connection or "-",
-            "-" if n.last_heartbeat_age is None else f"{n.last_heartbeat_age:.1f}s",
-        )
-        for n in nodes
-    ]
-    return format_table(["NAME", "HOSTNAME", "STATUS", "CPU", "MEMORY", "ARCH", "OS", "CONNECTION", "HEARTBEAT"], rows)
-
-
-def stats_table(stats: dict[str, float]) -> str:
-    """`GetStats` as a two-column table, counters (`*_total`) and gauges alike, sorted by name."""
-    rows = [(name, f"{value:g}") for name, value in sorted(stats.items())]
-    return format_table(["NAME", "VALUE"], rows)
-
-
-def _line(label: str, value: object = "") -> str:
-    return f"{label + ':':<15}{value}".rstrip()
-
-
-def format_duration(seconds: float) -> str:
-    """`1m`, `1m 30s`, `2h`, `500ms` (humantime-like)."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    total = int(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size:
-            parts.append(f"{total // size}{unit}")
-            total %= size
-    return " ".join(parts)
-
-
-def _schema_type(schema: str | None) -> str:
-    if not schema:
-        return "-"
-    try:
-        value = json.loads(schema)
-    except ValueError:
-        return "-"
-    kind = value.get("type") if isinstance(value, dict) else None
-    return str(kind) if kind else "-"
-
-
-def view_application(app: Application) -> str:
-    spec = app.spec
-    lines = [
-        _line("Name", app.name),
-        _line("Description", spec.description or "-"),
-        _line("Shim", spec.shim),
-        _line("Image", spec.image or "-"),
-        _line("URL", spec.url or "-"),
-        _line("Installer", spec.installer or "-"),
-        _line("Labels"),
-        *[f"\t{label}" for label in spec.labels],
-        _line("Command", spec.command or "-"),
-        _line("Arguments"),
-        *[f"\t{argument}" for argument in spec.arguments],
-        _line("Environments"),
-        *[f"\t{name}: {value}" for name, value in spec.environments.items()],
-        _line("WorkingDir", spec.working_directory or "-"),
-        _line("Max Instances", spec.max_instances if spec.max_instances is not None else "-"),
-        _line("Delay Release", format_duration(spec.delay_release)),
-        _line("Schema"),
-        f"\tInput: {_schema_type(spec.schema.input if spec.schema else None)}",
-        f"\tOutput: {_schema_type(spec.schema.output if spec.schema else None)}",
-        f"\tCommon Data: {_schema_type(spec.schema.common_data if spec.schema else None)}",
-    ]
-    return "\n".join(lines)
-
-
-def _events(events: Sequence[Event]) -> list[str]:
-    return [_line("Events")] + [f"  {clock_ms(e.creation_time)}: {e.message or ''} ({e.code})" for e in events]
-
-
-def view_session(session: Session) -> str:
-    tasks = f"{session.pending} pending, {session.running} running, {session.succeed} succeed, {session.failed} failed"
-    lines = [
-        _line("Session", session.id),
-        _line("Application", session.spec.application),
-        _line("State", session.state),
-        _line("Resources", resources(session.spec.resreq)),
-        _line("Creation Time", clock(session.creation_time)),
-        _line("Tasks", tasks),
-        *_events(session.events),
-    ]
-    return "\n".join(lines)
-
-
-def view_task(task: Task, application: str) -> str:
-    lines = [
-        _line("Task", task.id),
-        _line("Session", task.session_id),
-        _line("Application", application),
-        _line("State", task.state),
-        *_events(task.events),
-    ]
-    return "\n".join(lines)
-
-
-def view_node(node: Node) -> str:
-    lines = [
-        _line("Name", node.name),
-        _line("Hostname", node.hostname),
-        _line("Status", node_status(node)),
-        _line("Capacity"),
-        f"\tCPU: {node.capacity.cpu}",
-        f"\tMemory: {format_size(node.capacity.memory)}",
-        _line("Info"),
-        f"\tArch: {node.arch or '-'}",
-        f"\tOS: {node.os or '-'}",
-    ]
-    return "\n".join(lines)
-
-
-def _plain(value: object) -> Any:
-    """JSON-ready form of a wire struct with every field, defaults included (bytes as base64)."""
-    if isinstance(value, msgspec.Struct):
-        return {name: _plain(getattr(value, name)) for name in value.__struct_fields__}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    return msgspec.to_builtins(value)
-
-
-def session_json(session: Session, tasks: Sequence[Task]) -> str:
-    data: dict[str, Any] = _plain(session)
-    data["tasks"] = _plain(list(tasks))
-    return json.dumps(data, indent=2)
-
-
-# ---------------------------------------------------------------- application files (pure)
-
-
-def parse_applications(text: str, source: str = "<file>") -> list[tuple[str, ApplicationSpec]]:
-    """Applications in a YAML file of documents `{metadata: {name}, spec: {...}}`; raises
-    ValueError naming the file, the document and the problem."""
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source} is not valid YAML: {exc}") from None
-    applications = []
-    for number, document in enumerate(documents, start=1):
-        where = f"{source}, document {number}"
-        if not isinstance(document, dict):
-            raise ValueError(f"{where}: expected a mapping with metadata and spec")
-        metadata = document.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, dict) else None
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{where}: metadata.name is missing")
-        spec = document.get("spec") or {}
-        if not isinstance(spec, dict):
-            raise ValueError(f"{where}: spec must be a mapping")
-        try:
-            applications.append((name, application_spec(spec)))
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise ValueError(f"{where} ({name}): {exc}") from None
-    if not applications:
-        raise ValueError(f"{source} holds no application")
-    return applications
-
-
-def read_applications(path: str) -> list[tuple[str, ApplicationSpec]]:
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_applications(text, path)
-
-
-# ---------------------------------------------------------------- commands
+# The formatters and the file parsing live in `tables`, `details` and `application_files`; they
+# stay importable from here, where flmping and scripts have always found them.
+__all__ = [
+    "UsageError",
+    "application_table",
+    "build_parser",
+    "check_arguments",
+    "clock",
+    "clock_ms",
+    "executor_table",
+    "format_duration",
+    "format_table",
+    "main",
+    "node_status",
+    "node_table",
+    "parse_applications",
+    "read_applications",
+    "resources",
+    "run_command",
+    "run_list",
+    "run_view",
+    "session_json",
+    "session_table",
+    "stats_table",
+    "view_application",
+    "view_node",
+    "view_session",
+    "view_task",
+]
 
 
 class UsageError(Exception):

@@ -1,0 +1,134 @@
+"""`flmctl view`'s pages: one application, session, task or node as `Label:   value` lines,
+and a session with its tasks as JSON (`-o json`).
+
+Pure: wire structs in, text out. Labels are padded to 15 columns as in Flame's flmctl; lists and
+maps follow their label, one tab-indented line each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from flamed.cli.tables import clock, clock_ms, node_status, resources
+from protocol.resources import format_size
+from protocol.types import Application, Event, Node, Session, Task
+
+
+def _line(label: str, value: object = "") -> str:
+    return f"{label + ':':<15}{value}".rstrip()
+
+
+def format_duration(seconds: float) -> str:
+    """`1m`, `1m 30s`, `2h`, `500ms` (humantime-like)."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    total = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return " ".join(parts)
+
+
+def _schema_type(schema: str | None) -> str:
+    if not schema:
+        return "-"
+    try:
+        value = json.loads(schema)
+    except ValueError:
+        return "-"
+    kind = value.get("type") if isinstance(value, dict) else None
+    return str(kind) if kind else "-"
+
+
+def view_application(app: Application) -> str:
+    spec = app.spec
+    lines = [
+        _line("Name", app.name),
+        _line("Description", spec.description or "-"),
+        _line("Shim", spec.shim),
+        _line("Image", spec.image or "-"),
+        _line("URL", spec.url or "-"),
+        _line("Installer", spec.installer or "-"),
+        _line("Labels"),
+        *[f"\t{label}" for label in spec.labels],
+        _line("Command", spec.command or "-"),
+        _line("Arguments"),
+        *[f"\t{argument}" for argument in spec.arguments],
+        _line("Environments"),
+        *[f"\t{name}: {value}" for name, value in spec.environments.items()],
+        _line("WorkingDir", spec.working_directory or "-"),
+        _line("Max Instances", spec.max_instances if spec.max_instances is not None else "-"),
+        _line("Delay Release", format_duration(spec.delay_release)),
+        _line("Schema"),
+        f"\tInput: {_schema_type(spec.schema.input if spec.schema else None)}",
+        f"\tOutput: {_schema_type(spec.schema.output if spec.schema else None)}",
+        f"\tCommon Data: {_schema_type(spec.schema.common_data if spec.schema else None)}",
+    ]
+    return "\n".join(lines)
+
+
+def _events(events: Sequence[Event]) -> list[str]:
+    return [_line("Events")] + [f"  {clock_ms(e.creation_time)}: {e.message or ''} ({e.code})" for e in events]
+
+
+def view_session(session: Session) -> str:
+    tasks = f"{session.pending} pending, {session.running} running, {session.succeed} succeed, {session.failed} failed"
+    lines = [
+        _line("Session", session.id),
+        _line("Application", session.spec.application),
+        _line("State", session.state),
+        _line("Resources", resources(session.spec.resreq)),
+        _line("Creation Time", clock(session.creation_time)),
+        _line("Tasks", tasks),
+        *_events(session.events),
+    ]
+    return "\n".join(lines)
+
+
+def view_task(task: Task, application: str) -> str:
+    lines = [
+        _line("Task", task.id),
+        _line("Session", task.session_id),
+        _line("Application", application),
+        _line("State", task.state),
+        *_events(task.events),
+    ]
+    return "\n".join(lines)
+
+
+def view_node(node: Node) -> str:
+    lines = [
+        _line("Name", node.name),
+        _line("Hostname", node.hostname),
+        _line("Status", node_status(node)),
+        _line("Capacity"),
+        f"\tCPU: {node.capacity.cpu}",
+        f"\tMemory: {format_size(node.capacity.memory)}",
+        _line("Info"),
+        f"\tArch: {node.arch or '-'}",
+        f"\tOS: {node.os or '-'}",
+    ]
+    return "\n".join(lines)
+
+
+def _plain(value: object) -> Any:
+    """JSON-ready form of a wire struct with every field, defaults included (bytes as base64)."""
+    if isinstance(value, msgspec.Struct):
+        return {name: _plain(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return msgspec.to_builtins(value)
+
+
+def session_json(session: Session, tasks: Sequence[Task]) -> str:
+    data: dict[str, Any] = _plain(session)
+    data["tasks"] = _plain(list(tasks))
+    return json.dumps(data, indent=2)
