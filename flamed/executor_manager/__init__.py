@@ -1,6 +1,8 @@
 """The executor manager: one per node. Registers the node with the session manager, keeps the
 executors it is given, starts one instance process per bound executor and feeds it tasks.
-See manager.py for the loop, converge.py for recovery, instances.py for process handling."""
+See manager.py for the loop, converge.py for recovery, instances.py for process handling,
+lifecycle.py and instance_window.py for executors and the tasks their instances hold, drain.py
+for the graceful stop on SIGTERM, node.py for what the node reports about itself."""
 
 from __future__ import annotations
 

@@ -3,12 +3,12 @@ executor command, and of the instance protocol (protocol/instance.py).
 
 `Executors` applies session-manager commands in order, starts and stops instance processes,
 feeds them tasks and turns what they say into reports (`reports`, sent by the manager at the
-end of the loop turn). It never talks to the session manager itself.
+end of the loop turn). It never talks to the session manager itself. Which tasks an instance
+holds, and which are blamed when it dies, is decided in instance_window.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import shutil
 import signal
@@ -16,40 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flamed.executor_manager.executors import LocalExecutor, Phase
+from flamed.executor_manager.instance_window import Suspects, blame, take_batch, take_results
 from flamed.executor_manager.instances import Instance, InstanceStartError
 from flamed.transport import Loop, drain, try_send
 from protocol import backend as be
 from protocol import codec
 from protocol import instance as im
 from protocol.codec import FrameError
-from protocol.types import ResourceRequirement, TaskState
+from protocol.types import ResourceRequirement
 
 if TYPE_CHECKING:
     import zmq
 
 log = logging.getLogger("flamed.executor_manager")
 
-#: Most tasks handed to an instance of fast tasks at once: the running one and the next ones at
-#: hand, sent in one `InvokeTasks` and topped up (again in one message) once the instance holds
-#: half of them, so a busy instance never waits a round trip for work and the cost of a send is
-#: shared by many tasks. The instance runs them in order and reports results in order,
-#: so when it dies the oldest task without a result is taken as the one it was running (its
-#: retry is counted); the others come back unstarted. A result sent just before the death can
-#: be lost with the process, so an innocent task may be blamed: a task that comes back
-#: unstarted from one death and is again in flight at another is blamed too (`suspects`), so a
-#: task that kills its instance at once cannot loop forever uncounted.
-INSTANCE_WINDOW = 32
-#: The window until the instance's tasks are known to be fast (take at most FAST_TASK seconds
-#: on average): the running task and the next. For slower tasks a deep window saves next to
-#: nothing, and it would hold tasks that a graceful drain must wait for (queued tasks are handed
-#: back unstarted; tasks on an instance must finish).
-SLOW_WINDOW = 2
-FAST_TASK = 0.005
-#: The window while a suspect is in flight or queued: one task at a time, its result back
-#: before the next is sent, so the next death is blamed on exactly the task that was running.
-#: A deep window with batched results would let an instance die holding several unsent
-#: results; the oldest of them, innocent, would be blamed while the culprit is spared.
-SUSPECT_WINDOW = 1
 #: Seconds an instance gets to say `InstanceReady` and enter the session.
 BIND_TIMEOUT = 60.0
 
@@ -90,7 +70,7 @@ class Executors:
         self.executors: dict[str, LocalExecutor] = {}
         self.reports: list[be.ExecutorReport] = []
         #: (session, task) spared at an instance death; blamed if in flight at another
-        self.suspects: set[tuple[str, int]] = set()
+        self.suspects: Suspects = set()
         self._instance_codec = codec.instance_message_codec()
 
     def running(self) -> list[Instance]:
@@ -140,17 +120,7 @@ class Executors:
         """Start an instance for `session` (after the current one is stopped, if any); `tasks`
         (from a snapshot) are queued for it."""
         if executor.phase is not Phase.Idle:
-            if executor.session_id == session.session_id and executor.phase is not Phase.Unbinding:
-                if executor.phase is Phase.Bound:
-                    self.reports.append(be.ExecutorBound(executor_id=executor.id, session_id=session.session_id))
-                return  # binding already
-            # The session manager is done with the old binding (it binds only executors it
-            # sees Idle): finish stopping the old instance quietly, then bind.
-            log.info("executor %s: bind to %s once its old instance is stopped", executor.id, session.session_id)
-            executor.pending_bind = (session, app, tasks or [])
-            executor.report_exit = False
-            if executor.phase is not Phase.Unbinding:
-                self.stop_instance(executor, "bound to another session", graceful=False)
+            self._bind_not_idle(executor, session, app, tasks)
             return
         executor.phase = Phase.Binding
         executor.session, executor.application = session, app
@@ -178,6 +148,28 @@ class Executors:
             app.name,
             instance.pid,
         )
+
+    def _bind_not_idle(
+        self,
+        executor: LocalExecutor,
+        session: be.SessionContext,
+        app: be.ApplicationContext,
+        tasks: list[be.TaskAssignment] | None,
+    ) -> None:
+        """A bind for an executor that has an instance: a repeat of the binding in progress
+        (answered if bound already), or a bind to another session, done once the old
+        instance is stopped."""
+        if executor.session_id == session.session_id and executor.phase is not Phase.Unbinding:
+            if executor.phase is Phase.Bound:
+                self.reports.append(be.ExecutorBound(executor_id=executor.id, session_id=session.session_id))
+            return  # binding already
+        # The session manager is done with the old binding (it binds only executors it
+        # sees Idle): finish stopping the old instance quietly, then bind.
+        log.info("executor %s: bind to %s once its old instance is stopped", executor.id, session.session_id)
+        executor.pending_bind = (session, app, tasks or [])
+        executor.report_exit = False
+        if executor.phase is not Phase.Unbinding:
+            self.stop_instance(executor, "bound to another session", graceful=False)
 
     def _bind_failed(self, executor: LocalExecutor, code: int, message: str) -> None:
         assert executor.session is not None
@@ -215,33 +207,13 @@ class Executors:
         self.pump(executor)
 
     def pump(self, executor: LocalExecutor) -> None:
-        """Keep the instance's next tasks at hand: top it up to its window in one message once
-        it holds half of it or fewer (INSTANCE_WINDOW for fast tasks, else SLOW_WINDOW, and
-        SUSPECT_WINDOW while a suspect is near)."""
-        if executor.phase is not Phase.Bound or not executor.queue:
+        """Keep the instance's next tasks at hand (instance_window.py): top up its window in
+        one message."""
+        if executor.phase is not Phase.Bound:
             return
-        held = len(executor.in_flight)
-        if not held:
-            executor.paced_at = self.loop.now()
-        if self.suspects and self._near_suspect(executor):
-            window = SUSPECT_WINDOW
-        elif executor.pace is not None and executor.pace <= FAST_TASK:
-            window = INSTANCE_WINDOW
-        else:
-            window = SLOW_WINDOW
-        if held > window // 2:
-            return
-        batch = [executor.queue.popleft() for _ in range(min(window - held, len(executor.queue)))]
-        executor.in_flight.extend(batch)
-        self._send_instance(executor, im.InvokeTasks(tasks=batch))
-
-    def _near_suspect(self, executor: LocalExecutor) -> bool:
-        """A suspect is in flight or among the next INSTANCE_WINDOW queued tasks."""
-        session_id = executor.session_id or ""
-        suspects = self.suspects
-        if any((session_id, t.task_id) in suspects for t in executor.in_flight):
-            return True
-        return any((session_id, t.task_id) in suspects for t in itertools.islice(executor.queue, INSTANCE_WINDOW))
+        batch = take_batch(executor, self.suspects, self.loop.now())
+        if batch:
+            self._send_instance(executor, im.InvokeTasks(tasks=batch))
 
     def _send_instance(self, executor: LocalExecutor, message: im.Message) -> None:
         if try_send(self.instances, [executor.id.encode(), *codec.encode(message)]):
@@ -321,7 +293,7 @@ class Executors:
             log.info("executor %s: %s", executor.id, exit_text)
             self._unbound(executor, executor.stop_reason or exit_text)
             return
-        running, spared = self._blame(executor)
+        running, spared = blame(executor, self.suspects)
         if executor.phase is Phase.Binding:
             reason = f"{exit_text} before it entered the session"
             log.warning("executor %s: %s", executor.id, reason)
@@ -333,30 +305,9 @@ class Executors:
             executor.queue.extendleft(reversed(spared))
         self._unbound(executor, reason)
 
-    def _blame(self, executor: LocalExecutor) -> tuple[str, list[be.TaskAssignment]]:
-        """Which in-flight tasks of a dead instance count as started; returns the reason
-        fragment and the tasks spared (returned unstarted)."""
-        if not executor.in_flight:
-            return "while idle", []
-        session_id = executor.session_id or ""
-        blamed = [executor.in_flight[0]]
-        spared = []
-        for task in list(executor.in_flight)[1:]:
-            key = (session_id, task.task_id)
-            if key in self.suspects:
-                blamed.append(task)
-            else:
-                spared.append(task)
-        for task in spared:
-            if len(self.suspects) >= 100_000:
-                self.suspects.clear()
-            self.suspects.add((session_id, task.task_id))
-        ids = ", ".join(str(t.task_id) for t in blamed)
-        return f"while running task {ids}" if len(blamed) == 1 else f"while running one of tasks {ids}", spared
-
     def _unbound(self, executor: LocalExecutor, reason: str) -> None:
         """The instance is gone: report the executor unbound, with the queued tasks as
-        unstarted (the in-flight ones count as started: see INSTANCE_WINDOW)."""
+        unstarted (the in-flight ones count as started: see instance_window.py)."""
         unstarted = [be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in executor.queue]
         report = be.ExecutorUnbound(
             executor_id=executor.id, session_id=executor.session_id, unstarted=unstarted, reason=reason
@@ -430,33 +381,5 @@ class Executors:
         session_id = executor.session_id
         if session_id is None:
             return
-        if results:
-            now = self.loop.now()
-            pace = (now - executor.paced_at) / len(results)
-            executor.pace = pace if executor.pace is None else (executor.pace + pace) / 2
-            executor.paced_at = now
-        in_flight = executor.in_flight
-        for outcome in results:
-            key = (outcome.task_id, outcome.attempt)
-            if in_flight and (in_flight[0].task_id, in_flight[0].attempt) == key:
-                in_flight.popleft()
-            else:
-                match = [t for t in in_flight if (t.task_id, t.attempt) == key]
-                if not match:
-                    log.debug("executor %s: result for task %d not in flight; dropped", executor.id, outcome.task_id)
-                    continue
-                in_flight.remove(match[0])
-            if self.suspects:
-                self.suspects.discard((session_id, outcome.task_id))
-            self.reports.append(
-                be.TaskCompleted(
-                    executor_id=executor.id,
-                    session_id=session_id,
-                    task_id=outcome.task_id,
-                    attempt=outcome.attempt,
-                    state=TaskState.Succeed if outcome.ok else TaskState.Failed,
-                    output=outcome.output,
-                    message=outcome.message,
-                )
-            )
+        self.reports.extend(take_results(executor, session_id, results, self.suspects, self.loop.now()))
         self.pump(executor)

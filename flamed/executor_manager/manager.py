@@ -5,28 +5,25 @@ Each turn it reads what is ready, applies session-manager commands in order and 
 messages as they come, and at the end of the turn sends every report the turn produced in one
 `Reports` message. Instances keep running while the session manager is away; the executor
 manager registers again with backoff and converges to the snapshot it gets back (DESIGN 5).
+On SIGTERM it drains first (drain.py); the executors and their instances live in lifecycle.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import shutil
 import signal
-import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import platformdirs
-
 from flamed.config import Config
 from flamed.executor_manager.converge import converge
+from flamed.executor_manager.drain import Drain
 from flamed.executor_manager.executors import Phase
 from flamed.executor_manager.lifecycle import DroppedFrames, Executors
 from flamed.executor_manager.link import BackendLink
+from flamed.executor_manager.node import default_runtime_dir, instance_socket_path, node_info
 from flamed.notify import Notifier
 from flamed.transport import Loop, SignalInbox, bind_router, connect_dealer, context, drain, try_send
 from flamed.transport.security import client_curve
@@ -34,25 +31,14 @@ from protocol import backend as be
 from protocol import codec
 from protocol.codec import FrameError
 from protocol.errors import ErrorCode
-from protocol.types import NodeInfo, ResourceRequirement
 
 log = logging.getLogger("flamed.executor_manager")
 
-#: Longest unix socket path (sun_path is 108 bytes with the terminator).
-_MAX_IPC_PATH = 100
 _TICK = 0.1
 
 
 class Fatal(Exception):
     """The executor manager cannot go on (e.g. protocol version mismatch); exit non-zero."""
-
-
-def default_runtime_dir() -> Path:
-    """The user runtime dir (`$XDG_RUNTIME_DIR/flame`); without XDG_RUNTIME_DIR (services,
-    containers, CI) a private `/tmp/flame-<uid>` rather than platformdirs' warning and guess."""
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return Path(platformdirs.user_runtime_dir("flame"))
-    return Path(tempfile.gettempdir()) / f"flame-{os.getuid()}"
 
 
 class ExecutorManager:
@@ -77,7 +63,7 @@ class ExecutorManager:
         self._register_timer = self.loop.call_at(0.0, self._register)
         max_size = config.limits.max_message_size
         backend_curve = client_curve(config.security)  # SecurityError before anything is bound
-        self.socket_path = self._socket_path()
+        self.socket_path = instance_socket_path(self.runtime_dir, node_name)
         self.instance_endpoint = f"ipc://{self.socket_path}"
         self.instances = bind_router(self.instance_endpoint, max_size, handover=True)
         self.holder = Executors(
@@ -93,20 +79,12 @@ class ExecutorManager:
         # CURVE client on the backend when configured (the key must be named after this node).
         # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
         self.backend = connect_dealer(backend, routing_id, max_size, curve=backend_curve)
-        self._held: dict[str, list[be.TaskAssignment]] = {}
         self.notifier = Notifier()
-        #: set by SIGTERM: when the drain gives up and stops the instances anyway
-        self.drain_deadline: float | None = None
+        #: set by SIGTERM (drain.py)
+        self.draining: Drain | None = None
         self.config_path: str | None = None
         self.log_level: str | None = None
         self.log_format: str | None = None
-
-    def _socket_path(self) -> Path:
-        path = self.runtime_dir / f"{self.node_name}-{os.getpid()}.sock"
-        if len(str(path)) > _MAX_IPC_PATH:
-            path = Path(tempfile.gettempdir()) / f"flame-em-{os.getpid()}.sock"
-        path.unlink(missing_ok=True)
-        return path
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,7 +94,7 @@ class ExecutorManager:
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
             self._reload()
-        elif signum == signal.SIGTERM and self.drain_deadline is None:
+        elif signum == signal.SIGTERM and self.draining is None:
             self._begin_drain()
         else:  # SIGINT, or a second SIGTERM: stop now
             log.info("node %s: stopping on signal", self.node_name)
@@ -143,64 +121,16 @@ class ExecutorManager:
         """SIGTERM: accept no new binds, let the running tasks finish (up to `stop_grace`),
         hand queued tasks back unstarted (no retry counted), then stop and say goodbye."""
         grace = self.config.executor_manager.stop_grace
-        self.drain_deadline = self.loop.now() + grace
-        busy = self._busy()
-        log.info(
-            "node %s: draining on SIGTERM: %d executors busy; stopping in at most %.0fs", self.node_name, busy, grace
-        )
-        self.notifier.stopping(f"draining: {busy} executors busy")
+        self.draining = Drain(self.loop, self.holder, self.node_name, self.notifier, grace)
+        self.draining.announce()
         if self.link.registered:  # tell the session manager now, not at the next heartbeat
             self._send_heartbeat(self.loop.now())
         self._drain_step()
 
-    def _busy(self) -> int:
-        return sum(1 for e in self.executors.values() if e.phase is not Phase.Idle or e.instance is not None)
-
     def _drain_step(self) -> None:
-        """Called each tick while draining. A bound executor keeps no task queued beyond what
-        its instance already holds; once the instance has nothing in flight it is unbound and
-        the queue is reported unstarted. Stops the loop when all are idle or time is up."""
-        assert self.drain_deadline is not None
-        for executor in list(self.executors.values()):
-            if executor.phase is Phase.Bound:
-                held = self._held.setdefault(executor.id, [])
-                held.extend(executor.queue)
-                executor.queue.clear()
-                if not executor.in_flight:
-                    executor.queue.extend(self._held.pop(executor.id))
-                    self.holder.unbind(executor, "executor manager stopping")
-            elif executor.phase is Phase.Binding:
-                self.holder.unbind(executor, "executor manager stopping")
-        busy = self._busy()
-        if not busy:
-            log.info("node %s: drained; stopping", self.node_name)
+        assert self.draining is not None
+        if self.draining.step():
             self.loop.stop()
-        elif self.loop.now() >= self.drain_deadline:
-            log.warning("node %s: stop_grace is over with %d executors busy; stopping them", self.node_name, busy)
-            for executor in self.executors.values():  # what was held back goes out unstarted
-                executor.queue.extendleft(reversed(self._held.pop(executor.id, [])))
-            self.loop.stop()
-        else:
-            self.notifier.status(f"draining: {busy} executors busy")
-
-    def _refuse_while_draining(self, commands: list[be.ExecutorCommand]) -> list[be.ExecutorCommand]:
-        """While draining, binds are refused: each is answered `ExecutorUnbound` carrying the
-        tasks launched with it as unstarted, so the session manager re-queues them elsewhere
-        without counting a retry."""
-        refused: dict[str, be.ExecutorUnbound] = {}
-        kept: list[be.ExecutorCommand] = []
-        for command in commands:
-            if isinstance(command, be.BindExecutor):
-                refused[command.executor_id] = be.ExecutorUnbound(
-                    executor_id=command.executor_id, session_id=command.session.session_id, reason="node is stopping"
-                )
-            elif isinstance(command, be.LaunchTasks) and command.executor_id in refused:
-                keys = [be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in command.tasks]
-                refused[command.executor_id].unstarted.extend(keys)
-            else:
-                kept.append(command)
-        self.holder.reports.extend(refused.values())
-        return kept
 
     def run(self) -> int:
         self.loop.add_reader(self.backend, self._on_backend)
@@ -235,15 +165,15 @@ class ExecutorManager:
         stats = {f"node_executors_{phase}": count for phase, count in phases.items()}
         stats["node_slots"] = float(self.slots)
         stats["node_registered"] = 1.0 if self.link.registered else 0.0
-        stats["node_draining"] = 0.0 if self.drain_deadline is None else 1.0
+        stats["node_draining"] = 0.0 if self.draining is None else 1.0
         stats["node_tasks_in_flight"] = float(sum(len(e.in_flight) for e in self.executors.values()))
         stats["node_tasks_queued"] = float(sum(len(e.queue) for e in self.executors.values()))
         stats["node_loop_turns_total"] = float(self.loop.turns)
         return stats
 
     def status_line(self) -> str:
-        if self.drain_deadline is not None:
-            return f"draining: {self._busy()} executors busy"
+        if self.draining is not None:
+            return f"draining: {self.draining.busy()} executors busy"
         if not self.link.registered:
             return f"registering with {self.backend_endpoint}"
         bound = sum(1 for e in self.executors.values() if e.phase is Phase.Bound)
@@ -286,25 +216,10 @@ class ExecutorManager:
 
     # ------------------------------------------------------------------ registration
 
-    def _node_info(self) -> NodeInfo:
-        try:
-            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            memory = 0
-        uname = platform.uname()
-        return NodeInfo(
-            name=self.node_name,
-            hostname=socket.gethostname(),
-            capacity=ResourceRequirement(cpu=self.slots, memory=memory, gpu=0),
-            max_executors=self.slots,
-            arch=uname.machine,
-            os=uname.system.lower(),
-        )
-
     def _register(self) -> None:
         message = be.RegisterNode(
             protocol_version=codec.PROTOCOL_VERSION,
-            node=self._node_info(),
+            node=node_info(self.node_name, self.slots),
             incarnation=self.incarnation,
             executors=sorted(self.executors),
         )
@@ -382,8 +297,8 @@ class ExecutorManager:
                     return
                 if isinstance(message, be.Commands):
                     commands = message.commands
-                    if self.drain_deadline is not None:
-                        commands = self._refuse_while_draining(commands)
+                    if self.draining is not None:
+                        commands = self.draining.refuse_binds(commands)
                     for command in commands:
                         self.holder.command(command)
             case be.Error(code=ErrorCode.Reregister):
@@ -411,12 +326,12 @@ class ExecutorManager:
         elif link.heartbeat_due(now):
             self._send_heartbeat(now)
         self.holder.poll_exits()
-        if self.drain_deadline is not None:
+        if self.draining is not None:
             self._drain_step()
 
     def _send_heartbeat(self, now: float) -> None:
         link = self.link
-        heartbeat = be.Heartbeat(epoch=link.epoch, seq=link.next_seq(now), stopping=self.drain_deadline is not None)
+        heartbeat = be.Heartbeat(epoch=link.epoch, seq=link.next_seq(now), stopping=self.draining is not None)
         try_send(self.backend, codec.encode(heartbeat))
 
     def _flush(self) -> None:

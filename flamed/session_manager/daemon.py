@@ -7,12 +7,11 @@ the records the turn produced are appended to the log and committed with one fsy
 commit), and only then are the replies, pushes and node messages sent. A frame that does not
 decode is answered with a typed error and counted; it never stops the loop.
 
-Durability (DESIGN 6): with a `Storage` the state is rebuilt from it before anything is served,
-a snapshot is written when the storage asks for one and at a clean stop, and under the
-`interval` fsync policy a timer makes sure the fsync happens by its deadline. When a commit
-fails, the turn is rolled back (`rollback.py`): memory is re-read from disk and the requests
-that wanted a change are answered `StorageUnavailable`; reads keep being served. Without a
-`Storage` (tests) the state lives in memory only.
+Durability (DESIGN 6): with a `Storage` the state is rebuilt from it before anything is served
+(`durability.py`); each turn is committed, snapshotted and kept fsynced on time by the
+`Journal` (`journal.py`). When a commit fails, the turn is rolled back (`rollback.py`): memory
+is re-read from disk and the requests that wanted a change are answered `StorageUnavailable`;
+reads keep being served. Without a `Storage` (tests) the state lives in memory only.
 """
 
 from __future__ import annotations
@@ -27,17 +26,15 @@ import msgspec
 
 from flamed.config import Config, is_local_endpoint
 from flamed.core.controller import Controller, CoreConfig, Now, Outbox
-from flamed.core.records import AnyRecord
-from flamed.core.snapshot import encode_state
 from flamed.notify import Notifier
 from flamed.session_manager.apps import DEFAULT_APPLICATIONS
-from flamed.session_manager.durability import Recovered, recover_state, reread_state
+from flamed.session_manager.durability import Recovered, recover_state
+from flamed.session_manager.journal import Journal
 from flamed.session_manager.rollback import TurnGuard
-from flamed.storage import Storage, StorageError
+from flamed.storage import Storage
 from flamed.transport import (
     Loop,
     SignalInbox,
-    Timer,
     bind_router,
     close,
     context,
@@ -100,7 +97,6 @@ class SessionManager:
         binding the sockets; raises `StorageError` if it cannot be read."""
         self.options = options
         self.loop = Loop()
-        self.storage = storage
         self.recovered: Recovered | None = None
         self.notifier = Notifier()
         state = None
@@ -110,8 +106,7 @@ class SessionManager:
         self.controller = Controller(core_config(options.config), state)
         self.controller.storage_stats = self.storage_stats
         self.guard = TurnGuard(self.controller)
-        self._last_snapshot: dict[str, float | int | str] = {}
-        self._write_failure = ""
+        self.journal = Journal(self.loop, self.controller, self.guard, storage, self.recovered)
         self._encoder = msgspec.msgpack.Encoder()
         self._client_codec = codec.client_request_codec()
         self._node_codec = codec.node_message_codec()
@@ -135,8 +130,16 @@ class SessionManager:
                 self.zap.close()
             raise
         self._tick_timer = self.loop.call_at(0.0, self._tick)
-        self._fsync_timer: Timer | None = None
         self.signals = SignalInbox(self.loop, self._on_signal)
+
+    @property
+    def storage(self) -> Storage | None:
+        """The storage the journal writes to (None: in memory only, or closed)."""
+        return self.journal.storage
+
+    @storage.setter
+    def storage(self, storage: Storage | None) -> None:
+        self.journal.storage = storage
 
     def now(self) -> Now:
         return Now(mono=self.loop.now(), wall=wall_ms())
@@ -239,13 +242,7 @@ class SessionManager:
         close(self.backend)
         if self.zap is not None:
             self.zap.close()
-        storage, self.storage = self.storage, None
-        if storage is not None:
-            try:
-                if storage.stats()["records_since_snapshot"] and not self._write_failure:
-                    self._write_snapshot(storage)
-            finally:
-                storage.close()
+        self.journal.close()
 
     # ------------------------------------------------------------------ receive
 
@@ -314,99 +311,17 @@ class SessionManager:
     def _flush(self) -> None:
         ctl = self.controller
         now = self.now()
-        outbox = ctl.flush(now)
-        try:
-            self._persist(outbox.records)
-        except StorageError as exc:
-            outbox = self._roll_back(outbox, str(exc), now)
-        else:
-            self.guard.mark_durable()
+        outbox = self.journal.commit(ctl.flush(now), now)
         self._send(outbox)
-        self._after_commit()
+        self.journal.after_commit()
         deadline = ctl.next_deadline()
         if deadline != self._tick_timer.when or self._tick_timer.cancelled:
             self._tick_timer.cancel()
             self._tick_timer = self.loop.call_at(deadline, self._tick)
 
-    def _persist(self, records: list[AnyRecord]) -> None:
-        storage = self.storage
-        if not records or storage is None:
-            return
-        encode = self._encoder.encode
-        for record in records:
-            storage.append(encode(record))
-        storage.commit(self.loop.now())
-        if self._write_failure:
-            log.warning("storage: writes work again (after: %s)", self._write_failure)
-            self._write_failure = ""
-
-    def _roll_back(self, outbox: Outbox, reason: str, now: Now) -> Outbox:
-        """The turn's records are not durable: make memory equal disk, fail the turn's writes."""
-        assert self.storage is not None
-        if reason != self._write_failure:
-            log.error("storage: %s; failing the requests of this turn, reads are still served", reason)
-        self._write_failure = reason
-        self.controller.counters["storage_write_failures"] += 1
-        started = time.perf_counter()
-        state = reread_state(self.storage.state_dir)
-        replies = self.guard.roll_back(outbox, state, reason, now)
-        log.info(
-            "storage: state re-read from disk after a failed write in %.3f s (%d records dropped)",
-            time.perf_counter() - started,
-            len(outbox.records),
-        )
-        return Outbox(replies=replies)
-
-    def _after_commit(self) -> None:
-        storage = self.storage
-        if storage is None or self._write_failure:
-            return
-        if storage.should_snapshot():
-            self._write_snapshot(storage)
-        deadline = storage.next_fsync_deadline()
-        timer = self._fsync_timer
-        if deadline is not None and (timer is None or timer.cancelled or timer.when != deadline):
-            if timer is not None:
-                timer.cancel()
-            self._fsync_timer = self.loop.call_at(deadline, self._fsync_due)
-
-    def _fsync_due(self) -> None:
-        """`interval` policy: the records committed since the last fsync must be durable now."""
-        if self.storage is None:
-            return
-        try:
-            self.storage.commit(self.loop.now())
-        except StorageError as exc:
-            self._write_failure = str(exc)
-            log.error("storage: %s", exc)
-
-    def _write_snapshot(self, storage: Storage) -> None:
-        """Synchronous: about a second per million tasks; the loop waits meanwhile."""
-        started = time.perf_counter()
-        try:
-            payload = encode_state(self.controller.state)
-            storage.write_snapshot(payload)
-        except StorageError as exc:
-            log.error("storage: %s; the log remains the source of truth", exc)
-            return
-        seconds = time.perf_counter() - started
-        self._last_snapshot = {
-            "last_snapshot_wall_ms": wall_ms(),
-            "last_snapshot_duration_ms": seconds * 1000,
-        }
-        log.info("snapshot of record %d written (%d bytes) in %.3f s", storage.last_seq, len(payload), seconds)
-
     def storage_stats(self) -> dict[str, float | int | str]:
         """Facts about the state directory for `GetStats` (empty without storage)."""
-        if self.storage is None:
-            return {}
-        stats = self.storage.stats()
-        stats.update(self._last_snapshot)
-        stats["write_failure"] = self._write_failure
-        if self.recovered is not None:
-            stats["recovery_seconds"] = self.recovered.seconds
-            stats["recovered_snapshot_seq"] = self.recovered.snapshot_seq
-        return stats
+        return self.journal.stats()
 
     def _send(self, outbox: Outbox) -> None:
         header = codec.HEADER

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from flamed.executor_manager import lifecycle
+from flamed.executor_manager import instance_window
 from flamed.executor_manager.executors import LocalExecutor, Phase
 from flamed.executor_manager.lifecycle import DroppedFrames, Executors
 from flamed.transport import Loop, bind_router, close, connect_dealer
@@ -64,7 +64,7 @@ def test_window_follows_task_pace_and_suspects(setup: tuple[Executors, LocalExec
     executor.in_flight.clear()
     executor.pace = 0.0001  # fast tasks
     holder.pump(executor)
-    window = lifecycle.INSTANCE_WINDOW
+    window = instance_window.INSTANCE_WINDOW
     assert invoked(instance) == list(range(5, 5 + window))
     holder.pump(executor)  # full: nothing more until half of it is done
     assert not instance.poll(50)
