@@ -1,0 +1,97 @@
+"""Request batching: how one turn of the I/O thread's queue becomes few `CreateTasks` requests.
+
+Rules:
+- every `CreateTasks` for one session taken in the same turn goes out as ONE request (split
+  only past `MAX_BATCH_TASKS` tasks or `MAX_BATCH_BYTES` of input); consecutive `Session.run`
+  calls fold into one part whose sinks are their futures, with no per-task object;
+- a batch with tasks that want their results asks for them in the same request
+  (`CreateTasks{watch}`), so results flow without a second round trip;
+- the returned ids are split back to the callers in order (`hand_out_ids`).
+
+Everything here is pure: no socket, no clock, no lock. The I/O thread sends what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+
+from flamed.client.commands import STOP, Call, Create, Run, Watch
+from flamed.client.sinks import Sink, set_result
+from protocol import frontend as fe
+
+#: Largest CreateTasks batch, by count and by input bytes (the server's frame limit is 64 MiB).
+MAX_BATCH_TASKS = 50_000
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
+class Turn:
+    """The commands one wake-up of the I/O thread took, sorted for sending."""
+
+    __slots__ = ("creates", "others", "stop")
+
+    def __init__(self) -> None:
+        self.others: list[Call | Watch] = []  # sent first, in queue order
+        self.creates: dict[str, list[Create]] = {}  # then per session, in order of first sight
+        self.stop = False
+
+
+def take_turn(commands: Iterable[object]) -> Turn:
+    """Sort `commands` (in queue order) into a `Turn`, folding runs into creates."""
+    turn = Turn()
+    creates = turn.creates
+    for command in commands:
+        if type(command) is Run:
+            parts = creates.setdefault(command.session_id, [])
+            if not parts or parts[-1].future is not None:
+                parts.append(Create(command.session_id, [], None, []))
+            run = parts[-1]
+            run.inputs.append(command.input)
+            run.sinks.append(command.future)  # type: ignore[union-attr]
+        elif command is STOP:
+            turn.stop = True
+        elif isinstance(command, Create):
+            creates.setdefault(command.session_id, []).append(command)
+        elif isinstance(command, (Call, Watch)):
+            turn.others.append(command)
+    return turn
+
+
+def batches(parts: list[Create]) -> Iterator[list[Create]]:
+    """Group one session's parts into requests within the batch limits (a part is never split)."""
+    batch: list[Create] = []
+    count = size = 0
+    for part in parts:
+        part_size = sum(len(i) for i in part.inputs if i)
+        if batch and (count + len(part.inputs) > MAX_BATCH_TASKS or size + part_size > MAX_BATCH_BYTES):
+            yield batch
+            batch, count, size = [], 0, 0
+        batch.append(part)
+        count += len(part.inputs)
+        size += part_size
+    if batch:
+        yield batch
+
+
+def create_request(session_id: str, parts: list[Create]) -> fe.CreateTasks:
+    """The one `CreateTasks` for a batch; it watches when any part wants results."""
+    inputs = parts[0].inputs if len(parts) == 1 else [i for p in parts for i in p.inputs]
+    watch = any(part.sinks is not None for part in parts)  # results come under this request id
+    return fe.CreateTasks(session_id=session_id, inputs=inputs, watch=watch)
+
+
+def hand_out_ids(parts: list[Create], task_ids: list[int]) -> dict[int, list[Sink]]:
+    """Complete each part's future with its slice of `task_ids`; return the sinks to follow."""
+    start = 0
+    sinks: dict[int, list[Sink]] = {}
+    for part in parts:
+        ids = task_ids[start : start + len(part.inputs)]
+        start += len(part.inputs)
+        if part.sinks is not None:
+            for task_id, sink in zip(ids, part.sinks, strict=True):
+                sinks[task_id] = [sink]
+                if type(sink) is Future:
+                    sink.task_id = task_id  # type: ignore[attr-defined]  # documented on Session.run
+        if part.future is not None:
+            set_result(part.future, ids)
+    return sinks

@@ -1,0 +1,83 @@
+"""What callers hand the I/O thread: one small record per command, queued under the lock.
+
+Callers build a command and append it to the thread's deque; only the thread reads it. A
+`Run` is the cheapest command (there may be 100,000 of them); the thread folds runs into
+`Create`s when it takes its turn (see `batching`). `STOP` asks the thread to finish the turn
+and close. A command still queued when the thread closes is failed by `fail_command`, so no
+future or sink is ever left waiting.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from flamed.client.errors import FlameError
+from flamed.client.sinks import Sink, fail_sink, set_exception
+from protocol import frontend as fe
+
+
+class Call:
+    """Send one request; the future (if any) gets the reply."""
+
+    __slots__ = ("future", "message")
+
+    def __init__(self, message: fe.Message, future: Future[Any] | None) -> None:
+        self.message = message
+        self.future = future
+
+
+class Create:
+    """Create tasks in a session; with `sinks` (one per input), watch each created task."""
+
+    __slots__ = ("future", "inputs", "session_id", "sinks")
+
+    def __init__(
+        self,
+        session_id: str,
+        inputs: list[bytes | None],
+        future: Future[list[int]] | None,
+        sinks: list[Sink] | None,
+    ) -> None:
+        self.session_id = session_id
+        self.inputs = inputs
+        self.future = future
+        self.sinks = sinks
+
+
+class Run:
+    """One `Session.run`: the cheapest command, since there may be 100,000 of them."""
+
+    __slots__ = ("future", "input", "session_id")
+
+    def __init__(self, session_id: str, data: bytes | None, future: Future[Any]) -> None:
+        self.session_id = session_id
+        self.input = data
+        self.future = future
+
+
+class Watch:
+    """Watch existing tasks; updates go to the sinks until each says it is done."""
+
+    __slots__ = ("session_id", "sinks")
+
+    def __init__(self, session_id: str, sinks: dict[int, list[Sink]]) -> None:
+        self.session_id = session_id
+        self.sinks = sinks
+
+
+#: Finish the turn, then close the connection.
+STOP = object()
+
+
+def fail_command(command: object, error: FlameError) -> None:
+    """Fail the future and every sink of a command the thread never took."""
+    if isinstance(command, (Call, Create, Run)) and command.future is not None:
+        set_exception(command.future, error)
+    if isinstance(command, Create):
+        for sink in command.sinks or ():
+            fail_sink(sink, error)
+    elif isinstance(command, Watch):
+        for sinks in command.sinks.values():
+            for sink in sinks:
+                fail_sink(sink, error)

@@ -1,0 +1,175 @@
+"""Reply dispatch: what the I/O thread has sent and still expects, matched by `request_id`.
+
+`InFlight` holds the requests awaiting their reply (a call's future, or the parts of a
+`CreateTasks` batch) and the open watches (per-task sinks fed by `TaskUpdates` pushes). Rules:
+- a reply completes and forgets its request; an `Error` reply becomes a `FlameError`, on the
+  future or on every sink of the batch;
+- a `TaskUpdates` push goes to the sinks of its watch; a sink that says it is done, or a task
+  in a terminal state, is dropped, and a watch with no sinks left is closed;
+- an `Error` under a watch's request id (unknown session or task) ends the watch;
+- a `TasksCreated` for a batch that asked for results opens its watch under the same request
+  id; `dispatch` returns it as an `OpenWatch` for the thread to follow.
+Nothing here touches the socket or reads the clock: the thread passes `now` and sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from typing import Any, NamedTuple
+
+from flamed.client.batching import hand_out_ids
+from flamed.client.commands import Create
+from flamed.client.errors import FlameError, FlameErrorCode, from_server
+from flamed.client.sinks import Sink, fail_sink, set_exception, set_result, update_sink
+from protocol import frontend as fe
+from protocol.types import Task
+
+log = logging.getLogger("flamed.client")
+
+
+class PendingCall:
+    """A request awaiting its reply; `future` None for fire-and-forget (a `Ping`)."""
+
+    __slots__ = ("deadline", "future")
+
+    def __init__(self, future: Future[Any] | None, deadline: float) -> None:
+        self.future = future
+        self.deadline = deadline
+
+
+class PendingCreate:
+    """A `CreateTasks` batch awaiting its `TasksCreated`; `parts` in request order."""
+
+    __slots__ = ("deadline", "parts", "session_id")
+
+    def __init__(self, session_id: str, parts: list[Create], deadline: float) -> None:
+        self.session_id = session_id
+        self.parts = parts
+        self.deadline = deadline
+
+
+class ActiveWatch:
+    """An open watch; `sent` once its request left the socket (renewed on reconnect)."""
+
+    __slots__ = ("include_data", "sent", "session_id", "sinks")
+
+    def __init__(self, session_id: str, sinks: dict[int, list[Sink]]) -> None:
+        self.session_id = session_id
+        self.sinks = sinks
+        self.sent = False
+        self.include_data = True
+
+
+class OpenWatch(NamedTuple):
+    """Follow `sinks` under `request_id`: the server pushes already, no request goes out."""
+
+    request_id: int
+    session_id: str
+    sinks: dict[int, list[Sink]]
+
+
+class InFlight:
+    """Requests awaiting replies and open watches; used by the I/O thread only."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        # Insertion order is request-id order, hence deadline order (see `expired`).
+        self.pending: dict[int, PendingCall | PendingCreate] = {}
+        self.watches: dict[int, ActiveWatch] = {}
+
+    def dispatch(self, reply: fe.ServerReply) -> OpenWatch | None:
+        """Complete what `reply` answers; return the watch a `TasksCreated` opens, if any."""
+        request_id = reply.request_id
+        if isinstance(reply, fe.TaskUpdates):
+            self._on_updates(request_id, reply.tasks)
+            return None
+        watch = self.watches.pop(request_id, None)
+        if watch is not None:  # an Error (unknown session or task) ends a watch
+            _fail_watch(watch, self._error_of(reply))
+            return None
+        pending = self.pending.pop(request_id, None)
+        if pending is None:
+            if isinstance(reply, fe.Error):
+                log.warning("session manager at %s: %s: %s", self.endpoint, reply.code, reply.message)
+            return None
+        if isinstance(pending, PendingCall):
+            if pending.future is not None:
+                if isinstance(reply, fe.Error):
+                    set_exception(pending.future, from_server(reply.code, reply.message))
+                else:
+                    set_result(pending.future, reply)
+            return None
+        if isinstance(reply, fe.TasksCreated):
+            sinks = hand_out_ids(pending.parts, reply.task_ids)
+            return OpenWatch(request_id, pending.session_id, sinks)
+        _fail_record(pending, self._error_of(reply))
+        return None
+
+    def _error_of(self, reply: fe.ServerReply) -> FlameError:
+        if isinstance(reply, fe.Error):
+            return from_server(reply.code, reply.message)
+        return FlameError(FlameErrorCode.INTERNAL, f"unexpected {type(reply).__name__} from {self.endpoint}")
+
+    def _on_updates(self, request_id: int, tasks: list[Task]) -> None:
+        watch = self.watches.get(request_id)
+        if watch is None:
+            return
+        all_sinks = watch.sinks
+        for task in tasks:
+            sinks = all_sinks.get(task.id)
+            if sinks is None:
+                continue
+            kept = [sink for sink in sinks if not update_sink(sink, task)]
+            if task.state.is_terminal or not kept:
+                del all_sinks[task.id]
+            elif len(kept) != len(sinks):
+                all_sinks[task.id] = kept
+        if not all_sinks:
+            del self.watches[request_id]
+
+    def expired(self, now: float) -> list[int]:
+        """The request ids whose deadline has passed at `now`, oldest first."""
+        expired = []
+        for request_id, pending in self.pending.items():
+            if pending.deadline > now:
+                break  # one timeout for all: deadlines grow with request ids
+            expired.append(request_id)
+        return expired
+
+    def fail_pending(self, request_id: int, error: FlameError) -> None:
+        """Forget the request, failing its future or the futures and sinks of its batch."""
+        pending = self.pending.pop(request_id, None)
+        if pending is not None:
+            _fail_record(pending, error)
+
+    def fail_watches(self, error: FlameError) -> None:
+        """Close every watch, failing its sinks."""
+        watches, self.watches = self.watches, {}
+        for watch in watches.values():
+            _fail_watch(watch, error)
+
+    def fail_all(self, error: FlameError) -> None:
+        """Close every watch, then fail every request awaiting its reply."""
+        self.fail_watches(error)
+        pending, self.pending = self.pending, {}
+        for record in pending.values():
+            _fail_record(record, error)
+
+
+def _fail_record(record: PendingCall | PendingCreate, error: FlameError) -> None:
+    if isinstance(record, PendingCall):
+        if record.future is not None:
+            set_exception(record.future, error)
+        return
+    for part in record.parts:
+        if part.future is not None:
+            set_exception(part.future, error)
+        for sink in part.sinks or ():
+            fail_sink(sink, error)
+
+
+def _fail_watch(watch: ActiveWatch, error: FlameError) -> None:
+    for sinks in watch.sinks.values():
+        for sink in sinks:
+            fail_sink(sink, error)
