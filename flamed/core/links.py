@@ -1,18 +1,19 @@
-"""Executor-manager links: registration, reconciliation, heartbeats, fencing, cleanup (DESIGN 5).
+"""Executor-manager links: the connection table, heartbeats, fencing, cleanup (DESIGN 5).
 
 One `NodeLink` per node name holds the volatile side of a connection: routing id, epoch,
 sequence numbers, liveness and drain deadlines. Its state follows the connection table
 (Connected / Draining / Closed; Closed links are discarded) and drives the node table
-(Ready / Unknown / NotReady), which is durable.
+(Ready / Unknown / NotReady), which is durable. `NodeLinks` routes node messages: a
+registration is decided in `registration`, the reports of a current link are applied in
+`executor_reports`; this module keeps the link table, the outgoing frames and the timers.
 
 Rules that keep a stale peer from corrupting state:
 - every registration gets a new epoch; a message whose epoch is not the link's current one, or
   that leaves a gap in the sequence, is refused with `Error(Reregister)`;
-- a second live executor manager with a name already Connected is refused (`DuplicateNode`);
-- at registration the reply is the full snapshot of executors the node should hold. Executors
-  the node did not report are lost whatever their state (their running tasks are retried);
-  executors it reported but should not hold are left out of the snapshot, so it kills them;
-- a completion is recorded only if the task is Running in that attempt on that executor.
+- a node silent for `heartbeat_interval * heartbeat_liveness` goes Unknown and its drain timer
+  starts; when it runs out the node is cleaned up and its executors are lost (tasks retried);
+- commands for a node that is not Connected are dropped: the snapshot at its next
+  registration carries the desired state.
 """
 
 from __future__ import annotations
@@ -21,22 +22,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from flamed.core import records as r
+from flamed.core import registration
+from flamed.core.executor_reports import apply_reports, lose_executor
 from flamed.core.machines.connection import CONNECTION, ConnectionTrigger
-from flamed.core.machines.executor import ExecutorTrigger
-from flamed.core.state import SESSION_BIND_FAILED, SESSION_RETRY_LIMIT_REACHED, ExecutorEntry
-from flamed.core.validation import check_name
 from protocol import backend as be
-from protocol.codec import PROTOCOL_VERSION
 from protocol.errors import ErrorCode
-from protocol.types import (
-    ConnectionState,
-    Event,
-    ExecutorState,
-    Node,
-    NodeState,
-    ResourceRequirement,
-    TaskState,
-)
+from protocol.types import ConnectionState, Node, NodeState, ResourceRequirement
 
 if TYPE_CHECKING:
     from flamed.core.controller import Controller, Now
@@ -140,7 +131,7 @@ class NodeLinks:
         link.last_seen = now.mono
         self.ctl.counters["heartbeats" if isinstance(message, be.Heartbeat) else "node_messages"] += 1
         if isinstance(message, be.Reports):
-            self._reports(link, message.reports, now)
+            apply_reports(self.ctl, link, message.reports, now)
             link.ack = message.seq
         elif isinstance(message, be.Heartbeat) and message.stopping and not link.stopping:
             link.stopping = True
@@ -155,33 +146,17 @@ class NodeLinks:
 
     def _register(self, peer: bytes, message: be.RegisterNode, now: Now) -> None:
         name = message.node.name
-        if message.protocol_version != PROTOCOL_VERSION:
-            self._refuse(peer, ErrorCode.VersionMismatch, f"session manager speaks protocol {PROTOCOL_VERSION}")
-            return
-        if bad := check_name("node", name):
-            self._refuse(peer, ErrorCode.BadMessage, bad)
-            return
         link = self.links.get(name)
-        live = link is not None and link.connection is ConnectionState.Connected
-        if live and link and link.incarnation != message.incarnation:
-            quiet = now.mono - link.last_seen
-            if quiet < 2 * self.ctl.config.heartbeat_interval:
-                self.ctl.counters["duplicate_nodes_refused"] += 1
-                log.warning("node %s: refused a second executor manager (incarnation %s)", name, message.incarnation)
-                self._refuse(
-                    peer,
-                    ErrorCode.DuplicateNode,
-                    f"node name {name!r} is held by a live executor manager (last heard {quiet:.1f}s ago); "
-                    "start this one with another --node-name",
-                )
-                return
+        if refused := registration.refusal(self.ctl, message, link, now):
+            self._refuse(peer, *refused)
+            return
         epoch = self.ctl.state.max_epoch + 1
         if name in self.ctl.state.nodes:
             self.ctl.counters["reregistrations"] += 1
         self.ctl.commit(
             r.NodeRegistered(time=now.wall, info=message.node, incarnation=message.incarnation, epoch=epoch)
         )
-        kept = self._reconcile(name, set(message.executors), now)
+        kept = registration.reconcile(self.ctl, name, set(message.executors), now)
         if link is not None:
             if link.peer is not None:
                 self.by_peer.pop(link.peer, None)
@@ -192,196 +167,11 @@ class NodeLinks:
         self.by_peer[peer] = link
         self.ctl.counters["registrations"] += 1
         log.info("node %s: Ready (epoch %d, %d executors kept)", name, epoch, len(kept))
-        self.ctl.outbox.node_messages.append(
-            (
-                peer,
-                be.Registered(
-                    epoch=epoch,
-                    executors=[self.assignment(e) for e in kept],
-                    heartbeat_interval=self.ctl.config.heartbeat_interval,
-                    heartbeat_liveness=self.ctl.config.heartbeat_liveness,
-                ),
-            )
-        )
+        self.ctl.outbox.node_messages.append((peer, registration.registered(self.ctl, epoch, kept)))
         self.ctl.dispatcher.schedule_soon()
         for executor in kept:  # Ready again: its Bound executors can take work again
             if executor.session_id is not None:
                 self.ctl.dispatcher.dirty.add(executor.session_id)
-
-    def _reconcile(self, name: str, reported: set[str], now: Now) -> list[ExecutorEntry]:
-        kept = []
-        for executor in [e for e in self.ctl.state.executors.values() if e.node == name]:
-            if executor.id in reported:
-                kept.append(executor)
-            else:
-                self.lose_executor(executor, "not reported by its node at registration", now)
-        orphans = reported - {e.id for e in kept}
-        if orphans:
-            self.ctl.counters["orphan_executors_released"] += len(orphans)
-            log.info("node %s: releasing %d executors it should not hold", name, len(orphans))
-        return kept
-
-    def assignment(self, executor: ExecutorEntry) -> be.ExecutorAssignment:
-        session_ctx = app_ctx = None
-        tasks: list[be.TaskAssignment] = []
-        if executor.session_id is not None:
-            session = self.ctl.state.sessions[executor.session_id]
-            session_ctx, app_ctx = self.ctl.dispatcher.contexts(session)
-            tasks = [
-                be.TaskAssignment(task_id=t, attempt=a, input=session.tasks[t - 1].input)
-                for t, a in executor.tasks.items()
-            ]
-        return be.ExecutorAssignment(
-            executor_id=executor.id,
-            state=str(executor.state),
-            resreq=executor.resreq,
-            session=session_ctx,
-            application=app_ctx,
-            tasks=tasks,
-        )
-
-    # ------------------------------------------------------------------ reports
-
-    def _reports(self, link: NodeLink, reports: list[be.ExecutorReport], now: Now) -> None:
-        finished: dict[str, list[r.TaskFinish]] = {}
-        seen: set[tuple[str, int]] = set()
-        for report in reports:
-            if isinstance(report, be.TaskCompleted):
-                self._completed(link, report, finished, seen)
-                continue
-            self._flush_finished(finished, now)
-            executor = self.ctl.state.executors.get(report.executor_id)
-            if executor is None or executor.node != link.name:
-                self.ctl.counters["stale_reports"] += 1
-                continue
-            self._executor_report(executor, report, now)
-        self._flush_finished(finished, now)
-
-    def _completed(
-        self,
-        link: NodeLink,
-        report: be.TaskCompleted,
-        finished: dict[str, list[r.TaskFinish]],
-        seen: set[tuple[str, int]],
-    ) -> None:
-        key = (report.session_id, report.task_id)
-        executor = self.ctl.state.executors.get(report.executor_id)
-        session = self.ctl.state.sessions.get(report.session_id)
-        task = session.task(report.task_id) if session else None
-        current = (
-            key not in seen
-            and executor is not None
-            and executor.node == link.name
-            and executor.tasks.get(report.task_id) == report.attempt
-            and task is not None
-            and task.state is TaskState.Running
-            and task.attempt == report.attempt
-            and task.executor_id == executor.id
-            and report.state in (TaskState.Succeed, TaskState.Failed)
-        )
-        if not current:
-            self.ctl.counters["stale_completions_rejected"] += 1
-            log.info(
-                "rejected stale completion of task %s/%d attempt %d from executor %s",
-                report.session_id,
-                report.task_id,
-                report.attempt,
-                report.executor_id,
-            )
-            return
-        seen.add(key)
-        batch = finished.setdefault(report.session_id, [])
-        output, state, message = report.output, report.state, report.message
-        limit = self.ctl.config.max_task_output_size
-        if output is not None and len(output) > limit:
-            self.ctl.counters["outputs_too_large"] += 1
-            message = f"output of {len(output)} bytes is over limits.max_task_output_size ({limit})"
-            output, state = None, TaskState.Failed
-        batch.append(r.TaskFinish(report.task_id, state, output, message))
-
-    def _flush_finished(self, finished: dict[str, list[r.TaskFinish]], now: Now) -> None:
-        for session_id, tasks in finished.items():
-            self.ctl.commit(r.TasksFinished(time=now.wall, session_id=session_id, tasks=tasks))
-            self.ctl.counters["tasks_completed"] += len(tasks)
-            self.ctl.dispatcher.tasks_finished(session_id, now)
-        finished.clear()
-
-    def _executor_report(self, executor: ExecutorEntry, report: be.ExecutorReport, now: Now) -> None:
-        ctl = self.ctl
-        state = executor.state
-        match report:
-            case be.ExecutorCreated() if state is ExecutorState.Void:
-                self._change(executor, ExecutorTrigger.created, now)
-                ctl.dispatcher.schedule_soon()
-            case be.ExecutorBound() if state is ExecutorState.Binding and executor.session_id == report.session_id:
-                self._change(executor, ExecutorTrigger.bound, now)
-                ctl.dispatcher.executor_bound(executor, now)
-            case be.ExecutorBindFailed() if state is ExecutorState.Binding:
-                self._change(executor, ExecutorTrigger.bind_failed, now)
-                self._bind_failed(executor, report, now)
-            case be.ExecutorUnbound() if state in (
-                ExecutorState.Bound,
-                ExecutorState.Binding,
-                ExecutorState.Unbinding,
-            ):
-                self._unbound(executor, report, now)
-            case be.ExecutorReleased() if state is ExecutorState.Releasing:
-                self._change(executor, ExecutorTrigger.released, now)
-                ctl.commit(r.ExecutorRemoved(time=now.wall, executor_id=executor.id))
-            case _:
-                ctl.counters["stale_reports"] += 1
-
-    def _change(self, executor: ExecutorEntry, trigger: ExecutorTrigger, now: Now, session: str | None = None) -> None:
-        before = executor.state
-        self.ctl.commit(r.ExecutorChanged(time=now.wall, executor_id=executor.id, trigger=trigger, session_id=session))
-        log.debug("executor %s on %s: %s -> %s (%s)", executor.id, executor.node, before, executor.state, trigger)
-
-    def _bind_failed(self, executor: ExecutorEntry, report: be.ExecutorBindFailed, now: Now) -> None:
-        session = self.ctl.state.sessions.get(report.session_id)
-        if session is None:
-            return
-        message = (
-            f"Executor {executor.id} on node {executor.node} failed to bind session with "
-            f"return_code {report.code}: {report.message}"
-        )
-        log.warning("session %s: %s", session.id, message)
-        event = Event(code=SESSION_BIND_FAILED, message=message, creation_time=now.wall)
-        self.ctl.commit(r.SessionEventRecorded(time=now.wall, session_id=session.id, event=event))
-        limit = self.ctl.config.session_bind_retry_limit
-        if session.bind_failures == limit:
-            text = (
-                f"Session retry limit reached after {session.bind_failures}/{limit} failed attempts; "
-                "new executor assignment is paused"
-            )
-            event = Event(code=SESSION_RETRY_LIMIT_REACHED, message=text, creation_time=now.wall)
-            self.ctl.commit(r.SessionEventRecorded(time=now.wall, session_id=session.id, event=event))
-
-    def _unbound(self, executor: ExecutorEntry, report: be.ExecutorUnbound, now: Now) -> None:
-        dispatcher = self.ctl.dispatcher
-        if executor.session_id is not None and executor.tasks:
-            unstarted = [k.task_id for k in report.unstarted if executor.tasks.get(k.task_id) == k.attempt]
-            if unstarted:
-                dispatcher.requeue(executor.session_id, unstarted, False, "returned unstarted", now)
-            lost = list(executor.tasks)
-            if lost:
-                reason = f"executor {executor.id} lost its instance ({report.reason or 'unbound'})"
-                dispatcher.requeue(executor.session_id, lost, True, reason, now)
-        if executor.state is ExecutorState.Bound:
-            self._change(executor, ExecutorTrigger.lost, now)
-        elif executor.state is ExecutorState.Binding:
-            self._change(executor, ExecutorTrigger.unbind, now)
-        self._change(executor, ExecutorTrigger.unbound, now)
-        dispatcher.executor_unbound(executor)
-
-    def lose_executor(self, executor: ExecutorEntry, reason: str, now: Now) -> None:
-        """The executor is gone with its node: retry its tasks, forget it (one transaction)."""
-        if executor.session_id is not None and executor.tasks:
-            self.ctl.dispatcher.requeue(executor.session_id, list(executor.tasks), True, reason, now)
-        if executor.state is not ExecutorState.Released:
-            self._change(executor, ExecutorTrigger.node_lost, now)
-        self.ctl.commit(r.ExecutorRemoved(time=now.wall, executor_id=executor.id))
-        self.ctl.dispatcher.executor_unbound(executor)
-        log.info("executor %s on %s: released (%s)", executor.id, executor.node, reason)
 
     # ------------------------------------------------------------------ commands
 
@@ -441,7 +231,7 @@ class NodeLinks:
             self.by_peer.pop(link.peer, None)
         self.ctl.counters["node_cleanups"] += 1
         for executor in [e for e in self.ctl.state.executors.values() if e.node == link.name]:
-            self.lose_executor(executor, f"node {link.name} cleaned up: {reason}", now)
+            lose_executor(self.ctl, executor, f"node {link.name} cleaned up: {reason}", now)
         node = self.ctl.state.nodes.get(link.name)
         if node is not None and node.state is not NodeState.NotReady:
             self.ctl.commit(r.NodeChanged(time=now.wall, name=link.name, trigger="cleaned_up", reason=reason))

@@ -1,0 +1,101 @@
+"""Node registration: who may register, and the executor snapshot a registered node gets back.
+
+`NodeLinks` owns the link table; this module decides for it. `refusal` says whether a
+`RegisterNode` must be refused, `reconcile` settles the node's executors against what it
+reported, and `registered` builds the `Registered` reply from the executors it keeps.
+
+Rules (DESIGN 5):
+- a node speaking another protocol version, or with a bad name, is refused;
+- a second live executor manager with a name already Connected is refused (`DuplicateNode`)
+  while the first was heard from within two heartbeat intervals;
+- executors the node did not report are lost whatever their state (their running tasks are
+  retried); executors it reported but should not hold are left out of the snapshot, so it
+  kills them;
+- the snapshot carries each kept executor's desired state: session, application and tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from flamed.core.executor_reports import lose_executor
+from flamed.core.state import ExecutorEntry
+from flamed.core.validation import check_name
+from protocol import backend as be
+from protocol.codec import PROTOCOL_VERSION
+from protocol.errors import ErrorCode
+from protocol.types import ConnectionState
+
+if TYPE_CHECKING:
+    from flamed.core.controller import Controller, Now
+    from flamed.core.links import NodeLink
+
+log = logging.getLogger("flamed.session_manager")
+
+
+def refusal(ctl: Controller, message: be.RegisterNode, link: NodeLink | None, now: Now) -> tuple[ErrorCode, str] | None:
+    """Why `message` must be refused (the `Error` code and text), or None to register it.
+    `link` is the current link of the node's name, if any."""
+    name = message.node.name
+    if message.protocol_version != PROTOCOL_VERSION:
+        return ErrorCode.VersionMismatch, f"session manager speaks protocol {PROTOCOL_VERSION}"
+    if bad := check_name("node", name):
+        return ErrorCode.BadMessage, bad
+    live = link is not None and link.connection is ConnectionState.Connected
+    if live and link and link.incarnation != message.incarnation:
+        quiet = now.mono - link.last_seen
+        if quiet < 2 * ctl.config.heartbeat_interval:
+            ctl.counters["duplicate_nodes_refused"] += 1
+            log.warning("node %s: refused a second executor manager (incarnation %s)", name, message.incarnation)
+            return (
+                ErrorCode.DuplicateNode,
+                f"node name {name!r} is held by a live executor manager (last heard {quiet:.1f}s ago); "
+                "start this one with another --node-name",
+            )
+    return None
+
+
+def reconcile(ctl: Controller, name: str, reported: set[str], now: Now) -> list[ExecutorEntry]:
+    """Lose the executors of node `name` it did not report; return the ones it keeps."""
+    kept = []
+    for executor in [e for e in ctl.state.executors.values() if e.node == name]:
+        if executor.id in reported:
+            kept.append(executor)
+        else:
+            lose_executor(ctl, executor, "not reported by its node at registration", now)
+    orphans = reported - {e.id for e in kept}
+    if orphans:
+        ctl.counters["orphan_executors_released"] += len(orphans)
+        log.info("node %s: releasing %d executors it should not hold", name, len(orphans))
+    return kept
+
+
+def registered(ctl: Controller, epoch: int, kept: list[ExecutorEntry]) -> be.Registered:
+    """The reply to a registration: the new epoch and the full snapshot of kept executors."""
+    return be.Registered(
+        epoch=epoch,
+        executors=[assignment(ctl, e) for e in kept],
+        heartbeat_interval=ctl.config.heartbeat_interval,
+        heartbeat_liveness=ctl.config.heartbeat_liveness,
+    )
+
+
+def assignment(ctl: Controller, executor: ExecutorEntry) -> be.ExecutorAssignment:
+    """The desired state of one executor, as its node must hold it."""
+    session_ctx = app_ctx = None
+    tasks: list[be.TaskAssignment] = []
+    if executor.session_id is not None:
+        session = ctl.state.sessions[executor.session_id]
+        session_ctx, app_ctx = ctl.dispatcher.contexts(session)
+        tasks = [
+            be.TaskAssignment(task_id=t, attempt=a, input=session.tasks[t - 1].input) for t, a in executor.tasks.items()
+        ]
+    return be.ExecutorAssignment(
+        executor_id=executor.id,
+        state=str(executor.state),
+        resreq=executor.resreq,
+        session=session_ctx,
+        application=app_ctx,
+        tasks=tasks,
+    )
