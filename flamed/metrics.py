@@ -62,6 +62,7 @@ SESSION_MANAGER_COUNTERS = (
     "tasks_returned",
     "tasks_failed_retry_limit",
     "storage_write_failures",
+    "session_manager_stalls",
 )
 
 

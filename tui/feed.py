@@ -11,7 +11,7 @@ Tests use `FakeFeed`, which records what the app asked for and delivers nothing 
 from __future__ import annotations
 
 import itertools
-import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -145,7 +145,8 @@ class LiveFeed:
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
-            routing_id = f"tui-{os.getpid()}-{attempt}".encode()
+            # Random: the session manager hands an id over to whoever connects with it.
+            routing_id = f"tui-{secrets.token_hex(8)}-{attempt}".encode()
             sock = connect_dealer(self.endpoint, routing_id, curve=curve)
             try:
                 reason = self._session(sock)

@@ -12,6 +12,9 @@ Rules that keep a stale peer from corrupting state:
   that leaves a gap in the sequence, is refused with `Error(Reregister)`;
 - a node silent for `heartbeat_interval * heartbeat_liveness` goes Unknown and its drain timer
   starts; when it runs out the node is cleaned up and its executors are lost (tasks retried);
+- silence counts only while the session manager listens: ticks come at least every heartbeat
+  interval, so a longer gap means this process did not run (paused, or one very long turn),
+  and that time is credited to every node's silence and drain timers before they are judged;
 - commands for a node that is not Connected are dropped: the snapshot at its next
   registration carries the desired state.
 """
@@ -81,6 +84,7 @@ RECOVERY_COUNTERS = (
     "stale_node_messages",
     "duplicate_nodes_refused",
     "orphan_executors_released",
+    "session_manager_stalls",
 )
 
 
@@ -91,6 +95,7 @@ class NodeLinks:
         self.by_peer: dict[bytes, NodeLink] = {}
         for name in RECOVERY_COUNTERS:
             ctl.counters.setdefault(name, 0)
+        self._last_tick: float | None = None
 
     @property
     def _silence_limit(self) -> float:
@@ -204,6 +209,10 @@ class NodeLinks:
     # ------------------------------------------------------------------ timers
 
     def tick(self, now: Now) -> None:
+        stalled = 0.0 if self._last_tick is None else now.mono - self._last_tick
+        self._last_tick = now.mono
+        if stalled > self._stall_limit:
+            self._credit(stalled, now.mono)
         for link in list(self.links.values()):
             if link.connection is ConnectionState.Connected and now.mono - link.last_seen > self._silence_limit:
                 link.connection = CONNECTION.next(link.connection, ConnectionTrigger.silence)
@@ -224,6 +233,25 @@ class NodeLinks:
             ):
                 self._close(link, ConnectionTrigger.drain_expired, "drain timeout expired", now)
 
+    @property
+    def _stall_limit(self) -> float:
+        # Ticks come at least every heartbeat interval while there are links (heartbeats fall
+        # due); twice that, and at least a second, is a gap no busy turn explains.
+        return max(1.0, 2 * self.ctl.config.heartbeat_interval)
+
+    def _credit(self, stalled: float, now: float) -> None:
+        """This process did not run for `stalled` seconds: nobody could be heard meanwhile (what
+        nodes sent waits unread in the sockets), so that time is nobody's silence or drain."""
+        self.ctl.counters["session_manager_stalls"] += 1
+        log.warning(
+            "session manager: no turn for %.1fs (paused or overloaded); node silence and drain timers do not count it",
+            stalled,
+        )
+        for link in self.links.values():
+            link.last_seen = min(now, link.last_seen + stalled)
+            if link.drain_deadline is not None:
+                link.drain_deadline += stalled
+
     def _close(self, link: NodeLink, trigger: ConnectionTrigger, reason: str, now: Now) -> None:
         link.connection = CONNECTION.next(link.connection, trigger)
         del self.links[link.name]
@@ -243,6 +271,8 @@ class NodeLinks:
     def next_deadline(self) -> float:
         deadlines = [float("inf")]
         interval = self.ctl.config.heartbeat_interval
+        if self.links and self._last_tick is not None:
+            deadlines.append(self._last_tick + interval)  # the tick rhythm `_credit` relies on
         for link in self.links.values():
             if link.connection is ConnectionState.Connected:
                 deadlines.append(link.last_seen + self._silence_limit + 0.001)

@@ -75,7 +75,8 @@ class ExecutorManager:
             dropped=self.dropped,
         )
         self.executors = self.holder.executors
-        routing_id = f"em:{node_name}:{self.incarnation[:8]}".encode()
+        # Unguessable: the session manager's backend hands an id over to whoever reconnects with it.
+        routing_id = f"em:{node_name}:{self.incarnation}".encode()
         # CURVE client on the backend when configured (the key must be named after this node).
         # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
         self.backend = connect_dealer(backend, routing_id, max_size, curve=backend_curve)
@@ -258,6 +259,13 @@ class ExecutorManager:
         wanted: set[tuple[str, int, int]] = set()
         for assignment in message.executors:
             wanted.update((assignment.executor_id, t.task_id, t.attempt) for t in assignment.tasks)
+        # Completions queued but not sent yet (an earlier registration of this turn asked to
+        # resend them) are still unacknowledged: this snapshot decides about them too, and a
+        # task whose result waits here is not launched again.
+        unsent = [r for r in self.holder.reports if isinstance(r, be.TaskCompleted)]
+        if unsent:
+            self.holder.reports = [r for r in self.holder.reports if not isinstance(r, be.TaskCompleted)]
+            self.link.keep(0, unsent)
         resend = self.link.take_for_resend(wanted)
         if self.link.not_resent:
             log.info(
@@ -274,14 +282,19 @@ class ExecutorManager:
     # ------------------------------------------------------------------ backend
 
     def _on_backend(self) -> None:
+        messages: list[be.ManagerMessage] = []
         for frames in drain(self.backend):
             try:
-                message = self._manager_codec.decode(frames)
+                messages.append(self._manager_codec.decode(frames))
             except FrameError as exc:
                 if exc.code is ErrorCode.VersionMismatch:
                     raise Fatal(f"the session manager speaks another protocol: {exc.message}") from None
                 self.dropped.log("backend", exc)
-                continue
+        # Registrations sent while the session manager was away queue up and are all answered
+        # when it is back; each answer supersedes the ones before it (a newer epoch), so only
+        # the last `Registered` of a batch is acted on, with what follows it.
+        last = max((i for i, m in enumerate(messages) if isinstance(m, be.Registered)), default=0)
+        for message in messages[last:]:
             self._handle_manager(message)
 
     def _handle_manager(self, message: be.ManagerMessage) -> None:

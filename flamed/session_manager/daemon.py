@@ -116,14 +116,20 @@ class SessionManager:
         front_curve = security.server_curve(sec, security.CLIENTS)
         back_curve = security.server_curve(sec, security.NODES)
         self.zap = security.zap_handler(context(), sec)
+        # Handover: a peer that reconnects with its routing id (after ZMTP heartbeats gave up on
+        # the old connection, e.g. while this process was paused) must get its id back at once.
+        # Without it libzmq ignores the newcomer for as long as it stays connected: a node or
+        # client cut off for good by one long pause. Ids are unguessable (random per client,
+        # node name plus a random incarnation per executor manager) and, with CURVE, every
+        # message is checked against its sender's key.
         try:
-            self.frontend = bind_router(options.frontend, max_size, curve=front_curve)
+            self.frontend = bind_router(options.frontend, max_size, handover=True, curve=front_curve)
         except BaseException:
             if self.zap is not None:
                 self.zap.close()
             raise
         try:
-            self.backend = bind_router(options.backend, max_size, curve=back_curve)
+            self.backend = bind_router(options.backend, max_size, handover=True, curve=back_curve)
         except BaseException:
             close(self.frontend)
             if self.zap is not None:

@@ -51,8 +51,10 @@ def bind_router(
     """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure.
 
     `handover`: a new connection with a routing id already connected takes it over (instead of
-    being ignored). Only for endpoints where every peer is trusted (a private ipc:// directory):
-    on an open socket it lets anyone steal a peer's traffic.
+    being ignored, for as long as it stays connected: a peer that reconnected while this side
+    was paused would never be heard again). Whoever knows a peer's id can take its traffic, so
+    peers must use unguessable ids, and on an open network CURVE (each message checked against
+    its key).
     `curve`: be a CURVE server in that ZAP domain (security.py); peers need an allowed key."""
     sock = context().socket(zmq.ROUTER)
     _common(sock, max_message_size)

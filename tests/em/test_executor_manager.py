@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
@@ -238,6 +239,46 @@ def test_reregisters_with_its_executors_and_resends_unacked_completions(
     done = sm.wait_reports("2 completions", lambda rs: len(completed(rs)) >= 2 and completed(rs))
     assert sorted(c.task_id for c in done) == [1, 2]
     assert em.instances()
+
+
+@pytest.mark.timeout(60)
+def test_queued_registrations_answered_at_once_run_no_task_twice(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """A session manager back from a pause answers every RegisterNode that queued up while it
+    was away, each with a newer epoch and a snapshot that still lists the task whose result
+    the executor manager holds. Breaks if that task is launched again (the result waiting to be
+    resent must count as known) or if the node settles on any epoch but the last."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", probe_app())
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([b"a"])))
+    sm.wait_reports("a completion", completed)  # never acknowledged: kept for resending
+    sm.reports.clear()
+    sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
+    wait_for("a RegisterNode", lambda: sm.recv(0.1).__class__ is be.RegisterNode)
+    snapshot = [
+        be.ExecutorAssignment(
+            executor_id=executor_id,
+            state="Bound",
+            resreq=RESREQ,
+            session=session("s1"),
+            application=probe_app(),
+            tasks=tasks([b"a"]),
+        )
+    ]
+    for _ in range(3):  # the answers to three queued registrations, back to back
+        sm.epoch += 1
+        sm.send(be.Registered(epoch=sm.epoch, executors=snapshot, heartbeat_interval=0.2, heartbeat_liveness=40))
+    sm.wait_reports("the held result", completed)
+    deadline = time.monotonic() + 1.5  # a second run of an echo task would report well within this
+    epochs: set[int] = set()
+    while time.monotonic() < deadline:
+        message = sm.recv(0.05)
+        if isinstance(message, be.Heartbeat | be.Reports):
+            epochs.add(message.epoch)
+    assert [c.task_id for c in completed(sm.reports)] == [1]
+    assert epochs == {sm.epoch}
 
 
 @pytest.mark.timeout(60)

@@ -158,3 +158,35 @@ def test_no_task_is_dispatched_to_an_executor_on_a_node_that_is_not_ready() -> N
         h.advance(0.5)
     tasks = h.state.sessions["s1"].tasks
     assert [(t.state, t.retry_count) for t in tasks] == [(TaskState.Succeed, 0)] * 7
+
+
+def test_a_pause_of_the_session_manager_is_not_blamed_on_its_nodes() -> None:
+    """Breaks if time in which the session manager itself did not run (a VM pause, one very long
+    turn) counts as the nodes' silence: on resuming, a node whose heartbeats wait unread in the
+    socket would go Unknown at once, and NotReady if the pause outlasted the drain."""
+    h = cluster(nodes=1)
+    (task_id,) = h.tasks("s1", [b"x"])
+    h.advance(1.0)
+    h.t += 12.0  # frozen: longer than detection (3 s) and the drain (5 s); no tick, nothing read
+    h.ctl.tick(h.now())  # the first tick after the pause comes before the queued heartbeats
+    h.advance(1.0)
+    assert h.state.nodes["n1"].state is NodeState.Ready
+    assert h.ctl.counters["nodes_silent"] == 0 and h.ctl.counters["node_cleanups"] == 0
+    assert h.ctl.counters["session_manager_stalls"] == 1
+    assert h.state.sessions["s1"].tasks[task_id - 1].state is TaskState.Running
+
+
+def test_a_node_that_died_during_the_pause_is_still_found_out() -> None:
+    """Breaks if crediting the pause hides a node that really went away: it must go Unknown one
+    detection time after the session manager resumes, and NotReady after the drain."""
+    h = cluster(nodes=1)
+    h.advance(1.0)
+    node = next(iter(h.nodes.values()))
+    node.online = False
+    h.t += 12.0
+    h.ctl.tick(h.now())
+    assert h.state.nodes["n1"].state is NodeState.Ready
+    h.advance(3.5)
+    assert h.state.nodes["n1"].state is NodeState.Unknown
+    h.advance(5.5)
+    assert h.state.nodes["n1"].state is NodeState.NotReady
