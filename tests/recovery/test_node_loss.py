@@ -77,6 +77,28 @@ def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(clus
     print(f"c: the late completion was {fate}")
 
 
+def test_a_node_frozen_past_the_transport_timeout_rejoins(cluster: Cluster) -> None:
+    """n1 frozen 10 s: longer than the drain and than ZeroMQ's own heartbeat timeout (6 s), so
+    the session manager's side of the connection is gone when n1 resumes and reconnects with
+    its old routing id. Breaks if that newcomer is ignored (n1 never Ready again, its task never
+    rerun or never finished) or if its late result is recorded over the rerun's."""
+    c = cluster
+    task_id = _one_task_on_n1(c, 1.0)
+    t0 = time.monotonic()
+    c.signal("n1", signal.SIGSTOP)
+    try:
+        c.wait_node("n1", "NotReady", timeout=DETECTION + DRAIN + 3)
+        time.sleep(max(0.0, 10.0 - since(t0)))  # the fault: n1 stays frozen this long
+    finally:
+        c.signal("n1", signal.SIGCONT)
+    resumed = time.monotonic()
+    ready_again = c.wait_node("n1", "Ready", timeout=15) - resumed
+    (task,) = c.wait_tasks(TaskState.Succeed)
+    assert (task.attempt, task.retry_count) == (2, 1)
+    assert len(c.starts_of(task_id)) == 2
+    c.record("n1 frozen 10 s", ready_after_resume=ready_again)
+
+
 def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(cluster: Cluster) -> None:
     c = cluster
     c.start_em("n1", 1)
