@@ -41,6 +41,18 @@ def bind(sm: FakeSessionManager, executor_id: str, session_id: str, app: be.Appl
     sm.wait_reports("ExecutorBound", lambda rs: of_type(be.ExecutorBound, rs) or of_type(be.ExecutorBindFailed, rs))
 
 
+def bound_probe(executor_id: str, running: list[be.TaskAssignment]) -> be.ExecutorAssignment:
+    """A snapshot entry: `executor_id` bound to session s1 of the probe app, running `running`."""
+    return be.ExecutorAssignment(
+        executor_id=executor_id,
+        state="Bound",
+        resreq=RESREQ,
+        session=session("s1"),
+        application=probe_app(),
+        tasks=running,
+    )
+
+
 @pytest.mark.timeout(90)
 def test_flmping_tasks_run_and_the_executor_is_released(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
     """Register, create + bind flmping, run 50 tasks, unbind, release, stop: Goodbye and no
@@ -224,16 +236,7 @@ def test_reregisters_with_its_executors_and_resends_unacked_completions(
     sm.wait_reports("a completion", completed)
     sm.reports.clear()
     sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
-    snapshot = [
-        be.ExecutorAssignment(
-            executor_id=executor_id,
-            state="Bound",
-            resreq=RESREQ,
-            session=session("s1"),
-            application=probe_app(),
-            tasks=tasks([b"a"]) + tasks([b"b"], first=2),
-        )
-    ]
+    snapshot = [bound_probe(executor_id, tasks([b"a"]) + tasks([b"b"], first=2))]
     register = sm.register(snapshot)
     assert register.executors == [executor_id]
     done = sm.wait_reports("2 completions", lambda rs: len(completed(rs)) >= 2 and completed(rs))
@@ -257,16 +260,7 @@ def test_queued_registrations_answered_at_once_run_no_task_twice(
     sm.reports.clear()
     sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
     wait_for("a RegisterNode", lambda: sm.recv(0.1).__class__ is be.RegisterNode)
-    snapshot = [
-        be.ExecutorAssignment(
-            executor_id=executor_id,
-            state="Bound",
-            resreq=RESREQ,
-            session=session("s1"),
-            application=probe_app(),
-            tasks=tasks([b"a"]),
-        )
-    ]
+    snapshot = [bound_probe(executor_id, tasks([b"a"]))]
     for _ in range(3):  # the answers to three queued registrations, back to back
         sm.epoch += 1
         sm.send(be.Registered(epoch=sm.epoch, executors=snapshot, heartbeat_interval=0.2, heartbeat_liveness=40))
@@ -326,11 +320,7 @@ def test_a_silent_session_manager_is_left_but_instances_keep_running(
     # Re-register with a short liveness, then say nothing: the executor manager must notice.
     sm.other.clear()
     sm.send(be.Error(code=ErrorCode.Reregister, message="test"))
-    snapshot = [
-        be.ExecutorAssignment(
-            executor_id=executor_id, state="Bound", resreq=RESREQ, session=session("s1"), application=probe_app()
-        )
-    ]
+    snapshot = [bound_probe(executor_id, [])]
     message = sm.wait_message(be.RegisterNode)
     sm.other.clear()
     sm.epoch += 1
