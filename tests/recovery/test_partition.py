@@ -11,6 +11,8 @@ the rerun's, or its orphan instance kept alive after it rejoins (I1, I2, I3, I4,
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -117,3 +119,56 @@ def test_cut_shorter_than_the_drain_reruns_nothing(link: Link, daemons: Daemons)
     assert alive(first.pid)  # the instance was kept: its executor is still the node's
     assert c.stat("node_cleanups") == 0 and c.stat("tasks_retried") == 0
     c.record("partition < drain", detection=unknown_at, ready_again=ready_again)
+
+
+CLIENT = """
+import sys
+from flamed.client import open_connection
+with open_connection(sys.argv[1], timeout=30) as conn:
+    session = conn.create_session("journal")
+    futures = [session.run(b"0.4") for _ in range(20)]
+    print("submitted", flush=True)
+    print("results", sum(f.result(120) == b"0.4" for f in futures), flush=True)
+"""
+
+
+def test_a_client_cut_off_mid_run_gets_every_result_after_the_heal(link: Link, daemons: Daemons) -> None:
+    """The client, in its own namespace, loses its link to the session manager for longer than
+    ZeroMQ's heartbeat timeout while its tasks finish. Breaks if the results pushed meanwhile
+    are lost for good (the SDK must renew its watches on the new connection, and the session
+    manager must let it back in under its old routing id) or if any future fails."""
+    daemons.frontend = f"tcp://{link.outside}:{free_port(link.outside)}"
+    c = Cluster(daemons)
+    c.start_sm()
+    c.register_app()
+    c.start_em("n1", 2)
+    c.wait_node("n1", "Ready")
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", link.name, sys.executable, "-c", CLIENT, daemons.frontend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=daemons.env,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "submitted"
+        c.wait_started(2)
+        link.cut()
+        cut_at = time.monotonic()
+        try:
+            c.wait("every task to finish during the cut", lambda: len(c.runs("end")) == 20, timeout=20)
+            time.sleep(max(0.0, 8.0 - since(cut_at)))  # the fault: past ZeroMQ's 6 s heartbeat timeout
+        finally:
+            link.heal()
+        healed = time.monotonic()
+        out, _ = client.communicate(timeout=60)
+        answered = since(healed)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0, out
+    assert out.strip().splitlines()[-1] == "results 20", out
+    assert sorted(r.task for r in c.runs()) == list(range(1, 21))  # each task ran once
+    c.record("client cut off mid-run", results_after_heal=answered)
