@@ -12,9 +12,12 @@ Rules that keep a stale peer from corrupting state:
   that leaves a gap in the sequence, is refused with `Error(Reregister)`;
 - a node silent for `heartbeat_interval * heartbeat_liveness` goes Unknown and its drain timer
   starts; when it runs out the node is cleaned up and its executors are lost (tasks retried);
-- silence counts only while the session manager listens: ticks come at least every heartbeat
-  interval, so a longer gap means this process did not run (paused, or one very long turn),
-  and that time is credited to every node's silence and drain timers before they are judged;
+- nobody is judged right after the session manager itself did not run: ticks come at least
+  every heartbeat interval, so a longer gap means it was paused (or one turn was very long),
+  and what the nodes sent meanwhile waits unread, perhaps not even taken from the kernel yet.
+  It then listens for as long as a node may be silent before judging silence or drains (once:
+  the tick that ends the listening judges even if it is late too, so an overloaded session
+  manager still finds dead nodes);
 - commands for a node that is not Connected are dropped: the snapshot at its next
   registration carries the desired state.
 """
@@ -96,6 +99,8 @@ class NodeLinks:
         for name in RECOVERY_COUNTERS:
             ctl.counters.setdefault(name, 0)
         self._last_tick: float | None = None
+        #: after a stall: no judging until then (see the module rules)
+        self._listen_until: float | None = None
 
     @property
     def _silence_limit(self) -> float:
@@ -211,8 +216,13 @@ class NodeLinks:
     def tick(self, now: Now) -> None:
         stalled = 0.0 if self._last_tick is None else now.mono - self._last_tick
         self._last_tick = now.mono
-        if stalled > self._stall_limit:
-            self._credit(stalled, now.mono)
+        if self._listen_until is not None:
+            if now.mono < self._listen_until:
+                return
+            self._listen_until = None  # listened: judge now, even if this tick was late too
+        elif stalled > self._stall_limit:
+            self._listen(stalled, now.mono)
+            return
         for link in list(self.links.values()):
             if link.connection is ConnectionState.Connected and now.mono - link.last_seen > self._silence_limit:
                 link.connection = CONNECTION.next(link.connection, ConnectionTrigger.silence)
@@ -239,18 +249,15 @@ class NodeLinks:
         # due); twice that, and at least a second, is a gap no busy turn explains.
         return max(1.0, 2 * self.ctl.config.heartbeat_interval)
 
-    def _credit(self, stalled: float, now: float) -> None:
-        """This process did not run for `stalled` seconds: nobody could be heard meanwhile (what
-        nodes sent waits unread in the sockets), so that time is nobody's silence or drain."""
+    def _listen(self, stalled: float, now: float) -> None:
+        """This process did not run for `stalled` seconds: hear the nodes out before judging."""
         self.ctl.counters["session_manager_stalls"] += 1
+        self._listen_until = now + self._silence_limit  # as long as any node may be silent
         log.warning(
-            "session manager: no turn for %.1fs (paused or overloaded); node silence and drain timers do not count it",
+            "session manager: no turn for %.1fs (paused or overloaded); listening %.1fs before judging any node",
             stalled,
+            self._silence_limit,
         )
-        for link in self.links.values():
-            link.last_seen = min(now, link.last_seen + stalled)
-            if link.drain_deadline is not None:
-                link.drain_deadline += stalled
 
     def _close(self, link: NodeLink, trigger: ConnectionTrigger, reason: str, now: Now) -> None:
         link.connection = CONNECTION.next(link.connection, trigger)
@@ -272,7 +279,9 @@ class NodeLinks:
         deadlines = [float("inf")]
         interval = self.ctl.config.heartbeat_interval
         if self.links and self._last_tick is not None:
-            deadlines.append(self._last_tick + interval)  # the tick rhythm `_credit` relies on
+            deadlines.append(self._last_tick + interval)  # the tick rhythm a stall is told by
+        if self._listen_until is not None:
+            deadlines.append(self._listen_until)
         for link in self.links.values():
             if link.connection is ConnectionState.Connected:
                 deadlines.append(link.last_seen + self._silence_limit + 0.001)

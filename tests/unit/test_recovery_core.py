@@ -190,3 +190,14 @@ def test_a_node_that_died_during_the_pause_is_still_found_out() -> None:
     assert h.state.nodes["n1"].state is NodeState.Unknown
     h.advance(5.5)
     assert h.state.nodes["n1"].state is NodeState.NotReady
+
+
+def test_an_overloaded_session_manager_still_finds_a_dead_node() -> None:
+    """Breaks if the pause rule turns into never judging: with every tick late (each gap longer
+    than a stall), a node that died must still go Unknown, then NotReady after the drain."""
+    h = cluster(nodes=1)
+    h.advance(1.0)
+    next(iter(h.nodes.values())).online = False
+    h.advance(30.0, step=2.5)  # every tick 2.5 s after the one before: each one a stall
+    assert h.state.nodes["n1"].state is NodeState.NotReady
+    assert h.ctl.counters["session_manager_stalls"] >= 2
