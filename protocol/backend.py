@@ -165,12 +165,14 @@ class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
 
 class RegisterNode(Message):
     """EM -> SM. `incarnation` is new at every executor-manager start; `executors` are the ids
-    the executor manager holds now (empty after a restart)."""
+    the executor manager holds now (empty after a restart); `stopping` as in `Heartbeat` (an
+    executor manager that registers again while it drains says so from the start)."""
 
     protocol_version: int
     node: NodeInfo
     incarnation: str
     executors: list[str] = []
+    stopping: bool = False
 
 
 class Registered(Message):

@@ -173,6 +173,7 @@ class NodeLinks:
             if link.connection is not ConnectionState.Closed:
                 link.connection = CONNECTION.next(link.connection, ConnectionTrigger.register)
         link = NodeLink(name, peer, message.incarnation, epoch, now.mono)
+        link.stopping = message.stopping
         self.links[name] = link
         self.by_peer[peer] = link
         self.ctl.counters["registrations"] += 1

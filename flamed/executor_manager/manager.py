@@ -223,6 +223,7 @@ class ExecutorManager:
             node=node_info(self.node_name, self.slots),
             incarnation=self.incarnation,
             executors=sorted(self.executors),
+            stopping=self.draining is not None,
         )
         sent = try_send(self.backend, codec.encode(message))
         delay = self.link.next_backoff()

@@ -11,7 +11,7 @@ from protocol import backend as be
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
 from protocol.types import ApplicationSpec, ExecutorState, NodeState, SessionSpec, SessionState, TaskState
-from tests.unit.core_harness import Harness
+from tests.unit.core_harness import FakeNode, Harness
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -171,6 +171,24 @@ def test_a_stopping_node_is_offered_no_executors_binds_or_tasks() -> None:
     offered = [c for c in n1.commands if isinstance(c, be.CreateExecutor | be.BindExecutor | be.LaunchTasks)]
     assert offered == []
     assert all(t.state is TaskState.Succeed or t.executor_id in n1.executors for t in h.state.sessions["s1"].tasks)
+
+
+def test_a_node_registering_while_it_stops_is_offered_nothing_from_the_start() -> None:
+    """Breaks if an executor manager that registers again while draining (the session manager
+    restarted meanwhile) is offered executors until its first heartbeat says it is stopping."""
+    h = cluster(nodes=0)
+    node = FakeNode("n1", 2, stopping=True)
+    h.nodes[node.peer] = node
+    register = node.register_message()
+    register.stopping = True
+    h.ctl.handle_node(node.peer, register, h.now())
+    h.pump()
+    h.session("s1")
+    h.tasks("s1", [b"x"] * 4)
+    h.pump()
+    view = h.ctl.links.node_view("n1", h.t)
+    assert view is not None and view.stopping
+    assert not [c for c in node.commands if isinstance(c, be.CreateExecutor | be.BindExecutor | be.LaunchTasks)]
 
 
 def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
