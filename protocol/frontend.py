@@ -96,11 +96,14 @@ class CreateTasks(Message):
     """Creates one task per input, in order; ids are consecutive. With `watch`, the results
     follow: after `TasksCreated`, `TaskUpdates` pushes (same `request_id`, with data) carry each
     of these tasks once, when it reaches a terminal state, so a client that wants results needs
-    no separate `WatchTasks` round trip."""
+    no separate `WatchTasks` round trip. With `key` (unique in the session, at most 128
+    characters), the same request sent again creates nothing and gets the first answer, so a
+    client may re-send a batch whose reply a dropped connection lost."""
 
     session_id: str
     inputs: list[bytes | None]
     watch: bool = False
+    key: str = ""
 
 
 class GetTask(Message):

@@ -73,11 +73,12 @@ def batches(parts: list[Create]) -> Iterator[list[Create]]:
         yield batch
 
 
-def create_request(session_id: str, parts: list[Create]) -> fe.CreateTasks:
-    """The one `CreateTasks` for a batch; it watches when any part wants results."""
+def create_request(session_id: str, parts: list[Create], key: str) -> fe.CreateTasks:
+    """The one `CreateTasks` for a batch; it watches when any part wants results, and carries
+    `key` so that it can be sent again after a reconnect without creating the tasks twice."""
     inputs = parts[0].inputs if len(parts) == 1 else [i for p in parts for i in p.inputs]
     watch = any(part.sinks is not None for part in parts)  # results come under this request id
-    return fe.CreateTasks(session_id=session_id, inputs=inputs, watch=watch)
+    return fe.CreateTasks(session_id=session_id, inputs=inputs, watch=watch, key=key)
 
 
 def hand_out_ids(parts: list[Create], task_ids: list[int]) -> dict[int, list[Sink]]:

@@ -39,14 +39,17 @@ class PendingCall:
 
 
 class PendingCreate:
-    """A `CreateTasks` batch awaiting its `TasksCreated`; `parts` in request order."""
+    """A `CreateTasks` batch awaiting its `TasksCreated`; `parts` in request order. `request`
+    is kept to be sent again after a reconnect (it has a key, so that is safe), once `sent`."""
 
-    __slots__ = ("deadline", "parts", "session_id")
+    __slots__ = ("deadline", "parts", "request", "sent", "session_id")
 
-    def __init__(self, session_id: str, parts: list[Create], deadline: float) -> None:
+    def __init__(self, session_id: str, parts: list[Create], deadline: float, request: fe.CreateTasks) -> None:
         self.session_id = session_id
         self.parts = parts
         self.deadline = deadline
+        self.request = request
+        self.sent = False
 
 
 class ActiveWatch:

@@ -13,8 +13,9 @@ Liveness: the session manager drops the watches of a client it has not heard fro
 `ping_interval`. If nothing at all is heard for `timeout` seconds with watches open, their
 sinks fail. When the socket reconnects (a restarted session manager has no watches), every
 watch already sent is sent again under its request id; the first push of a watch is the
-current state, so this is idempotent. Requests other than watches are not re-sent: one
-without a reply in `timeout` seconds fails with "no reply from session manager".
+current state, so this is idempotent; so is every `CreateTasks` still unanswered, under its
+idempotency key (a repeat creates nothing). Other requests are not re-sent: one without a
+reply in `timeout` seconds fails with "no reply from session manager".
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class IoThread:
         os.set_blocking(self._wake_w, False)
         self._closed = False
         self._next_id = 0
+        #: `CreateTasks` keys are this prefix + the request id: unique per connection object
+        self._key_prefix = secrets.token_hex(8) + "-"
         self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE  # from the config once the thread starts
         # thread-owned state
         self._in_flight = InFlight(endpoint)
@@ -239,8 +242,8 @@ class IoThread:
 
     def _send_create_batch(self, session_id: str, parts: list[Create]) -> None:
         request_id = self._request_id()
-        request = create_request(session_id, parts)
-        self._in_flight.pending[request_id] = PendingCreate(session_id, parts, time.monotonic() + self.timeout)
+        request = create_request(session_id, parts, f"{self._key_prefix}{request_id}")
+        self._in_flight.pending[request_id] = PendingCreate(session_id, parts, time.monotonic() + self.timeout, request)
         self._enqueue(request_id, request)
 
     def _start_watch(self, session_id: str, sinks: dict[int, list[Sink]], request_id: int | None = None) -> None:
@@ -263,7 +266,7 @@ class IoThread:
     def _flush_backlog(self) -> None:
         backlog = self._backlog
         sock = self._sock
-        watches = self._in_flight.watches
+        watches, pending = self._in_flight.watches, self._in_flight.pending
         while backlog:
             request_id, frames = backlog[0]
             try:
@@ -274,6 +277,9 @@ class IoThread:
             watch = watches.get(request_id)
             if watch is not None:
                 watch.sent = True
+            create = pending.get(request_id)
+            if isinstance(create, PendingCreate):
+                create.sent = True
 
     # ------------------------------------------------------------ replies
 
@@ -307,12 +313,23 @@ class IoThread:
                 continue  # the first connection may be made before the monitor is attached
             self._disconnected = False
             watches = self._in_flight.watches
-            log.info("reconnected to session manager at %s; renewing %d watches", self.endpoint, len(watches))
+            creates = [(i, p) for i, p in self._in_flight.pending.items() if isinstance(p, PendingCreate) and p.sent]
+            log.info(
+                "reconnected to session manager at %s; renewing %d watches, sending %d task batches again",
+                self.endpoint,
+                len(watches),
+                len(creates),
+            )
             for request_id, watch in watches.items():
                 if watch.sent:
                     watch.sent = False
                     message = fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(watch.sinks))
                     self._enqueue(request_id, message)
+            # Their replies may have been lost with the old connection; their keys make a
+            # repeat create nothing (the session manager answers the first reply again).
+            for request_id, create in creates:
+                create.sent = False
+                self._enqueue(request_id, create.request)
 
     # ------------------------------------------------------------ timers
 

@@ -50,6 +50,8 @@ class TasksCreated(Record):
     session_id: str
     first_id: int
     inputs: list[bytes | None]
+    #: the client's idempotency key for this batch ("" = none): a repeat creates nothing
+    key: str = ""
 
 
 class TasksDispatched(Record):

@@ -24,6 +24,10 @@ from protocol.types import Application, ApplicationSpec, SessionSpec, SessionSta
 
 if TYPE_CHECKING:
     from flamed.core.controller import Now
+    from flamed.core.state import SessionEntry
+
+#: Longest `CreateTasks.key`: keys are kept with their session for as long as it exists.
+MAX_KEY_LENGTH = 128
 
 
 class SessionRequests(RequestHandlers):
@@ -193,6 +197,14 @@ class SessionRequests(RequestHandlers):
 
     def _create_tasks(self, peer: bytes, request: fe.CreateTasks, now: Now) -> fe.Message:
         session = self._session(request.session_id)
+        if request.key:
+            if len(request.key) > MAX_KEY_LENGTH:
+                raise RequestError(
+                    ErrorCode.InvalidArgument, f"key is {len(request.key)} characters; at most {MAX_KEY_LENGTH}"
+                )
+            seen = session.batches.get(request.key)
+            if seen is not None:
+                return self._repeated(peer, request, session, seen, now)
         if session.state is not SessionState.Open:
             raise RequestError(ErrorCode.InvalidState, f"session {session.id} is closed; it takes no new tasks")
         if not request.inputs:
@@ -214,14 +226,42 @@ class SessionRequests(RequestHandlers):
         if request.watch:
             self._check_watch_limit(peer)
         first = len(session.tasks) + 1
-        self.ctl.commit(r.TasksCreated(time=now.wall, session_id=session.id, first_id=first, inputs=request.inputs))
+        created = r.TasksCreated(
+            time=now.wall, session_id=session.id, first_id=first, inputs=request.inputs, key=request.key
+        )
+        self.ctl.commit(created)
         self.ctl.counters["tasks_created"] += len(request.inputs)
         self.ctl.dispatcher.session_changed(session.id)
         task_ids = list(range(first, first + len(request.inputs)))
         if request.watch:
-            watch = Watch(peer, request.request_id, session.id, set(task_ids), include_data=True, terminal_only=True)
-            self.ctl.watches.add_results(watch, session, now.mono)
+            self._watch_results(peer, request, session.id, task_ids, now)
         return fe.TasksCreated(session_id=session.id, task_ids=task_ids)
+
+    def _repeated(
+        self, peer: bytes, request: fe.CreateTasks, session: SessionEntry, seen: tuple[int, int], now: Now
+    ) -> fe.Message:
+        """A key seen before: the client did not get the first answer (a dropped connection)
+        and sent the batch again. Nothing is created; the first answer is given again, in any
+        session state, and with `watch` the results follow (those already terminal at once)."""
+        first, count = seen
+        if count != len(request.inputs):
+            raise RequestError(
+                ErrorCode.InvalidArgument,
+                f"key {request.key!r} was used in session {session.id} for {count} tasks, not {len(request.inputs)}",
+            )
+        task_ids = list(range(first, first + count))
+        self.ctl.counters["create_tasks_repeated"] += 1
+        if request.watch:
+            self._check_watch_limit(peer)
+            self._watch_results(peer, request, session.id, task_ids, now)
+            self.ctl.state.touched.setdefault(session.id, set()).update(task_ids)  # the terminal ones now
+        return fe.TasksCreated(session_id=session.id, task_ids=task_ids)
+
+    def _watch_results(
+        self, peer: bytes, request: fe.CreateTasks, session_id: str, task_ids: list[int], now: Now
+    ) -> None:
+        watch = Watch(peer, request.request_id, session_id, set(task_ids), include_data=True, terminal_only=True)
+        self.ctl.watches.add_results(watch, self.ctl.state.sessions[session_id], now.mono)
 
     def _check_watch_limit(self, peer: bytes) -> None:
         if self.ctl.watches.count(peer) >= self.ctl.config.max_watches_per_client:

@@ -67,6 +67,8 @@ class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
     bind_failures: int
     pending: list[int]
     tasks: TaskColumns
+    #: `CreateTasks` keys: key -> (first task id, number of tasks); absent in older snapshots
+    batches: dict[str, tuple[int, int]] = {}
 
 
 class ExecutorSnap(msgspec.Struct, array_like=True, kw_only=True):
@@ -139,6 +141,7 @@ def _session(session: SessionEntry) -> SessionSnap:
         bind_failures=session.bind_failures,
         pending=list(session.pending),
         tasks=_columns(session.tasks),
+        batches=dict(session.batches),
     )
 
 
@@ -219,6 +222,7 @@ def _session_entry(snap: SessionSnap) -> SessionEntry:
     session.bind_failures = snap.bind_failures
     session.pending = deque(snap.pending)
     session.tasks = _tasks(snap.tasks)
+    session.batches = dict(snap.batches)
     for code in snap.tasks.state:
         session.counts[_STATES[code]] += 1
     return session

@@ -90,6 +90,8 @@ class SessionEntry:
         self.counts = dict.fromkeys(TaskState, 0)
         self.events: list[Event] = []
         self.bind_failures = 0
+        #: `CreateTasks` keys seen: key -> (first task id, number of tasks)
+        self.batches: dict[str, tuple[int, int]] = {}
 
     def task(self, task_id: int) -> TaskEntry | None:
         if 0 < task_id <= len(self.tasks):
@@ -196,6 +198,8 @@ class ClusterState:
         time = record.time
         new = [TaskEntry(record.first_id + i, data, time) for i, data in enumerate(record.inputs)]
         session.tasks.extend(new)
+        if record.key:
+            session.batches[record.key] = (record.first_id, len(new))
         ids = [t.id for t in new]
         session.pending.extend(ids)
         session.counts[TaskState.Pending] += len(new)

@@ -259,6 +259,33 @@ def test_watches_are_renewed_after_reconnect(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(20)
+def test_a_batch_whose_reply_was_lost_is_sent_again_with_its_key(tmp_path: Path) -> None:
+    """Breaks if a CreateTasks whose answer a dropped connection lost is given up (the caller
+    waits for the timeout and may submit twice) instead of being sent again on the new
+    connection, under the same request id and idempotency key."""
+    endpoint = f"ipc://{tmp_path}/sm"
+    first = FakeSessionManager(endpoint)
+    first.handlers[fe.CreateTasks] = lambda r: []  # received, never answered
+    second = None
+    try:
+        with Connection(endpoint, timeout=5.0) as conn:
+            future = conn.create_session("app").run(b"abc")
+            deadline = time.monotonic() + 5
+            while not first.of_type(fe.CreateTasks) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first.stop()
+            second = FakeSessionManager(endpoint)
+            assert future.result(10) == b"cba"
+            (sent,) = first.of_type(fe.CreateTasks)
+            (again,) = second.of_type(fe.CreateTasks)
+            assert sent.key and (again.key, again.request_id) == (sent.key, sent.request_id)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+@pytest.mark.timeout(20)
 def test_cancelling_a_future_does_not_break_the_connection(conn: Connection, fake: FakeSessionManager) -> None:
     """Breaks if a user's `future.cancel()` makes the I/O thread fail when the result arrives."""
     session = conn.create_session("app")

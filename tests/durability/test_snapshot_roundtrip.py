@@ -43,8 +43,9 @@ def scenario(seed: int) -> Harness:
             victim.online = not victim.online
             if victim.online:
                 h.reregister(victim)
-        elif step < 0.5:
-            h.tasks(f"s{rng.randint(0, 1)}", [rng.randbytes(rng.randint(0, 40))])
+        elif step < 0.5:  # with an idempotency key: the keys must survive snapshots too
+            key = f"k{rng.randint(0, 3)}"
+            h.request(fe.CreateTasks(session_id=f"s{rng.randint(0, 1)}", inputs=[rng.randbytes(9)], key=key))
         h.advance(rng.choice([0.5, 2.0, 6.0]))
     return h
 
@@ -69,6 +70,7 @@ def test_snapshot_round_trip_equals_replay(seed: int) -> None:
     assert canonical(replayed) == canonical(h.state)
     for sid, session in h.state.sessions.items():
         assert restored.sessions[sid].counts == session.counts
+        assert restored.sessions[sid].batches == session.batches
         assert list(restored.sessions[sid].pending) == list(session.pending)
 
 

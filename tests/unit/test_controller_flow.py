@@ -191,6 +191,31 @@ def test_a_node_registering_while_it_stops_is_offered_nothing_from_the_start() -
     assert not [c for c in node.commands if isinstance(c, be.CreateExecutor | be.BindExecutor | be.LaunchTasks)]
 
 
+def test_create_tasks_sent_again_with_its_key_creates_nothing() -> None:
+    """Breaks if a CreateTasks re-sent after a dropped connection creates its tasks twice, if
+    its answer differs from the first, if it is refused once the session is closed, or if a
+    re-sent `watch` does not deliver results that were already in."""
+    h = cluster()
+    h.session("s1")
+    first = h.request(fe.CreateTasks(session_id="s1", inputs=[b"a", b"b"], key="k1"))
+    assert isinstance(first, fe.TasksCreated) and first.task_ids == [1, 2]
+    h.advance(0.5)  # both done
+    again = fe.CreateTasks(session_id="s1", inputs=[b"a", b"b"], key="k1", watch=True)
+    again.request_id = 4242
+    h.ctl.handle_client(b"client", again, h.now())
+    h.pump()
+    replies = [m for m in h.replies[b"client"] if m.request_id == 4242]
+    assert isinstance(replies[0], fe.TasksCreated) and replies[0].task_ids == [1, 2]
+    pushed = {t.id: t.output for m in replies[1:] for t in m.tasks}  # type: ignore[attr-defined]
+    assert pushed == {1: b"a", 2: b"b"}
+    assert len(h.state.sessions["s1"].tasks) == 2
+    wrong = h.request(fe.CreateTasks(session_id="s1", inputs=[b"a"], key="k1"))
+    assert isinstance(wrong, fe.Error) and wrong.code is ErrorCode.InvalidArgument
+    h.request(fe.CloseSession(session_id="s1"))
+    late = h.request(fe.CreateTasks(session_id="s1", inputs=[b"a", b"b"], key="k1"))
+    assert isinstance(late, fe.TasksCreated) and late.task_ids == [1, 2]
+
+
 def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
     h = cluster()
     cases: list[tuple[fe.Message, ErrorCode]] = [
