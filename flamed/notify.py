@@ -71,8 +71,17 @@ class Notifier:
     def stopping(self, status: str) -> bool:
         return self.send(STOPPING=1, STATUS=status)
 
-    def watchdog(self) -> bool:
-        return self.send(WATCHDOG=1)
+    def alive(self, status: str) -> None:
+        """The periodic ping: `WATCHDOG=1` with the status when systemd watches us, else the
+        status alone. Call it from the daemon's loop, so a wedged loop stops pinging."""
+        if self.watchdog_interval() is not None:
+            self.send(WATCHDOG=1, STATUS=status)
+        else:
+            self.status(status)
+
+    def alive_every(self) -> float:
+        """How often to call `alive`: the watchdog interval, or every 5 s for the status."""
+        return self.watchdog_interval() or 5.0
 
     def close(self) -> None:
         if self._sock is not None:

@@ -140,7 +140,7 @@ class ExecutorManager:
         self.loop.call_every(_TICK, self._tick)
         self.notifier.ready(f"registering with {self.backend_endpoint}")
         if self.notifier.enabled:
-            self.loop.call_every(self.notifier.watchdog_interval() or 5.0, self._notify_alive)
+            self.loop.call_every(self.notifier.alive_every(), lambda: self.notifier.alive(self.status_line()))
         log.info(
             "executor manager for node %s (%d slots, incarnation %s): backend %s, instances %s",
             self.node_name,
@@ -179,13 +179,6 @@ class ExecutorManager:
             return f"registering with {self.backend_endpoint}"
         bound = sum(1 for e in self.executors.values() if e.phase is Phase.Bound)
         return f"connected to {self.backend_endpoint}, {len(self.executors)} executors ({bound} bound)"
-
-    def _notify_alive(self) -> None:
-        """On the loop: a wedged loop stops pinging, and systemd restarts the service."""
-        if self.notifier.watchdog_interval() is not None:
-            self.notifier.send(WATCHDOG=1, STATUS=self.status_line())
-        else:
-            self.notifier.status(self.status_line())
 
     def shutdown(self) -> None:
         """Stop every instance (TERM, then KILL after `instance_stop_timeout`), say goodbye,

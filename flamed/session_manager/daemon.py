@@ -166,9 +166,8 @@ class SessionManager:
         self._flush()
         # Ready only now: the state is replayed, the sockets are bound, the first turn is durable.
         self.notifier.ready(self.status_line())
-        interval = self.notifier.watchdog_interval()
         if self.notifier.enabled:
-            self.loop.call_every(interval or 5.0, self._notify_alive)
+            self.loop.call_every(self.notifier.alive_every(), lambda: self.notifier.alive(self.status_line()))
 
     def status_line(self) -> str:
         """One line for `systemctl status`: what the session manager is doing."""
@@ -178,13 +177,6 @@ class SessionManager:
             f"{int(stats.get('executors_bound', 0))} executors bound, "
             f"{int(stats.get('tasks_pending', 0))} tasks pending, {int(stats.get('tasks_running', 0))} running"
         )
-
-    def _notify_alive(self) -> None:
-        """Runs on the loop, so a wedged loop stops the pings and systemd restarts us."""
-        if self.notifier.watchdog_interval() is not None:
-            self.notifier.send(WATCHDOG=1, STATUS=self.status_line())
-        else:
-            self.notifier.status(self.status_line())
 
     def install_signal_handlers(self) -> None:
         self.signals.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))

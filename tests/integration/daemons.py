@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,13 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, in
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on at `address` now (for a daemon to bind next)."""
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
 
 
 def processes_with(marker: str) -> list[int]:

@@ -16,7 +16,7 @@ import pytest
 import zmq.auth
 
 from flamed.cli.flamed import main
-from tests.integration.daemons import Daemons, RawClient, wait_for
+from tests.integration.daemons import Daemons, RawClient, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -156,16 +156,12 @@ def test_keygen_writes_private_files_in_a_private_directory(tmp_path: Path) -> N
 
 
 def test_plain_mode_on_a_public_address_logs_a_loud_warning(daemons: Daemons) -> None:
-    import socket
 
     from flamed.config import is_local_endpoint
 
     assert is_local_endpoint("tcp://127.0.0.1:8080") and is_local_endpoint("ipc:///run/x")
     assert is_local_endpoint("tcp://[::1]:1") and not is_local_endpoint("tcp://0.0.0.0:8080")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    daemons.frontend = f"tcp://0.0.0.0:{port}"
+    daemons.frontend = f"tcp://0.0.0.0:{free_port()}"
     daemons.start_session_manager()
     wait_for("the warning", lambda: "SECURITY WARNING: frontend tcp://0.0.0.0:" in daemons.log("sm"))
     assert "backend" not in daemons.log("sm").split("SECURITY WARNING")[1].split("\n")[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import urllib.request
 
@@ -13,7 +12,7 @@ import pytest
 
 from flamed.config import ConfigError
 from flamed.metrics import parse_address, render
-from tests.integration.daemons import Daemons, wait_for
+from tests.integration.daemons import Daemons, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,12 +61,6 @@ def test_parse_address() -> None:
         parse_address("host:port")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
@@ -77,9 +70,9 @@ def _scrape(url: str) -> str:
 
 def test_session_manager_metrics_move_between_scrapes(daemons: Daemons) -> None:
     """Would break if the endpoint blocked the loop, served a stale copy or broke the format."""
-    port = _free_port()
+    port = free_port()
     daemons.start_session_manager("--metrics", f"127.0.0.1:{port}")
-    em_port = _free_port()
+    em_port = free_port()
     daemons.start_executor_manager("n1", 1, "--metrics", f"127.0.0.1:{em_port}")
     daemons.wait_ready_nodes(1)
     url = f"http://127.0.0.1:{port}/metrics"

@@ -79,9 +79,9 @@ def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(clus
 
 def test_a_node_frozen_past_the_transport_timeout_rejoins(cluster: Cluster) -> None:
     """n1 frozen 10 s: longer than the drain and than ZeroMQ's own heartbeat timeout (6 s), so
-    the session manager's side of the connection is gone when n1 resumes and reconnects with
-    its old routing id. Breaks if that newcomer is ignored (n1 never Ready again, its task never
-    rerun or never finished) or if its late result is recorded over the rerun's."""
+    the session manager has closed its side of the connection when n1 resumes, reconnects and
+    registers again. Breaks if n1 does not get back in (never Ready again), if its task is not
+    rerun exactly once, or if its late result is recorded over the rerun's."""
     c = cluster
     task_id = _one_task_on_n1(c, 1.0)
     t0 = time.monotonic()

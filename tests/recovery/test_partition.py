@@ -10,7 +10,6 @@ the rerun's, or its orphan instance kept alive after it rejoins (I1, I2, I3, I4,
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,11 @@ from collections.abc import Iterator
 import pytest
 
 from protocol.types import TaskState
-from tests.integration.daemons import Daemons
+from tests.integration.daemons import Daemons, free_port
 from tests.recovery.cluster import CONFIG, DETECTION, DRAIN, Cluster, alive, since
 from tests.recovery.netns import Link
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -11,33 +11,21 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.daemons import Daemons, wait_for
+from tests.integration.conftest import cluster, daemons
+from tests.integration.daemons import Daemons
 from tui.app import FlameTui
 from tui.feed import LiveFeed
+
+__all__ = ["cluster", "daemons"]  # the fixtures this module uses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    d = Daemons()  # heartbeat 0.5 s, liveness 4, drain timeout 5 s
-    try:
-        d.start_session_manager()
-        d.start_executor_manager("n1", 2)
-        d.wait_ready_nodes(1)
-        yield d
-        d.stop_all()
-        wait_for("every test process to exit", lambda: not d.leftovers(), timeout=10)
-    finally:
-        print(d.dump_logs())
-        d.cleanup()
-
-
-def test_nodes_view_follows_a_frozen_and_thawed_executor_manager(daemons: Daemons) -> None:
+def test_nodes_view_follows_a_frozen_and_thawed_executor_manager(cluster: Daemons) -> None:
+    daemons = cluster  # a session manager and n1 (2 slots), Ready
     app = FlameTui(LiveFeed(daemons.frontend, interval=0.2))
     seen: list[str] = []
 
