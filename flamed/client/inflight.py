@@ -28,14 +28,42 @@ from protocol.types import Task
 log = logging.getLogger("flamed.client")
 
 
+#: Requests that change nothing, or change nothing when repeated (opening an open session,
+#: closing a closed one, cordoning a cordoned node): safe to send again after a reconnect.
+#: Not in it: creating or deleting a session or an application (a repeat would be refused).
+REPEATABLE: frozenset[type[fe.Message]] = frozenset(
+    {
+        fe.Hello,
+        fe.GetApplication,
+        fe.ListApplications,
+        fe.OpenSession,
+        fe.GetSession,
+        fe.ListSessions,
+        fe.CloseSession,
+        fe.GetTask,
+        fe.ListTasks,
+        fe.ListNodes,
+        fe.GetNode,
+        fe.DrainNode,
+        fe.UndrainNode,
+        fe.ListExecutors,
+        fe.GetExecutor,
+        fe.GetStats,
+    }
+)
+
+
 class PendingCall:
-    """A request awaiting its reply; `future` None for fire-and-forget (a `Ping`)."""
+    """A request awaiting its reply; `future` None for fire-and-forget (a `Ping`). `request`
+    is kept, when it is `REPEATABLE`, to be sent again after a reconnect, once `sent`."""
 
-    __slots__ = ("deadline", "future")
+    __slots__ = ("deadline", "future", "request", "sent")
 
-    def __init__(self, future: Future[Any] | None, deadline: float) -> None:
+    def __init__(self, future: Future[Any] | None, deadline: float, request: fe.Message | None = None) -> None:
         self.future = future
         self.deadline = deadline
+        self.request = request if type(request) in REPEATABLE else None
+        self.sent = False
 
 
 class PendingCreate:

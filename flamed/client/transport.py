@@ -14,8 +14,9 @@ Liveness: the session manager drops the watches of a client it has not heard fro
 sinks fail. When the socket reconnects (a restarted session manager has no watches), every
 watch already sent is sent again under its request id; the first push of a watch is the
 current state, so this is idempotent; so is every `CreateTasks` still unanswered, under its
-idempotency key (a repeat creates nothing). Other requests are not re-sent: one without a
-reply in `timeout` seconds fails with "no reply from session manager".
+idempotency key (a repeat creates nothing), and every unanswered read or other repeatable call
+(`inflight.REPEATABLE`). The rest (creating or deleting a session or an application) is not
+re-sent: one without a reply in `timeout` seconds fails with "no reply from session manager".
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ class IoThread:
 
     def _send_call(self, call: Call) -> None:
         request_id = self._request_id()
-        self._in_flight.pending[request_id] = PendingCall(call.future, time.monotonic() + self.timeout)
+        self._in_flight.pending[request_id] = PendingCall(call.future, time.monotonic() + self.timeout, call.message)
         self._enqueue(request_id, call.message)
 
     def _send_create_batch(self, session_id: str, parts: list[Create]) -> None:
@@ -277,9 +278,9 @@ class IoThread:
             watch = watches.get(request_id)
             if watch is not None:
                 watch.sent = True
-            create = pending.get(request_id)
-            if isinstance(create, PendingCreate):
-                create.sent = True
+            record = pending.get(request_id)
+            if record is not None:
+                record.sent = True
 
     # ------------------------------------------------------------ replies
 
@@ -313,23 +314,25 @@ class IoThread:
                 continue  # the first connection may be made before the monitor is attached
             self._disconnected = False
             watches = self._in_flight.watches
-            creates = [(i, p) for i, p in self._in_flight.pending.items() if isinstance(p, PendingCreate) and p.sent]
+            again = [(i, p) for i, p in self._in_flight.pending.items() if p.sent and p.request is not None]
             log.info(
-                "reconnected to session manager at %s; renewing %d watches, sending %d task batches again",
+                "reconnected to session manager at %s; renewing %d watches, sending %d requests again",
                 self.endpoint,
                 len(watches),
-                len(creates),
+                len(again),
             )
             for request_id, watch in watches.items():
                 if watch.sent:
                     watch.sent = False
                     message = fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(watch.sinks))
                     self._enqueue(request_id, message)
-            # Their replies may have been lost with the old connection; their keys make a
-            # repeat create nothing (the session manager answers the first reply again).
-            for request_id, create in creates:
-                create.sent = False
-                self._enqueue(request_id, create.request)
+            # Their replies may have been lost with the old connection. A repeat is harmless:
+            # reads and repeatable calls by nature, task batches by their keys (the session
+            # manager answers the first reply again).
+            for request_id, record in again:
+                assert record.request is not None
+                record.sent = False
+                self._enqueue(request_id, record.request)
 
     # ------------------------------------------------------------ timers
 

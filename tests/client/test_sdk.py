@@ -11,7 +11,7 @@ import pytest
 from flamed.client import Connection, FlameError, FlameErrorCode, TaskState
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
-from protocol.types import Task
+from protocol.types import SessionSpec, Task
 from protocol.types import TaskState as WireTaskState
 from tests.client.fake_sm import FakeSessionManager
 
@@ -279,6 +279,37 @@ def test_a_batch_whose_reply_was_lost_is_sent_again_with_its_key(tmp_path: Path)
             (sent,) = first.of_type(fe.CreateTasks)
             (again,) = second.of_type(fe.CreateTasks)
             assert sent.key and (again.key, again.request_id) == (sent.key, sent.request_id)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+@pytest.mark.timeout(20)
+def test_reads_whose_reply_was_lost_are_sent_again_but_not_a_create(tmp_path: Path) -> None:
+    """Breaks if a read in flight when the session manager restarts waits for the whole timeout
+    (reads are harmless to repeat), or if a `CreateSession` is repeated (the second would be
+    refused as "already exists" although the first may have worked)."""
+    endpoint = f"ipc://{tmp_path}/sm"
+    first = FakeSessionManager(endpoint)
+    first.handlers[fe.CloseSession] = lambda r: []  # received, never answered
+    first.handlers[fe.CreateSession] = lambda r: []
+    second = None
+    try:
+        with Connection(endpoint, timeout=4.0) as conn:
+            closing = conn.io.call(fe.CloseSession(session_id="s1"))
+            creating = conn.io.call(fe.CreateSession(session_id="s2", spec=SessionSpec(application="app")))
+            deadline = time.monotonic() + 5
+            while len(first.received) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first.stop()
+            second = FakeSessionManager(endpoint)
+            assert closing.result(10).session.id == "s1"  # without a repeat: "no reply" after 4 s
+            with pytest.raises(FlameError, match="no reply"):
+                creating.result(10)
+            (again,) = second.of_type(fe.CloseSession)
+            assert again.request_id == first.of_type(fe.CloseSession)[0].request_id
+            assert second.of_type(fe.CreateSession) == []
     finally:
         first.stop()
         if second is not None:
