@@ -214,10 +214,12 @@ class Reports(Message):
 
 class Goodbye(Message):
     """EM -> SM: the executor manager is stopping; its instances are stopped. The session
-    manager cleans the node up at once."""
+    manager cleans the node up at once. `incarnation` lets a session manager that restarted
+    since the registration (and so knows no connection for it) still take the goodbye."""
 
     epoch: int
     seq: int
+    incarnation: str = ""
 
 
 class Error(Message):

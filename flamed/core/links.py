@@ -130,6 +130,10 @@ class NodeLinks:
             return
         link = self.by_peer.get(peer)
         if link is None or message.epoch != link.epoch or link.connection is not ConnectionState.Connected:
+            if isinstance(message, be.Goodbye) and (restored := self._restored_link(message)) is not None:
+                log.info("node %s: goodbye after a restart (executor manager stopping)", restored.name)
+                self._close(restored, ConnectionTrigger.goodbye, "executor manager stopped", now)
+                return
             self.ctl.counters["stale_node_messages"] += 1
             self._refuse(peer, ErrorCode.Reregister, f"registration epoch {message.epoch} is not current")
             return
@@ -150,6 +154,22 @@ class NodeLinks:
         elif isinstance(message, be.Goodbye):
             log.info("node %s: goodbye (executor manager stopping)", link.name)
             self._close(link, ConnectionTrigger.goodbye, "executor manager stopped", now)
+
+    def _restored_link(self, goodbye: be.Goodbye) -> NodeLink | None:
+        """The link, loaded at a restart and not registered since, of the executor manager that
+        says goodbye: same incarnation (random, per process) and epoch. Such a node would
+        otherwise wait for its drain to expire."""
+        if not goodbye.incarnation:
+            return None
+        for link in self.links.values():
+            if (
+                link.peer is None
+                and link.incarnation == goodbye.incarnation
+                and link.epoch == goodbye.epoch
+                and link.connection is ConnectionState.Draining
+            ):
+                return link
+        return None
 
     def _refuse(self, peer: bytes, code: ErrorCode, message: str) -> None:
         self.ctl.outbox.node_messages.append((peer, be.Error(code=code, message=message)))

@@ -198,7 +198,9 @@ class ExecutorManager:
         if running:
             log.info("node %s: stopped %d instances", self.node_name, len(running))
         if self.link.registered:
-            goodbye = be.Goodbye(epoch=self.link.epoch, seq=self.link.next_seq(self.loop.now()))
+            goodbye = be.Goodbye(
+                epoch=self.link.epoch, seq=self.link.next_seq(self.loop.now()), incarnation=self.incarnation
+            )
             try_send(self.backend, codec.encode(goodbye))
         self.signals.close()
         self.notifier.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flamed.core import scheduler
+from flamed.core.controller import Controller
 from flamed.core.links import RECOVERY_COUNTERS
 from protocol import backend as be
 from protocol import frontend as fe
@@ -201,3 +202,29 @@ def test_an_overloaded_session_manager_still_finds_a_dead_node() -> None:
     h.advance(30.0, step=2.5)  # every tick 2.5 s after the one before: each one a stall
     assert h.state.nodes["n1"].state is NodeState.NotReady
     assert h.ctl.counters["session_manager_stalls"] >= 2
+
+
+def test_a_goodbye_to_a_restarted_session_manager_cleans_the_node_up_at_once() -> None:
+    """Breaks if an executor manager that stops while the session manager restarts (its goodbye
+    the first thing the new one hears) leaves its node Unknown until the drain expires, or if a
+    goodbye naming another incarnation or epoch is taken."""
+    h = cluster(nodes=2)
+    n1, n2 = sorted(h.nodes.values(), key=lambda n: n.name)
+    (task_id,) = h.tasks("s1", [b"x"])
+    h.advance(0.5)
+    assert [e.node for e in h.state.executors.values()] == ["n1"]
+    restarted = Controller(h.ctl.config, h.state, new_id=h.ctl.new_id)
+    h.ctl = restarted
+    restarted.links.restore(h.now())
+    for node, epoch, incarnation in [(n1, n1.epoch, "another process"), (n2, n2.epoch + 1, n2.incarnation)]:
+        node.seq += 1
+        h.ctl.handle_node(node.peer, be.Goodbye(epoch=epoch, seq=node.seq, incarnation=incarnation), h.now())
+    h.pump()
+    assert [h.state.nodes[n].state for n in ("n1", "n2")] == [NodeState.Unknown] * 2  # left to their drains
+    n1.seq += 1
+    h.ctl.handle_node(n1.peer, be.Goodbye(epoch=n1.epoch, seq=n1.seq, incarnation=n1.incarnation), h.now())
+    h.pump()
+    assert [h.state.nodes[n].state for n in ("n1", "n2")] == [NodeState.NotReady, NodeState.Unknown]
+    assert h.ctl.counters["node_cleanups"] == 1 and list(h.state.executors) == []
+    task = h.state.sessions["s1"].tasks[task_id - 1]
+    assert (task.state, task.retry_count) == (TaskState.Pending, 1)

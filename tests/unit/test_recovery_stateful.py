@@ -124,13 +124,23 @@ class Recovery(RuleBasedStateMachine):
     @rule(data=st.data())
     def goodbye(self, data: st.DataObject) -> None:
         node = self.fakes.pop(data.draw(st.sampled_from(sorted(n for n, f in self.fakes.items() if f.online))))
-        current = self._current(node) and self.h.ctl.links.links[node.name].connection is ConnectionState.Connected
+        link = self.h.ctl.links.links.get(node.name)
+        current = self._current(node) and link is not None and link.connection is ConnectionState.Connected
+        # loaded at a session-manager restart, not registered since: the goodbye is taken too
+        restored = (
+            link is not None
+            and link.peer is None
+            and (link.incarnation, link.epoch) == (node.incarnation, node.epoch)
+            and link.connection is ConnectionState.Draining
+        )
         node.seq += 1
-        self.h.ctl.handle_node(node.peer, be.Goodbye(epoch=node.epoch, seq=node.seq), self.h.now())
+        goodbye = be.Goodbye(epoch=node.epoch, seq=node.seq, incarnation=node.incarnation)
+        self.h.ctl.handle_node(node.peer, goodbye, self.h.now())
         self.h.nodes.pop(node.peer, None)
         self.h.pump()
-        if current:  # a goodbye on a stale link is refused; the drain cleans that node up
+        if current or restored:  # a goodbye on a stale link is refused; the drain cleans that node up
             assert self.h.state.nodes[node.name].state is NodeState.NotReady
+            assert node.name not in self.h.ctl.links.links
 
     @rule()
     def restart_session_manager(self) -> None:
