@@ -63,6 +63,7 @@ SESSION_MANAGER_COUNTERS = (
     "tasks_failed_retry_limit",
     "storage_write_failures",
     "session_manager_stalls",
+    "registrations_superseded",
     "create_tasks_repeated",
 )
 

@@ -132,6 +132,21 @@ class Controller:
     def handle_node(self, peer: bytes, message: be.NodeMessage, now: Now) -> None:
         self.links.handle(peer, message, now)
 
+    def handle_nodes(self, messages: list[tuple[bytes, be.NodeMessage]], now: Now) -> None:
+        """One read of the backend, in order. A registration followed in the same read by
+        another from the same peer is superseded (tries queued while this session manager was
+        paused) and skipped: the executor manager gets one epoch and one snapshot, not one per
+        try. What it sent in between belongs to an older epoch and is refused either way."""
+        last: dict[bytes, int] = {}
+        for i, (peer, message) in enumerate(messages):
+            if isinstance(message, be.RegisterNode):
+                last[peer] = i
+        for i, (peer, message) in enumerate(messages):
+            if isinstance(message, be.RegisterNode) and last[peer] != i:
+                self.counters["registrations_superseded"] += 1
+                continue
+            self.links.handle(peer, message, now)
+
     def reject_node_frame(self, peer: bytes, code: ErrorCode, message: str) -> None:
         self.counters["bad_node_frames"] += 1
         self.outbox.node_messages.append((peer, be.Error(code=code, message=message)))

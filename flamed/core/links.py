@@ -88,6 +88,7 @@ RECOVERY_COUNTERS = (
     "duplicate_nodes_refused",
     "orphan_executors_released",
     "session_manager_stalls",
+    "registrations_superseded",
 )
 
 

@@ -248,6 +248,7 @@ class SessionManager:
         now = self.now()
         ctl = self.controller
         received = drain_with_user(self.backend) if self.zap is not None else (("", f) for f in drain(self.backend))
+        messages: list[tuple[bytes, be.NodeMessage]] = []
         for user, frames in received:
             peer = frames[0]
             try:
@@ -258,7 +259,8 @@ class SessionManager:
                 continue
             if self.zap is not None and not self._node_key_matches(user, peer, message):
                 continue
-            ctl.handle_node(peer, message, now)
+            messages.append((peer, message))
+        ctl.handle_nodes(messages, now)
 
     def _node_key_matches(self, user: str, peer: bytes, message: be.NodeMessage) -> bool:
         """CURVE: the key that sent `message` must be the key of the node it speaks for (the

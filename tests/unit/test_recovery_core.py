@@ -228,3 +228,22 @@ def test_a_goodbye_to_a_restarted_session_manager_cleans_the_node_up_at_once() -
     assert h.ctl.counters["node_cleanups"] == 1 and list(h.state.executors) == []
     task = h.state.sessions["s1"].tasks[task_id - 1]
     assert (task.state, task.retry_count) == (TaskState.Pending, 1)
+
+
+def test_registrations_queued_during_a_pause_are_answered_once() -> None:
+    """Breaks if each registration an executor manager retried while the session manager was
+    paused is answered (one epoch, one record and one snapshot per try, each acted on by the
+    executor manager), instead of the last one only."""
+    h = cluster(nodes=2)
+    n1, n2 = sorted(h.nodes.values(), key=lambda n: n.name)
+    records_before, epoch_before = len(h.records), h.state.max_epoch
+    n1.registered.clear()
+    n2.seq += 1
+    beat = be.Heartbeat(epoch=n2.epoch, seq=n2.seq)
+    tries = [(n1.peer, n1.register_message()) for _ in range(3)]
+    h.ctl.handle_nodes([tries[0], (n2.peer, beat), tries[1], tries[2]], h.now())
+    h.pump()
+    assert len(n1.registered) == 1 and n1.epoch == epoch_before + 1 == h.state.max_epoch
+    assert len(h.records) - records_before == 1  # one NodeRegistered
+    assert h.ctl.counters["registrations_superseded"] == 2
+    assert h.ctl.links.links["n2"].recv_seq == n2.seq  # the others' messages are handled as before
