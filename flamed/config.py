@@ -41,6 +41,10 @@ class ClusterConfig(Section):
     schedule_interval: float = 0.1
     #: How many tasks may be queued on one executor beyond the one it runs.
     dispatch_depth: int = 64
+    #: Seconds an executor of a session may stay idle while another executor of the session
+    #: holds tasks it has not started; they are then recalled and shared again (executors that
+    #: joined a running session get work). 0 = never recall.
+    rebalance_after: float = 0.5
 
 
 class StorageConfig(Section):
@@ -239,6 +243,9 @@ def _check(config: Config, source: str) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{source}: key {key}: must be a positive number, got {value}")
+    if config.cluster.rebalance_after < 0:
+        after = config.cluster.rebalance_after
+        raise ConfigError(f"{source}: key cluster.rebalance_after: must be >= 0, got {after}")
     if config.executor_manager.stop_grace < 0:
         grace = config.executor_manager.stop_grace
         raise ConfigError(f"{source}: key executor_manager.stop_grace: must be >= 0, got {grace}")

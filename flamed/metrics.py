@@ -60,6 +60,7 @@ SESSION_MANAGER_COUNTERS = (
     "tasks_completed",
     "tasks_retried",
     "tasks_returned",
+    "task_recalls",
     "tasks_failed_retry_limit",
     "storage_write_failures",
     "session_manager_stalls",

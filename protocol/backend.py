@@ -89,7 +89,16 @@ class ReleaseExecutor(Command):
     pass
 
 
-ExecutorCommand = CreateExecutor | BindExecutor | LaunchTasks | UnbindExecutor | ReleaseExecutor
+class RecallTasks(Command):
+    """Hand back up to `count` of the tasks of `session_id` the executor holds but has not given
+    to its instance yet, the last queued first (to balance a session over executors that joined
+    later). Always answered by `TasksReturned`, with no tasks if none could be spared."""
+
+    session_id: str
+    count: int
+
+
+ExecutorCommand = CreateExecutor | BindExecutor | LaunchTasks | UnbindExecutor | ReleaseExecutor | RecallTasks
 
 
 # ------------------------------------------------------------- reports (EM -> SM, batched)
@@ -137,8 +146,22 @@ class ExecutorReleased(Report):
     pass
 
 
+class TasksReturned(Report):
+    """The answer to `RecallTasks`: the tasks handed back unstarted (Pending again, no retry
+    counted); empty when none could be spared."""
+
+    session_id: str
+    unstarted: list[TaskKey] = []
+
+
 ExecutorReport = (
-    ExecutorCreated | ExecutorBound | ExecutorBindFailed | TaskCompleted | ExecutorUnbound | ExecutorReleased
+    ExecutorCreated
+    | ExecutorBound
+    | ExecutorBindFailed
+    | TaskCompleted
+    | ExecutorUnbound
+    | ExecutorReleased
+    | TasksReturned
 )
 
 

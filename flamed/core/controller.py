@@ -53,6 +53,7 @@ class CoreConfig:
     schedule_interval: float = 0.1
     policies: tuple[str, ...] = ("priority", "drf")
     dispatch_depth: int = 64
+    rebalance_after: float = 0.5
     max_sessions: int = 100_000
     max_tasks_per_session: int = 10_000_000
     max_task_input_size: int = 16 * 1024 * 1024

@@ -9,6 +9,16 @@ tasks still spread over all executors.
 
 Scheduling (`scheduler.plan`) runs every `schedule_interval` and whenever sessions, nodes or
 executors changed; its decisions become records and executor commands here.
+
+Rebalancing, on the same passes: what is dispatched stays on its executor, so an executor
+bound to a session after its tasks were shared out (a node that joined) would idle while its
+siblings work through their queues, and an executor reclaimed for another session would first
+work through its own. So the tasks an executor has not started are recalled (`RecallTasks`;
+the executor manager hands back what its instance has not been given, `TasksReturned`, and
+they are Pending again without a retry counted): from a reclaimed executor all of them, and in
+a session with nothing pending and an executor idle for `rebalance_after`, what each executor
+holds beyond an even share. One recall per executor at a time; after an answer with nothing
+returned, not again before `rebalance_after`.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ class Dispatcher:
         self.bound: dict[str, set[str]] = {}  # session id -> ids of its Bound executors
         self.reclaiming: set[str] = set()  # fed no more: unbound once their tasks are done
         self.coming: dict[str, int] = {}  # session id -> executors being created or bound for it
+        #: executor id -> monotonic time before which no new recall goes to it
+        self.recall_after: dict[str, float] = {}
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -79,6 +91,7 @@ class Dispatcher:
 
     def executor_unbound(self, executor: ExecutorEntry) -> None:
         self.idle_since.pop(executor.id, None)
+        self.recall_after.pop(executor.id, None)
         for executors in self.bound.values():
             executors.discard(executor.id)
         self.schedule_requested = True
@@ -99,6 +112,7 @@ class Dispatcher:
             self.schedule_requested = False
             self.next_schedule = now.mono + self.ctl.config.schedule_interval
             self._schedule(now)
+            self._rebalance(now)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -116,9 +130,7 @@ class Dispatcher:
             # again its sessions are marked dirty, and it gets work again.
             # Nor do executors on a node whose executor manager is stopping: it would only hold
             # the tasks back and hand them over unstarted when its running task is done.
-            ready, stopping = self.ctl.links.is_ready, self.ctl.links.is_stopping
-            executors = [self.ctl.state.executors[e] for e in sorted(executor_ids)]
-            executors = [e for e in executors if ready(e.node) and not stopping(e.node) and e.id not in self.reclaiming]
+            executors = self._feedable(executor_ids)
             if not executors:
                 continue
             in_flight = sum(len(e.tasks) for e in executors)
@@ -130,6 +142,13 @@ class Dispatcher:
                 room = min(share - len(executor.tasks), len(session.pending))
                 if room > 0:
                     self._launch(session, executor, room, now)
+
+    def _feedable(self, executor_ids: set[str]) -> list[ExecutorEntry]:
+        """The executors that may get new tasks: on a Ready node whose executor manager is not
+        stopping, and not reclaimed for another session."""
+        ready, stopping = self.ctl.links.is_ready, self.ctl.links.is_stopping
+        executors = [self.ctl.state.executors[e] for e in sorted(executor_ids)]
+        return [e for e in executors if ready(e.node) and not stopping(e.node) and e.id not in self.reclaiming]
 
     def _launch(self, session: SessionEntry, executor: ExecutorEntry, count: int, now: Now) -> None:
         pending = session.pending
@@ -292,6 +311,49 @@ class Dispatcher:
             )
             links.send(node, be.CreateExecutor(executor_id=executor_id, resreq=resreq))
             log.info("executor %s: created on %s for session %s", executor_id, node, session_id)
+
+    # ------------------------------------------------------------------ rebalancing
+
+    def _rebalance(self, now: Now) -> None:
+        after = self.ctl.config.rebalance_after
+        if after <= 0:
+            return
+        executors = self.ctl.state.executors
+        for executor_id in self.reclaiming:
+            executor = executors.get(executor_id)
+            if executor is not None and len(executor.tasks) > 1:
+                self._recall(executor, len(executor.tasks) - 1, now)
+        for session_id, executor_ids in self.bound.items():
+            session = self.ctl.state.sessions.get(session_id)
+            if session is None or session.pending or session.state is not SessionState.Open or len(executor_ids) < 2:
+                continue
+            feedable = self._feedable(executor_ids)
+            idle = [self.idle_since.get(e.id) for e in feedable if not e.tasks]
+            if not any(since is not None and now.mono - since >= after for since in idle):
+                continue
+            share = max(1, math.ceil(sum(len(e.tasks) for e in feedable) / len(feedable)))
+            for executor in feedable:
+                if len(executor.tasks) > share:
+                    self._recall(executor, len(executor.tasks) - share, now)
+
+    def _recall(self, executor: ExecutorEntry, count: int, now: Now) -> None:
+        if now.mono < self.recall_after.get(executor.id, 0.0) or executor.session_id is None:
+            return
+        if not self.ctl.links.is_ready(executor.node):
+            return  # not sent to a node that is not Connected; its snapshot settles its tasks
+        # Until the answer; if it is lost with the link, try again after a while.
+        self.recall_after[executor.id] = now.mono + max(5.0, self.ctl.config.rebalance_after)
+        command = be.RecallTasks(executor_id=executor.id, session_id=executor.session_id, count=count)
+        self.ctl.links.send(executor.node, command)
+        self.ctl.counters["task_recalls"] += 1
+        log.debug("executor %s on %s: recalling %d tasks not started", executor.id, executor.node, count)
+
+    def tasks_returned(self, executor: ExecutorEntry, task_ids: list[int], now: Now) -> None:
+        """The answer to a recall: `task_ids` (those still on the executor) are Pending again."""
+        wait = 0.0 if task_ids else self.ctl.config.rebalance_after
+        self.recall_after[executor.id] = now.mono + wait
+        if task_ids and executor.session_id is not None:
+            self.requeue(executor.session_id, task_ids, False, "recalled to share the session's work", now)
 
     def _change(self, executor: ExecutorEntry, trigger: ExecutorTrigger, now: Now, session: str | None = None) -> None:
         self.ctl.commit(r.ExecutorChanged(time=now.wall, executor_id=executor.id, trigger=trigger, session_id=session))

@@ -135,6 +135,10 @@ def _executor_report(ctl: Controller, executor: ExecutorEntry, report: be.Execut
             ExecutorState.Unbinding,
         ):
             _unbound(ctl, executor, report, now)
+        case be.TasksReturned():
+            returned = report.unstarted if report.session_id == executor.session_id else []
+            task_ids = [k.task_id for k in returned if executor.tasks.get(k.task_id) == k.attempt]
+            ctl.dispatcher.tasks_returned(executor, task_ids, now)
         case be.ExecutorReleased() if state is ExecutorState.Releasing:
             _change(ctl, executor, ExecutorTrigger.released, now)
             ctl.commit(r.ExecutorRemoved(time=now.wall, executor_id=executor.id))

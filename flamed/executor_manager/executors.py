@@ -65,3 +65,14 @@ class LocalExecutor:
 
     def task_keys(self) -> set[tuple[int, int]]:
         return {(t.task_id, t.attempt) for t in (*self.queue, *self.in_flight)}
+
+    def take_back(self, session_id: str, count: int) -> list[be.TaskKey]:
+        """Up to `count` tasks of `session_id` not yet given to the instance, the last queued
+        first (a recall): none while unbinding, whose report hands the queue back anyway."""
+        if self.session_id != session_id or self.phase not in (Phase.Binding, Phase.Bound):
+            return []
+        taken: list[be.TaskKey] = []
+        while self.queue and len(taken) < count:
+            task = self.queue.pop()
+            taken.append(be.TaskKey(task_id=task.task_id, attempt=task.attempt))
+        return taken

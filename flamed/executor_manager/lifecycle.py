@@ -109,6 +109,11 @@ class Executors:
                     self.reports.append(be.ExecutorReleased(executor_id=command.executor_id))
                 else:
                     self.release(executor)
+            case be.RecallTasks(session_id=session_id, count=count):
+                taken = executor.take_back(session_id, count) if executor is not None else []
+                self.reports.append(
+                    be.TasksReturned(executor_id=command.executor_id, session_id=session_id, unstarted=taken)
+                )
 
     def bind(
         self,

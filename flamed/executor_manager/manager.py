@@ -260,8 +260,10 @@ class ExecutorManager:
         # task whose result waits here is not launched again.
         unsent = [r for r in self.holder.reports if isinstance(r, be.TaskCompleted)]
         if unsent:
-            self.holder.reports = [r for r in self.holder.reports if not isinstance(r, be.TaskCompleted)]
             self.link.keep(0, unsent)
+        # A recall not reported yet is void: the snapshot still lists those tasks here, so they
+        # are queued again below; sent after it, the report would have them run twice.
+        self.holder.reports = [r for r in self.holder.reports if not isinstance(r, be.TaskCompleted | be.TasksReturned)]
         resend = self.link.take_for_resend(wanted)
         if self.link.not_resent:
             log.info(

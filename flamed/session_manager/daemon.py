@@ -76,6 +76,7 @@ def core_config(config: Config) -> CoreConfig:
         schedule_interval=config.cluster.schedule_interval,
         policies=tuple(config.cluster.policies),
         dispatch_depth=config.cluster.dispatch_depth,
+        rebalance_after=config.cluster.rebalance_after,
         max_sessions=config.limits.max_sessions,
         max_tasks_per_session=config.limits.max_tasks_per_session,
         max_task_input_size=config.limits.max_task_input_size,

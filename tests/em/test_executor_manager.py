@@ -96,6 +96,30 @@ def test_flmping_tasks_run_and_the_executor_is_released(sm: FakeSessionManager, 
 
 
 @pytest.mark.timeout(60)
+def test_a_recall_hands_back_the_tasks_the_instance_was_not_given(
+    sm: FakeSessionManager, em: ExecutorManagerProcess
+) -> None:
+    """Breaks if `RecallTasks` takes a task the instance already holds (it would run twice once
+    the session manager hands it elsewhere), takes the oldest instead of the last queued, goes
+    unanswered, or if a recall for another session takes anything."""
+    sm.register()
+    executor_id = new_id()
+    bind(sm, executor_id, "s1", flmping_app())
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([b'{"duration": 400}'] * 6)))
+    sm.command(be.RecallTasks(executor_id=executor_id, session_id="other", count=6))
+    sm.command(be.RecallTasks(executor_id=executor_id, session_id="s1", count=10))
+    answers = sm.wait_reports("two answers", lambda rs: len(of_type(be.TasksReturned, rs)) >= 2 and rs)
+    other, mine = of_type(be.TasksReturned, answers)
+    assert (other.session_id, other.unstarted) == ("other", [])  # type: ignore[attr-defined]
+    returned = [k.task_id for k in mine.unstarted]  # type: ignore[attr-defined]
+    assert returned == [6, 5, 4, 3]  # the instance holds 1 and 2 (its window for slow tasks)
+    # Tasks run in order: a recalled task still queued would complete before this one.
+    sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([None], first=7)))
+    done = sm.wait_reports("task 7", lambda rs: any(c.task_id == 7 for c in completed(rs)) and completed(rs))
+    assert [c.task_id for c in done] == [1, 2, 7]
+
+
+@pytest.mark.timeout(60)
 def test_a_raising_task_fails_and_the_instance_goes_on(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
     """on_task_invoke raising fails only that task, with the exception's type and text."""
     sm.register()

@@ -117,6 +117,14 @@ class FakeNode:
             case be.ReleaseExecutor():
                 self.executors.pop(command.executor_id, None)
                 self.outbox.append(be.ExecutorReleased(executor_id=command.executor_id))
+            case be.RecallTasks():
+                queue = self.queued.get(command.executor_id, [])
+                keep = max(1, len(queue) - command.count)  # the first one is running
+                taken, queue[keep:] = queue[keep:], []
+                keys = [be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in reversed(taken)]
+                self.outbox.append(
+                    be.TasksReturned(executor_id=command.executor_id, session_id=command.session_id, unstarted=keys)
+                )
 
     def run_tasks(self) -> None:
         for executor_id, tasks in self.queued.items():
