@@ -1,6 +1,7 @@
-"""A node that joins a running session takes a share of the tasks already dispatched: the
-session manager recalls what the busy executor has not started (`RecallTasks`) and hands it
-to the newcomer. Real daemons and instances; nothing runs twice, no retry is counted."""
+"""Tasks dispatched ahead move when the cluster changes: a node that joins a running session
+takes a share of them, and an executor taken for a session of higher priority hands back the
+queue of its old one. The session manager recalls what an executor has not started
+(`RecallTasks`). Real daemons and instances; nothing runs twice, no retry is counted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 
 import pytest
 
-from protocol.types import TaskState
+from protocol import frontend as fe
+from protocol.types import SessionSpec, TaskState
 from tests.recovery.cluster import Cluster, since
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -36,3 +38,27 @@ def test_a_node_that_joins_a_running_session_takes_a_share_of_its_queued_tasks(c
     assert c.stat("tasks_returned") >= len(on_n2) and c.stat("tasks_retried") == 0
     assert c.stat("task_recalls") >= 1
     c.record("scale-out: node joins a running session", n2_ready=n2_ready, first_on_n2=first_on_n2, all_done=all_done)
+
+
+def test_an_executor_taken_for_a_higher_priority_session_hands_its_queue_back(cluster: Cluster) -> None:
+    c = cluster
+    c.start_em("n1", 1)
+    c.wait_node("n1", "Ready")
+    c.session("low")
+    low_ids = c.submit("low", [1.0] * 6)  # all six queued on n1's only executor
+    c.wait_started(1)
+    t0 = time.monotonic()
+    spec = SessionSpec(application="journal", priority=10)
+    c.conn.request(fe.CreateSession(session_id="high", spec=spec), fe.SessionReply)
+    (high_id,) = c.submit("high", [0.1])
+    (high,) = c.wait_tasks(TaskState.Succeed, "high", timeout=15)
+    high_done = since(t0)
+    # Without the recall it waited for all six low tasks; now only for those its instance
+    # held (the running one and the next: tasks on an instance must finish).
+    high_start = c.starts_of(high_id, "high")[0].time
+    before = sorted(r.task for r in c.runs() if r.session == "low" and r.time < high_start)
+    assert before in ([low_ids[0]], low_ids[:2]), before
+    assert all(len(c.starts_of(t, "low")) <= 1 for t in low_ids)
+    assert high.retry_count == 0
+    assert c.stat("tasks_returned") >= 4 and c.stat("tasks_retried") == 0
+    c.record("reclaim: higher-priority session takes the executor", high_done=high_done)
