@@ -126,9 +126,12 @@ class FakeNode:
                     be.TasksReturned(executor_id=command.executor_id, session_id=command.session_id, unstarted=keys)
                 )
 
-    def run_tasks(self) -> None:
-        for executor_id, tasks in self.queued.items():
+    def run_tasks(self, each: int | None = None) -> None:
+        """Complete the queued tasks of every executor (only the first `each` of each: long
+        tasks, the rest stay queued)."""
+        for executor_id, queue in self.queued.items():
             session = self.executors.get(executor_id)
+            tasks = queue[:each]
             for task in tasks:
                 failed = task.input in self.fail_inputs
                 self.outbox.append(
@@ -142,7 +145,7 @@ class FakeNode:
                         message="ValueError: boom" if failed else None,
                     )
                 )
-            tasks.clear()
+            del queue[: len(tasks)]
 
     def take_reports(self) -> be.Reports | None:
         if not self.outbox:

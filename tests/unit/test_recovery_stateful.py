@@ -1,8 +1,10 @@
 """A Hypothesis state machine driving the pure controller through registration, heartbeats,
 silence, drain expiry, re-registration (same and new incarnation), goodbye, session-manager
-restart (from the state its log describes), task submission, completion and resent completions,
-checking the invariants of DESIGN 5 (I2, I4, I5, I7, I8 and the task rules) after every step.
-Time is the harness's fake clock: a run takes milliseconds.
+restart (from the state its log describes), task submission, completion (all queued, or one per
+executor as with long tasks), resent completions and nodes joining while tasks are queued (so
+queued tasks are recalled and shared out), checking the invariants of DESIGN 5 (I2, I4, I5, I7,
+I8 and the task rules) after every step. Time is the harness's fake clock: a run takes
+milliseconds.
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ class Recovery(RuleBasedStateMachine):
     def start_executor_manager(self, name: str) -> None:
         self._start(name)
 
+    @precondition(lambda self: any(n.queued for n in self.fakes.values()))
+    @rule(name=st.sampled_from(NAMES))
+    def join_while_busy(self, name: str) -> None:
+        """A node joins while tasks wait in queues: its executors idle long enough for the
+        session manager to recall queued tasks and share them out (rebalancing)."""
+        self._start(name)
+        self.h.advance(1.0, step=0.25)
+        self._reconnect_stale()
+
     @precondition(lambda self: bool(self.fakes))
     @rule(data=st.data())
     def cut_off(self, data: st.DataObject) -> None:
@@ -163,10 +174,12 @@ class Recovery(RuleBasedStateMachine):
         self.h.tasks("s1", [b"x"] * count)
 
     @precondition(lambda self: any(n.online for n in self.fakes.values()))
-    @rule(data=st.data())
-    def complete(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), each=st.sampled_from([None, 1]))
+    def complete(self, data: st.DataObject, each: int | None) -> None:
+        """Every queued task of a node, or the first of each executor (long tasks: the rest
+        stay queued, and a sibling that idles meanwhile has them recalled)."""
         node = self.fakes[data.draw(st.sampled_from(sorted(n for n, f in self.fakes.items() if f.online)))]
-        node.run_tasks()
+        node.run_tasks(each)
         self.sent.extend((node.name, c) for c in node.outbox if isinstance(c, be.TaskCompleted))
         self.h.pump()
 
@@ -259,7 +272,7 @@ class Recovery(RuleBasedStateMachine):
 
 
 Recovery.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=150,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
