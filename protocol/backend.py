@@ -186,6 +186,10 @@ class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
     pass
 
 
+#: What this executor manager understands beyond protocol 1 as first released.
+FEATURES = ["recall"]
+
+
 class RegisterNode(Message):
     """EM -> SM. `incarnation` is new at every executor-manager start; `executors` are the ids
     the executor manager holds now (empty after a restart); `stopping` as in `Heartbeat` (an
@@ -196,6 +200,9 @@ class RegisterNode(Message):
     incarnation: str
     executors: list[str] = []
     stopping: bool = False
+    #: optional commands it understands, for a cluster that runs two versions during an upgrade:
+    #: "recall" (`RecallTasks`); a session manager sends none the node did not list
+    features: list[str] = []
 
 
 class Registered(Message):

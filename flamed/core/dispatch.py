@@ -341,6 +341,8 @@ class Dispatcher:
             return
         if not self.ctl.links.is_ready(executor.node):
             return  # not sent to a node that is not Connected; its snapshot settles its tasks
+        if not self.ctl.links.supports(executor.node, "recall"):
+            return  # an older executor manager (during an upgrade) would drop the whole frame
         # Until the answer; if it is lost with the link, try again after a while.
         self.recall_after[executor.id] = now.mono + max(5.0, self.ctl.config.rebalance_after)
         command = be.RecallTasks(executor_id=executor.id, session_id=executor.session_id, count=count)

@@ -48,6 +48,7 @@ class NodeLink:
         "connection",
         "drain_deadline",
         "epoch",
+        "features",
         "incarnation",
         "last_seen",
         "last_sent",
@@ -73,6 +74,8 @@ class NodeLink:
         self.commands: list[be.ExecutorCommand] = []
         #: the executor manager said it is draining to stop: no new executors, binds or tasks
         self.stopping = False
+        #: optional commands its executor manager understands (`RegisterNode.features`)
+        self.features: frozenset[str] = frozenset()
 
 
 #: Recovery counters, in `GetStats` as `<name>_total` from the start (zero until they move).
@@ -195,6 +198,7 @@ class NodeLinks:
                 link.connection = CONNECTION.next(link.connection, ConnectionTrigger.register)
         link = NodeLink(name, peer, message.incarnation, epoch, now.mono)
         link.stopping = message.stopping
+        link.features = frozenset(message.features)
         self.links[name] = link
         self.by_peer[peer] = link
         self.ctl.counters["registrations"] += 1
@@ -317,6 +321,10 @@ class NodeLinks:
     def is_stopping(self, node: str) -> bool:
         link = self.links.get(node)
         return link is not None and link.stopping
+
+    def supports(self, node: str, feature: str) -> bool:
+        link = self.links.get(node)
+        return link is not None and feature in link.features
 
     def is_ready(self, node: str) -> bool:
         link = self.links.get(node)

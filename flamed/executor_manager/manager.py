@@ -219,6 +219,7 @@ class ExecutorManager:
             incarnation=self.incarnation,
             executors=sorted(self.executors),
             stopping=self.draining is not None,
+            features=be.FEATURES,
         )
         sent = try_send(self.backend, codec.encode(message))
         delay = self.link.next_backoff()

@@ -40,6 +40,7 @@ class FakeNode:
     fail_inputs: set[bytes] = field(default_factory=set)
     stopping: bool = False  # its heartbeats say it is draining to stop
     commands: list[be.ExecutorCommand] = field(default_factory=list)  # every command received
+    features: list[str] = field(default_factory=lambda: list(be.FEATURES))  # [] = an older version
 
     def __post_init__(self) -> None:
         self.peer = f"{self.name}/{self.incarnation}".encode()
@@ -58,6 +59,7 @@ class FakeNode:
             node=self.info(),
             incarnation=self.incarnation,
             executors=sorted(self.executors),
+            features=self.features,
         )
 
     def receive(self, message: be.Message) -> None:

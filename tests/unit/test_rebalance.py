@@ -97,3 +97,17 @@ def test_no_recall_when_rebalancing_is_off() -> None:
     n2 = h.add_node("n2", 1, auto_run=False)
     h.advance(2.0, step=0.05)
     assert recalls(n1) == [] and queued(n2) == [] and len(queued(n1)) == 6
+
+
+def test_an_executor_manager_that_does_not_list_recall_gets_none() -> None:
+    """Breaks if `RecallTasks` goes to an older executor manager (during an upgrade), which would
+    drop the whole frame it came in, with the launches beside it."""
+    h = Harness()
+    h.request(fe.RegisterApplication(name="flmping", spec=ApplicationSpec(command="true")))
+    n1 = h.add_node("n1", 1, auto_run=False, features=[])
+    h.session("s1")
+    h.tasks("s1", [None] * 6)
+    h.advance(0.5, step=0.05)
+    n2 = h.add_node("n2", 1, auto_run=False)
+    h.advance(2.0, step=0.05)
+    assert recalls(n1) == [] and queued(n2) == [] and len(queued(n1)) == 6
