@@ -37,6 +37,12 @@ INSTANCE_WINDOW = 32
 #: back unstarted; tasks on an instance must finish).
 SLOW_WINDOW = 2
 FAST_TASK = 0.005
+#: The window once the tasks are known to be long (LONG_TASK seconds or more on average): the
+#: running task only. The round trip to fetch the next one (under a millisecond) is then a
+#: fraction of a percent, and a task not yet on the instance can still be recalled for another
+#: executor or handed back at once by a drain.
+LONG_WINDOW = 1
+LONG_TASK = 0.1
 #: The window while a suspect is in flight or queued: one task at a time, its result back
 #: before the next is sent, so the next death is blamed on exactly the task that was running.
 #: A deep window with batched results would let an instance die holding several unsent
@@ -51,8 +57,9 @@ Suspects = set[tuple[str, int]]
 
 def take_batch(executor: LocalExecutor, suspects: Suspects, now: float) -> list[be.TaskAssignment]:
     """The tasks to send the instance now, moved from the queue to `in_flight`: its window
-    topped up once it holds half of it or fewer (INSTANCE_WINDOW for fast tasks, else
-    SLOW_WINDOW, and SUSPECT_WINDOW while a suspect is near). Empty: send nothing."""
+    topped up once it holds half of it or fewer (INSTANCE_WINDOW for fast tasks, LONG_WINDOW
+    for long ones, else SLOW_WINDOW, and SUSPECT_WINDOW while a suspect is near). Empty: send
+    nothing."""
     if not executor.queue:
         return []
     held = len(executor.in_flight)
@@ -62,6 +69,8 @@ def take_batch(executor: LocalExecutor, suspects: Suspects, now: float) -> list[
         window = SUSPECT_WINDOW
     elif executor.pace is not None and executor.pace <= FAST_TASK:
         window = INSTANCE_WINDOW
+    elif executor.pace is not None and executor.pace >= LONG_TASK:
+        window = LONG_WINDOW
     else:
         window = SLOW_WINDOW
     if held > window // 2:

@@ -48,9 +48,10 @@ def invoked(instance: zmq.Socket[bytes]) -> list[int]:
 
 
 def test_window_follows_task_pace_and_suspects(setup: tuple[Executors, LocalExecutor, zmq.Socket[bytes]]) -> None:
-    """Unknown or slow tasks: the running one and the next (a drain waits for little). Fast
-    tasks: a deep window in one message, topped up at half. A suspect near: one at a time.
-    Breaks if fast tasks go one message per task again, or slow tasks pile up on an instance."""
+    """Unknown or slow tasks: the running one and the next (a drain waits for little). Long
+    tasks: the running one only. Fast tasks: a deep window in one message, topped up at half.
+    A suspect near: one at a time. Breaks if fast tasks go one message per task again, or
+    slow or long tasks pile up on an instance."""
     holder, executor, instance = setup
     executor.queue.extend(tasks([b"x"] * 200))
     holder.pump(executor)
@@ -62,16 +63,23 @@ def test_window_follows_task_pace_and_suspects(setup: tuple[Executors, LocalExec
     assert invoked(instance) == [3, 4]
 
     executor.in_flight.clear()
+    executor.pace = 1.0  # long tasks: the running one only, the next stays recallable
+    holder.pump(executor)
+    assert invoked(instance) == [5]
+    holder.pump(executor)  # nothing more until its result
+    assert not instance.poll(50)
+
+    executor.in_flight.clear()
     executor.pace = 0.0001  # fast tasks
     holder.pump(executor)
     window = instance_window.INSTANCE_WINDOW
-    assert invoked(instance) == list(range(5, 5 + window))
+    assert invoked(instance) == list(range(6, 6 + window))
     holder.pump(executor)  # full: nothing more until half of it is done
     assert not instance.poll(50)
     for _ in range(window // 2):
         executor.in_flight.popleft()
     holder.pump(executor)
-    assert invoked(instance) == list(range(5 + window, 5 + window + window // 2))
+    assert invoked(instance) == list(range(6 + window, 6 + window + window // 2))
 
     executor.in_flight.clear()
     next_id = executor.queue[0].task_id
