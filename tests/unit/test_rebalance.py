@@ -89,14 +89,18 @@ def test_a_reclaimed_executor_hands_back_what_it_has_not_started() -> None:
     assert [t.state for t in low.tasks] == [TaskState.Succeed] + [TaskState.Pending] * 9  # ran once
 
 
-def test_no_recall_when_rebalancing_is_off() -> None:
-    h, n1 = cluster(rebalance_after=0.0)
+def assert_n2_gets_nothing(h: Harness, n1: FakeNode) -> None:
+    """Six tasks queued on n1, n2 joins and idles 2 s: no recall, n1 keeps all six."""
     h.session("s1")
     h.tasks("s1", [None] * 6)
     h.advance(0.5, step=0.05)
     n2 = h.add_node("n2", 1, auto_run=False)
     h.advance(2.0, step=0.05)
     assert recalls(n1) == [] and queued(n2) == [] and len(queued(n1)) == 6
+
+
+def test_no_recall_when_rebalancing_is_off() -> None:
+    assert_n2_gets_nothing(*cluster(rebalance_after=0.0))
 
 
 def test_an_executor_manager_that_does_not_list_recall_gets_none() -> None:
@@ -104,10 +108,4 @@ def test_an_executor_manager_that_does_not_list_recall_gets_none() -> None:
     drop the whole frame it came in, with the launches beside it."""
     h = Harness()
     h.request(fe.RegisterApplication(name="flmping", spec=ApplicationSpec(command="true")))
-    n1 = h.add_node("n1", 1, auto_run=False, features=[])
-    h.session("s1")
-    h.tasks("s1", [None] * 6)
-    h.advance(0.5, step=0.05)
-    n2 = h.add_node("n2", 1, auto_run=False)
-    h.advance(2.0, step=0.05)
-    assert recalls(n1) == [] and queued(n2) == [] and len(queued(n1)) == 6
+    assert_n2_gets_nothing(h, h.add_node("n1", 1, auto_run=False, features=[]))
