@@ -14,6 +14,7 @@ from protocol.errors import ErrorCode
 from protocol.types import SessionSpec, Task
 from protocol.types import TaskState as WireTaskState
 from tests.client.fake_sm import FakeSessionManager
+from tests.integration.daemons import wait_for
 
 
 @pytest.fixture
@@ -230,90 +231,88 @@ def test_closed_connection_rejects_calls(fake: FakeSessionManager) -> None:
     assert caught.value.code is FlameErrorCode.INVALID_STATE
 
 
+class Restarting:
+    """A fake session manager that `restart` replaces by a fresh one at the same endpoint, as a
+    session-manager restart does (the client's socket reconnects by itself)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.first = FakeSessionManager(endpoint)
+        self.second: FakeSessionManager | None = None
+
+    def restart(self) -> FakeSessionManager:
+        self.first.stop()
+        self.second = FakeSessionManager(self.endpoint)
+        return self.second
+
+    def stop(self) -> None:
+        self.first.stop()
+        if self.second is not None:
+            self.second.stop()
+
+
+@pytest.fixture
+def restarting(tmp_path: Path) -> Iterator[Restarting]:
+    servers = Restarting(f"ipc://{tmp_path}/sm")
+    yield servers
+    servers.stop()
+
+
 @pytest.mark.timeout(20)
-def test_watches_are_renewed_after_reconnect(tmp_path: Path) -> None:
+def test_watches_are_renewed_after_reconnect(restarting: Restarting) -> None:
     """Breaks if a restarted session manager (which has no watches) leaves run() futures
     waiting forever: the client must send its open watches again when it reconnects."""
-    endpoint = f"ipc://{tmp_path}/sm"
-    first = FakeSessionManager(endpoint)
+    first = restarting.first
     first.results = lambda session_id, task_ids: [
         fe.TaskUpdates(tasks=[Task(id=i, session_id=session_id, state=WireTaskState.Running) for i in task_ids])
     ]
-    second = None
-    try:
-        with Connection(endpoint, timeout=5.0) as conn:
-            future = conn.create_session("app").run(b"abc")
-            deadline = time.monotonic() + 5
-            while getattr(future, "task_id", None) is None and time.monotonic() < deadline:
-                time.sleep(0.01)  # TasksCreated came back: the watch is open
-            first.stop()
-            second = FakeSessionManager(endpoint)
-            assert future.result(10) is None  # the new server knows no input: output None
-            (watch,) = second.of_type(fe.WatchTasks)
-            assert watch.request_id == first.of_type(fe.CreateTasks)[0].request_id
-            assert watch.task_ids == [future.task_id]  # type: ignore[attr-defined]
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
+    with Connection(restarting.endpoint, timeout=5.0) as conn:
+        future = conn.create_session("app").run(b"abc")
+        # TasksCreated came back: the watch is open
+        wait_for("the task id", lambda: getattr(future, "task_id", None), 5, interval=0.01)
+        second = restarting.restart()
+        assert future.result(10) is None  # the new server knows no input: output None
+        (watch,) = second.of_type(fe.WatchTasks)
+        assert watch.request_id == first.of_type(fe.CreateTasks)[0].request_id
+        assert watch.task_ids == [future.task_id]  # type: ignore[attr-defined]
 
 
 @pytest.mark.timeout(20)
-def test_a_batch_whose_reply_was_lost_is_sent_again_with_its_key(tmp_path: Path) -> None:
+def test_a_batch_whose_reply_was_lost_is_sent_again_with_its_key(restarting: Restarting) -> None:
     """Breaks if a CreateTasks whose answer a dropped connection lost is given up (the caller
     waits for the timeout and may submit twice) instead of being sent again on the new
     connection, under the same request id and idempotency key."""
-    endpoint = f"ipc://{tmp_path}/sm"
-    first = FakeSessionManager(endpoint)
+    first = restarting.first
     first.handlers[fe.CreateTasks] = lambda r: []  # received, never answered
-    second = None
-    try:
-        with Connection(endpoint, timeout=5.0) as conn:
-            future = conn.create_session("app").run(b"abc")
-            deadline = time.monotonic() + 5
-            while not first.of_type(fe.CreateTasks) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            first.stop()
-            second = FakeSessionManager(endpoint)
-            assert future.result(10) == b"cba"
-            (sent,) = first.of_type(fe.CreateTasks)
-            (again,) = second.of_type(fe.CreateTasks)
-            assert sent.key and (again.key, again.request_id) == (sent.key, sent.request_id)
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
+    with Connection(restarting.endpoint, timeout=5.0) as conn:
+        future = conn.create_session("app").run(b"abc")
+        wait_for("the CreateTasks", lambda: first.of_type(fe.CreateTasks), 5, interval=0.01)
+        second = restarting.restart()
+        assert future.result(10) == b"cba"
+        (sent,) = first.of_type(fe.CreateTasks)
+        (again,) = second.of_type(fe.CreateTasks)
+        assert sent.key and (again.key, again.request_id) == (sent.key, sent.request_id)
 
 
 @pytest.mark.timeout(20)
-def test_reads_whose_reply_was_lost_are_sent_again_but_not_a_create(tmp_path: Path) -> None:
+def test_reads_whose_reply_was_lost_are_sent_again_but_not_a_create(restarting: Restarting) -> None:
     """Breaks if a read in flight when the session manager restarts waits for the whole timeout
     (reads are harmless to repeat), or if a `CreateSession` is repeated (the second would be
     refused as "already exists" although the first may have worked)."""
-    endpoint = f"ipc://{tmp_path}/sm"
-    first = FakeSessionManager(endpoint)
+    first = restarting.first
     first.handlers[fe.CloseSession] = lambda r: []  # received, never answered
     first.handlers[fe.CreateSession] = lambda r: []
-    second = None
-    try:
-        with Connection(endpoint, timeout=4.0) as conn:
-            closing = conn.io.call(fe.CloseSession(session_id="s1"))
-            creating = conn.io.call(fe.CreateSession(session_id="s2", spec=SessionSpec(application="app")))
-            deadline = time.monotonic() + 5
-            while len(first.received) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            first.stop()
-            second = FakeSessionManager(endpoint)
-            assert closing.result(10).session.id == "s1"  # without a repeat: "no reply" after 4 s
-            with pytest.raises(FlameError, match="no reply"):
-                creating.result(10)
-            (again,) = second.of_type(fe.CloseSession)
-            assert again.request_id == first.of_type(fe.CloseSession)[0].request_id
-            assert second.of_type(fe.CreateSession) == []
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
+    with Connection(restarting.endpoint, timeout=4.0) as conn:
+        closing = conn.io.call(fe.CloseSession(session_id="s1"))
+        creating = conn.io.call(fe.CreateSession(session_id="s2", spec=SessionSpec(application="app")))
+        wait_for("both requests", lambda: len(first.received) >= 2, 5, interval=0.01)
+        second = restarting.restart()
+        assert closing.result(10).session.id == "s1"  # without a repeat: "no reply" after 4 s
+        with pytest.raises(FlameError, match="no reply"):
+            creating.result(10)
+        (again,) = second.of_type(fe.CloseSession)
+        assert again.request_id == first.of_type(fe.CloseSession)[0].request_id
+        assert second.of_type(fe.CreateSession) == []
 
 
 @pytest.mark.timeout(20)
