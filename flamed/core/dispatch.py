@@ -237,7 +237,7 @@ class Dispatcher:
                     min_instances=s.spec.min_instances,
                     max_instances=min(caps) if caps else None,
                     delay_release=app.spec.delay_release if app else 0.0,
-                    schedulable=app is not None and s.bind_failures < limit,
+                    schedulable=app is not None and s.bind_failures < limit and not s.bind_paused,
                 )
             )
         coming: dict[str, int] = {}

@@ -167,12 +167,22 @@ def _bind_failed(ctl: Controller, executor: ExecutorEntry, report: be.ExecutorBi
     ctl.commit(r.SessionEventRecorded(time=now.wall, session_id=session.id, event=event))
     limit = ctl.config.session_bind_retry_limit
     if session.bind_failures == limit:
+        pending = len(session.pending)
         text = (
             f"Session retry limit reached after {session.bind_failures}/{limit} failed attempts; "
             "new executor assignment is paused"
         )
+        if pending:
+            text += f" until new tasks arrive; its {pending} pending tasks failed"
         event = Event(code=SESSION_RETRY_LIMIT_REACHED, message=text, creation_time=now.wall)
         ctl.commit(r.SessionEventRecorded(time=now.wall, session_id=session.id, event=event))
+        if pending:
+            # Nothing would ever run them: tell their clients why now instead of never. The
+            # session stays Open; tasks created later try to bind again.
+            reason = f"the session's instances cannot start: {message} (after {limit} failed attempts)"
+            ctl.commit(r.PendingTasksFailed(time=now.wall, session_id=session.id, reason=reason))
+            ctl.counters["tasks_failed_bind"] += pending
+            ctl.dispatcher.session_changed(session.id)
 
 
 def _unbound(ctl: Controller, executor: ExecutorEntry, report: be.ExecutorUnbound, now: Now) -> None:

@@ -54,6 +54,15 @@ class TasksCreated(Record):
     key: str = ""
 
 
+class PendingTasksFailed(Record):
+    """The session's instances cannot start (its bind failures reached the session's bind
+    retry limit): every Pending task fails with `reason`, and no executor is bound to the
+    session again until new tasks arrive. A new record kind: older logs replay unchanged."""
+
+    session_id: str
+    reason: str
+
+
 class TasksDispatched(Record):
     """Pending -> Running on `executor_id`; each task's attempt goes up by one."""
 
@@ -138,6 +147,7 @@ AnyRecord = (
     | SessionDeleted
     | SessionEventRecorded
     | TasksCreated
+    | PendingTasksFailed
     | TasksDispatched
     | TasksFinished
     | TasksRequeued

@@ -69,6 +69,8 @@ class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
     tasks: TaskColumns
     #: `CreateTasks` keys: key -> (first task id, number of tasks); absent in older snapshots
     batches: dict[str, tuple[int, int]] = {}
+    #: Pending tasks failed at the bind retry limit, no binds until new tasks; absent in older snapshots
+    bind_paused: bool = False
 
 
 class ExecutorSnap(msgspec.Struct, array_like=True, kw_only=True):
@@ -142,6 +144,7 @@ def _session(session: SessionEntry) -> SessionSnap:
         pending=list(session.pending),
         tasks=_columns(session.tasks),
         batches=dict(session.batches),
+        bind_paused=session.bind_paused,
     )
 
 
@@ -223,6 +226,7 @@ def _session_entry(snap: SessionSnap) -> SessionEntry:
     session.pending = deque(snap.pending)
     session.tasks = _tasks(snap.tasks)
     session.batches = dict(snap.batches)
+    session.bind_paused = snap.bind_paused
     for code in snap.tasks.state:
         session.counts[_STATES[code]] += 1
     return session

@@ -90,6 +90,8 @@ class SessionEntry:
         self.counts = dict.fromkeys(TaskState, 0)
         self.events: list[Event] = []
         self.bind_failures = 0
+        #: its Pending tasks were failed at the bind retry limit: no binds until new tasks come
+        self.bind_paused = False
         #: `CreateTasks` keys seen: key -> (first task id, number of tasks)
         self.batches: dict[str, tuple[int, int]] = {}
 
@@ -151,6 +153,8 @@ class ClusterState:
                 self._tasks_finished(record)
             case r.TasksRequeued():
                 self._tasks_requeued(record)
+            case r.PendingTasksFailed():
+                self._pending_failed(record)
             case r.ExecutorChanged():
                 self._executor_changed(record)
             case r.ExecutorCreated():
@@ -200,6 +204,9 @@ class ClusterState:
         session.tasks.extend(new)
         if record.key:
             session.batches[record.key] = (record.first_id, len(new))
+        if session.bind_paused:  # new work: its instances may start now (a fixed command ...)
+            session.bind_paused = False
+            session.bind_failures = 0
         ids = [t.id for t in new]
         session.pending.extend(ids)
         session.counts[TaskState.Pending] += len(new)
@@ -249,6 +256,18 @@ class ClusterState:
                 task.add_event(Event(code=0, message=f"Task was retried: {record.reason}", creation_time=record.time))
             session.pending.appendleft(task_id)
         self._touch(session.id, record.task_ids)
+
+    def _pending_failed(self, record: r.PendingTasksFailed) -> None:
+        session = self.sessions[record.session_id]
+        failed = list(session.pending)
+        for task_id in failed:
+            task = session.tasks[task_id - 1]
+            session._move(task, TASK.next(task.state, TaskTrigger.bind_failed))
+            task.message = record.reason
+            task.completion_time = record.time
+        session.pending.clear()
+        session.bind_paused = True
+        self._touch(session.id, failed)
 
     def _release_task(self, task: TaskEntry) -> None:
         executor = self.executors.get(task.executor_id) if task.executor_id else None

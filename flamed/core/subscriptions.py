@@ -117,6 +117,9 @@ class Subscriptions:
                 self._executors.add(record.executor_id)
             case r.TasksCreated():
                 self._sessions.add(record.session_id)
+            case r.PendingTasksFailed():
+                self._sessions.add(record.session_id)
+                self._event(record.time, "task", record.session_id, f"pending tasks Failed: {record.reason}")
             case r.TasksFinished():
                 self._sessions.add(record.session_id)
                 self._finished(record, ctl)

@@ -41,6 +41,7 @@ class FakeNode:
     stopping: bool = False  # its heartbeats say it is draining to stop
     commands: list[be.ExecutorCommand] = field(default_factory=list)  # every command received
     features: list[str] = field(default_factory=lambda: list(be.FEATURES))  # [] = an older version
+    bind_error: str | None = None  # set: every bind fails with this message (an instance that cannot start)
 
     def __post_init__(self) -> None:
         self.peer = f"{self.name}/{self.incarnation}".encode()
@@ -100,6 +101,14 @@ class FakeNode:
             case be.CreateExecutor():
                 self.executors[command.executor_id] = None
                 self.outbox.append(be.ExecutorCreated(executor_id=command.executor_id))
+            case be.BindExecutor() if self.bind_error is not None:
+                session_id = command.session.session_id
+                self.outbox.append(
+                    be.ExecutorBindFailed(
+                        executor_id=command.executor_id, session_id=session_id, code=11, message=self.bind_error
+                    )
+                )
+                self.outbox.append(be.ExecutorUnbound(executor_id=command.executor_id, session_id=session_id))
             case be.BindExecutor():
                 self.executors[command.executor_id] = command.session.session_id
                 self.outbox.append(
