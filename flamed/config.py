@@ -134,6 +134,9 @@ class ClientConfig(Section):
     endpoint: str = ""
     #: Seconds a client waits for a reply before it reports the session manager unreachable.
     timeout: float = 30.0
+    #: Seconds a client waits for its first connection before it says that nothing answers at
+    #: the endpoint (a wrong endpoint, or no session manager running); later calls wait `timeout`.
+    connect_timeout: float = 3.0
 
 
 class LogConfig(Section):
@@ -238,6 +241,7 @@ def _check(config: Config, source: str) -> None:
         "limits.max_watches_per_client": config.limits.max_watches_per_client,
         "limits.max_subscribers": config.limits.max_subscribers,
         "client.timeout": config.client.timeout,
+        "client.connect_timeout": config.client.connect_timeout,
         "executor_manager.instance_stop_timeout": config.executor_manager.instance_stop_timeout,
     }
     for key, value in positive.items():

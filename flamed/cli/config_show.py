@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from typing import Any
 
@@ -65,4 +66,26 @@ def show_config(explicit: str | None) -> str:
                     sources[f"{section}.{key}"] = f"file {path}"
     if os.environ.get("FLAME_ENDPOINT"):
         sources["client.endpoint"] = "overridden for clients by $FLAME_ENDPOINT=" + os.environ["FLAME_ENDPOINT"]
+    for key, in_use in resolved_defaults(config).items():
+        sources[key] = f"{sources.get(key, 'default')}; in use here: {in_use}"
     return header + "\n" + config_to_toml(config, sources)
+
+
+def resolved_defaults(config: Config) -> dict[str, str]:
+    """What the keys left empty (or 0) mean on this host: the directories, node name and slots
+    a daemon started here would use (a command-line flag still wins over both)."""
+    from flamed.executor_manager.node import default_runtime_dir
+    from flamed.session_manager.durability import default_state_dir
+
+    resolved: dict[str, str] = {}
+    if not config.storage.state_dir:
+        resolved["storage.state_dir"] = str(default_state_dir())
+    if not config.executor_manager.runtime_dir:
+        resolved["executor_manager.runtime_dir"] = str(default_runtime_dir())
+    if not config.executor_manager.node_name:
+        resolved["executor_manager.node_name"] = socket.gethostname()
+    if not config.executor_manager.slots:
+        resolved["executor_manager.slots"] = str(os.cpu_count() or 1)
+    if not config.client.endpoint and not os.environ.get("FLAME_ENDPOINT"):
+        resolved["client.endpoint"] = config.cluster.frontend
+    return resolved

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cluster)
 
     status = commands.add_parser(
-        "status", help="ask a running session manager for its state directory, log, snapshot and recovery facts"
+        "status",
+        help="ask a running session manager for its version, uptime, nodes, sessions, tasks and storage facts",
     )
     status.add_argument("--endpoint", metavar="EP", help="frontend endpoint (default: FLAME_ENDPOINT, then config)")
     status.add_argument("--timeout", metavar="SECONDS", type=float, default=5.0, help="reply timeout (default: 5)")
@@ -274,7 +275,7 @@ def run_executor_manager(args: argparse.Namespace, config: Config) -> int:
     return run(options)
 
 
-_STATUS_LINES = (
+_STORAGE_LINES = (
     ("state directory", "info", "storage_state_dir"),
     ("fsync policy", "info", "storage_fsync_policy"),
     ("log bytes", "stats", "storage_log_bytes"),
@@ -294,61 +295,73 @@ _STATUS_LINES = (
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """`flamed status`: one GetStats round trip, printed as `name: value` lines."""
+    """`flamed status`: what the session manager is (version, uptime), what it holds (nodes,
+    executors, sessions, tasks) and its storage facts; one Hello and one GetStats, via the SDK."""
     import json
-    import time
 
-    import msgspec
-    import zmq
+    from flamed.client import FlameError, open_connection
+    from protocol import frontend as fe
 
-    from flamed.config import client_endpoint
-    from flamed.transport.security import SecurityError, configured_client_curve, make_client
-    from protocol.codec import HEADER
-
-    endpoint = client_endpoint(args.endpoint, args.config)
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
     try:
-        try:
-            curve = configured_client_curve(args.config)
-        except SecurityError as exc:
-            print(f"flamed: error: {exc}", file=sys.stderr)
-            return 1
-        if curve is not None:
-            make_client(sock, curve)
-        sock.connect(endpoint)
-        sock.send_multipart([HEADER, msgspec.msgpack.encode({"type": "GetStats", "request_id": 1})])
-        deadline = time.monotonic() + args.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1):
-                print(
-                    f"flamed: error: no reply from {endpoint} within {args.timeout:g}s; is it running?", file=sys.stderr
-                )
-                return 1
-            frames = sock.recv_multipart()
-            reply = msgspec.msgpack.decode(frames[-1])
-            if isinstance(reply, dict) and reply.get("request_id") == 1:
-                break
-    finally:
-        sock.close(0)
-    if reply.get("type") != "StatsReply":
-        print(f"flamed: error: {reply.get('code')}: {reply.get('message')}", file=sys.stderr)
+        with open_connection(args.endpoint, args.config, timeout=args.timeout) as conn:
+            reply = conn.request(fe.GetStats(), fe.StatsReply)
+            version, cluster, endpoint = conn.server_version, conn.cluster, conn.endpoint
+    except FlameError as exc:
+        print(f"flamed: error: {exc.message}", file=sys.stderr)
         return 1
-    stats, info = reply.get("stats", {}), reply.get("info", {})
+    stats, info = reply.stats, reply.info
     if args.json:
         print(json.dumps({"stats": stats, "info": info}, indent=2, sort_keys=True))
         return 0
+    for line in status_lines(endpoint, version, cluster, stats, info):
+        print(line)
+    return 0
+
+
+def status_lines(endpoint: str, version: str, cluster: str, stats: dict[str, float], info: dict[str, str]) -> list[str]:
+    """The human form of `flamed status`: a header, then one `label: value` line per fact."""
+
+    def count(key: str) -> int:
+        return int(stats.get(key, 0))
+
+    def counts(prefix: str, states: list[str]) -> str:
+        return ", ".join(f"{count(f'{prefix}_{state.lower()}'):,} {state}" for state in states)
+
+    uptime = stats.get("uptime_seconds")
+    header = f"session manager at {endpoint}: flamed {version or '?'}, cluster {cluster or '?'}"
+    if uptime is not None:
+        header += f", up {_duration(uptime)}"
+    lines = [header]
+    facts = [
+        ("nodes", counts("nodes", ["Ready", "Unknown", "NotReady"])),
+        ("executors", counts("executors", ["Bound", "Binding", "Idle", "Unbinding", "Releasing"])),
+        ("sessions", f"{count('sessions_open'):,} open, {count('sessions_closed'):,} closed"),
+        ("tasks", counts("tasks", ["Pending", "Running", "Succeed", "Failed", "Cancelled"])),
+    ]
     if "storage_state_dir" not in info:
-        print(f"{endpoint}: the session manager keeps its state in memory only (no state directory)")
-        return 0
-    for label, where, key in _STATUS_LINES:
+        facts.append(("state directory", "none: the state is kept in memory only"))
+    for label, where, key in _STORAGE_LINES:
         value = (info if where == "info" else stats).get(key)
         if value in (None, ""):
             continue
-        text = f"{value:g}" if isinstance(value, float) else str(value)
-        print(f"{label + ':':<28}{text}")
-    return 0
+        facts.append((label, f"{value:g}" if isinstance(value, float) else str(value)))
+    lines.extend(f"{label + ':':<28}{text}" for label, text in facts)
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    """`3d 4h`, `2h 5m`, `4m 10s` or `12s`: two units at most."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
 
 
 if __name__ == "__main__":

@@ -47,16 +47,33 @@ from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE, HEADER, FrameError, server_
 
 log = logging.getLogger("flamed.client")
 
+_HANDSHAKE_FAILED: dict[int, str] = {
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error in the handshake",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "authentication refused",
+}
+_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+for _event in _HANDSHAKE_FAILED:
+    _MONITORED |= _event
+
 
 class IoThread:
     """Owns the socket; every public method is safe to call from any thread."""
 
     def __init__(
-        self, endpoint: str, timeout: float, ping_interval: float | None = None, config_path: str | None = None
+        self,
+        endpoint: str,
+        timeout: float,
+        ping_interval: float | None = None,
+        config_path: str | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
+        """`connect_timeout`: seconds to wait for a first connection before every call fails
+        with "nothing answers at ..." (None: `client.connect_timeout` from the config)."""
         self.endpoint = endpoint
         self.config_path = config_path
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval if ping_interval is not None else min(10.0, timeout / 3)
         self._lock = threading.Lock()
         self._commands: collections.deque[object] = collections.deque()
@@ -77,6 +94,11 @@ class IoThread:
         self._last_heard = time.monotonic()
         self._next_ping = 0.0
         self._disconnected = False
+        #: a session manager answered (or completed a handshake) at least once
+        self._contacted = False
+        self._contact_deadline = float("inf")
+        #: why the last security handshake failed, before any contact ("" if none did)
+        self._handshake_failure = ""
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"flame-client-io {endpoint}", daemon=True)
@@ -147,9 +169,14 @@ class IoThread:
             routing_id = b"c" + secrets.token_bytes(7)
             from flamed.config import load_config
 
-            self.max_message_size = load_config(self.config_path).limits.max_message_size
-            self._sock = connect_dealer(self.endpoint, routing_id, curve=configured_client_curve(self.config_path))
-            self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            config = load_config(self.config_path)
+            self.max_message_size = config.limits.max_message_size
+            if self.connect_timeout is None:
+                self.connect_timeout = config.client.connect_timeout
+            self._contact_deadline = time.monotonic() + self.connect_timeout
+            curve = configured_client_curve(self.config_path)
+            self._sock = connect_dealer(self.endpoint, routing_id, curve=curve, monitor=_MONITORED)
+            self._monitor = self._sock.get_monitor_socket()
         except BaseException as exc:
             self._start_error = FlameError(FlameErrorCode.INVALID_CONFIG, f"cannot connect to {self.endpoint}: {exc}")
             with self._lock:
@@ -292,6 +319,7 @@ class IoThread:
             except zmq.Again:
                 return
             self._last_heard = time.monotonic()
+            self._contacted = True
             try:
                 reply = self._codec.decode(frames)
             except FrameError as exc:
@@ -307,6 +335,13 @@ class IoThread:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._contacted = True
+                continue
+            what = _HANDSHAKE_FAILED.get(int(event["event"]))
+            if what is not None:
+                self._handshake_failure = f"{what}, error {event['value']}"
+                continue
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self._disconnected = True
                 continue
@@ -337,6 +372,12 @@ class IoThread:
     # ------------------------------------------------------------ timers
 
     def _check_time(self, now: float) -> None:
+        if not self._contacted and (self._handshake_failure or now >= self._contact_deadline):
+            # Nothing ever answered: say so now rather than after the request timeout (a wrong
+            # endpoint, a session manager that is not running, a key it refuses). Once anything
+            # answered, a silence is waited out for `timeout` as usual.
+            self._in_flight.fail_all(self.unreachable_error())
+            self._backlog.clear()  # never sent: a request the caller saw fail must not go out later
         expired = self._in_flight.expired(now)
         if expired:
             error = self.no_reply_error()
@@ -348,6 +389,22 @@ class IoThread:
             elif now >= self._next_ping:
                 self._next_ping = now + self.ping_interval
                 self._send_call(Call(fe.Ping(), None))
+
+    def unreachable_error(self) -> FlameError:
+        """The error of every call while nothing has ever answered at the endpoint."""
+        if self._handshake_failure:
+            return FlameError(
+                FlameErrorCode.INVALID_CONFIG,
+                f"the session manager at {self.endpoint} refused this client in the security handshake "
+                f"({self._handshake_failure}); with [security] curve, check that this client's public key is "
+                "in its allow_dir_clients and that server_public_key is its key",
+            )
+        return FlameError(
+            FlameErrorCode.INVALID_CONFIG,
+            f"nothing answers at {self.endpoint} (no connection within {self.connect_timeout:g}s); "
+            "is the session manager running, and is the endpoint right? (--endpoint, FLAME_ENDPOINT, "
+            "or client.endpoint in the config)",
+        )
 
     def no_reply_error(self) -> FlameError:
         return FlameError(

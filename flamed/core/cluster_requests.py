@@ -105,7 +105,10 @@ class ClusterRequests(RequestHandlers):
         return fe.ExecutorReply(executor=executor_view(self.ctl.state, executor))
 
     def _get_stats(self, peer: bytes, request: object, now: Now) -> fe.Message:
-        stats, info = self.ctl.stats(), {}
+        stats, info = self.ctl.stats(), {"server_version": __version__}
+        if self.ctl.started is not None:
+            stats["uptime_seconds"] = now.mono - self.ctl.started.mono
+            stats["started_at_ms"] = float(self.ctl.started.wall)
         if self.ctl.storage_stats is not None:
             for key, value in self.ctl.storage_stats().items():
                 if isinstance(value, str):

@@ -31,7 +31,7 @@ from flamed.core.watches import Watches
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
-from protocol.types import ApplicationSpec, ResourceRequirement
+from protocol.types import ApplicationSpec, ResourceRequirement, SessionState
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ class Controller:
         self.subscriptions = Subscriptions(config.client_ttl)
         self.links = NodeLinks(self)
         self.dispatcher = Dispatcher(self)
+        #: When the daemon started serving (set by it), for `uptime_seconds` in `GetStats`.
+        self.started: Now | None = None
         #: Facts about durable storage for `GetStats` (set by the daemon): numbers go to
         #: `stats`, strings to `info`, each key prefixed with `storage_`.
         self.storage_stats: Callable[[], dict[str, float | int | str]] | None = None
@@ -193,6 +195,9 @@ class Controller:
         node_counts = collections.Counter(n.state for n in self.state.nodes.values())
         stats.update({f"nodes_{k.lower()}": float(v) for k, v in node_counts.items()})
         stats["sessions"] = float(len(self.state.sessions))
+        open_sessions = sum(1 for s in self.state.sessions.values() if s.state is SessionState.Open)
+        stats["sessions_open"] = float(open_sessions)
+        stats["sessions_closed"] = float(len(self.state.sessions) - open_sessions)
         stats["watches"] = float(len(self.watches))
         stats["subscriptions"] = float(len(self.subscriptions))
         return stats

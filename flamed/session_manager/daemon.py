@@ -156,6 +156,7 @@ class SessionManager:
     def start(self) -> None:
         """Restore node links, register default apps, start serving (state is already loaded)."""
         now = self.now()
+        self.controller.started = now
         self.controller.links.restore(now)
         for name, spec in DEFAULT_APPLICATIONS.items():
             self.controller.register_default_application(name, spec, now)

@@ -76,8 +76,13 @@ def connect_dealer(
     routing_id: bytes,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     curve: ClientCurve | None = None,
+    *,
+    monitor: int = 0,
 ) -> zmq.Socket[bytes]:
-    """A DEALER connected to `endpoint` with the given routing id (a CURVE client with `curve`)."""
+    """A DEALER connected to `endpoint` with the given routing id (a CURVE client with `curve`).
+
+    `monitor`: socket events to watch (zmq.EVENT_*), attached before connecting so that not even
+    the first connection is missed; `sock.get_monitor_socket()` then returns that monitor."""
     if not routing_id or routing_id[0] == 0:
         raise ValueError("a routing id must be non-empty and must not start with a zero byte")
     sock = context().socket(zmq.DEALER)
@@ -88,6 +93,8 @@ def connect_dealer(
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    if monitor:
+        sock.get_monitor_socket(monitor)
     sock.connect(endpoint)
     return sock
 
