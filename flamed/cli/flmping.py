@@ -4,7 +4,9 @@
 
 Creates a session, submits every task at once through `Session.run` futures, prints a table of
 the outputs (or, with -p, the BENCHMARK RESULTS block), then closes the session. Exit codes:
-0 every task succeeded; 1 a task failed or the cluster could not be used; 2 bad arguments.
+0 every task succeeded; 1 a task failed (stderr says how many and why) or the cluster could not
+be used; 2 bad arguments. On a terminal a progress bar shows how far the run is (`--progress`
+forces it, `--no-progress` turns it off).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 
 from flamed.cli.flmctl import format_table
-from flamed.client import FlameError, FlameErrorCode, open_connection
+from flamed.client import FlameError, FlameErrorCode, open_connection, progress
 from protocol.resources import parse_resreq, parse_size
 from protocol.types import ResourceRequirement
 
@@ -32,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-P", "--priority", type=int, default=0, help="session priority (default: 0 = lowest)")
     parser.add_argument("-r", "--resreq", help='resources per executor, "cpu=N,mem=SIZE,gpu=N"')
     parser.add_argument("-a", "--app", default="flmping", help="the application (default: flmping)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr while tasks run (default: when stderr is a terminal)",
+    )
     parser.add_argument("--endpoint", metavar="EP", help="session manager frontend (default: $FLAME_ENDPOINT, config)")
     parser.add_argument("--config", metavar="FILE", help="config file (default: $FLAME_CONF, then the user config dir)")
     return parser
@@ -72,6 +80,22 @@ def perf_summary(succeeded: int, task_num: int, duration_ms: int) -> str:
             "",
         ]
     )
+
+
+def completion_line(task_num: int, succeeded: int, elapsed_ms: int) -> str:
+    """The last line of a table run: how many ran, how long, and how many of them failed."""
+    line = f"<{human_count(task_num)}> tasks was completed in <{human_count(elapsed_ms)} ms>"  # Flame's words
+    failed = task_num - succeeded
+    if failed:
+        return f"{line}: {human_count(succeeded)} succeeded, {human_count(failed)} failed."
+    return line + "."
+
+
+def failure_summary(futures: list[Future[bytes | None]]) -> str:
+    """One line for stderr: how many tasks failed, and the first reason."""
+    errors = [e for e in (f.exception() for f in futures) if e is not None]
+    first = errors[0].message if isinstance(errors[0], FlameError) else str(errors[0])
+    return f"{human_count(len(errors))} of {human_count(len(futures))} tasks failed; the first: {first}"
 
 
 def task_output(future: Future[bytes | None]) -> tuple[str, str]:
@@ -117,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = ping_input(args.duration, args.memory)
             start = time.monotonic()
             futures = [session.run(data) for _ in range(args.task_num)]
-            for future in futures:
-                future.exception()  # wait; failures are reported below
+            progress(futures, description=f"session {session.id}", show=args.progress)  # waits for all
             elapsed_ms = int((time.monotonic() - start) * 1000)
             succeeded = sum(1 for f in futures if f.exception() is None)
             if args.perf:
@@ -129,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     state, output = task_output(future)
                     rows.append((session.id, getattr(future, "task_id", index + 1), state, output))
                 print(format_table(["Session", "Task", "State", "Output"], rows))
-                print(f"\n\n<{human_count(args.task_num)}> tasks was completed in <{human_count(elapsed_ms)} ms>.\n")
+                print(f"\n\n{completion_line(args.task_num, succeeded, elapsed_ms)}\n")
             session.close()
+            if succeeded < args.task_num:
+                print(f"flmping: error: {failure_summary(futures)}", file=sys.stderr)
     except (FlameError, ValueError) as exc:
         print(f"flmping: error: {exc}", file=sys.stderr)
         return 1

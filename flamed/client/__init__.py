@@ -20,6 +20,7 @@ from typing import Any
 
 from flamed.client.connection import Connection, session_spec, short_name
 from flamed.client.errors import FlameError, FlameErrorCode
+from flamed.client.progress import progress
 from flamed.client.session import Session
 from flamed.client.types import (
     Application,
@@ -66,6 +67,7 @@ __all__ = [
     "list_sessions",
     "open_connection",
     "open_session",
+    "progress",
     "register_application",
     "short_name",
     "unregister_application",
