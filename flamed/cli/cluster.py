@@ -1,15 +1,27 @@
 """`flamed cluster`: a session manager and N executor managers on this host, in the foreground.
 
 The cluster process supervises its daemons: it starts the session manager, waits until it
-answers, starts the executor managers, restarts an executor manager that dies (with backoff),
-and on Ctrl-C / SIGTERM stops the executor managers first (they stop their instances and say
-goodbye), then the session manager. Every child gets SIGKILL if the cluster process itself
-dies, so nothing is ever left behind.
+answers, starts the executor managers, restarts an executor manager that dies after it has run
+a while (with backoff), and on Ctrl-C / SIGTERM stops the executor managers first (they stop
+their instances and say goodbye), then the session manager. Every child gets SIGKILL if the
+cluster process itself dies, so nothing is ever left behind.
+
+Rules that keep it from hanging or failing silently:
+- it never blocks on anything but one `select` over the stop signal, the children's exit
+  (pidfds) and their stderr, so Ctrl-C and SIGTERM work at every moment; a second one during
+  the stop kills what is left at once;
+- a child that fails to start (the session manager before it answers, an executor manager that
+  exits non-zero within `START_GRACE` seconds) stops the whole cluster, which exits 1 and names
+  the child and its last error line; so does the session manager dying at any time;
+- children's stderr passes through the supervisor unchanged (their logs stay on the terminal),
+  which keeps each child's last lines to name the reason when it fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import os
 import select
 import signal
@@ -19,6 +31,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import zmq
+
 from flamed.config import Config
 from flamed.lifeline import parent_death_signal
 from flamed.transport import close, connect_dealer, context
@@ -26,6 +40,8 @@ from protocol import codec, frontend
 
 STOP_TIMEOUT = 15.0
 READY_TIMEOUT = 30.0
+#: An executor manager that exits non-zero this soon after its start failed to start.
+START_GRACE = 10.0
 
 
 @dataclass
@@ -37,12 +53,22 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None
     started: float = field(default=0.0)
+    #: its last lines of stderr, to name the reason when it fails
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
+    _partial: bytes = b""
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, preexec_fn=parent_death_signal(signal.SIGKILL))  # noqa: PLW1509
+        self.process = subprocess.Popen(
+            self.argv,
+            stderr=subprocess.PIPE,
+            preexec_fn=parent_death_signal(signal.SIGKILL),  # noqa: PLW1509 - one C call, libc preloaded
+        )
+        assert self.process.stderr is not None
+        os.set_blocking(self.process.stderr.fileno(), False)
         self.pidfd = os.pidfd_open(self.process.pid)
         self.started = time.monotonic()
         self.restart_at = None
+        self._partial = b""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -50,21 +76,77 @@ class Child:
     def reap(self) -> int | None:
         code = self.process.poll() if self.process else None
         if code is not None and self.pidfd >= 0:
+            self.relay()  # what it said last, before its pipe is forgotten
             os.close(self.pidfd)
             self.pidfd = -1
         return code
 
+    def stderr_fd(self) -> int | None:
+        stream = self.process.stderr if self.process is not None else None
+        return None if stream is None or stream.closed else stream.fileno()
 
-def wait_ready(endpoint: str, deadline: float, child: Child) -> bool:
-    """True once the session manager at `endpoint` answers a Hello."""
+    def relay(self) -> None:
+        """Copy what the child wrote to stderr to ours; remember its last lines."""
+        stream = self.process.stderr if self.process is not None else None
+        if stream is None or stream.closed:
+            return
+        while True:
+            try:
+                chunk = os.read(stream.fileno(), 65536)
+            except BlockingIOError:
+                return
+            if not chunk:  # the child closed it (it exited)
+                if self._partial:
+                    self._keep(self._partial)
+                    self._partial = b""
+                stream.close()
+                return
+            with contextlib.suppress(OSError):  # our own stderr gone: keep supervising
+                os.write(sys.stderr.fileno(), chunk)
+            *lines, self._partial = (self._partial + chunk).split(b"\n")
+            for line in lines:
+                self._keep(line)
+
+    def _keep(self, line: bytes) -> None:
+        text = line.decode(errors="replace").strip()
+        if text:
+            self.tail.append(text)
+
+    def reason(self) -> str:
+        """Its last error line (or its last line): why it failed, as it said it."""
+        for line in reversed(self.tail):
+            if "error" in line.lower() or "Traceback" in line:
+                return line
+        return self.tail[-1] if self.tail else "it said nothing on stderr"
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived while the cluster was starting."""
+
+
+def wait_ready(endpoint: str, deadline: float, child: Child, stop: socket.socket, others: list[Child]) -> bool:
+    """True once the session manager at `endpoint` answers a Hello; False if it exits or does
+    not answer by `deadline`. Raises `Stopped` on Ctrl-C or SIGTERM. Never blocks on the socket:
+    a send to a session manager that is not there would wait for ever."""
     sock = connect_dealer(endpoint, b"cluster-" + os.urandom(6).hex().encode())
     decoder = codec.server_reply_codec()
+    hello = codec.encode(frontend.Hello(request_id=1, protocol_version=codec.PROTOCOL_VERSION))
     try:
         while time.monotonic() < deadline and child.alive():
-            sock.send_multipart(codec.encode(frontend.Hello(request_id=1, protocol_version=codec.PROTOCOL_VERSION)))
-            if sock.poll(500):
-                reply = decoder.decode(sock.recv_multipart())
-                return isinstance(reply, frontend.Welcome)
+            with contextlib.suppress(zmq.Again):  # not connected yet (IMMEDIATE): again next round
+                sock.send_multipart(hello, zmq.NOBLOCK)
+            fds: list[int] = [stop.fileno(), *_stderr_fds([child, *others])]
+            readable, _, _ = select.select(fds, [], [], 0.2)
+            _relay_all([child, *others])
+            if stop.fileno() in readable:
+                raise Stopped
+            while sock.poll(0):
+                try:
+                    reply = decoder.decode(sock.recv_multipart())
+                except codec.FrameError:
+                    continue
+                if isinstance(reply, frontend.Welcome):
+                    return True
         return False
     finally:
         close(sock)
@@ -98,25 +180,39 @@ def run_cluster(args: argparse.Namespace, config: Config) -> int:
     manager = Child("session-manager", sm_argv)
 
     stop = _install_stop_signals()
-    manager.start()
-    if not wait_ready(frontend_ep, time.monotonic() + READY_TIMEOUT, manager):
-        print(f"flamed cluster: the session manager did not come up at {frontend_ep}", file=sys.stderr)
-        _stop_all([[manager]])
-        return 1
-    for child in executors:
-        child.start()
-    print(
-        f"flamed cluster: session manager at {frontend_ep} (backend {backend_ep}), "
-        f"{len(executors)} executor manager(s) [{', '.join(names)}] with {slots} slots each. Ctrl-C stops it.",
-        file=sys.stderr,
-        flush=True,
+    try:
+        manager.start()
+        if not wait_ready(frontend_ep, time.monotonic() + READY_TIMEOUT, manager, stop, []):
+            code = manager.reap()
+            why = (
+                f"exited with code {code}: {manager.reason()}"
+                if code is not None
+                else f"did not answer at {frontend_ep} within {READY_TIMEOUT:.0f}s"
+            )
+            _say(f"the session manager failed to start ({why}); stopping")
+            _stop_all([[manager]], stop)
+            return 1
+        for child in executors:
+            child.start()
+    except Stopped:
+        _say("stopping")
+        _stop_all([executors, [manager]], stop)
+        context().term()
+        return 0
+    _say(
+        f"session manager at {frontend_ep} (backend {backend_ep}), "
+        f"{len(executors)} executor manager(s) [{', '.join(names)}] with {slots} slots each. Ctrl-C stops it."
     )
     try:
         code = _supervise(manager, executors, stop)
     finally:
-        _stop_all([executors, [manager]])
+        _stop_all([executors, [manager]], stop)
         context().term()
     return code
+
+
+def _say(text: str) -> None:
+    print(f"flamed cluster: {text}", file=sys.stderr, flush=True)
 
 
 _wakeup_sockets: list[socket.socket] = []  # kept alive while signals may arrive
@@ -133,53 +229,86 @@ def _install_stop_signals() -> socket.socket:
     return reader
 
 
+def _signalled(stop: socket.socket) -> bool:
+    """Consume a pending stop signal; True if there was one."""
+    try:
+        return bool(stop.recv(4096))
+    except BlockingIOError:
+        return False
+
+
+def _stderr_fds(children: list[Child]) -> list[int]:
+    return [fd for fd in (c.stderr_fd() for c in children) if fd is not None]
+
+
+def _relay_all(children: list[Child]) -> None:
+    for child in children:
+        child.relay()
+
+
 def _supervise(manager: Child, executors: list[Child], stop: socket.socket) -> int:
+    children = [manager, *executors]
     while True:
         now = time.monotonic()
         for child in executors:
             if child.restart_at is not None and now >= child.restart_at:
-                print(f"flamed cluster: restarting executor manager {child.name}", file=sys.stderr, flush=True)
+                _say(f"restarting executor manager {child.name}")
                 child.start()
-        fds = [stop.fileno()] + [c.pidfd for c in [manager, *executors] if c.pidfd >= 0]
+        fds = [stop.fileno(), *(c.pidfd for c in children if c.pidfd >= 0), *_stderr_fds(children)]
         waits = [c.restart_at - now for c in executors if c.restart_at is not None]
         readable, _, _ = select.select(fds, [], [], max(0.0, min(waits)) if waits else None)
+        _relay_all(children)
         if stop.fileno() in readable:
-            print("flamed cluster: stopping", file=sys.stderr, flush=True)
+            _signalled(stop)
+            _say("stopping")
             return 0
         code = manager.reap()
         if code is not None:
-            print(f"flamed cluster: the session manager exited with code {code}; stopping", file=sys.stderr)
+            _say(f"the session manager exited with code {code} ({manager.reason()}); stopping")
             return 1
         for child in executors:
             code = child.reap() if child.restart_at is None else None
-            if code is not None:
-                child.restarts += 1
-                delay = min(30.0, 2.0 ** min(child.restarts, 5) / 2)
-                print(
-                    f"flamed cluster: executor manager {child.name} exited with code {code}; "
-                    f"restarting in {delay:.0f}s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                child.restart_at = time.monotonic() + delay
+            if code is None:
+                continue
+            if code != 0 and time.monotonic() - child.started < START_GRACE:
+                _say(f"executor manager {child.name} failed to start (exit code {code}: {child.reason()}); stopping")
+                return 1
+            child.restarts += 1
+            delay = min(30.0, 2.0 ** min(child.restarts, 5) / 2)
+            _say(f"executor manager {child.name} exited with code {code}; restarting in {delay:.0f}s")
+            child.restart_at = time.monotonic() + delay
 
 
-def _stop_all(groups: list[list[Child]]) -> None:
+def _stop_all(groups: list[list[Child]], stop: socket.socket) -> None:
     """Stop group by group (executor managers together, then the session manager): SIGTERM,
-    wait up to STOP_TIMEOUT for the group, then SIGKILL what is left."""
+    wait up to STOP_TIMEOUT for the group, then SIGKILL what is left. Their stderr keeps being
+    relayed meanwhile (a child blocked writing it would never stop), and another Ctrl-C or
+    SIGTERM kills what is left at once."""
+    _signalled(stop)
+    hurry = False
     for group in groups:
         running = [c for c in group if c.alive()]
         for child in running:
             assert child.process is not None
-            child.process.terminate()
+            child.process.send_signal(signal.SIGKILL if hurry else signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        for child in running:
-            assert child.process is not None
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"flamed cluster: {child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it", file=sys.stderr)
-                child.process.kill()
-                child.process.wait()
+        while any(c.alive() for c in running):
+            left = deadline - time.monotonic()
+            if left <= 0 or hurry:
+                for child in running:
+                    if child.alive():
+                        assert child.process is not None
+                        if not hurry:
+                            _say(f"{child.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
+                        child.process.kill()
+                break
+            fds = [stop.fileno(), *(c.pidfd for c in running if c.pidfd >= 0), *_stderr_fds(running)]
+            readable, _, _ = select.select(fds, [], [], left)
+            _relay_all(running)
+            if stop.fileno() in readable and _signalled(stop):
+                _say("stopping at once")
+                hurry = True
         for child in group:
+            if child.process is not None:
+                child.process.wait()
             child.reap()
