@@ -42,3 +42,13 @@ def test_every_error_code_and_state_is_documented() -> None:
     for enum in (ErrorCode, TaskState, SessionState, ExecutorState, NodeState, ConnectionState):
         missing = [m.value for m in enum if f"`{m.value}`" not in SPEC]
         assert not missing, f"PROTOCOL.md does not list {enum.__name__} values {missing}"
+
+
+def test_every_client_visible_limit_is_documented() -> None:
+    """Each `[limits]` key bounds what a client may send or hold; a client written from the
+    spec alone must know them (and that an oversized frame gets no reply)."""
+    from flamed.config import LimitsConfig
+
+    missing = [key for key in LimitsConfig.__struct_fields__ if f"`{key}`" not in SPEC]
+    assert not missing, f"PROTOCOL.md does not name the limits {missing}"
+    assert "no reply" in SPEC
