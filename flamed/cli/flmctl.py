@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     close.add_argument("-s", "--session", required=True, help="the session to close")
 
     register = commands.add_parser("register", help="register the applications in a YAML file")
-    register.add_argument("-f", "--file", required=True, help="YAML file, one application per document")
+    register.add_argument(
+        "-f", "--file", required=True, help="YAML file, one application per document (format: docs/applications.md)"
+    )
 
     update = commands.add_parser("update", help="update an application from a YAML file")
     update.add_argument("-a", "--application", required=True, metavar="FILE", help="YAML file of one application")
