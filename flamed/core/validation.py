@@ -1,16 +1,36 @@
 """Validation of names and specs coming from clients (Flame's rules). Each function returns
-None when the value is acceptable, else the message for an InvalidArgument error."""
+None when the value is acceptable, else the message for an InvalidArgument error.
+
+Rules: a name matches the whole pattern (`re.fullmatch`: a trailing newline is not "the end");
+every number a peer sends is checked against a range before anything uses it: floats must be
+finite (NaN compares false with everything and slips through a plain `< 0`), integers must lie
+inside `RANGES`, and the message names the field and its range. The ranges are far beyond any
+real cluster and far below what breaks arithmetic or storage; PROTOCOL.md lists them.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
-from protocol.types import ApplicationSpec, SessionSpec
+from protocol.types import ApplicationSpec, ResourceRequirement, SessionSpec
 
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 MAX_NAME = 253
+
+#: Inclusive ranges of the numbers in ApplicationSpec and SessionSpec (by field path).
+RANGES: dict[str, tuple[int | float, int | float]] = {
+    "delay_release": (0.0, 7 * 24 * 3600.0),  # seconds
+    "max_instances": (1, 1_000_000),
+    "min_instances": (0, 1_000_000),
+    "priority": (0, 2**31 - 1),
+    "batch_size": (1, 1_000_000),
+    "resreq.cpu": (0, 65_536),
+    "resreq.memory": (0, 1 << 50),  # bytes: 1 PiB
+    "resreq.gpu": (0, 1_024),
+}
 
 
 def check_name(kind: str, name: str) -> str | None:
@@ -18,7 +38,7 @@ def check_name(kind: str, name: str) -> str | None:
         return f"{kind} name must not be empty"
     if len(name) > MAX_NAME:
         return f"{kind} name is longer than {MAX_NAME} characters"
-    if ".." in name or name[0] in ".-" or not _NAME.match(name):
+    if ".." in name or name[0] in ".-" or _NAME.fullmatch(name) is None:
         return (
             f"{kind} name {name!r} is not valid: use letters, digits, '-', '_' and '.', "
             "not starting with '.' or '-' and without '..'"
@@ -26,13 +46,34 @@ def check_name(kind: str, name: str) -> str | None:
     return None
 
 
+def check_range(field: str, value: float) -> str | None:
+    """None when `value` is finite and inside `RANGES[field]`, else the message naming both."""
+    low, high = RANGES[field]
+    bounds = f"[{_number(low)}, {_number(high)}]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{field} must be a finite number in {bounds}, got {value}"
+    if not low <= value <= high:
+        return f"{field} must be in {bounds}, got {value}"
+    return None
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _first(*messages: str | None) -> str | None:
+    return next((m for m in messages if m is not None), None)
+
+
 def check_application_spec(spec: ApplicationSpec) -> str | None:
     if spec.working_directory and not os.path.isabs(spec.working_directory):
         return f"working_directory {spec.working_directory!r} must be an absolute path"
-    if spec.delay_release < 0:
-        return "delay_release must be >= 0 seconds"
-    if spec.max_instances is not None and spec.max_instances < 1:
-        return "max_instances must be >= 1"
+    bad = _first(
+        check_range("delay_release", spec.delay_release),
+        None if spec.max_instances is None else check_range("max_instances", spec.max_instances),
+    )
+    if bad is not None:
+        return bad
     if spec.installer is not None and spec.installer.lower() not in ("python", "binary"):
         return f"installer {spec.installer!r} is not supported; expected python or binary"
     if spec.schema is not None:
@@ -47,18 +88,26 @@ def check_application_spec(spec: ApplicationSpec) -> str | None:
     return None
 
 
+def check_resreq(resreq: ResourceRequirement) -> str | None:
+    return _first(
+        check_range("resreq.cpu", resreq.cpu),
+        check_range("resreq.memory", resreq.memory),
+        check_range("resreq.gpu", resreq.gpu),
+    )
+
+
 def check_session_spec(spec: SessionSpec) -> str | None:
-    if spec.min_instances < 0:
-        return "min_instances must be >= 0"
-    if spec.max_instances is not None:
-        if spec.max_instances < 1:
-            return "max_instances must be >= 1"
-        if spec.max_instances < spec.min_instances:
-            return "max_instances must be >= min_instances"
-    if spec.priority < 0:
-        return "priority must be >= 0"
-    if spec.resreq is not None and (spec.resreq.cpu < 0 or spec.resreq.memory < 0 or spec.resreq.gpu < 0):
-        return "resreq fields must be >= 0"
+    bad = _first(
+        check_range("min_instances", spec.min_instances),
+        None if spec.max_instances is None else check_range("max_instances", spec.max_instances),
+        check_range("priority", spec.priority),
+        check_range("batch_size", spec.batch_size),
+        None if spec.resreq is None else check_resreq(spec.resreq),
+    )
+    if bad is not None:
+        return bad
+    if spec.max_instances is not None and spec.max_instances < spec.min_instances:
+        return "max_instances must be >= min_instances"
     return None
 
 

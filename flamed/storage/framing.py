@@ -43,7 +43,7 @@ _SEQ = struct.Struct("<Q")
 FRAME_HEADER_SIZE = _FRAME.size
 MAX_RECORD_BYTES = 0xFFFFFFFF
 
-_SEGMENT_NAME = re.compile(r"^wal-(\d{20})\.log$")
+_SEGMENT_NAME = re.compile(r"wal-([0-9]{20})\.log")  # whole name: fullmatch, ASCII digits
 _NON_ZERO = re.compile(rb"[^\x00]")
 
 
@@ -53,7 +53,7 @@ def segment_name(first_seq: int) -> str:
 
 def parse_segment_name(name: str) -> int | None:
     """The first sequence number encoded in a segment file name, or None if not a segment."""
-    match = _SEGMENT_NAME.match(name)
+    match = _SEGMENT_NAME.fullmatch(name)
     return int(match.group(1)) if match else None
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger("flamed.storage")
 SNAPSHOT_MAGIC = b"FLAMESNP"
 _HEADER = struct.Struct("<8sQIQ")
 SNAPSHOT_HEADER_SIZE = _HEADER.size
-_NAME = re.compile(r"^snapshot-(\d{20})\.snap$")
+_NAME = re.compile(r"snapshot-([0-9]{20})\.snap")  # whole name: fullmatch, ASCII digits
 
 
 def snapshot_name(seq: int) -> str:
@@ -39,7 +39,7 @@ def list_snapshots(state_dir: Path) -> list[tuple[int, Path]]:
     """(covered seq, path) of every snapshot file in the directory, oldest first."""
     found = []
     for path in state_dir.iterdir():
-        match = _NAME.match(path.name)
+        match = _NAME.fullmatch(path.name)
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
