@@ -5,7 +5,9 @@ delivers messages, `ClusterModel` folds them into dicts by id and says what chan
 `ClusterTables` updates only those rows of each `LiveTable`. Views: Nodes, Executors, Sessions,
 Tasks (of the selected session, via `WatchTasks`) and Events; a header with totals, throughput
 and connection status (`header`). The app holds the layout, the feed hookup and the key actions;
-the modal screens and the command palette live in `screens` and `palette`.
+the modal screens and the command palette live in `screens` and `palette`. Wire strings are
+shown escaped and never as markup: cells through `views.wire`, notifications with `markup=False`
+and `printable`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Sparkline, Static
 
+from flamed.client.text import printable
 from protocol import frontend as fe
 from tui import views as v
 from tui.feed import Connected, Disconnected, Feed, FeedItem, LiveFeed
@@ -143,16 +147,20 @@ class FlameTui(App[None]):
             self.connected = None
             self.disconnect_reason = item.reason
         elif isinstance(item, fe.Error):
-            self.notify(f"{item.code}: {item.message}", severity="error", timeout=6)
+            self.say(f"{item.code}: {item.message}", severity="error", timeout=6)
         elif isinstance(item, fe.SessionReply):
-            self.notify(f"session {item.session.id}: {item.session.state}")
+            self.say(f"session {item.session.id}: {item.session.state}")
         elif isinstance(item, fe.NodeReply):
-            self.notify(f"node {item.node.name}: {'drained' if item.node.drained else 'not drained'}")
+            self.say(f"node {item.node.name}: {'drained' if item.node.drained else 'not drained'}")
         else:
             changes = self.model.apply(item, now)
             if isinstance(item, fe.ClusterSnapshot | fe.ClusterUpdates) and self.connected is None:
                 self.connected = Connected(self.feed.endpoint)
             self._merge(changes)
+
+    def say(self, message: str, *, severity: SeverityLevel = "information", timeout: float | None = None) -> None:
+        """A notification whose text may hold wire strings: escaped, never read as markup."""
+        self.notify(printable(message), severity=severity, timeout=timeout, markup=False)
 
     def _merge(self, changes: Changes) -> None:
         p = self._pending
@@ -293,7 +301,7 @@ class FlameTui(App[None]):
         if here == "nodes":
             executors = self.table("executors")
             executors.scope = lambda eid: (e := self.model.executors.get(eid)) is not None and e.node == key
-            executors.scope_label = f"node {key}"
+            executors.scope_label = f"node {printable(key)}"
             self.history.append((here, key))
             self._rebuild("executors")
             self._switch("executors")
@@ -312,7 +320,7 @@ class FlameTui(App[None]):
     def show_tasks(self, session_id: str) -> None:
         tasks = self.table("tasks")
         self.model.watch_session(session_id)
-        tasks.scope_label = f"session {session_id}"
+        tasks.scope_label = f"session {printable(session_id)}"
         tasks.clear()
         tasks.shown.clear()
         self.feed.watch_session(session_id)
@@ -327,9 +335,10 @@ class FlameTui(App[None]):
         def answer(yes: bool | None) -> None:
             if yes:
                 self.feed.close_session(session_id)
-                self.notify(f"closing session {session_id}")
+                self.say(f"closing session {session_id}")
 
-        self.push_screen(ConfirmScreen(f"Close session {session_id}? Its pending tasks are cancelled."), answer)
+        question = f"Close session {printable(session_id)}? Its pending tasks are cancelled."
+        self.push_screen(ConfirmScreen(question), answer)
 
     def action_drain(self, drained: bool) -> None:
         name = self.table("nodes").current_key() if self.view == "nodes" else None
@@ -342,9 +351,9 @@ class FlameTui(App[None]):
         def answer(yes: bool | None) -> None:
             if yes:
                 self.feed.drain_node(name, drained)
-                self.notify(f"{verb.lower()}ing node {name}")
+                self.say(f"{verb.lower()}ing node {name}")
 
-        self.push_screen(ConfirmScreen(f"{verb} node {name}? ({effect})"), answer)
+        self.push_screen(ConfirmScreen(f"{verb} node {printable(name)}? ({effect})"), answer)
 
     def _selected_session(self) -> str | None:
         if self.view == "sessions":

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from rich.text import Text
 
+from flamed.client.text import printable
 from tui import views as v
 from tui.feed import Connected
 from tui.model import ClusterModel
@@ -21,11 +22,11 @@ from tui.table import LiveTable
 def link_line(connected: Connected | None, endpoint: str, reason: str, age: float | None, paused: bool) -> str:
     """Connected to which cluster, or DISCONNECTED with the reason and how old the data is."""
     if connected is not None:
-        cluster = connected.cluster or "cluster"
+        cluster = printable(connected.cluster) or "cluster"  # the session manager's name: a wire string
         line = f"{cluster} at {endpoint}: connected"
     else:
         since = "no data yet" if age is None else f"data is {v._duration(age)} old"
-        line = f"DISCONNECTED ({reason}); {since}; reconnecting to {endpoint}"
+        line = f"DISCONNECTED ({printable(reason)}); {since}; reconnecting to {endpoint}"
     if paused:
         line += "  [PAUSED: p resumes]"
     return line

@@ -2,13 +2,15 @@
 that changes the cluster.
 
 They hold words and keys only: a screen never talks to the feed. `ConfirmScreen` dismisses with
-the answer and the caller's callback acts on it.
+the answer and the caller's callback acts on it; its question may hold wire strings (a session
+id, a node name), so it is shown as plain text, never read as markup.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.screen import ModalScreen
@@ -62,7 +64,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
-        yield Static(f"{self.question}\n\n[b]y[/b] yes   [b]n[/b] no", id="confirm")
+        yield Static(Text.assemble(self.question, "\n\n", ("y", "bold"), " yes   ", ("n", "bold"), " no"), id="confirm")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

@@ -1,7 +1,10 @@
 """The dashboard's tables as data: columns and how one entity becomes one row of cells.
 
 States are printed as words and coloured (never colour alone). Cells are plain values or Rich
-`Text`; `sort_value` turns a cell back into something comparable.
+`Text`; `sort_value` turns a cell back into something comparable. Every string from the wire
+becomes a `Text` through `wire` (never a `str`: DataTable reads a `str` cell as console markup)
+with its control characters escaped (`printable`), so a name or message can neither restyle the
+dashboard nor write escape sequences to the terminal.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from rich.text import Text
 
+from flamed.client.text import printable
 from protocol.frontend import ClusterEvent
 from protocol.types import Executor, Node, Session, Task
 
@@ -42,6 +46,11 @@ STATE_STYLES = {
     "Failed": "bold red",
     "Cancelled": "dim",
 }
+
+
+def wire(value: str | None, style: str = "") -> Text:
+    """A string from the wire as a cell: escaped, never markup; `-` when absent or empty."""
+    return Text(printable(value) if value else "-", style=style)
 
 
 def state_text(state: object) -> Text:
@@ -119,11 +128,11 @@ def node_row(node: Node, ctx: Context) -> tuple[Any, ...]:
     by_state = " ".join(f"{n} {s}" for s, n in sorted(node.executors.items())) or "none"
     used = node.capacity.cpu - node.allocatable.cpu
     return (
-        node.name,
+        wire(node.name),
         state_text(node.state),
         _link(node),
         age_text(ctx.heartbeat_age(node.name)),
-        f"{sum(node.executors.values())}/{node.max_executors}: {by_state}",
+        Text(printable(f"{sum(node.executors.values())}/{node.max_executors}: {by_state}")),
         f"{used}/{node.capacity.cpu}",
         f"{_gib(node.allocatable.memory)}/{_gib(node.capacity.memory)}",
     )
@@ -142,11 +151,11 @@ EXECUTOR_COLUMNS = [
 def executor_row(executor: Executor, ctx: Context) -> tuple[Any, ...]:
     tasks = ",".join(str(t) for t in executor.task_ids[:3]) + ("..." if len(executor.task_ids) > 3 else "")
     return (
-        executor.id,
-        executor.node,
+        wire(executor.id),
+        wire(executor.node),
         state_text(executor.state),
-        executor.session_id or "-",
-        executor.application or "-",
+        wire(executor.session_id),
+        wire(executor.application),
         tasks or "-",
     )
 
@@ -168,8 +177,8 @@ SESSION_COLUMNS = [
 def session_row(session: Session, ctx: Context) -> tuple[Any, ...]:
     end = session.completion_time or ctx.now_wall_ms
     return (
-        session.id,
-        session.spec.application,
+        wire(session.id),
+        wire(session.spec.application),
         state_text(session.state),
         session.spec.priority,
         session.pending,
@@ -201,8 +210,8 @@ def task_row(task: Task, ctx: Context) -> tuple[Any, ...]:
         task.attempt,
         Text(str(task.retry_count), style="yellow" if task.retry_count else ""),
         duration,
-        task.executor_id or "-",
-        (task.message or "")[:60],
+        wire(task.executor_id),
+        Text(printable((task.message or "")[:60])),
     )
 
 
@@ -218,7 +227,7 @@ def event_row(event: ClusterEvent, ctx: Context) -> tuple[Any, ...]:
     stamp = time.strftime("%H:%M:%S", time.localtime(event.time / 1000)) if event.time else "-"
     words = event.message.split()
     style = next((STATE_STYLES[w.strip(":().,")] for w in words if w.strip(":().,") in STATE_STYLES), "")
-    return (stamp, event.kind, event.subject, Text(event.message, style=style))
+    return (stamp, wire(event.kind), wire(event.subject), Text(printable(event.message), style=style))
 
 
 def sort_value(cell: object) -> tuple[int, Any]:

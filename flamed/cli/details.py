@@ -2,28 +2,40 @@
 and a session with its tasks as JSON (`-o json`).
 
 Pure: wire structs in, text out. Labels are padded to 15 columns as in Flame's flmctl; lists and
-maps follow their label, one tab-indented line each.
+maps follow their label, one tab-indented line each. Every value from the wire goes through
+`printable` (its control characters escaped); the tabs and newlines of the layout are ours. The
+JSON of `-o json` needs nothing more: `json.dumps` escapes every control and non-ASCII character.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from flamed.cli.tables import clock, clock_ms, node_status, resources
+from flamed.client.text import printable
 from protocol.resources import format_size
 from protocol.types import Application, Event, Node, Session, Task
 
 
 def _line(label: str, value: object = "") -> str:
-    return f"{label + ':':<15}{value}".rstrip()
+    return f"{label + ':':<15}{printable(str(value))}".rstrip()
+
+
+def _item(value: object) -> str:
+    """One tab-indented line of a list or map (the tab is ours, the value is escaped)."""
+    return f"\t{printable(str(value))}"
 
 
 def format_duration(seconds: float) -> str:
-    """`1m`, `1m 30s`, `2h`, `500ms` (humantime-like)."""
+    """`1m`, `1m 30s`, `2h`, `500ms` (humantime-like); a value that is not finite as it is
+    (a state written before such values were refused must still print)."""
+    if not math.isfinite(seconds):
+        return str(seconds)
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
     total = int(seconds)
@@ -56,25 +68,27 @@ def view_application(app: Application) -> str:
         _line("URL", spec.url or "-"),
         _line("Installer", spec.installer or "-"),
         _line("Labels"),
-        *[f"\t{label}" for label in spec.labels],
+        *[_item(label) for label in spec.labels],
         _line("Command", spec.command or "-"),
         _line("Arguments"),
-        *[f"\t{argument}" for argument in spec.arguments],
+        *[_item(argument) for argument in spec.arguments],
         _line("Environments"),
-        *[f"\t{name}: {value}" for name, value in spec.environments.items()],
+        *[_item(f"{name}: {value}") for name, value in spec.environments.items()],
         _line("WorkingDir", spec.working_directory or "-"),
         _line("Max Instances", spec.max_instances if spec.max_instances is not None else "-"),
         _line("Delay Release", format_duration(spec.delay_release)),
         _line("Schema"),
-        f"\tInput: {_schema_type(spec.schema.input if spec.schema else None)}",
-        f"\tOutput: {_schema_type(spec.schema.output if spec.schema else None)}",
-        f"\tCommon Data: {_schema_type(spec.schema.common_data if spec.schema else None)}",
+        _item(f"Input: {_schema_type(spec.schema.input if spec.schema else None)}"),
+        _item(f"Output: {_schema_type(spec.schema.output if spec.schema else None)}"),
+        _item(f"Common Data: {_schema_type(spec.schema.common_data if spec.schema else None)}"),
     ]
     return "\n".join(lines)
 
 
 def _events(events: Sequence[Event]) -> list[str]:
-    return [_line("Events")] + [f"  {clock_ms(e.creation_time)}: {e.message or ''} ({e.code})" for e in events]
+    return [_line("Events")] + [
+        f"  {clock_ms(e.creation_time)}: {printable(e.message or '')} ({e.code})" for e in events
+    ]
 
 
 def view_session(session: Session) -> str:
@@ -111,8 +125,8 @@ def view_node(node: Node) -> str:
         f"\tCPU: {node.capacity.cpu}",
         f"\tMemory: {format_size(node.capacity.memory)}",
         _line("Info"),
-        f"\tArch: {node.arch or '-'}",
-        f"\tOS: {node.os or '-'}",
+        _item(f"Arch: {node.arch or '-'}"),
+        _item(f"OS: {node.os or '-'}"),
     ]
     return "\n".join(lines)
 

@@ -13,13 +13,14 @@
 The endpoint is --endpoint, then FLAME_ENDPOINT, then the config file, then tcp://127.0.0.1:8080.
 Exit codes: 0 done; 1 the request failed (one line `flmctl: error: ...` on stderr); 2 bad
 arguments. Tables are Flame's borderless layout: a header row, cells padded by one space.
+Everything printed that came from the wire has its control characters escaped (`printable`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from flamed.cli.application_files import parse_applications, read_applications
 from flamed.cli.details import format_duration, session_json, view_application, view_node, view_session, view_task
@@ -36,6 +37,8 @@ from flamed.cli.tables import (
     stats_table,
 )
 from flamed.client import Connection, FlameError, open_connection
+from flamed.client.text import printable
+from flamed.core.validation import RANGES
 from protocol import frontend as fe
 from protocol.resources import parse_resreq
 from protocol.types import Application, ResourceRequirement
@@ -52,6 +55,7 @@ __all__ = [
     "executor_table",
     "format_duration",
     "format_table",
+    "int_in",
     "main",
     "node_status",
     "node_table",
@@ -75,6 +79,28 @@ class UsageError(Exception):
     """A request the command line cannot express (reported like a failed request)."""
 
 
+#: Largest integer the wire carries (MessagePack int64); ids beyond it cannot exist.
+MAX_WIRE_INT = 2**63 - 1
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer in [low, high], else exit 2 with the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+
+    return parse
+
+
+PRIORITY = int_in(int(RANGES["priority"][0]), int(RANGES["priority"][1]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flmctl", description="Look at and change a Flame cluster.")
     parser.add_argument("--endpoint", metavar="EP", help="session manager frontend (default: $FLAME_ENDPOINT, config)")
@@ -90,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     view = commands.add_parser("view", help="show one application, session, task or node")
     view.add_argument("-a", "--application", metavar="APP", help="the application to show")
     view.add_argument("-s", "--session", metavar="SSN", help="the session to show")
-    view.add_argument("-t", "--task", metavar="TASK", type=int, help="with -s: the task to show")
+    view.add_argument("-t", "--task", metavar="TASK", type=int_in(1, MAX_WIRE_INT), help="with -s: the task to show")
     view.add_argument("-n", "--node", metavar="NODE", help="the node to show")
     view.add_argument("-o", "--output-format", choices=["json"], help="with -s: print JSON with the tasks")
 
     create = commands.add_parser("create", help="create a session")
     create.add_argument("-a", "--app", required=True, help="the application of the session")
-    create.add_argument("-p", "--priority", type=int, default=0, help="priority, higher first (default: 0)")
+    create.add_argument("-p", "--priority", type=PRIORITY, default=0, help="priority, higher first (default: 0)")
     create.add_argument("-r", "--resreq", help="per-executor resources, e.g. cpu=1,mem=1Gi,gpu=0")
 
     close = commands.add_parser("close", help="close a session")
@@ -162,10 +188,10 @@ def run_command(conn: Connection, args: argparse.Namespace) -> str | None:
     if args.command == "create":
         resreq = _resreq(args.resreq)
         session = conn.create_session(args.app, priority=args.priority, resreq=resreq)
-        return f"Session {session.id} was created."
+        return f"Session {printable(session.id)} was created."
     if args.command == "close":
         conn.close_session(args.session)
-        return f"Session {args.session} was closed."
+        return f"Session {printable(args.session)} was closed."
     if args.command == "register":
         for name, spec in read_applications(args.file):
             conn.request(fe.RegisterApplication(name=name, spec=spec), fe.ApplicationReply)
@@ -182,10 +208,11 @@ def run_command(conn: Connection, args: argparse.Namespace) -> str | None:
         return None
     if args.command == "drain":
         node = conn.request(fe.DrainNode(name=args.node), fe.NodeReply).node
-        return f"Node {node.name} was drained; it gets no new executors ({sum(node.executors.values())} remain)."
+        remain = sum(node.executors.values())
+        return f"Node {printable(node.name)} was drained; it gets no new executors ({remain} remain)."
     if args.command == "undrain":
         node = conn.request(fe.UndrainNode(name=args.node), fe.NodeReply).node
-        return f"Node {node.name} was undrained."
+        return f"Node {printable(node.name)} was undrained."
     if args.command == "stats":
         return stats_table(conn.get_stats())
     raise UsageError(f"unknown command {args.command!r}")
@@ -223,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open_connection(args.endpoint, args.config) as conn:
             output = run_command(conn, args)
     except (FlameError, UsageError, ValueError) as exc:
-        print(f"flmctl: error: {exc}", file=sys.stderr)
+        print(f"flmctl: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -6,7 +6,9 @@ Creates a session, submits every task at once through `Session.run` futures, pri
 the outputs (or, with -p, the BENCHMARK RESULTS block), then closes the session. Exit codes:
 0 every task succeeded; 1 a task failed (stderr says how many and why) or the cluster could not
 be used; 2 bad arguments. On a terminal a progress bar shows how far the run is (`--progress`
-forces it, `--no-progress` turns it off).
+forces it, `--no-progress` turns it off). Task outputs, error messages and the session id come
+from the wire: they are printed with their control characters escaped (`printable`; the table
+does it for its cells).
 """
 
 from __future__ import annotations
@@ -18,20 +20,30 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from flamed.cli.flmctl import format_table
+from flamed.cli.flmctl import PRIORITY, format_table, int_in
 from flamed.client import FlameError, FlameErrorCode, open_connection, progress
+from flamed.client.text import printable
 from protocol.resources import parse_resreq, parse_size
 from protocol.types import ResourceRequirement
+
+#: One run's tasks are held in memory here (a future each): the session manager's default
+#: `limits.max_tasks_per_session` is also the most one flmping asks for.
+MAX_TASKS = 10_000_000
+MAX_DURATION_MS = 24 * 3600 * 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flmping", description="Flame Ping: run tasks of a ping service.")
-    parser.add_argument("-t", "--task-num", type=int, default=10, help="the number of tasks to run (default: 10)")
+    parser.add_argument(
+        "-t", "--task-num", type=int_in(0, MAX_TASKS), default=10, help="the number of tasks to run (default: 10)"
+    )
     parser.add_argument("-c", "--common-data", help="the common data to pass to the tasks")
-    parser.add_argument("-d", "--duration", type=int, help="the duration (milliseconds) each task sleeps")
+    parser.add_argument(
+        "-d", "--duration", type=int_in(0, MAX_DURATION_MS), help="the duration (milliseconds) each task sleeps"
+    )
     parser.add_argument("-m", "--memory", help="the memory each task allocates, e.g. 1Mi")
     parser.add_argument("-p", "--perf", action="store_true", help="benchmark mode (summary only)")
-    parser.add_argument("-P", "--priority", type=int, default=0, help="session priority (default: 0 = lowest)")
+    parser.add_argument("-P", "--priority", type=PRIORITY, default=0, help="session priority (default: 0 = lowest)")
     parser.add_argument("-r", "--resreq", help='resources per executor, "cpu=N,mem=SIZE,gpu=N"')
     parser.add_argument("-a", "--app", default="flmping", help="the application (default: flmping)")
     parser.add_argument(
@@ -95,7 +107,7 @@ def failure_summary(futures: list[Future[bytes | None]]) -> str:
     """One line for stderr: how many tasks failed, and the first reason."""
     errors = [e for e in (f.exception() for f in futures) if e is not None]
     first = errors[0].message if isinstance(errors[0], FlameError) else str(errors[0])
-    return f"{human_count(len(errors))} of {human_count(len(futures))} tasks failed; the first: {first}"
+    return f"{human_count(len(errors))} of {human_count(len(futures))} tasks failed; the first: {printable(first)}"
 
 
 def task_output(future: Future[bytes | None]) -> tuple[str, str]:
@@ -116,12 +128,9 @@ def task_output(future: Future[bytes | None]) -> tuple[str, str]:
 
 
 def _check(args: argparse.Namespace) -> ResourceRequirement | None:
-    if args.task_num < 0:
-        raise ValueError("--task-num must be >= 0")
+    """What argparse's types cannot say (the numbers are bounded by them)."""
     if args.memory is not None:
         parse_size(args.memory)
-    if args.duration is not None and args.duration < 0:
-        raise ValueError("--duration must be >= 0")
     return parse_resreq(args.resreq) if args.resreq else None
 
 
@@ -135,13 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             session = conn.create_session(args.app, common_data, priority=args.priority, resreq=resreq)
             created_ms = int((time.monotonic() - start) * 1000)
             print(
-                f"Session <{session.id}> was created in <{created_ms} ms>, "
+                f"Session <{printable(session.id)}> was created in <{created_ms} ms>, "
                 f"start to run <{human_count(args.task_num)}> tasks in the session:\n"
             )
             data = ping_input(args.duration, args.memory)
             start = time.monotonic()
             futures = [session.run(data) for _ in range(args.task_num)]
-            progress(futures, description=f"session {session.id}", show=args.progress)  # waits for all
+            progress(futures, description=f"session {printable(session.id)}", show=args.progress)  # waits for all
             elapsed_ms = int((time.monotonic() - start) * 1000)
             succeeded = sum(1 for f in futures if f.exception() is None)
             if args.perf:
@@ -157,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if succeeded < args.task_num:
                 print(f"flmping: error: {failure_summary(futures)}", file=sys.stderr)
     except (FlameError, ValueError) as exc:
-        print(f"flmping: error: {exc}", file=sys.stderr)
+        print(f"flmping: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -2,7 +2,9 @@
 cells padded by one space) for `flmctl list -a|-s|-e|-n` and `flmctl stats`.
 
 Pure: wire structs in, text out. Column names and orders follow Flame's flmctl so scripts that
-read the output keep working; `format_table` is also flmping's.
+read the output keep working; `format_table` is also flmping's. Every cell goes through
+`printable`: a name, label or hostname from the wire never puts a control character (an escape
+sequence, a line break that forges rows) on the operator's terminal.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import datetime
 import functools
 from collections.abc import Sequence
 
+from flamed.client.text import printable
 from protocol.resources import format_resreq, format_size
 from protocol.types import Application, Executor, Node, ResourceRequirement, Session
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Borderless table (comfy-table's NOTHING preset): one space of padding each side of a
-    cell, columns as wide as their widest cell, no rules; trailing blanks trimmed."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    cell, columns as wide as their widest cell, no rules; trailing blanks trimmed. Control
+    characters in cells are escaped (`printable`), so one cell is one line."""
+    cells = [[printable(str(h)) for h in headers], *[[printable(str(c)) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["".join(f" {cell:<{width}} " for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
