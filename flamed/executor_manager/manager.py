@@ -23,7 +23,14 @@ from flamed.executor_manager.drain import Drain
 from flamed.executor_manager.executors import Phase
 from flamed.executor_manager.lifecycle import DroppedFrames, Executors
 from flamed.executor_manager.link import BackendLink
-from flamed.executor_manager.node import default_runtime_dir, instance_socket_path, node_info
+from flamed.executor_manager.node import (
+    default_runtime_dir,
+    instance_socket_path,
+    node_info,
+    prepare_runtime_dir,
+    remove_instance_socket,
+    secure_socket,
+)
 from flamed.notify import Notifier
 from flamed.transport import Loop, SignalInbox, bind_router, connect_dealer, context, drain, try_send
 from flamed.transport.security import client_curve
@@ -48,7 +55,8 @@ class ExecutorManager:
         self.node_name = node_name
         self.slots = slots
         self.runtime_dir = runtime_dir or default_runtime_dir()
-        self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if tightened := prepare_runtime_dir(self.runtime_dir):  # UnsafeDirectory: refuse to start
+            log.warning("node %s: %s", node_name, tightened)
         self.stop_timeout = config.executor_manager.instance_stop_timeout
         self.incarnation = uuid.uuid4().hex
         self.loop = Loop()
@@ -66,6 +74,7 @@ class ExecutorManager:
         self.socket_path = instance_socket_path(self.runtime_dir, node_name)
         self.instance_endpoint = f"ipc://{self.socket_path}"
         self.instances = bind_router(self.instance_endpoint, max_size, handover=True)
+        secure_socket(self.socket_path)
         self.holder = Executors(
             self.loop,
             self.instances,
@@ -206,7 +215,7 @@ class ExecutorManager:
         self.notifier.close()
         self.instances.close(linger=0)
         self.backend.close(linger=1000)
-        self.socket_path.unlink(missing_ok=True)
+        remove_instance_socket(self.socket_path, self.runtime_dir)
         shutil.rmtree(self.holder.work_root, ignore_errors=True)
         context().term()
 

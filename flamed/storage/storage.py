@@ -1,8 +1,10 @@
 """The session manager's durable state: a write-ahead log in segments plus snapshots.
 
 When to call what:
-- `Storage.open(state_dir, ...)` once at start-up: creates the directory (0700), takes the lock,
-  checks every file and repairs a torn tail (or raises `CorruptLogError`).
+- `Storage.open(state_dir, ...)` once at start-up: creates the directory (0700) or checks that
+  only this user can write it (`flamed.private_dirs`: else `StorageError` with the command to
+  run; a directory others may only read is tightened to 0700 and a warning logged), takes the
+  lock, checks every file and repairs a torn tail (or raises `CorruptLogError`).
 - `recover()` then gives the newest valid snapshot and the records after it; apply them all
   before the first `append`.
 - Each loop turn: `append()` every record the turn produced, then `commit(now)` once, and only
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Literal, get_args
 
+from flamed.private_dirs import UnsafeDirectory, ensure_private_dir
 from flamed.storage.durable import fsync_dir
 from flamed.storage.errors import StorageError
 from flamed.storage.framing import encode_frames
@@ -101,11 +104,11 @@ class Storage:
             raise ValueError("fsync_interval, segment_bytes and snapshot_records must be positive")
         state_dir = Path(state_dir)
         try:
-            if not state_dir.exists():
-                state_dir.mkdir(mode=0o700, parents=True)
-                state_dir.chmod(0o700)  # mkdir's mode is filtered by the umask
-        except OSError as exc:
-            raise StorageError(f"cannot create state directory {state_dir}: {exc.strerror}") from exc
+            tightened = ensure_private_dir(state_dir, "state directory", hint="or give another --state-dir")
+        except UnsafeDirectory as exc:
+            raise StorageError(str(exc)) from None
+        if tightened:
+            log.warning("%s", tightened)
         lock = StateLock.acquire(state_dir)
         try:
             return cls(
