@@ -44,6 +44,7 @@ from flamed.transport import (
     security,
     try_send,
 )
+from flamed.transport.refusal_log import REFUSAL_WINDOW
 from protocol import backend as be
 from protocol import codec
 from protocol.codec import FrameError
@@ -162,6 +163,7 @@ class SessionManager:
             self.controller.register_default_application(name, spec, now)
         if self.zap is not None:
             self.loop.add_reader(self.zap.sock, self.zap.on_readable)
+            self.loop.call_every(REFUSAL_WINDOW / 5, self.zap.flush_refusals)  # counts of a flood that stopped
         self.loop.add_reader(self.backend, self._on_backend)
         self.loop.add_reader(self.frontend, self._on_frontend)
         self.loop.add_turn_end(self._flush)

@@ -30,6 +30,7 @@ import zmq.auth
 import zmq.utils.z85
 
 from flamed.config import SecurityConfig
+from flamed.transport.refusal_log import RefusalLog
 
 log = logging.getLogger("flamed.security")
 
@@ -220,8 +221,9 @@ class ZapHandler:
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], lists: dict[str, AllowList]) -> None:
         self.lists = lists
-        self.refused = 0
+        self.refused = 0  # exact; the log is rate-limited (one line per domain per window)
         self.allowed = 0
+        self.refusals = RefusalLog(log)
         for allow in lists.values():
             allow.reload()
         self.sock: zmq.Socket[bytes] = ctx.socket(zmq.REP)
@@ -252,18 +254,22 @@ class ZapHandler:
         if name is None:
             self.refused += 1
             who = zmq.utils.z85.encode(credentials[0]).decode() if credentials and len(credentials[0]) == 32 else "-"
-            log.warning(
-                "refused %s connection from %s (%s key %s...: not in the allow-list)",
-                domain.decode(errors="replace") or "?",
-                address.decode(errors="replace"),
-                mechanism.decode(errors="replace"),
-                who[:8],
+            where = domain.decode(errors="replace")
+            self.refusals.refused(
+                where if where in self.lists else "?",
+                f"{address.decode(errors='replace')} ({mechanism.decode(errors='replace')} key {who[:8]}...: "
+                "not in the allow-list)",
             )
             return [b"1.0", request_id, b"400", b"not allowed", b"", b""]
         self.allowed += 1
         return [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
 
+    def flush_refusals(self) -> None:
+        """Log the counts of refusal windows that have passed (call every `REFUSAL_WINDOW`)."""
+        self.refusals.flush()
+
     def close(self) -> None:
+        self.refusals.flush(everything=True)
         self.sock.close(0)
 
 
