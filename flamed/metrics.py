@@ -4,10 +4,17 @@ Why on the loop and not `http.server` in a thread: the numbers live in single-th
 (the controller's counters, the storage stats) that only the loop may touch; a thread would
 need a lock on every hot path or would read torn values. Served from the loop, a scrape is one
 more reader callback: the listening socket and every connection are non-blocking, a request is
-at most 8 KiB, a connection that says nothing for 5 s is closed, and the reply (a few KiB) fits
-the kernel's send buffer, so a slow or hostile scraper can never stall the loop. It also means
-a scrape fails when the loop is wedged, which is what an operator wants to see. No client
-library: the format is a few lines of text (HELP, TYPE, samples).
+at most 8 KiB, and the reply (a few KiB) fits the kernel's send buffer, so a slow or hostile
+scraper can never stall the loop. It also means a scrape fails when the loop is wedged, which
+is what an operator wants to see. No client library: the format is a few lines of text (HELP,
+TYPE, samples).
+
+Nor can idle or trickling sockets hold the endpoint: a connection has `REQUEST_DEADLINE`
+seconds for its whole request, counted from the accept (bytes that trickle in do not renew
+it), and at `MAX_CONNECTIONS` a newcomer evicts the oldest connection instead of being refused.
+The oldest is first read once more and answered if its request is complete, so a real scrape
+waiting its turn is served, not dropped; a scraper sends its request as soon as it connects,
+so only a socket that holds a slot without one loses it.
 
 Naming: every metric is prefixed `flame_`; values whose stats key ends in `_total` are
 counters, the others gauges; `tasks_<state>`, `executors_<state>`, `nodes_<state>` become one
@@ -28,8 +35,11 @@ from protocol.types import ExecutorState, NodeState, TaskState
 log = logging.getLogger("flamed.metrics")
 
 _MAX_REQUEST = 8192
-_IDLE_TIMEOUT = 5.0
-_MAX_CONNECTIONS = 32
+#: Seconds a connection has for its whole request, from the accept (never renewed).
+REQUEST_DEADLINE = 2.0
+#: Connections held at once; one more evicts the oldest.
+MAX_CONNECTIONS = 32
+_BACKLOG = 128
 #: stats-key family -> lower-case state -> the state as Flame spells it (the label value)
 _STATES: dict[str, dict[str, str]] = {
     "tasks": {s.lower(): s.value for s in TaskState},
@@ -132,11 +142,15 @@ class MetricsServer:
         except OSError as exc:
             self.listener.close()
             raise ConfigError(f"--metrics: cannot listen on {address}: {exc.strerror}") from None
-        self.listener.listen(16)
+        self.listener.listen(_BACKLOG)
         self.listener.setblocking(False)
         self.address = self.listener.getsockname()[:2]
         self.scrapes = 0
-        self._connections: dict[int, tuple[socket.socket, bytearray, Timer]] = {}
+        #: connections closed to make room for a newer one (idle or too slow with its request)
+        self.evicted = 0
+        #: connections closed at `REQUEST_DEADLINE` without a complete request
+        self.timed_out = 0
+        self._connections: dict[int, tuple[socket.socket, bytearray, Timer]] = {}  # oldest first
         loop.add_reader(self.listener.fileno(), self._accept)
         log.info("metrics on http://%s:%d/metrics", self.address[0], self.address[1])
 
@@ -149,14 +163,27 @@ class MetricsServer:
             except OSError as exc:
                 log.debug("metrics: accept failed: %s", exc)
                 return
-            if len(self._connections) >= _MAX_CONNECTIONS:
-                conn.close()
-                continue
+            self._make_room()
             conn.setblocking(False)
             fd = conn.fileno()
-            timer = self.loop.call_later(_IDLE_TIMEOUT, functools.partial(self._drop, fd))
+            timer = self.loop.call_later(REQUEST_DEADLINE, functools.partial(self._expire, fd))
             self._connections[fd] = (conn, bytearray(), timer)
             self.loop.add_reader(fd, functools.partial(self._read, fd))
+
+    def _make_room(self) -> None:
+        """At the cap, close the oldest connection, unless its request turns out complete on a
+        last read (then it is answered, which frees its slot as well)."""
+        while len(self._connections) >= MAX_CONNECTIONS:
+            oldest = next(iter(self._connections))
+            self._read(oldest)
+            if oldest in self._connections:
+                self.evicted += 1
+                self._drop(oldest)
+
+    def _expire(self, fd: int) -> None:
+        if fd in self._connections:
+            self.timed_out += 1
+            self._drop(fd)
 
     def _read(self, fd: int) -> None:
         entry = self._connections.get(fd)
