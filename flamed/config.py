@@ -7,6 +7,7 @@ the key and the expected form. Every key and its default is listed in docs/CONFI
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import typing
@@ -220,7 +221,32 @@ def _explain(exc: msgspec.ValidationError) -> str:
     return f"key {where}: {message}" if where else text
 
 
+#: Largest value of any float key: every one is a duration in seconds, and a week is beyond
+#: any sensible timeout while far from what overflows a timer or a socket option in ms.
+MAX_SECONDS = 7 * 24 * 3600.0
+#: Largest value of any integer key (counts and sizes): far beyond any real cluster, and within
+#: what the wire (MessagePack int64) and socket options (int64 MAXMSGSIZE) carry.
+MAX_COUNT = 2**62
+
+
+def _check_numbers(config: Config, source: str) -> None:
+    """Every float key finite (TOML has `nan` and `inf`) and at most `MAX_SECONDS`; every
+    integer key at most `MAX_COUNT`. The signs are checked per key by `_check`."""
+    for section_name in Config.__struct_fields__:
+        section = getattr(config, section_name)
+        for name in section.__struct_fields__:
+            value = getattr(section, name)
+            key = f"{section_name}.{name}"
+            if isinstance(value, float) and not (math.isfinite(value) and value <= MAX_SECONDS):
+                raise ConfigError(
+                    f"{source}: key {key}: must be a finite number of seconds <= {MAX_SECONDS:g}, got {value}"
+                )
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_COUNT:
+                raise ConfigError(f"{source}: key {key}: must be <= {MAX_COUNT}, got {value}")
+
+
 def _check(config: Config, source: str) -> None:
+    _check_numbers(config, source)
     positive = {
         "recovery.heartbeat_interval": config.recovery.heartbeat_interval,
         "recovery.heartbeat_liveness": config.recovery.heartbeat_liveness,

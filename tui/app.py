@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -377,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="flame config file to read the endpoint from")
     parser.add_argument("--interval", type=float, default=0.25, help="most frequent update, seconds (default 0.25)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not (math.isfinite(args.interval) and 0 < args.interval <= 60):
+        parser.error(f"--interval: {args.interval} is not a number of seconds in (0, 60]")
     from flamed.config import client_endpoint
 
     endpoint = client_endpoint(args.endpoint, args.config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import socket
 import sys
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask a running session manager for its version, uptime, nodes, sessions, tasks and storage facts",
     )
     status.add_argument("--endpoint", metavar="EP", help="frontend endpoint (default: FLAME_ENDPOINT, then config)")
-    status.add_argument("--timeout", metavar="SECONDS", type=float, default=5.0, help="reply timeout (default: 5)")
+    status.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=5.0, help="reply timeout (default: 5)")
     status.add_argument("--json", action="store_true", help="print the raw stats and info as JSON")
     _common(status)
 
@@ -124,6 +125,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds in (0, 3600]")
     return value
 
 
