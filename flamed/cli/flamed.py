@@ -311,6 +311,7 @@ def run_status(args: argparse.Namespace) -> int:
     import json
 
     from flamed.client import FlameError, open_connection
+    from flamed.client.text import printable
     from protocol import frontend as fe
 
     try:
@@ -318,14 +319,14 @@ def run_status(args: argparse.Namespace) -> int:
             reply = conn.request(fe.GetStats(), fe.StatsReply)
             version, cluster, endpoint = conn.server_version, conn.cluster, conn.endpoint
     except FlameError as exc:
-        print(f"flamed: error: {exc.message}", file=sys.stderr)
+        print(f"flamed: error: {printable(exc.message)}", file=sys.stderr)
         return 1
     stats, info = reply.stats, reply.info
     if args.json:
         print(json.dumps({"stats": stats, "info": info}, indent=2, sort_keys=True))
         return 0
     for line in status_lines(endpoint, version, cluster, stats, info):
-        print(line)
+        print(printable(line))  # version, cluster name and storage facts come from the wire
     return 0
 
 
