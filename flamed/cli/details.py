@@ -105,15 +105,47 @@ def view_session(session: Session) -> str:
     return "\n".join(lines)
 
 
+def _data(data: bytes | None) -> str:
+    """A task's input or output for a terminal: its size and, if it is text, its start."""
+    if data is None:
+        return "-"
+    size = format_size(len(data)) if len(data) >= 1024 else f"{len(data)} bytes"
+    try:
+        text = data[:PREVIEW].decode()
+    except UnicodeDecodeError:
+        return f"{size} (binary)"
+    more = "..." if len(data) > PREVIEW else ""
+    return f"{size}: {text}{more}"
+
+
+#: Bytes of a task's input or output `view -t` shows (all of it with `-o json`).
+PREVIEW = 200
+
+
 def view_task(task: Task, application: str) -> str:
     lines = [
         _line("Task", task.id),
         _line("Session", task.session_id),
         _line("Application", application),
         _line("State", task.state),
-        *_events(task.events),
+        _line("Attempt", f"{task.attempt} ({task.retry_count} retries)"),
+        _line("Executor", task.executor_id or "-"),
+        _line("Creation Time", clock_ms(task.creation_time)),
+        _line("Completion", clock_ms(task.completion_time) if task.completion_time else "-"),
+        _line("Input", _data(task.input)),
+        _line("Output", _data(task.output)),
     ]
+    if task.message:
+        lines.append(_line("Message", task.message))
+    lines.extend(_events(task.events))
     return "\n".join(lines)
+
+
+def task_json(task: Task, application: str) -> str:
+    """One task with every field (`view -s S -t N -o json`); bytes as base64."""
+    data: dict[str, Any] = _plain(task)
+    data["application"] = application
+    return json.dumps(data, indent=2)
 
 
 def view_node(node: Node) -> str:

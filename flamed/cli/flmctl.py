@@ -12,18 +12,28 @@
 
 The endpoint is --endpoint, then FLAME_ENDPOINT, then the config file, then tcp://127.0.0.1:8080.
 Exit codes: 0 done; 1 the request failed (one line `flmctl: error: ...` on stderr); 2 bad
-arguments. Tables are Flame's borderless layout: a header row, cells padded by one space.
+arguments (including `list` or `view` without saying what). Tables are Flame's borderless
+layout: a header row, cells padded by one space.
 Everything printed that came from the wire has its control characters escaped (`printable`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from flamed.cli.application_files import parse_applications, read_applications
-from flamed.cli.details import format_duration, session_json, view_application, view_node, view_session, view_task
+from flamed.cli.details import (
+    format_duration,
+    session_json,
+    task_json,
+    view_application,
+    view_node,
+    view_session,
+    view_task,
+)
 from flamed.cli.tables import (
     application_table,
     clock,
@@ -76,7 +86,11 @@ __all__ = [
 
 
 class UsageError(Exception):
-    """A request the command line cannot express (reported like a failed request)."""
+    """The command line does not say what to do (exit 2, like argparse's own errors)."""
+
+
+LIST_WHAT = "say what to list: -a (applications), -s (sessions), -e (executors) or -n (nodes)"
+VIEW_WHAT = "say what to view: -a APP, -s SESSION [-t TASK] [-o json] or -n NODE"
 
 
 #: Largest integer the wire carries (MessagePack int64); ids beyond it cannot exist.
@@ -156,7 +170,7 @@ def run_list(conn: Connection, args: argparse.Namespace) -> str:
         return executor_table(conn.list_executors())
     if args.node:
         return node_table(conn.list_nodes())
-    raise UsageError("unsupported parameters; use list -a, -s, -e or -n")
+    raise UsageError(LIST_WHAT)
 
 
 def run_view(conn: Connection, args: argparse.Namespace) -> str:
@@ -166,6 +180,8 @@ def run_view(conn: Connection, args: argparse.Namespace) -> str:
         session = conn.request(fe.GetSession(session_id=args.session), fe.SessionReply).session
         if args.task is not None:
             task = conn.request(fe.GetTask(session_id=args.session, task_id=args.task), fe.TaskReply).task
+            if args.output_format == "json":
+                return task_json(task, session.spec.application)
             return view_task(task, session.spec.application)
         if args.output_format == "json":
             tasks = conn.request(fe.ListTasks(session_id=args.session), fe.TasksReply).tasks
@@ -173,7 +189,7 @@ def run_view(conn: Connection, args: argparse.Namespace) -> str:
         return view_session(session)
     if args.node:
         return view_node(conn.get_node(args.node))
-    raise UsageError("unsupported parameters; use view -a APP, -s SESSION [-t TASK] or -n NODE")
+    raise UsageError(VIEW_WHAT)
 
 
 def _wire_application(conn: Connection, name: str) -> Application:
@@ -193,19 +209,21 @@ def run_command(conn: Connection, args: argparse.Namespace) -> str | None:
         conn.close_session(args.session)
         return f"Session {printable(args.session)} was closed."
     if args.command == "register":
+        done = []
         for name, spec in read_applications(args.file):
             conn.request(fe.RegisterApplication(name=name, spec=spec), fe.ApplicationReply)
-        return None
+            done.append(f"Application {printable(name)} was registered.")
+        return "\n".join(done)
     if args.command == "update":
         applications = read_applications(args.application)
         if len(applications) != 1:
             raise UsageError(f"{args.application} holds {len(applications)} applications; update takes one")
         name, spec = applications[0]
-        conn.request(fe.UpdateApplication(name=name, spec=spec), fe.ApplicationReply)
-        return None
+        reply = conn.request(fe.UpdateApplication(name=name, spec=spec), fe.ApplicationReply)
+        return f"Application {printable(name)} was updated (version {reply.application.version})."
     if args.command == "unregister":
         conn.unregister_application(args.application)
-        return None
+        return f"Application {printable(args.application)} was unregistered."
     if args.command == "drain":
         node = conn.request(fe.DrainNode(name=args.node), fe.NodeReply).node
         remain = sum(node.executors.values())
@@ -230,9 +248,9 @@ def _resreq(text: str | None) -> ResourceRequirement | None:
 def check_arguments(args: argparse.Namespace) -> None:
     """Argument problems found before connecting (so they need no session manager)."""
     if args.command == "list" and not (args.application or args.session or args.executor or args.node):
-        raise UsageError("unsupported parameters; use list -a, -s, -e or -n")
+        raise UsageError(LIST_WHAT)
     if args.command == "view" and not (args.application or args.session or args.node):
-        raise UsageError("unsupported parameters; use view -a APP, -s SESSION [-t TASK] or -n NODE")
+        raise UsageError(VIEW_WHAT)
     if args.command == "view" and args.task is not None and not args.session:
         raise UsageError("-t/--task needs -s/--session")
     if args.command == "create":
@@ -247,6 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_arguments(args)
+    except UsageError as exc:
+        print(f"flmctl {args.command}: error: {printable(str(exc))}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"flmctl: error: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    try:
         with open_connection(args.endpoint, args.config) as conn:
             output = run_command(conn, args)
     except (FlameError, UsageError, ValueError) as exc:
@@ -255,8 +280,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     if output:
-        print(output)
+        print_output(output)
     return 0
+
+
+def print_output(text: str) -> None:
+    """Print to stdout; a reader that went away (`flmctl list -s | head`) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

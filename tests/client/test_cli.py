@@ -173,13 +173,18 @@ def test_parse_applications_errors(text: str, needle: str) -> None:
 
 
 @pytest.mark.timeout(10)
-def test_flmctl_errors_are_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Breaks if flmctl prints a traceback or the wrong exit code for bad input."""
-    assert flmctl.main(["list"]) == 1
-    assert capsys.readouterr().err == "flmctl: error: unsupported parameters; use list -a, -s, -e or -n\n"
+def test_flmctl_errors_are_one_line_with_the_right_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Breaks if flmctl prints a traceback, an unhelpful line or the wrong exit code for bad
+    input: 2 for a command line that does not say what to do, 1 for a request that failed."""
+    assert flmctl.main(["list"]) == 2
+    assert capsys.readouterr().err == (
+        "flmctl list: error: say what to list: -a (applications), -s (sessions), -e (executors) or -n (nodes)\n"
+    )
     assert flmctl.main(["register", "-f", str(tmp_path / "missing.yaml")]) == 1
     assert capsys.readouterr().err.startswith("flmctl: error: cannot read ")
-    assert flmctl.main(["create", "-a", "app", "-r", "cpu=lots"]) == 1
+    assert flmctl.main(["create", "-a", "app", "-r", "cpu=lots"]) == 2
     assert "bad resource entry" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         flmctl.main([])
