@@ -193,7 +193,13 @@ FEATURES = ["recall"]
 class RegisterNode(Message):
     """EM -> SM. `incarnation` is new at every executor-manager start; `executors` are the ids
     the executor manager holds now (empty after a restart); `stopping` as in `Heartbeat` (an
-    executor manager that registers again while it drains says so from the start)."""
+    executor manager that registers again while it drains says so from the start).
+
+    `secret`: an unguessable value the executor manager generates at start and sends with every
+    registration; the session manager keeps only its hash, with the node, and takes a
+    registration for a live node as "the same executor manager coming back" (keeping its
+    executors) only with the same incarnation *and* secret. The incarnation is public (ListNodes
+    shows it); the secret never leaves the backend link."""
 
     protocol_version: int
     node: NodeInfo
@@ -203,6 +209,7 @@ class RegisterNode(Message):
     #: optional commands it understands, for a cluster that runs two versions during an upgrade:
     #: "recall" (`RecallTasks`); a session manager sends none the node did not list
     features: list[str] = []
+    secret: str = ""
 
 
 class Registered(Message):
@@ -244,17 +251,22 @@ class Reports(Message):
 
 class Goodbye(Message):
     """EM -> SM: the executor manager is stopping; its instances are stopped. The session
-    manager cleans the node up at once. `incarnation` lets a session manager that restarted
-    since the registration (and so knows no connection for it) still take the goodbye."""
+    manager cleans the node up at once. `incarnation` and `secret` (as in `RegisterNode`) let a
+    session manager that restarted since the registration (and so knows no connection for it)
+    still take the goodbye, from that executor manager only."""
 
     epoch: int
     seq: int
     incarnation: str = ""
+    secret: str = ""
 
 
 class Error(Message):
     """SM -> EM: the message was refused. `Reregister`: register again (stale epoch or a gap);
-    `DuplicateNode`: another live executor manager holds the name (do not retry quickly)."""
+    `DuplicateNode`: another live executor manager holds the name (do not retry quickly);
+    `Unauthorized`: this connection may not speak for that node (a registration that claims
+    a live executor manager's incarnation without its secret, a key that is not the node's or
+    is no longer allowed)."""
 
     code: ErrorCode
     message: str

@@ -16,12 +16,13 @@ from __future__ import annotations
 import collections
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from flamed.core import records as r
 from flamed.core.cluster_requests import ClusterRequests
 from flamed.core.dispatch import Dispatcher
+from flamed.core.identity import PLAIN, Sender
 from flamed.core.links import NodeLinks
 from flamed.core.requests import Handler, RequestError
 from flamed.core.session_requests import SessionRequests
@@ -132,14 +133,17 @@ class Controller:
         self.counters["bad_client_frames"] += 1
         self.outbox.replies.append((peer, fe.Error(code=code, message=message, request_id=request_id)))
 
-    def handle_node(self, peer: bytes, message: be.NodeMessage, now: Now) -> None:
-        self.links.handle(peer, message, now)
+    def handle_node(self, peer: bytes, message: be.NodeMessage, now: Now, sender: Sender = PLAIN) -> None:
+        self.links.handle(peer, message, now, sender)
 
-    def handle_nodes(self, messages: list[tuple[bytes, be.NodeMessage]], now: Now) -> None:
-        """One read of the backend, in order. A registration followed in the same read by
-        another from the same peer is superseded (tries queued while this session manager was
-        paused) and skipped: the executor manager gets one epoch and one snapshot, not one per
-        try. What it sent in between belongs to an older epoch and is refused either way."""
+    def handle_nodes(
+        self, messages: list[tuple[bytes, be.NodeMessage]], now: Now, senders: Sequence[Sender] | None = None
+    ) -> None:
+        """One read of the backend, in order; `senders[i]` is who sent message i (CURVE; plain
+        mode without). A registration followed in the same read by another from the same peer
+        is superseded (tries queued while this session manager was paused) and skipped: the
+        executor manager gets one epoch and one snapshot, not one per try. What it sent in
+        between belongs to an older epoch and is refused either way."""
         last: dict[bytes, int] = {}
         for i, (peer, message) in enumerate(messages):
             if isinstance(message, be.RegisterNode):
@@ -148,11 +152,27 @@ class Controller:
             if isinstance(message, be.RegisterNode) and last[peer] != i:
                 self.counters["registrations_superseded"] += 1
                 continue
-            self.links.handle(peer, message, now)
+            self.links.handle(peer, message, now, senders[i] if senders is not None else PLAIN)
 
     def reject_node_frame(self, peer: bytes, code: ErrorCode, message: str) -> None:
         self.counters["bad_node_frames"] += 1
         self.outbox.node_messages.append((peer, be.Error(code=code, message=message)))
+
+    def reject_unauthorized_node(self, peer: bytes, message: str) -> None:
+        """A backend message whose key the allow-list no longer admits: refused, counted."""
+        self.counters["unauthorized_node_messages"] += 1
+        self.outbox.node_messages.append((peer, be.Error(code=ErrorCode.Unauthorized, message=message)))
+
+    def reject_unauthorized_client(self, peer: bytes, message: str, request_id: int = 0) -> None:
+        """A frontend request whose key the allow-list no longer admits: refused, counted."""
+        self.counters["unauthorized_requests"] += 1
+        error = fe.Error(code=ErrorCode.Unauthorized, message=message, request_id=request_id)
+        self.outbox.replies.append((peer, error))
+
+    def keys_changed(self, allowed: Callable[[str, str], bool], now: Now) -> None:
+        """CURVE: the nodes' allow-list changed; `allowed(key, node)` says whether a key may
+        still speak for a node. Nodes whose key it no longer admits go silent at once."""
+        self.links.revoke_keys(allowed, now)
 
     def peer_unreachable(self, peer: bytes) -> None:
         """The frontend socket could not deliver to `peer`: forget its watches."""

@@ -19,16 +19,20 @@ Rules that keep a stale peer from corrupting state:
   the tick that ends the listening judges even if it is late too, so an overloaded session
   manager still finds dead nodes);
 - commands for a node that is not Connected are dropped: the snapshot at its next
-  registration carries the desired state.
+  registration carries the desired state;
+- who may speak for a node is decided in `identity` (its executor manager's secret, its CURVE
+  key): a message refused there is answered `Error(Unauthorized)` and counted, and changes
+  nothing; a link whose key is revoked goes silent at once (node Unknown, drain started).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from flamed.core import identity, registration
 from flamed.core import records as r
-from flamed.core import registration
 from flamed.core.executor_reports import apply_reports, lose_executor
 from flamed.core.machines.connection import CONNECTION, ConnectionTrigger
 from protocol import backend as be
@@ -50,6 +54,7 @@ class NodeLink:
         "epoch",
         "features",
         "incarnation",
+        "key",
         "last_seen",
         "last_sent",
         "name",
@@ -76,6 +81,8 @@ class NodeLink:
         self.stopping = False
         #: optional commands its executor manager understands (`RegisterNode.features`)
         self.features: frozenset[str] = frozenset()
+        #: CURVE: the key (Z85) that registered it; every message of the link must carry it
+        self.key = ""
 
 
 #: Recovery counters, in `GetStats` as `<name>_total` from the start (zero until they move).
@@ -92,6 +99,9 @@ RECOVERY_COUNTERS = (
     "orphan_executors_released",
     "session_manager_stalls",
     "registrations_superseded",
+    "node_impersonations_refused",
+    "node_key_mismatches",
+    "unauthorized_node_messages",
 )
 
 
@@ -128,15 +138,17 @@ class NodeLinks:
 
     # ------------------------------------------------------------------ messages
 
-    def handle(self, peer: bytes, message: be.NodeMessage, now: Now) -> None:
+    def handle(self, peer: bytes, message: be.NodeMessage, now: Now, sender: identity.Sender = identity.PLAIN) -> None:
+        """Apply one message from `peer`; `sender` is who the transport proved it to be."""
         if isinstance(message, be.RegisterNode):
-            self._register(peer, message, now)
+            self._register(peer, message, now, sender)
             return
         link = self.by_peer.get(peer)
+        if link is not None and (mismatch := identity.link_key_refusal(link.name, link.key, sender)):
+            self._refuse_identity(peer, "node_key_mismatches", f"refused {type(message).__name__}: {mismatch}")
+            return
         if link is None or message.epoch != link.epoch or link.connection is not ConnectionState.Connected:
-            if isinstance(message, be.Goodbye) and (restored := self._restored_link(message)) is not None:
-                log.info("node %s: goodbye after a restart (executor manager stopping)", restored.name)
-                self._close(restored, ConnectionTrigger.goodbye, "executor manager stopped", now)
+            if isinstance(message, be.Goodbye) and self._restored_goodbye(peer, message, sender, now):
                 return
             self.ctl.counters["stale_node_messages"] += 1
             self._refuse(peer, ErrorCode.Reregister, f"registration epoch {message.epoch} is not current")
@@ -159,38 +171,74 @@ class NodeLinks:
             log.info("node %s: goodbye (executor manager stopping)", link.name)
             self._close(link, ConnectionTrigger.goodbye, "executor manager stopped", now)
 
-    def _restored_link(self, goodbye: be.Goodbye) -> NodeLink | None:
-        """The link, loaded at a restart and not registered since, of the executor manager that
-        says goodbye: same incarnation (random, per process) and epoch. Such a node would
-        otherwise wait for its drain to expire."""
+    def _restored_goodbye(self, peer: bytes, goodbye: be.Goodbye, sender: identity.Sender, now: Now) -> bool:
+        """Take a goodbye for a link loaded at a restart and not registered since (such a node
+        would otherwise wait for its drain to expire): same incarnation (random, per process)
+        and epoch, from that very process (its secret, and with CURVE the node's key). True if
+        the goodbye was handled (taken, or refused as a forgery)."""
         if not goodbye.incarnation:
-            return None
-        for link in self.links.values():
-            if (
-                link.peer is None
+            return False
+        restored = next(
+            (
+                link
+                for link in self.links.values()
+                if link.peer is None
                 and link.incarnation == goodbye.incarnation
                 and link.epoch == goodbye.epoch
                 and link.connection is ConnectionState.Draining
-            ):
-                return link
-        return None
+            ),
+            None,
+        )
+        if restored is None:
+            return False
+        node = self.ctl.state.nodes.get(restored.name)
+        mismatch = identity.key_refusal(restored.name, sender)
+        if mismatch or not identity.same_process(node, goodbye.incarnation, goodbye.secret):
+            counter = "node_key_mismatches" if mismatch else "node_impersonations_refused"
+            why = mismatch or "it does not carry that executor manager's secret"
+            self._refuse_identity(peer, counter, f"refused a goodbye for node {restored.name!r}: {why}")
+            return True
+        log.info("node %s: goodbye after a restart (executor manager stopping)", restored.name)
+        self._close(restored, ConnectionTrigger.goodbye, "executor manager stopped", now)
+        return True
 
     def _refuse(self, peer: bytes, code: ErrorCode, message: str) -> None:
         self.ctl.outbox.node_messages.append((peer, be.Error(code=code, message=message)))
 
-    def _register(self, peer: bytes, message: be.RegisterNode, now: Now) -> None:
+    def _refuse_identity(self, peer: bytes, counter: str, message: str) -> None:
+        """A message that may not speak for the node it names: answered, counted, logged."""
+        self.ctl.counters[counter] += 1
+        log.warning("backend: peer %r: %s", peer[:32], message)
+        self._refuse(peer, ErrorCode.Unauthorized, message)
+
+    def _register(self, peer: bytes, message: be.RegisterNode, now: Now, sender: identity.Sender) -> None:
         name = message.node.name
         link = self.links.get(name)
-        if refused := registration.refusal(self.ctl, message, link, now):
+        current = self.by_peer.get(peer)
+        if current is not None and current.name != name:
+            why = f"refused RegisterNode for node {name!r}: this connection is registered as node {current.name!r}"
+            self._refuse_identity(peer, "node_impersonations_refused", why)
+            return
+        if refused := registration.refusal(self.ctl, message, link, sender, now):
             self._refuse(peer, *refused)
             return
+        # Only the executor manager that holds the node keeps its executors (identity.py).
+        same = identity.same_process(self.ctl.state.nodes.get(name), message.incarnation, message.secret)
+        if message.executors and not same:
+            log.info("node %s: a new executor manager (incarnation %s) keeps nothing", name, message.incarnation)
         epoch = self.ctl.state.max_epoch + 1
         if name in self.ctl.state.nodes:
             self.ctl.counters["reregistrations"] += 1
         self.ctl.commit(
-            r.NodeRegistered(time=now.wall, info=message.node, incarnation=message.incarnation, epoch=epoch)
+            r.NodeRegistered(
+                time=now.wall,
+                info=message.node,
+                incarnation=message.incarnation,
+                epoch=epoch,
+                secret_hash=identity.secret_hash(message.secret),
+            )
         )
-        kept = registration.reconcile(self.ctl, name, set(message.executors), now)
+        kept = registration.reconcile(self.ctl, name, set(message.executors) if same else set(), now)
         if link is not None:
             if link.peer is not None:
                 self.by_peer.pop(link.peer, None)
@@ -199,6 +247,7 @@ class NodeLinks:
         link = NodeLink(name, peer, message.incarnation, epoch, now.mono)
         link.stopping = message.stopping
         link.features = frozenset(message.features)
+        link.key = sender.key
         self.links[name] = link
         self.by_peer[peer] = link
         self.ctl.counters["registrations"] += 1
@@ -251,23 +300,29 @@ class NodeLinks:
             return
         for link in list(self.links.values()):
             if link.connection is ConnectionState.Connected and now.mono - link.last_seen > self._silence_limit:
-                link.connection = CONNECTION.next(link.connection, ConnectionTrigger.silence)
-                link.drain_deadline = now.mono + self.ctl.config.drain_timeout
-                self.ctl.counters["nodes_silent"] += 1
-                reason = f"no message for {now.mono - link.last_seen:.1f}s"
-                self.ctl.commit(r.NodeChanged(time=now.wall, name=link.name, trigger="silent", reason=reason))
-                log.warning(
-                    "node %s: Unknown (%s); cleanup in %.1fs",
-                    link.name,
-                    reason,
-                    self.ctl.config.drain_timeout,
-                )
+                self._silence(link, f"no message for {now.mono - link.last_seen:.1f}s", now)
             elif (
                 link.connection is ConnectionState.Draining
                 and link.drain_deadline is not None
                 and now.mono >= link.drain_deadline
             ):
                 self._close(link, ConnectionTrigger.drain_expired, "drain timeout expired", now)
+
+    def _silence(self, link: NodeLink, reason: str, now: Now) -> None:
+        """The node is no longer heard (or may no longer be): Unknown, its drain timer started."""
+        link.connection = CONNECTION.next(link.connection, ConnectionTrigger.silence)
+        link.drain_deadline = now.mono + self.ctl.config.drain_timeout
+        self.ctl.counters["nodes_silent"] += 1
+        self.ctl.commit(r.NodeChanged(time=now.wall, name=link.name, trigger="silent", reason=reason))
+        log.warning("node %s: Unknown (%s); cleanup in %.1fs", link.name, reason, self.ctl.config.drain_timeout)
+
+    def revoke_keys(self, allowed: Callable[[str, str], bool], now: Now) -> None:
+        """The allow-list changed: every Connected link whose key `allowed(key, node)` no longer
+        admits goes silent now (no more commands to it; cleaned up when its drain runs out, or
+        kept if it registers again within it with an allowed key)."""
+        for link in list(self.links.values()):
+            if link.key and link.connection is ConnectionState.Connected and not allowed(link.key, link.name):
+                self._silence(link, "its key was revoked", now)
 
     @property
     def _stall_limit(self) -> float:

@@ -118,6 +118,9 @@ class NodeRegistered(Record):
     info: NodeInfo
     incarnation: str
     epoch: int
+    #: hash of the executor manager's secret (`flamed.core.identity`); "" in logs written before
+    #: it existed, or for an executor manager that sent none
+    secret_hash: str = ""
 
 
 class NodeChanged(Record):

@@ -4,13 +4,19 @@
 `RegisterNode` must be refused, `reconcile` settles the node's executors against what it
 reported, and `registered` builds the `Registered` reply from the executors it keeps.
 
-Rules (DESIGN 5):
+Rules (DESIGN 5 and 6a; identity.py says what proves an executor manager):
 - a node speaking another protocol version, or with a bad name, is refused;
+- with CURVE, a registration whose key is not the node's is refused (`Unauthorized`);
+- a registration that names a live node's incarnation (the node is Connected, or Draining
+  within its drain, also after a session-manager restart) without that executor manager's
+  secret is refused (`Unauthorized`): it is someone else claiming to be it;
 - a second live executor manager with a name already Connected is refused (`DuplicateNode`)
-  while the first was heard from within two heartbeat intervals;
-- executors the node did not report are lost whatever their state (their running tasks are
-  retried); executors it reported but should not hold are left out of the snapshot, so it
-  kills them;
+  while the first was heard from within two heartbeat intervals; after that it is a restarted
+  executor manager and takes the name (it keeps nothing: see below);
+- only the same executor manager keeps executors: those it did not report are lost whatever
+  their state (their running tasks are retried), and those it reported but should not hold are
+  left out of the snapshot, so it kills them. Any other registration keeps none, whatever it
+  lists, so the snapshot (task inputs, common data) goes only to the process that was given it;
 - the snapshot carries each kept executor's desired state: session, application and tasks.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from flamed.core import identity
 from flamed.core.executor_reports import lose_executor
 from flamed.core.state import ExecutorEntry
 from flamed.core.validation import check_name
@@ -34,25 +41,44 @@ if TYPE_CHECKING:
 log = logging.getLogger("flamed.session_manager")
 
 
-def refusal(ctl: Controller, message: be.RegisterNode, link: NodeLink | None, now: Now) -> tuple[ErrorCode, str] | None:
+def refusal(
+    ctl: Controller, message: be.RegisterNode, link: NodeLink | None, sender: identity.Sender, now: Now
+) -> tuple[ErrorCode, str] | None:
     """Why `message` must be refused (the `Error` code and text), or None to register it.
-    `link` is the current link of the node's name, if any."""
+    `link` is the current link of the node's name, if any; `sender` who sent it."""
     name = message.node.name
     if message.protocol_version != PROTOCOL_VERSION:
         return ErrorCode.VersionMismatch, f"session manager speaks protocol {PROTOCOL_VERSION}"
     if bad := check_name("node", name):
         return ErrorCode.BadMessage, bad
-    live = link is not None and link.connection is ConnectionState.Connected
-    if live and link and link.incarnation != message.incarnation:
-        quiet = now.mono - link.last_seen
-        if quiet < 2 * ctl.config.heartbeat_interval:
-            ctl.counters["duplicate_nodes_refused"] += 1
-            log.warning("node %s: refused a second executor manager (incarnation %s)", name, message.incarnation)
-            return (
-                ErrorCode.DuplicateNode,
-                f"node name {name!r} is held by a live executor manager (last heard {quiet:.1f}s ago); "
-                "start this one with another --node-name",
-            )
+    if mismatch := identity.key_refusal(name, sender):
+        ctl.counters["node_key_mismatches"] += 1
+        log.warning("backend: refused RegisterNode: %s", mismatch)
+        return ErrorCode.Unauthorized, f"refused: {mismatch}"
+    if link is None or link.connection is ConnectionState.Closed:
+        return None
+    if message.incarnation == link.incarnation:
+        if identity.same_process(ctl.state.nodes.get(name), message.incarnation, message.secret):
+            return None
+        ctl.counters["node_impersonations_refused"] += 1
+        log.warning(
+            "node %s: refused a registration that reuses its incarnation without its executor manager's secret",
+            name,
+        )
+        return (
+            ErrorCode.Unauthorized,
+            f"node {name!r} is held by a live executor manager of that incarnation, and this connection "
+            "did not prove to be it",
+        )
+    quiet = now.mono - link.last_seen
+    if link.connection is ConnectionState.Connected and quiet < 2 * ctl.config.heartbeat_interval:
+        ctl.counters["duplicate_nodes_refused"] += 1
+        log.warning("node %s: refused a second executor manager (incarnation %s)", name, message.incarnation)
+        return (
+            ErrorCode.DuplicateNode,
+            f"node name {name!r} is held by a live executor manager (last heard {quiet:.1f}s ago); "
+            "start this one with another --node-name",
+        )
     return None
 
 

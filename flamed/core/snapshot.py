@@ -4,9 +4,10 @@ A snapshot holds everything `ClusterState.apply` relies on, so that snapshot + t
 after it rebuild exactly the state that replaying the whole log would (invariant I8):
 applications, sessions (spec, state, events, bind failures, the order of the pending queue),
 every task (input, output, state, attempt, retry count, unusual events, executor, timestamps),
-executors (state, binding, reservation, in-flight tasks in dispatch order), nodes and the
-highest epoch handed out. What is derived (per-state task counts) is recomputed on load; what
-is volatile (`touched`, links, watches) is not stored.
+executors (state, binding, reservation, in-flight tasks in dispatch order), nodes (with the
+hash of their executor manager's secret) and the highest epoch handed out. What is derived
+(per-state task counts) is recomputed on load; what is volatile (`touched`, links, watches) is
+not stored.
 
 Per-task data is stored in columns (one list per field, per session): that is about three times
 faster to encode and decode than one struct per task, which matters with a million tasks.
@@ -92,6 +93,8 @@ class NodeSnap(msgspec.Struct, array_like=True, kw_only=True):
     epoch: int
     registration_time: int
     drained: bool
+    #: absent in older snapshots (nodes registered before secrets existed)
+    secret_hash: str = ""
 
 
 class StateSnapshot(msgspec.Struct, array_like=True, kw_only=True):
@@ -175,6 +178,7 @@ def to_snapshot(state: ClusterState) -> StateSnapshot:
                 epoch=n.epoch,
                 registration_time=n.registration_time,
                 drained=n.drained,
+                secret_hash=n.secret_hash,
             )
             for n in state.nodes.values()
         ],
@@ -244,7 +248,7 @@ def from_snapshot(snap: StateSnapshot) -> ClusterState:
         executor.tasks = dict(e.tasks)
         state.executors[e.id] = executor
     for n in snap.nodes:
-        node = NodeEntry(n.info, n.incarnation, n.epoch, n.registration_time)
+        node = NodeEntry(n.info, n.incarnation, n.epoch, n.registration_time, n.secret_hash)
         node.state = n.state
         node.drained = n.drained
         state.nodes[node.name] = node

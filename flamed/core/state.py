@@ -119,7 +119,7 @@ class ExecutorEntry:
 
 
 class NodeEntry:
-    def __init__(self, info: NodeInfo, incarnation: str, epoch: int, time: int) -> None:
+    def __init__(self, info: NodeInfo, incarnation: str, epoch: int, time: int, secret_hash: str = "") -> None:
         self.name = info.name
         self.info = info
         self.state = NodeState.Unknown
@@ -127,6 +127,8 @@ class NodeEntry:
         self.epoch = epoch
         self.registration_time = time
         self.drained = False
+        #: hash of its executor manager's secret: proves "the same process" (never shown to clients)
+        self.secret_hash = secret_hash
 
 
 class ClusterState:
@@ -303,6 +305,7 @@ class ClusterState:
             node = self.nodes[record.info.name] = NodeEntry(record.info, record.incarnation, record.epoch, record.time)
         node.info = record.info
         node.incarnation = record.incarnation
+        node.secret_hash = record.secret_hash
         node.epoch = record.epoch
         node.registration_time = record.time
         node.state = NODE.next(node.state, NodeTrigger.connected)

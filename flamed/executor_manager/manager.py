@@ -6,11 +6,16 @@ messages as they come, and at the end of the turn sends every report the turn pr
 `Reports` message. Instances keep running while the session manager is away; the executor
 manager registers again with backoff and converges to the snapshot it gets back (DESIGN 5).
 On SIGTERM it drains first (drain.py); the executors and their instances live in lifecycle.py.
+
+Identity (DESIGN 6a): at start it draws a secret that only this process and the backend link
+ever see (never logged); every registration and its goodbye carry it, so the session manager
+can tell this process coming back from anyone who read its public incarnation.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import signal
 import time
@@ -59,6 +64,8 @@ class ExecutorManager:
             log.warning("node %s: %s", node_name, tightened)
         self.stop_timeout = config.executor_manager.instance_stop_timeout
         self.incarnation = uuid.uuid4().hex
+        #: proves this process to the session manager (protocol/backend.py RegisterNode)
+        self.secret = secrets.token_urlsafe(32)
         self.loop = Loop()
         self.signals = SignalInbox(self.loop, self._on_signal)
         rec = config.recovery
@@ -208,7 +215,10 @@ class ExecutorManager:
             log.info("node %s: stopped %d instances", self.node_name, len(running))
         if self.link.registered:
             goodbye = be.Goodbye(
-                epoch=self.link.epoch, seq=self.link.next_seq(self.loop.now()), incarnation=self.incarnation
+                epoch=self.link.epoch,
+                seq=self.link.next_seq(self.loop.now()),
+                incarnation=self.incarnation,
+                secret=self.secret,
             )
             try_send(self.backend, codec.encode(goodbye))
         self.signals.close()
@@ -229,6 +239,7 @@ class ExecutorManager:
             executors=sorted(self.executors),
             stopping=self.draining is not None,
             features=be.FEATURES,
+            secret=self.secret,
         )
         sent = try_send(self.backend, codec.encode(message))
         delay = self.link.next_backoff()
@@ -335,6 +346,12 @@ class ExecutorManager:
                     # orphans (I5). Stop them; we start afresh if we get the name back.
                     log.warning("node %s: stopping %d executors we no longer own", self.node_name, len(self.executors))
                     converge(self.holder, [], set())
+            case be.Error(code=ErrorCode.Unauthorized):
+                # Our key is not (or no longer) allowed for this node, or the session manager
+                # took us for someone else: nothing we send counts. Register again (the next
+                # try is already scheduled if we were not registered).
+                log.error("node %s: refused (Unauthorized): %s", self.node_name, message.message)
+                self._reregister(f"refused: {message.message}")
             case be.Error(code=ErrorCode.VersionMismatch):
                 raise Fatal(f"registration refused: {message.message}; run the same flamed version on both sides")
             case be.Error():
