@@ -9,7 +9,10 @@ On SIGTERM it drains first (drain.py); the executors and their instances live in
 
 Identity (DESIGN 6a): at start it draws a secret that only this process and the backend link
 ever see (never logged); every registration and its goodbye carry it, so the session manager
-can tell this process coming back from anyone who read its public incarnation.
+can tell this process coming back from anyone who read its public incarnation. Each connection
+to the backend has a fresh random routing id, and a new connection is opened each time the
+executor manager registers again: the backend ROUTER hands no id over, so no id a client could
+learn, or that an old connection left behind, carries this node's traffic.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flamed.config import Config
 from flamed.executor_manager.converge import converge
@@ -43,6 +47,9 @@ from protocol import backend as be
 from protocol import codec
 from protocol.codec import FrameError
 from protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    import zmq
 
 log = logging.getLogger("flamed.executor_manager")
 
@@ -76,8 +83,12 @@ class ExecutorManager:
         self._manager_codec = codec.manager_message_codec()
         self.dropped = DroppedFrames(self.loop)
         self._register_timer = self.loop.call_at(0.0, self._register)
+        #: a registration went out on the current connection and nothing has come back since
+        self._unanswered = False
         max_size = config.limits.max_message_size
-        backend_curve = client_curve(config.security)  # SecurityError before anything is bound
+        self.max_message_size = max_size
+        # CURVE client on the backend when configured (the key must be named after this node).
+        self.backend_curve = client_curve(config.security)  # SecurityError before anything is bound
         self.socket_path = instance_socket_path(self.runtime_dir, node_name)
         self.instance_endpoint = f"ipc://{self.socket_path}"
         self.instances = bind_router(self.instance_endpoint, max_size, handover=True)
@@ -91,11 +102,8 @@ class ExecutorManager:
             dropped=self.dropped,
         )
         self.executors = self.holder.executors
-        # Unguessable: the session manager's backend hands an id over to whoever reconnects with it.
-        routing_id = f"em:{node_name}:{self.incarnation}".encode()
-        # CURVE client on the backend when configured (the key must be named after this node).
         # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
-        self.backend = connect_dealer(backend, routing_id, max_size, curve=backend_curve)
+        self.backend = self._connect_backend()
         self.notifier = Notifier()
         #: set by SIGTERM (drain.py)
         self.draining: Drain | None = None
@@ -148,6 +156,28 @@ class ExecutorManager:
         assert self.draining is not None
         if self.draining.step():
             self.loop.stop()
+
+    def _connect_backend(self) -> zmq.Socket[bytes]:
+        """A new connection to the backend under a new random routing id. ZMTP never drops it
+        for silence (so it never comes back under this id while the session manager may still
+        hold it): the link's heartbeats decide, and `_reconnect` replaces it."""
+        routing_id = f"em:{self.node_name[:64]}:{secrets.token_hex(16)}".encode()
+        return connect_dealer(
+            self.backend_endpoint,
+            routing_id,
+            self.max_message_size,
+            curve=self.backend_curve,
+            zmtp_timeout=False,
+        )
+
+    def _reconnect(self) -> None:
+        """Drop the backend connection and open a new one: what the old one still carries in
+        either direction is lost, which the link's epoch and sequence numbers allow for."""
+        self.loop.remove_reader(self.backend)
+        self.backend.close(linger=0)
+        self.backend = self._connect_backend()
+        self.loop.add_reader(self.backend, self._on_backend)
+        self._unanswered = False
 
     def run(self) -> int:
         self.loop.add_reader(self.backend, self._on_backend)
@@ -232,6 +262,11 @@ class ExecutorManager:
     # ------------------------------------------------------------------ registration
 
     def _register(self) -> None:
+        if self._unanswered:
+            # The last try went out and nothing came back within the backoff: the connection
+            # may be dead without either side having noticed (ZMTP does not watch it, see
+            # `_connect_backend`). Try the next one on a new connection.
+            self._reconnect()
         message = be.RegisterNode(
             protocol_version=codec.PROTOCOL_VERSION,
             node=node_info(self.node_name, self.slots),
@@ -242,6 +277,7 @@ class ExecutorManager:
             secret=self.secret,
         )
         sent = try_send(self.backend, codec.encode(message))
+        self._unanswered = sent
         delay = self.link.next_backoff()
         log.log(
             logging.INFO if self.link.attempts <= 1 else logging.DEBUG,
@@ -255,12 +291,13 @@ class ExecutorManager:
         self._register_timer = self.loop.call_later(delay, self._register)
 
     def _reregister(self, why: str) -> None:
-        """Our view of the link is stale or the session manager is gone: register again,
-        after a backoff, keeping every instance running."""
+        """Our view of the link is stale or the session manager is gone: register again, on a
+        new connection, after a backoff, keeping every instance running."""
         if not self.link.registered:
             return
         log.warning("node %s: registering again (%s)", self.node_name, why)
         self.link.lost()
+        self._reconnect()
         self._register_timer.cancel()
         self._register_timer = self.loop.call_later(self.link.next_backoff(), self._register)
 
@@ -301,6 +338,7 @@ class ExecutorManager:
     # ------------------------------------------------------------------ backend
 
     def _on_backend(self) -> None:
+        self._unanswered = False  # the session manager is heard on this connection
         messages: list[be.ManagerMessage] = []
         for frames in drain(self.backend):
             try:

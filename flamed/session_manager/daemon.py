@@ -118,12 +118,14 @@ class SessionManager:
         front_curve = security.server_curve(sec, security.CLIENTS)
         back_curve = security.server_curve(sec, security.NODES)
         self.zap = security.zap_handler(context(), sec)
-        # Handover: a peer that reconnects with its routing id (after ZMTP heartbeats gave up on
-        # the old connection, e.g. while this process was paused) must get its id back at once.
-        # Without it libzmq ignores the newcomer for as long as it stays connected: a node or
-        # client cut off for good by one long pause. Ids are unguessable (random per client,
-        # node name plus a random incarnation per executor manager) and, with CURVE, every
-        # message is checked against its sender's key.
+        # Frontend handover: a client that reconnects with its routing id (after ZMTP heartbeats
+        # gave up on the old connection, e.g. while this process was paused) must get its id
+        # back at once; without it libzmq ignores the newcomer for as long as it stays
+        # connected. Client ids are random and never shown to anyone.
+        # Backend, no handover: whoever connects with a node's id would take the node's traffic
+        # (DESIGN 6a). An executor manager opens a new connection with a new random id each
+        # time it registers again, and drops a connection only when it decides to (no ZMTP TTL
+        # from here), so it never comes back under an id this socket may still hold.
         try:
             self.frontend = bind_router(options.frontend, max_size, handover=True, curve=front_curve)
         except BaseException:
@@ -131,7 +133,7 @@ class SessionManager:
                 self.zap.close()
             raise
         try:
-            self.backend = bind_router(options.backend, max_size, handover=True, curve=back_curve)
+            self.backend = bind_router(options.backend, max_size, curve=back_curve, peer_ttl=False)
         except BaseException:
             close(self.frontend)
             if self.zap is not None:

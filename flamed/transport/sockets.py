@@ -7,6 +7,12 @@
   that is not connected), reconnect backoff 100 ms doubling to 5 s.
 - ZMTP heartbeats on, to clear dead TCP connections; liveness of the *application* is decided
   by application heartbeats (see protocol/backend.py), which ZMTP cannot see.
+- A routing id is not a credential (ZEROMQ.md 3.2, 4.4): ROUTER_HANDOVER gives a connected
+  peer's traffic to whoever connects with its id, so it is only for links whose ids nobody
+  else can learn. The backend does without it: each executor-manager connection has a fresh
+  random id, and the executor manager, not ZMTP, decides when to replace its connection
+  (`connect_dealer(zmtp_timeout=False)` against `bind_router(peer_ttl=False)`), so a DEALER
+  never comes back under an id the ROUTER may still hold.
 """
 
 from __future__ import annotations
@@ -47,17 +53,21 @@ def bind_router(
     *,
     handover: bool = False,
     curve: ServerCurve | None = None,
+    peer_ttl: bool = True,
 ) -> zmq.Socket[bytes]:
     """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure.
 
     `handover`: a new connection with a routing id already connected takes it over (instead of
     being ignored, for as long as it stays connected: a peer that reconnected while this side
-    was paused would never be heard again). Whoever knows a peer's id can take its traffic, so
-    peers must use unguessable ids, and on an open network CURVE (each message checked against
-    its key).
-    `curve`: be a CURVE server in that ZAP domain (security.py); peers need an allowed key."""
+    was paused would never be heard again). Whoever knows a peer's id takes its traffic, so
+    only for peers whose ids nobody else can learn (random, never shown to anyone).
+    `curve`: be a CURVE server in that ZAP domain (security.py); peers need an allowed key.
+    `peer_ttl=False`: do not ask peers to drop the connection when this side is silent (a
+    pause), for peers that replace their connection themselves (see the module rules)."""
     sock = context().socket(zmq.ROUTER)
     _common(sock, max_message_size)
+    if not peer_ttl:
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 0)
     if curve is not None:
         make_server(sock, curve)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -78,15 +88,21 @@ def connect_dealer(
     curve: ClientCurve | None = None,
     *,
     monitor: int = 0,
+    zmtp_timeout: bool = True,
 ) -> zmq.Socket[bytes]:
     """A DEALER connected to `endpoint` with the given routing id (a CURVE client with `curve`).
 
     `monitor`: socket events to watch (zmq.EVENT_*), attached before connecting so that not even
-    the first connection is missed; `sock.get_monitor_socket()` then returns that monitor."""
+    the first connection is missed; `sock.get_monitor_socket()` then returns that monitor.
+    `zmtp_timeout=False`: never drop the connection for ZMTP silence (and so never reconnect it
+    under the same id while the peer may still hold the old one); the caller watches the link
+    with application heartbeats and replaces the socket when it is dead."""
     if not routing_id or routing_id[0] == 0:
         raise ValueError("a routing id must be non-empty and must not start with a zero byte")
     sock = context().socket(zmq.DEALER)
     _common(sock, max_message_size)
+    if not zmtp_timeout:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
     if curve is not None:
         make_client(sock, curve)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
