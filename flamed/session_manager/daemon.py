@@ -26,10 +26,12 @@ import msgspec
 
 from flamed.config import Config, is_local_endpoint
 from flamed.core.controller import Controller, CoreConfig, Now, Outbox
+from flamed.core.identity import PLAIN, Sender
 from flamed.notify import Notifier
 from flamed.session_manager.apps import DEFAULT_APPLICATIONS
 from flamed.session_manager.durability import Recovered, recover_state
 from flamed.session_manager.journal import Journal
+from flamed.session_manager.keys import KeyChecks
 from flamed.session_manager.rollback import TurnGuard
 from flamed.storage import Storage
 from flamed.transport import (
@@ -118,6 +120,7 @@ class SessionManager:
         front_curve = security.server_curve(sec, security.CLIENTS)
         back_curve = security.server_curve(sec, security.NODES)
         self.zap = security.zap_handler(context(), sec)
+        self.keys = KeyChecks(self.zap) if self.zap is not None else None
         # Frontend handover: a client that reconnects with its routing id (after ZMTP heartbeats
         # gave up on the old connection, e.g. while this process was paused) must get its id
         # back at once; without it libzmq ignores the newcomer for as long as it stays
@@ -212,6 +215,7 @@ class SessionManager:
             log.info("reload: log level %s; other keys take effect at the next restart", level)
         if self.zap is not None:
             self.zap.reload()
+            self._keys_changed(clients=True, nodes=True)
         self.notifier.ready(self.status_line())
 
     def run(self) -> int:
@@ -250,51 +254,67 @@ class SessionManager:
 
     # ------------------------------------------------------------------ receive
 
+    def _check_keys(self) -> None:
+        """CURVE: take changes of the allow-lists on disk into account (once per loop turn)."""
+        if self.keys is not None:
+            clients, nodes = self.keys.refresh(self.loop.turns)
+            if clients or nodes:
+                self._keys_changed(clients, nodes)
+
+    def _keys_changed(self, clients: bool, nodes: bool) -> None:
+        """Revocations take effect at once: nodes whose key went go silent, clients whose key
+        went lose their watches and subscriptions (keys.py)."""
+        assert self.keys is not None
+        if nodes:
+            self.controller.keys_changed(self.keys.node_key_allowed, self.now())
+        if clients:
+            for peer in self.keys.revoked_clients():
+                self.controller.peer_unreachable(peer)
+
     def _on_backend(self) -> None:
+        self._check_keys()
         now = self.now()
         ctl = self.controller
-        received = drain_with_user(self.backend) if self.zap is not None else (("", f) for f in drain(self.backend))
+        keys = self.keys
+        received = drain_with_user(self.backend) if keys is not None else (("", f) for f in drain(self.backend))
         messages: list[tuple[bytes, be.NodeMessage]] = []
+        senders: list[Sender] = []
         for user, frames in received:
             peer = frames[0]
+            sender = PLAIN
+            if keys is not None:
+                # ZAP admitted the key at the handshake; the allow-list decides for each message.
+                found = keys.node_sender(user)
+                if found is None:
+                    ctl.reject_unauthorized_node(peer, "this key is not (or no longer) in the nodes allow-list")
+                    continue
+                sender = found
             try:
                 message = self._node_codec.decode(frames[1:])
             except FrameError as exc:
                 log.warning("backend: bad frame from %r: %s", peer[:32], exc.message)
                 ctl.reject_node_frame(peer, exc.code, exc.message)
                 continue
-            if self.zap is not None and not self._node_key_matches(user, peer, message):
-                continue
             messages.append((peer, message))
-        ctl.handle_nodes(messages, now)
-
-    def _node_key_matches(self, user: str, peer: bytes, message: be.NodeMessage) -> bool:
-        """CURVE: the key that sent `message` must be the key of the node it speaks for (the
-        node it registers, or the node this peer registered as). A mismatch is dropped."""
-        if isinstance(message, be.RegisterNode):
-            claimed = message.node.name
-        else:
-            link = self.controller.links.by_peer.get(peer)
-            if link is None:
-                return True  # not registered: the controller answers Reregister
-            claimed = link.name
-        if claimed == user:
-            return True
-        self.controller.counters["node_key_mismatches"] += 1
-        log.warning(
-            "backend: dropped %s from peer %r: it claims node %r but its key is that of node %r",
-            type(message).__name__,
-            peer[:32],
-            claimed,
-            user,
-        )
-        return False
+            senders.append(sender)
+        ctl.handle_nodes(messages, now, senders)
 
     def _on_frontend(self) -> None:
+        self._check_keys()
         now = self.now()
         ctl = self.controller
-        for frames in drain(self.frontend, limit=2000):
+        keys = self.keys
+        received = (
+            drain_with_user(self.frontend, limit=2000)
+            if keys is not None
+            else (("", f) for f in drain(self.frontend, limit=2000))
+        )
+        for user, frames in received:
             peer = frames[0]
+            if keys is not None and not keys.client_allowed(peer, user):
+                request_id = codec.peek_request_id(frames[1:])
+                ctl.reject_unauthorized_client(peer, "this key is not (or no longer) allowed", request_id)
+                continue
             try:
                 request = self._client_codec.decode(frames[1:])
             except FrameError as exc:
@@ -310,6 +330,7 @@ class SessionManager:
         # mark a node Unknown whose heartbeat is already waiting in the socket.
         if readable(self.backend):
             self._on_backend()
+        self._check_keys()
         self.controller.tick(self.now())
 
     # ------------------------------------------------------------------ flush
@@ -332,7 +353,13 @@ class SessionManager:
     def _send(self, outbox: Outbox) -> None:
         header = codec.HEADER
         encode = self._encoder.encode
+        keys, links = self.keys, self.controller.links.by_peer
         for peer, node_message in outbox.node_messages:
+            # CURVE: a node's traffic goes only to the connection of the key that registered it,
+            # and only while that key may still speak for the node (a refusal still says why).
+            link = links.get(peer) if keys is not None and not isinstance(node_message, be.Error) else None
+            if link is not None and keys is not None and not keys.node_key_allowed(link.key, link.name):
+                continue
             if not try_send(self.backend, [peer, header, encode(node_message)]):
                 log.debug("backend: peer %r unreachable", peer[:32])
         for peer, reply in outbox.replies:

@@ -6,8 +6,15 @@ pairs of their own. A CURVE server without a ZAP handler accepts anyone who know
 key, so the server sockets set `ZAP_ENFORCE_DOMAIN` (no handler = refused) and the session
 manager runs `ZapHandler` on its own loop. The handler allows a key only if a file for it
 is in the allow-list directory of that domain, so a client key cannot register a node and a
-node key cannot act as a client. The reply's User-Id is the key file's stem, which for nodes
-must be the node name: the daemon compares it with the node each message claims.
+node key cannot act as a client.
+
+ZAP runs only at the handshake, so the daemon checks every message again (revocation takes
+effect at once, on open connections too). The reply's User-Id is therefore the key itself (its
+Z85 form), not the file's name: a message is admitted while `AllowList.name_of(user_id)` finds
+that very key, and the name it gives (for nodes: the node name, from `NODE.key`) is compared
+with the node the message speaks for. A key file replaced by another key under the same name
+revokes the old key. `AllowList.refresh` keeps the per-message check cheap: the directory is
+stat'ed at most once per call (once per loop turn) and every file at most once a second.
 
 Key files are pyzmq/czmq certificates: `NAME.key` (public) and `NAME.key_secret` (both keys).
 Secrets are written 0600 in a 0700 directory, and loading one that group or others can read
@@ -22,6 +29,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,14 +184,27 @@ def user_id(frame: zmq.Frame) -> str:
 # ---------------------------------------------------------------------------- ZAP
 
 
-class AllowList:
-    """Public keys allowed in one domain: one `NAME.key` file per key; re-read when the
-    directory changes (checked at each handshake) or on `reload()` (SIGHUP)."""
+#: Seconds between two looks at every key file (in-place edits do not touch the directory).
+FILE_CHECK_INTERVAL = 1.0
 
-    def __init__(self, directory: Path) -> None:
+#: (name, inode, mtime, size) of every key file: what changes when a file is edited in place.
+_FileStamp = tuple[tuple[str, int, int, int], ...]
+
+
+class AllowList:
+    """Public keys allowed in one domain: one `NAME.key` file per key. Re-read when the
+    directory changes (a file added, removed or renamed: checked at each handshake and at each
+    `refresh`), when a file changes in place (checked by `refresh` at most once a second), or
+    on `reload()` (SIGHUP)."""
+
+    def __init__(self, directory: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
+        self._clock = clock
         self._mark: tuple[int, int] | None = None
+        self._files: _FileStamp = ()
+        self._next_file_check = 0.0
         self.keys: dict[bytes, str] = {}  # raw 32-byte key -> name
+        self._names: dict[str, str] = {}  # Z85 key (the ZAP User-Id) -> name
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -191,7 +213,23 @@ class AllowList:
             return None
         return (st.st_mtime_ns, st.st_ino)
 
+    def _file_stamp(self) -> _FileStamp:
+        try:
+            with os.scandir(self.directory) as entries:
+                files = []
+                for entry in entries:
+                    if entry.name.endswith(".key"):
+                        try:
+                            st = entry.stat()
+                        except OSError:
+                            continue
+                        files.append((entry.name, st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            return ()
+        return tuple(sorted(files))
+
     def reload(self) -> None:
+        mark, files = self._stamp(), self._file_stamp()
         keys: dict[bytes, str] = {}
         try:
             paths = sorted(self.directory.glob("*.key"))
@@ -203,21 +241,42 @@ class AllowList:
             except (SecurityError, ValueError) as exc:
                 log.warning("allow-list %s: skipping %s: %s", self.directory, path.name, exc)
         self.keys = keys
-        self._mark = self._stamp()
+        self._names = {zmq.utils.z85.encode(raw).decode(): name for raw, name in keys.items()}
+        self._mark, self._files = mark, files
+        self._next_file_check = self._clock() + FILE_CHECK_INTERVAL
         log.info("allow-list %s: %d keys", self.directory, len(keys))
 
+    def refresh(self) -> bool:
+        """Re-read the list if it changed on disk; True if it did. Cheap enough for every loop
+        turn: one stat of the directory, and every file's stat once a second."""
+        if self._stamp() != self._mark:
+            self.reload()
+            return True
+        if self._clock() >= self._next_file_check:
+            self._next_file_check = self._clock() + FILE_CHECK_INTERVAL
+            if self._file_stamp() != self._files:
+                self.reload()
+                return True
+        return False
+
     def lookup(self, raw_key: bytes) -> str | None:
+        """At a handshake: the name of `raw_key` if it is allowed now."""
         if self._stamp() != self._mark:
             self.reload()
         return self.keys.get(raw_key)
+
+    def name_of(self, user_id: str) -> str | None:
+        """For each message: the name the list gives the key `user_id` (a ZAP User-Id, the key
+        in Z85) as last read, None if it is not (or no longer) allowed. No file access."""
+        return self._names.get(user_id)
 
 
 class ZapHandler:
     """27/ZAP on `inproc://zeromq.zap.01` of this process's context, served from the loop.
 
     CURVE requests are allowed when the key is listed for the socket's domain; the User-Id is
-    the key file's name. Requests for domains we do not own (NULL mechanism on sockets without
-    a domain never reach us) are refused."""
+    the key in Z85 (the module docstring says why not its name). Requests for domains we do
+    not own (NULL mechanism on sockets without a domain never reach us) are refused."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], lists: dict[str, AllowList]) -> None:
         self.lists = lists
@@ -262,7 +321,7 @@ class ZapHandler:
             )
             return [b"1.0", request_id, b"400", b"not allowed", b"", b""]
         self.allowed += 1
-        return [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
+        return [b"1.0", request_id, b"200", b"OK", zmq.utils.z85.encode(credentials[0]), b""]
 
     def flush_refusals(self) -> None:
         """Log the counts of refusal windows that have passed (call every `REFUSAL_WINDOW`)."""
