@@ -85,6 +85,9 @@ class NodeLink:
         self.key = ""
 
 
+#: Seconds between two log lines about one kind of identity refusal (each one is counted).
+REFUSAL_LOG_INTERVAL = 1.0
+
 #: Recovery counters, in `GetStats` as `<name>_total` from the start (zero until they move).
 RECOVERY_COUNTERS = (
     "registrations",
@@ -115,6 +118,9 @@ class NodeLinks:
         self._last_tick: float | None = None
         #: after a stall: no judging until then (see the module rules)
         self._listen_until: float | None = None
+        #: identity refusals: when each counter may be logged again, and how many were not
+        self._refusal_log_at: dict[str, float] = {}
+        self._refusals_unlogged: dict[str, int] = {}
 
     @property
     def _silence_limit(self) -> float:
@@ -145,7 +151,8 @@ class NodeLinks:
             return
         link = self.by_peer.get(peer)
         if link is not None and (mismatch := identity.link_key_refusal(link.name, link.key, sender)):
-            self._refuse_identity(peer, "node_key_mismatches", f"refused {type(message).__name__}: {mismatch}")
+            why = f"refused {type(message).__name__}: {mismatch}"
+            self._refuse_identity(peer, "node_key_mismatches", why, now)
             return
         if link is None or message.epoch != link.epoch or link.connection is not ConnectionState.Connected:
             if isinstance(message, be.Goodbye) and self._restored_goodbye(peer, message, sender, now):
@@ -196,7 +203,7 @@ class NodeLinks:
         if mismatch or not identity.same_process(node, goodbye.incarnation, goodbye.secret):
             counter = "node_key_mismatches" if mismatch else "node_impersonations_refused"
             why = mismatch or "it does not carry that executor manager's secret"
-            self._refuse_identity(peer, counter, f"refused a goodbye for node {restored.name!r}: {why}")
+            self._refuse_identity(peer, counter, f"refused a goodbye for node {restored.name!r}: {why}", now)
             return True
         log.info("node %s: goodbye after a restart (executor manager stopping)", restored.name)
         self._close(restored, ConnectionTrigger.goodbye, "executor manager stopped", now)
@@ -205,11 +212,19 @@ class NodeLinks:
     def _refuse(self, peer: bytes, code: ErrorCode, message: str) -> None:
         self.ctl.outbox.node_messages.append((peer, be.Error(code=code, message=message)))
 
-    def _refuse_identity(self, peer: bytes, counter: str, message: str) -> None:
-        """A message that may not speak for the node it names: answered, counted, logged."""
+    def _refuse_identity(self, peer: bytes, counter: str, message: str, now: Now) -> None:
+        """A message that may not speak for the node it names: answered and counted, each one;
+        logged at most once per `REFUSAL_LOG_INTERVAL` for each counter (a flood of forgeries
+        must not fill the disk), with how many went unlogged since."""
         self.ctl.counters[counter] += 1
-        log.warning("backend: peer %r: %s", peer[:32], message)
         self._refuse(peer, ErrorCode.Unauthorized, message)
+        if now.mono < self._refusal_log_at.get(counter, float("-inf")):
+            self._refusals_unlogged[counter] = self._refusals_unlogged.get(counter, 0) + 1
+            return
+        unlogged = self._refusals_unlogged.pop(counter, 0)
+        more = f" ({unlogged} more refused since the last such line)" if unlogged else ""
+        log.warning("backend: peer %r: %s%s", peer[:32], message, more)
+        self._refusal_log_at[counter] = now.mono + REFUSAL_LOG_INTERVAL
 
     def _register(self, peer: bytes, message: be.RegisterNode, now: Now, sender: identity.Sender) -> None:
         name = message.node.name
@@ -217,10 +232,13 @@ class NodeLinks:
         current = self.by_peer.get(peer)
         if current is not None and current.name != name:
             why = f"refused RegisterNode for node {name!r}: this connection is registered as node {current.name!r}"
-            self._refuse_identity(peer, "node_impersonations_refused", why)
+            self._refuse_identity(peer, "node_impersonations_refused", why, now)
             return
         if refused := registration.refusal(self.ctl, message, link, sender, now):
-            self._refuse(peer, *refused)
+            if refused.identity_counter:
+                self._refuse_identity(peer, refused.identity_counter, refused.message, now)
+            else:
+                self._refuse(peer, refused.code, refused.message)
             return
         # Only the executor manager that holds the node keeps its executors (identity.py).
         same = identity.same_process(self.ctl.state.nodes.get(name), message.incarnation, message.secret)

@@ -23,7 +23,7 @@ Rules (DESIGN 5 and 6a; identity.py says what proves an executor manager):
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from flamed.core import identity
 from flamed.core.executor_reports import lose_executor
@@ -41,40 +41,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("flamed.session_manager")
 
 
+class Refusal(NamedTuple):
+    """Why a registration is refused: the `Error` it gets and, when the sender may not speak
+    for the node, the counter it goes to (the links count it and log it, rate-limited)."""
+
+    code: ErrorCode
+    message: str
+    identity_counter: str = ""
+
+
 def refusal(
     ctl: Controller, message: be.RegisterNode, link: NodeLink | None, sender: identity.Sender, now: Now
-) -> tuple[ErrorCode, str] | None:
-    """Why `message` must be refused (the `Error` code and text), or None to register it.
-    `link` is the current link of the node's name, if any; `sender` who sent it."""
+) -> Refusal | None:
+    """Why `message` must be refused, or None to register it. `link` is the current link of the
+    node's name, if any; `sender` who sent it."""
     name = message.node.name
     if message.protocol_version != PROTOCOL_VERSION:
-        return ErrorCode.VersionMismatch, f"session manager speaks protocol {PROTOCOL_VERSION}"
+        return Refusal(ErrorCode.VersionMismatch, f"session manager speaks protocol {PROTOCOL_VERSION}")
     if bad := check_name("node", name):
-        return ErrorCode.BadMessage, bad
+        return Refusal(ErrorCode.BadMessage, bad)
     if mismatch := identity.key_refusal(name, sender):
-        ctl.counters["node_key_mismatches"] += 1
-        log.warning("backend: refused RegisterNode: %s", mismatch)
-        return ErrorCode.Unauthorized, f"refused: {mismatch}"
+        return Refusal(ErrorCode.Unauthorized, f"refused RegisterNode: {mismatch}", "node_key_mismatches")
     if link is None or link.connection is ConnectionState.Closed:
         return None
     if message.incarnation == link.incarnation:
         if identity.same_process(ctl.state.nodes.get(name), message.incarnation, message.secret):
             return None
-        ctl.counters["node_impersonations_refused"] += 1
-        log.warning(
-            "node %s: refused a registration that reuses its incarnation without its executor manager's secret",
-            name,
-        )
-        return (
+        return Refusal(
             ErrorCode.Unauthorized,
-            f"node {name!r} is held by a live executor manager of that incarnation, and this connection "
-            "did not prove to be it",
+            f"refused RegisterNode: node {name!r} is held by a live executor manager of that incarnation, "
+            "and this connection did not prove to be it (no or a wrong secret)",
+            "node_impersonations_refused",
         )
     quiet = now.mono - link.last_seen
     if link.connection is ConnectionState.Connected and quiet < 2 * ctl.config.heartbeat_interval:
         ctl.counters["duplicate_nodes_refused"] += 1
         log.warning("node %s: refused a second executor manager (incarnation %s)", name, message.incarnation)
-        return (
+        return Refusal(
             ErrorCode.DuplicateNode,
             f"node name {name!r} is held by a live executor manager (last heard {quiet:.1f}s ago); "
             "start this one with another --node-name",

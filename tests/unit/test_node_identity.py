@@ -209,3 +209,22 @@ def test_the_hash_is_a_new_field_with_a_default_in_records_and_snapshots() -> No
     encoded = msgspec.msgpack.encode(record)
     assert msgspec.msgpack.decode(encoded, type=r.NodeRegistered).secret_hash == ""
     assert b"secret" not in encoded
+
+
+def test_a_flood_of_forged_registrations_is_each_refused_and_counted_but_logged_once_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Breaks if a forger can fill the session manager's disk with one warning per message."""
+    h, node, _ = cluster()
+    impostor = impostor_of(node)
+    h.nodes[impostor.peer] = impostor
+    forged = msgspec.structs.replace(impostor.register_message(), secret="guess")
+    with caplog.at_level("WARNING", logger="flamed.session_manager"):
+        for _ in range(100):
+            h.ctl.handle_node(impostor.peer, forged, h.now())
+        h.t += 1.5
+        h.ctl.handle_node(impostor.peer, forged, h.now())
+        h.pump()
+    assert len(impostor.errors) == 101 and h.ctl.counters["node_impersonations_refused"] == 101
+    lines = [r.getMessage() for r in caplog.records if "refused RegisterNode" in r.getMessage()]
+    assert len(lines) == 2 and "(99 more refused since the last such line)" in lines[1], lines
