@@ -112,14 +112,23 @@ class GetTask(Message):
 
 
 class ListTasks(Message):
+    """One page of a session's tasks, in id order, from task id `cursor` (0 or 1: the first).
+    A page holds at most `page_size` tasks (0: the server's maximum, `limits.max_page_tasks`)
+    and at most about `limits.max_page_bytes` bytes, but always at least one task. The reply's
+    `next_cursor` is where the next page starts (0: this was the last page)."""
+
     session_id: str
     include_data: bool = True
+    cursor: int = 0
+    page_size: int = 0
 
 
 class WatchTasks(Message):
     """Pushes `TaskUpdates` for the tasks: first their current state, then every change until
     each is terminal. An empty `task_ids` watches every task of the session, present and future,
-    until the session is closed. Renewed by the client's traffic; dropped when it goes silent."""
+    until the session is closed. At most `limits.max_watch_task_ids` ids. A second `WatchTasks`
+    (or `CreateTasks{watch}`) with the same `request_id` from the same client replaces the
+    first. Renewed by the client's traffic; dropped when it goes silent for `client_ttl`."""
 
     session_id: str
     task_ids: list[int] = []
@@ -252,13 +261,19 @@ class TaskReply(Message):
 
 
 class TasksReply(Message):
+    """A page of `ListTasks`; `next_cursor` is the `cursor` of the next page (0: no more)."""
+
     tasks: list[Task]
+    next_cursor: int = 0
 
 
 class TaskUpdates(Message):
-    """A push for a `WatchTasks` request: the tasks whose state changed (or, first, all of them)."""
+    """A push for a `WatchTasks` request: the tasks whose state changed (or, first, all of them).
+    Paged like `TasksReply`; `more` says that further pages of this update follow at once (the
+    first push of a big watch is many pages)."""
 
     tasks: list[Task]
+    more: bool = False
 
 
 class NodesReply(Message):
