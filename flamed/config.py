@@ -104,10 +104,35 @@ class LimitsConfig(Section):
     max_task_output_size: int = 16 * 1024 * 1024
     #: Bytes of a session's common data; a bigger one is refused with TooLarge.
     max_common_data_size: int = 16 * 1024 * 1024
-    #: Open task watches of one client; WatchTasks beyond: LimitExceeded.
+    #: Tasks the session manager holds in all sessions (about 200 bytes of memory each plus
+    #: their inputs and outputs); CreateTasks beyond: LimitExceeded. Delete closed sessions.
+    max_tasks: int = 10_000_000
+    #: Open task watches of one client (WatchTasks and CreateTasks{watch}); beyond: LimitExceeded.
+    #: A client is a CURVE key, or in plain mode one connection.
     max_watches_per_client: int = 1_000
+    #: Task ids in one WatchTasks request; more: LimitExceeded (watch fewer, or the whole session).
+    max_watch_task_ids: int = 10_000
+    #: Task ids one client watches in all its watches (WatchTasks ids, CreateTasks{watch}
+    #: batches; a whole-session watch counts none); a watch beyond: LimitExceeded.
+    max_watched_tasks_per_client: int = 1_000_000
+    #: Task ids watched by all clients together; a watch beyond: LimitExceeded.
+    max_watched_tasks: int = 5_000_000
     #: Cluster subscribers (flame-tui) at once; SubscribeCluster beyond: LimitExceeded.
     max_subscribers: int = 100
+    #: Cluster subscriptions of one client (one per connection); beyond: LimitExceeded.
+    max_subscriptions_per_client: int = 5
+    #: Most tasks in one ListTasks reply or TaskUpdates push (a client may ask for fewer).
+    max_page_tasks: int = 10_000
+    #: Most bytes in one ListTasks reply or TaskUpdates push (a page holds at least one task,
+    #: so one task with bigger data makes a bigger page).
+    max_page_bytes: int = 1024 * 1024
+    #: Messages ZeroMQ queues for one client connection (the frontend's SNDHWM). When it is
+    #: full the session manager keeps up to `max_queued_bytes_per_client` of replies itself,
+    #: then stops building replies and pushes for that client until it reads again.
+    client_send_hwm: int = 64
+    #: Bytes of replies the session manager keeps for one client connection whose ZeroMQ
+    #: queue is full; beyond, replies are dropped (counted) and reads go unanswered.
+    max_queued_bytes_per_client: int = 4 * 1024 * 1024
 
 
 class SecurityConfig(Section):
@@ -264,8 +289,17 @@ def _check(config: Config, source: str) -> None:
         "limits.max_task_input_size": config.limits.max_task_input_size,
         "limits.max_task_output_size": config.limits.max_task_output_size,
         "limits.max_common_data_size": config.limits.max_common_data_size,
+        "limits.max_tasks": config.limits.max_tasks,
         "limits.max_watches_per_client": config.limits.max_watches_per_client,
+        "limits.max_watch_task_ids": config.limits.max_watch_task_ids,
+        "limits.max_watched_tasks_per_client": config.limits.max_watched_tasks_per_client,
+        "limits.max_watched_tasks": config.limits.max_watched_tasks,
         "limits.max_subscribers": config.limits.max_subscribers,
+        "limits.max_subscriptions_per_client": config.limits.max_subscriptions_per_client,
+        "limits.max_page_tasks": config.limits.max_page_tasks,
+        "limits.max_page_bytes": config.limits.max_page_bytes,
+        "limits.client_send_hwm": config.limits.client_send_hwm,
+        "limits.max_queued_bytes_per_client": config.limits.max_queued_bytes_per_client,
         "client.timeout": config.client.timeout,
         "client.connect_timeout": config.client.connect_timeout,
         "executor_manager.instance_stop_timeout": config.executor_manager.instance_stop_timeout,

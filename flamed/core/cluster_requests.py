@@ -2,7 +2,8 @@
 
 Rules: a client speaking another protocol version is refused at `Hello`; draining a node only
 cordons it (no new executors or binds there) and is idempotent: no record when nothing changes;
-the number of cluster subscribers is capped; everything else here only reads.
+cluster subscriptions are capped per client (so one key cannot lock every dashboard out) and
+in all; everything else here only reads.
 """
 
 from __future__ import annotations
@@ -51,16 +52,26 @@ class ClusterRequests(RequestHandlers):
             protocol_version=PROTOCOL_VERSION, server_version=__version__, cluster=self.ctl.config.cluster_name
         )
 
-    def _subscribe_cluster(self, peer: bytes, request: fe.SubscribeCluster, now: Now) -> fe.Message:
-        if (
-            peer not in self.ctl.subscriptions.subscribers
-            and len(self.ctl.subscriptions) >= self.ctl.config.max_subscribers
-        ):
-            raise RequestError(
-                ErrorCode.LimitExceeded,
-                f"{self.ctl.config.max_subscribers} clients are subscribed to the cluster (limits.max_subscribers)",
-            )
-        return self.ctl.subscriptions.add(peer, request, self.ctl, now)
+    def _subscribe_cluster(self, peer: bytes, request: fe.SubscribeCluster, now: Now) -> fe.Message | None:
+        """Subscribe (or renew `peer`'s subscription); the `ClusterSnapshot` reply goes out
+        with the turn's pushes."""
+        config, subscriptions = self.ctl.config, self.ctl.subscriptions
+        client = self.ctl.clients.client_of(peer)
+        existing = subscriptions.subscribers.get(peer)
+        if existing is None or existing.client != client:
+            if subscriptions.count_of(client) >= config.max_subscriptions_per_client:
+                raise RequestError(
+                    ErrorCode.LimitExceeded,
+                    f"this client has {config.max_subscriptions_per_client} cluster subscriptions "
+                    "(limits.max_subscriptions_per_client); close a dashboard first",
+                )
+            if len(subscriptions) >= config.max_subscribers:
+                raise RequestError(
+                    ErrorCode.LimitExceeded,
+                    f"{config.max_subscribers} clients are subscribed to the cluster (limits.max_subscribers)",
+                )
+        subscriptions.add(peer, client, request)
+        return None
 
     def _unsubscribe_cluster(self, peer: bytes, request: object, now: Now) -> fe.Message:
         self.ctl.subscriptions.remove(peer)

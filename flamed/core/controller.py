@@ -9,6 +9,12 @@ Every change goes through `commit(record)`, which applies it to the state and qu
 the log. Client errors are answered with typed `Error` replies and never change state. The
 controller routes; the decisions live in its parts: client requests in `session_requests` and
 `cluster_requests`, node messages and timers in `links`, dispatching in `dispatch`.
+
+Clients (`clients`): each request names the client it speaks for (a CURVE key, or the
+connection in plain mode), which the per-client limits count. The daemon reports each peer's
+flow (`peer_flow`): nothing but replies is built for a peer that does not read, and not even
+replies to its reads once its backlog is full; a peer is forgotten (watches, subscriptions,
+and the daemon's backlog: `Outbox.forgotten`) only after `client_ttl` of silence.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from flamed.core import records as r
+from flamed.core.clients import Clients, Flow
 from flamed.core.cluster_requests import ClusterRequests
 from flamed.core.dispatch import Dispatcher
 from flamed.core.identity import PLAIN, Sender
 from flamed.core.links import NodeLinks
-from flamed.core.requests import Handler, RequestError
+from flamed.core.requests import READS, Handler, RequestError
 from flamed.core.session_requests import SessionRequests
 from flamed.core.state import ClusterState
 from flamed.core.subscriptions import Subscriptions
@@ -56,12 +63,19 @@ class CoreConfig:
     dispatch_depth: int = 64
     rebalance_after: float = 0.5
     max_sessions: int = 100_000
+    max_tasks: int = 10_000_000
     max_tasks_per_session: int = 10_000_000
     max_task_input_size: int = 16 * 1024 * 1024
     max_task_output_size: int = 16 * 1024 * 1024
     max_common_data_size: int = 16 * 1024 * 1024
     max_watches_per_client: int = 1_000
+    max_watch_task_ids: int = 10_000
+    max_watched_tasks_per_client: int = 1_000_000
+    max_watched_tasks: int = 5_000_000
     max_subscribers: int = 100
+    max_subscriptions_per_client: int = 5
+    max_page_tasks: int = 10_000
+    max_page_bytes: int = 1024 * 1024
     client_ttl: float = 30.0
     cluster_name: str = "flame"
 
@@ -71,6 +85,8 @@ class Outbox:
     records: list[r.AnyRecord] = field(default_factory=list)
     replies: list[tuple[bytes, fe.Message]] = field(default_factory=list)
     node_messages: list[tuple[bytes, be.Message]] = field(default_factory=list)
+    #: peers forgotten after client_ttl of silence: drop what is still queued for them
+    forgotten: list[bytes] = field(default_factory=list)
 
 
 def new_executor_id() -> str:
@@ -89,8 +105,13 @@ class Controller:
         self.new_id = new_id
         self.outbox = Outbox()
         self.counters: collections.Counter[str] = collections.Counter()
-        self.watches = Watches(config.client_ttl)
-        self.subscriptions = Subscriptions(config.client_ttl)
+        self.clients = Clients(config.client_ttl)
+        self.watches = Watches(config.max_page_tasks, config.max_page_bytes)
+        self.subscriptions = Subscriptions()
+        #: tasks held in all sessions (limits.max_tasks), kept up to date by `commit`, counted
+        #: again whenever `state` is another object (recovery, a rolled-back turn)
+        self._tasks_held = 0
+        self._tasks_held_of: ClusterState | None = None
         self.links = NodeLinks(self)
         self.dispatcher = Dispatcher(self)
         #: When the daemon started serving (set by it), for `uptime_seconds` in `GetStats`.
@@ -110,13 +131,30 @@ class Controller:
     def commit(self, record: r.AnyRecord) -> None:
         """Apply a change and queue it for the log (the only way state changes)."""
         self.subscriptions.note(record, self)
+        if self._tasks_held_of is self.state:
+            if isinstance(record, r.TasksCreated):
+                self._tasks_held += len(record.inputs)
+            elif isinstance(record, r.SessionDeleted):
+                self._tasks_held -= len(self.state.sessions[record.session_id].tasks)
         self.state.apply(record)
         self.outbox.records.append(record)
 
-    def handle_client(self, peer: bytes, request: fe.ClientRequest, now: Now) -> None:
+    def tasks_held(self) -> int:
+        """Tasks in all sessions (limits.max_tasks)."""
+        if self._tasks_held_of is not self.state:
+            self._tasks_held = sum(len(s.tasks) for s in self.state.sessions.values())
+            self._tasks_held_of = self.state
+        return self._tasks_held
+
+    def handle_client(self, peer: bytes, request: fe.ClientRequest, now: Now, client: bytes = b"") -> None:
+        """Serve one request of `peer`, speaking for `client` (its CURVE key; by default the
+        peer itself: plain mode)."""
         self.counters["client_requests"] += 1
-        self.watches.seen(peer, now.mono)
-        self.subscriptions.seen(peer, now.mono)
+        self.clients.seen(peer, client or self.clients.client_of(peer), now.mono)
+        if type(request) in READS and self.clients.full(peer):
+            # It does not read what it is sent: building the answer would only be thrown away.
+            self.counters["client_reads_unanswered"] += 1
+            return
         handler = self._handlers[type(request)]
         try:
             reply = handler(peer, request, now)
@@ -163,9 +201,14 @@ class Controller:
         self.counters["unauthorized_node_messages"] += 1
         self.outbox.node_messages.append((peer, be.Error(code=ErrorCode.Unauthorized, message=message)))
 
-    def reject_unauthorized_client(self, peer: bytes, message: str, request_id: int = 0) -> None:
-        """A frontend request whose key the allow-list no longer admits: refused, counted."""
+    def reject_unauthorized_client(
+        self, peer: bytes, message: str, request_id: int = 0, now: Now | None = None
+    ) -> None:
+        """A frontend request whose key the allow-list no longer admits: refused, counted. With
+        `now` the peer counts as heard from (forgotten once silent, with what waits for it)."""
         self.counters["unauthorized_requests"] += 1
+        if now is not None:
+            self.clients.seen(peer, self.clients.client_of(peer), now.mono)
         error = fe.Error(code=ErrorCode.Unauthorized, message=message, request_id=request_id)
         self.outbox.replies.append((peer, error))
 
@@ -174,20 +217,36 @@ class Controller:
         still speak for a node. Nodes whose key it no longer admits go silent at once."""
         self.links.revoke_keys(allowed, now)
 
-    def peer_unreachable(self, peer: bytes) -> None:
-        """The frontend socket could not deliver to `peer`: forget its watches."""
+    def forget_peer(self, peer: bytes) -> None:
+        """Forget `peer` at once (its key was revoked): its watches, its subscription, and
+        (`Outbox.forgotten`) what the daemon keeps queued for it."""
         self.watches.drop_peer(peer)
         self.subscriptions.remove(peer)
+        self.clients.forget(peer)
+        self.outbox.forgotten.append(peer)
+
+    def peer_flow(self, peer: bytes, flow: Flow) -> None:
+        """The daemon's word on `peer`'s outgoing queue (see `clients`). Its watches and
+        subscriptions are kept whatever the flow; pushes resume once it is clear again."""
+        self.clients.set_flow(peer, flow)
 
     def tick(self, now: Now) -> None:
-        """Timers: node liveness and drains, watch expiry, periodic scheduling."""
+        """Timers: node liveness and drains, silent clients, periodic scheduling."""
         self.links.tick(now)
-        self.watches.expire(now.mono)
-        self.subscriptions.expire(now.mono)
+        for peer in self.clients.expire(now.mono):
+            self.watches.drop_peer(peer)
+            self.subscriptions.remove(peer)
+            self.outbox.forgotten.append(peer)
         self.dispatcher.tick(now)
 
     def next_deadline(self) -> float:
-        return min(self.links.next_deadline(), self.dispatcher.next_deadline(), self.subscriptions.next_deadline())
+        return min(
+            self.links.next_deadline(),
+            self.dispatcher.next_deadline(),
+            self.subscriptions.next_deadline(self.clients.congested),
+            self.clients.next_deadline(),
+            0.0 if self.watches.more else float("inf"),  # pages due for a reading peer: now
+        )
 
     def flush(self, now: Now) -> Outbox:
         """End of a loop turn: dispatch and schedule, then hand over everything to do."""
@@ -195,7 +254,7 @@ class Controller:
         self.watches.collect(self.state)
         self.links.flush(now)
         outbox, self.outbox = self.outbox, Outbox()
-        outbox.replies.extend(self.watches.take_pushes())
+        outbox.replies.extend(self.watches.take_pushes(self.state, self.clients.congested))
         outbox.replies.extend(self.subscriptions.collect(self, now))
         return outbox
 
@@ -219,7 +278,10 @@ class Controller:
         stats["sessions_open"] = float(open_sessions)
         stats["sessions_closed"] = float(len(self.state.sessions) - open_sessions)
         stats["watches"] = float(len(self.watches))
+        stats["watched_tasks"] = float(self.watches.total_watched)
         stats["subscriptions"] = float(len(self.subscriptions))
+        stats["client_peers"] = float(len(self.clients))
+        stats["client_peers_congested"] = float(len(self.clients.flow))
         return stats
 
 

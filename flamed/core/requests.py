@@ -22,6 +22,25 @@ from protocol.errors import ErrorCode
 if TYPE_CHECKING:
     from flamed.core.controller import Controller, Now
 
+#: Requests that only read: not even built for a client whose replies pile up unread.
+READS: frozenset[type] = frozenset(
+    {
+        fe.Hello,
+        fe.Ping,
+        fe.GetApplication,
+        fe.ListApplications,
+        fe.GetSession,
+        fe.ListSessions,
+        fe.GetTask,
+        fe.ListTasks,
+        fe.ListNodes,
+        fe.GetNode,
+        fe.ListExecutors,
+        fe.GetExecutor,
+        fe.GetStats,
+    }
+)
+
 #: A request handler: (peer, request, now) -> the reply, or None when it comes later.
 Handler: TypeAlias = "Callable[[bytes, object, Now], fe.Message | None]"
 

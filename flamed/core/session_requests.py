@@ -4,7 +4,8 @@ Rules: names and specs are validated before anything is committed; an applicatio
 sessions cannot be updated or unregistered; a session takes tasks only while Open, cannot close
 with running tasks and cannot be deleted until Closed; a `CreateTasks` is taken whole or not at
 all (size and count limits are checked for every input first). A change that gives the
-dispatcher work (a new or closed session, new tasks) tells it.
+dispatcher work (a new or closed session, new tasks) tells it. Task lists are paged
+(`pages.py`); watches are limited per request, per client and in all, counting the ids watched.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from flamed.core import pages, validation
 from flamed.core import records as r
-from flamed.core import validation
 from flamed.core.requests import Handler, RequestError, RequestHandlers
 from flamed.core.views import session_view, task_view
 from flamed.core.watches import Watch
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
-from protocol.types import Application, ApplicationSpec, SessionSpec, SessionState, TaskState
+from protocol.types import Application, ApplicationSpec, SessionSpec, SessionState, Task, TaskState
 
 if TYPE_CHECKING:
     from flamed.core.controller import Now
@@ -215,6 +216,12 @@ class SessionRequests(RequestHandlers):
                 f"session {session.id} would exceed {self.ctl.config.max_tasks_per_session} tasks "
                 "(limits.max_tasks_per_session)",
             )
+        if self.ctl.tasks_held() + len(request.inputs) > self.ctl.config.max_tasks:
+            raise RequestError(
+                ErrorCode.LimitExceeded,
+                f"the session manager would hold more than {self.ctl.config.max_tasks} tasks (limits.max_tasks); "
+                "delete closed sessions first",
+            )
         limit = self.ctl.config.max_task_input_size
         for index, data in enumerate(request.inputs):
             if data is not None and len(data) > limit:
@@ -224,7 +231,7 @@ class SessionRequests(RequestHandlers):
                     "no task of this request was created",
                 )
         if request.watch:
-            self._check_watch_limit(peer)
+            self._check_watch_room(peer, request.request_id, len(request.inputs))
         first = len(session.tasks) + 1
         created = r.TasksCreated(
             time=now.wall, session_id=session.id, first_id=first, inputs=request.inputs, key=request.key
@@ -252,7 +259,7 @@ class SessionRequests(RequestHandlers):
         task_ids = list(range(first, first + count))
         self.ctl.counters["create_tasks_repeated"] += 1
         if request.watch:
-            self._check_watch_limit(peer)
+            self._check_watch_room(peer, request.request_id, count)
             self._watch_results(peer, request, session.id, task_ids, now)
             self.ctl.state.touched.setdefault(session.id, set()).update(task_ids)  # the terminal ones now
         return fe.TasksCreated(session_id=session.id, task_ids=task_ids)
@@ -260,15 +267,36 @@ class SessionRequests(RequestHandlers):
     def _watch_results(
         self, peer: bytes, request: fe.CreateTasks, session_id: str, task_ids: list[int], now: Now
     ) -> None:
-        watch = Watch(peer, request.request_id, session_id, set(task_ids), include_data=True, terminal_only=True)
-        self.ctl.watches.add_results(watch, self.ctl.state.sessions[session_id], now.mono)
+        client = self.ctl.clients.client_of(peer)
+        watch = Watch(peer, request.request_id, session_id, set(task_ids), True, terminal_only=True, client=client)
+        self.ctl.watches.add_results(watch)
 
-    def _check_watch_limit(self, peer: bytes) -> None:
-        if self.ctl.watches.count(peer) >= self.ctl.config.max_watches_per_client:
+    def _check_watch_room(self, peer: bytes, request_id: int, ids: int) -> None:
+        """Refuse a watch of `ids` task ids that would take its client or all clients past a
+        limit (a watch it replaces, same peer and request id, makes room first)."""
+        config, watches = self.ctl.config, self.ctl.watches
+        client = self.ctl.clients.client_of(peer)
+        replaced = watches.get(peer, request_id)
+        replacing = replaced is not None and replaced.client == client
+        freed = len(replaced.remaining or ()) if replaced is not None and replacing else 0
+        if not replacing and watches.count(client) >= config.max_watches_per_client:
             raise RequestError(
                 ErrorCode.LimitExceeded,
-                f"this client has {self.ctl.config.max_watches_per_client} open watches "
+                f"this client has {config.max_watches_per_client} open watches "
                 "(limits.max_watches_per_client); wait for some to finish",
+            )
+        if watches.watched_by(client) - freed + ids > config.max_watched_tasks_per_client:
+            raise RequestError(
+                ErrorCode.LimitExceeded,
+                f"this client watches {watches.watched_by(client)} tasks; {ids} more would pass "
+                f"{config.max_watched_tasks_per_client} (limits.max_watched_tasks_per_client); "
+                "wait for results or watch fewer tasks",
+            )
+        if watches.total_watched - freed + ids > config.max_watched_tasks:
+            raise RequestError(
+                ErrorCode.LimitExceeded,
+                f"clients watch {watches.total_watched} tasks; {ids} more would pass {config.max_watched_tasks} "
+                "(limits.max_watched_tasks); try again later",
             )
 
     def _task(self, session_id: str, task_id: int):  # type: ignore[no-untyped-def]
@@ -283,20 +311,39 @@ class SessionRequests(RequestHandlers):
         return fe.TaskReply(task=task_view(session.id, task))
 
     def _list_tasks(self, peer: bytes, request: fe.ListTasks, now: Now) -> fe.Message:
+        """One page from task id `cursor`; `next_cursor` 0 when it is the last."""
         session = self._session(request.session_id)
-        return fe.TasksReply(tasks=[task_view(session.id, t, request.include_data) for t in session.tasks])
+        config = self.ctl.config
+        size = request.page_size if 0 < request.page_size < config.max_page_tasks else config.max_page_tasks
+        start, count = max(1, request.cursor), len(session.tasks)
+        tasks_list, include_data = session.tasks, request.include_data
+
+        def view(task_id: int) -> Task:
+            return task_view(session.id, tasks_list[task_id - 1], include_data)
+
+        tasks, _ = pages.page(range(start, count + 1), view, size, config.max_page_bytes)
+        after = start + len(tasks)
+        return fe.TasksReply(tasks=tasks, next_cursor=after if after <= count else 0)
 
     def _watch_tasks(self, peer: bytes, request: fe.WatchTasks, now: Now) -> fe.Message | None:
         session = self._session(request.session_id)
         remaining: set[int] | None = None
         if request.task_ids:
+            limit = self.ctl.config.max_watch_task_ids
+            if len(request.task_ids) > limit:
+                raise RequestError(
+                    ErrorCode.LimitExceeded,
+                    f"WatchTasks names {len(request.task_ids)} tasks; at most {limit} (limits.max_watch_task_ids); "
+                    "send several, or watch the whole session",
+                )
             remaining = set(request.task_ids)
             unknown = [t for t in remaining if session.task(t) is None]
             if unknown:
                 raise RequestError(
                     ErrorCode.NotFound, f"tasks {sorted(unknown)[:10]} not found in session {session.id}"
                 )
-        self._check_watch_limit(peer)
-        watch = Watch(peer, request.request_id, session.id, remaining, request.include_data)
-        self.ctl.watches.add(watch, session, now.mono)
+        self._check_watch_room(peer, request.request_id, len(remaining or ()))
+        client = self.ctl.clients.client_of(peer)
+        watch = Watch(peer, request.request_id, session.id, remaining, request.include_data, client=client)
+        self.ctl.watches.add(watch, session)
         return None  # the first TaskUpdates push is the reply

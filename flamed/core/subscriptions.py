@@ -9,13 +9,19 @@ when nothing changed a small keep-alive (heartbeat ages, stats) still goes out e
 Changes are learnt from the records the controller commits (`note`, called before a record is
 applied, so removals can still name their node), plus a cheap check of node liveness, which
 also moves without records (the link's connection state). Subscriptions live as long as their
-client is heard from, like task watches. Nothing here changes state.
+peer (the controller forgets a peer silent for `client_ttl`). Nothing here changes state.
+
+Snapshots are built at the end of the turn, not in the request handler, and like every push
+never for a peer whose outgoing queue is congested (`Clients`): a subscriber that missed an
+update that way is *stale* and gets a fresh snapshot (same request id) once it reads again.
+Subscriptions are counted per client (`count_of`) for limits.max_subscriptions_per_client.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -39,19 +45,25 @@ EVENTS_PER_PUSH = 200
 
 
 class Subscriber:
-    __slots__ = ("interval", "peer", "request_id")
+    __slots__ = ("client", "interval", "peer", "request", "stale")
 
-    def __init__(self, peer: bytes, request_id: int, interval: float) -> None:
+    def __init__(self, peer: bytes, client: bytes, request: SubscribeCluster) -> None:
         self.peer = peer
-        self.request_id = request_id
-        self.interval = interval
+        self.client = client
+        self.request = request
+        self.interval = min(MAX_INTERVAL, max(MIN_INTERVAL, request.interval))
+        #: its next push must be a snapshot (it has none yet, or it missed an update)
+        self.stale = True
+
+    @property
+    def request_id(self) -> int:
+        return self.request.request_id
 
 
 class Subscriptions:
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
+    def __init__(self) -> None:
         self.subscribers: dict[bytes, Subscriber] = {}
-        self.peer_seen: dict[bytes, float] = {}
+        self.per_client: collections.Counter[bytes] = collections.Counter()
         self.events: collections.deque[ClusterEvent] = collections.deque(maxlen=EVENTS_KEPT)
         self._new_events: list[ClusterEvent] = []
         self._nodes: set[str] = set()
@@ -69,15 +81,19 @@ class Subscriptions:
 
     # ------------------------------------------------------------------ clients
 
-    def seen(self, peer: bytes, now: float) -> None:
-        if peer in self.subscribers:
-            self.peer_seen[peer] = now
+    def count_of(self, client: bytes) -> int:
+        """Subscriptions of `client` (limits.max_subscriptions_per_client)."""
+        return self.per_client[client]
 
-    def add(self, peer: bytes, request: SubscribeCluster, ctl: Controller, now: Now) -> ClusterSnapshot:
-        """Register (or replace) `peer`'s subscription; returns its snapshot."""
-        interval = min(MAX_INTERVAL, max(MIN_INTERVAL, request.interval))
-        self.subscribers[peer] = Subscriber(peer, request.request_id, interval)
-        self.peer_seen[peer] = now.mono
+    def add(self, peer: bytes, client: bytes, request: SubscribeCluster) -> None:
+        """Register (or replace) `peer`'s subscription; its snapshot goes out with the turn's
+        pushes (`collect`), as soon as the peer reads."""
+        self.remove(peer)
+        self.subscribers[peer] = Subscriber(peer, client, request)
+        self.per_client[client] += 1
+
+    def _snapshot(self, subscriber: Subscriber, ctl: Controller, now: Now) -> ClusterSnapshot:
+        request = subscriber.request
         state = ctl.state
         open_sessions = [s for s in state.sessions.values() if s.state is SessionState.Open]
         closed = sorted(
@@ -87,6 +103,7 @@ class Subscriptions:
         keep_closed = closed[len(closed) - max(0, request.closed_sessions) :] if request.closed_sessions > 0 else []
         events = list(self.events)[-max(0, request.events) :] if request.events > 0 else []
         return ClusterSnapshot(
+            request_id=request.request_id,
             nodes=ctl.links.node_views(now.mono),
             executors=[executor_view(state, e) for e in state.executors.values()],
             sessions=[_lean(session_view(s)) for s in open_sessions + keep_closed],
@@ -96,15 +113,11 @@ class Subscriptions:
         )
 
     def remove(self, peer: bytes) -> None:
-        self.subscribers.pop(peer, None)
-        self.peer_seen.pop(peer, None)
-
-    def expire(self, now: float) -> list[bytes]:
-        """Drop the subscriptions of clients silent for `ttl`; returns those peers."""
-        gone = [p for p, seen in self.peer_seen.items() if now - seen > self.ttl]
-        for peer in gone:
-            self.remove(peer)
-        return gone
+        subscriber = self.subscribers.pop(peer, None)
+        if subscriber is not None:
+            self.per_client[subscriber.client] -= 1
+            if self.per_client[subscriber.client] <= 0:
+                del self.per_client[subscriber.client]
 
     # ------------------------------------------------------------------ changes
 
@@ -221,25 +234,49 @@ class Subscriptions:
 
     # ------------------------------------------------------------------ pushes
 
-    def next_deadline(self) -> float:
+    def next_deadline(self, congested: Callable[[bytes], bool]) -> float:
         if not self.subscribers:
             return float("inf")
+        if any(s.stale and not congested(s.peer) for s in self.subscribers.values()):
+            return 0.0  # a snapshot is due now
+        return self._update_deadline()
+
+    def _update_deadline(self) -> float:
         dirty = self._nodes or self._executors or self._sessions or self._new_events
         return self._last_push + (self.interval if dirty else KEEPALIVE)
 
     def collect(self, ctl: Controller, now: Now) -> list[tuple[bytes, Message]]:
-        """The pushes due now: one `ClusterUpdates` per subscriber, or none before the deadline."""
+        """The pushes due now: a snapshot for each stale subscriber that reads, and when the
+        interval is up one `ClusterUpdates` for each other one; nothing for congested peers
+        (they become stale)."""
         if not self.subscribers:
             self._nodes.clear()
             self._executors.clear()
             self._sessions.clear()
             self._new_events.clear()
             return []
-        if now.mono < self.next_deadline():
-            return []
+        congested = ctl.clients.congested
+        pushes: list[tuple[bytes, Message]] = []
+        snapshots = set()
+        for s in self.subscribers.values():
+            if s.stale and not congested(s.peer):
+                pushes.append((s.peer, self._snapshot(s, ctl, now)))
+                s.stale = False
+                snapshots.add(s.peer)
+        if now.mono < self._update_deadline():
+            return pushes
         self._last_push = now.mono
         update = self._build(ctl, now)
-        return [(s.peer, msgspec.structs.replace(update, request_id=s.request_id)) for s in self.subscribers.values()]
+        for s in self.subscribers.values():
+            if s.peer in snapshots:
+                continue
+            if congested(s.peer):
+                if not s.stale:
+                    ctl.counters["cluster_updates_skipped"] += 1
+                s.stale = True
+                continue
+            pushes.append((s.peer, msgspec.structs.replace(update, request_id=s.request_id)))
+        return pushes
 
     def _build(self, ctl: Controller, now: Now) -> ClusterUpdates:
         state = ctl.state

@@ -7,6 +7,12 @@ the records the turn produced are appended to the log and committed with one fsy
 commit), and only then are the replies, pushes and node messages sent. A frame that does not
 decode is answered with a typed error and counted; it never stops the loop.
 
+Clients that do not read (`outflow.py`): the frontend queues few messages per connection in
+ZeroMQ (`limits.client_send_hwm`); past that a connection's messages wait in a bounded backlog
+here, retried every turn and on a short timer, and the controller is told the connection's
+flow, so that it stops building pushes (and then replies to reads) for it. Each request names
+its client for the per-client limits: the CURVE key's name, or in plain mode the connection.
+
 Durability (DESIGN 6): with a `Storage` the state is rebuilt from it before anything is served
 (`durability.py`); each turn is committed, snapshotted and kept fsynced on time by the
 `Journal` (`journal.py`). When a commit fails, the turn is rolled back (`rollback.py`): memory
@@ -32,11 +38,13 @@ from flamed.session_manager.apps import DEFAULT_APPLICATIONS
 from flamed.session_manager.durability import Recovered, recover_state
 from flamed.session_manager.journal import Journal
 from flamed.session_manager.keys import KeyChecks
+from flamed.session_manager.outflow import Outflow
 from flamed.session_manager.rollback import TurnGuard
 from flamed.storage import Storage
 from flamed.transport import (
     Loop,
     SignalInbox,
+    Timer,
     bind_router,
     close,
     context,
@@ -49,10 +57,20 @@ from flamed.transport import (
 from flamed.transport.refusal_log import REFUSAL_WINDOW
 from protocol import backend as be
 from protocol import codec
+from protocol import frontend as fe
 from protocol.codec import FrameError
 from protocol.resources import parse_resreq
 
 log = logging.getLogger("flamed.session_manager")
+
+#: Messages that are pushes, not replies: they always join a congested client's backlog.
+PUSHES = (fe.TaskUpdates, fe.ClusterUpdates, fe.ClusterSnapshot)
+#: Seconds between tries of the client backlogs, doubling while nothing moves.
+RETRY_MIN, RETRY_MAX = 0.002, 0.25
+#: Seconds of client requests one loop turn serves at most. What is left is read next turn
+#: (zmq_poll sees it), fairly across clients: one client's burst of big reads cannot hold the
+#: others' replies, nor heartbeats, for long.
+FRONTEND_SLICE = 0.05
 
 
 @dataclass
@@ -81,12 +99,19 @@ def core_config(config: Config) -> CoreConfig:
         dispatch_depth=config.cluster.dispatch_depth,
         rebalance_after=config.cluster.rebalance_after,
         max_sessions=config.limits.max_sessions,
+        max_tasks=config.limits.max_tasks,
         max_tasks_per_session=config.limits.max_tasks_per_session,
         max_task_input_size=config.limits.max_task_input_size,
         max_task_output_size=config.limits.max_task_output_size,
         max_common_data_size=config.limits.max_common_data_size,
         max_watches_per_client=config.limits.max_watches_per_client,
+        max_watch_task_ids=config.limits.max_watch_task_ids,
+        max_watched_tasks_per_client=config.limits.max_watched_tasks_per_client,
+        max_watched_tasks=config.limits.max_watched_tasks,
         max_subscribers=config.limits.max_subscribers,
+        max_subscriptions_per_client=config.limits.max_subscriptions_per_client,
+        max_page_tasks=config.limits.max_page_tasks,
+        max_page_bytes=config.limits.max_page_bytes,
         cluster_name=config.cluster.name,
     )
 
@@ -130,7 +155,13 @@ class SessionManager:
         # time it registers again, and drops a connection only when it decides to (no ZMTP TTL
         # from here), so it never comes back under an id this socket may still hold.
         try:
-            self.frontend = bind_router(options.frontend, max_size, handover=True, curve=front_curve)
+            self.frontend = bind_router(
+                options.frontend,
+                max_size,
+                handover=True,
+                curve=front_curve,
+                sndhwm=options.config.limits.client_send_hwm,
+            )
         except BaseException:
             if self.zap is not None:
                 self.zap.close()
@@ -142,6 +173,13 @@ class SessionManager:
             if self.zap is not None:
                 self.zap.close()
             raise
+        self.outflow = Outflow(
+            lambda frames: try_send(self.frontend, frames),
+            options.config.limits.max_queued_bytes_per_client,
+            self.controller.counters,
+        )
+        self._retry_timer: Timer | None = None
+        self._retry_delay = RETRY_MIN
         self._tick_timer = self.loop.call_at(0.0, self._tick)
         self.signals = SignalInbox(self.loop, self._on_signal)
 
@@ -269,7 +307,7 @@ class SessionManager:
             self.controller.keys_changed(self.keys.node_key_allowed, self.now())
         if clients:
             for peer in self.keys.revoked_clients():
-                self.controller.peer_unreachable(peer)
+                self.controller.forget_peer(peer)
 
     def _on_backend(self) -> None:
         self._check_keys()
@@ -303,27 +341,36 @@ class SessionManager:
         self._check_keys()
         now = self.now()
         ctl = self.controller
-        keys = self.keys
+        # The client the per-client limits count: with CURVE its key (however many connections
+        # it opens), else the connection.
         received = (
             drain_with_user(self.frontend, limit=2000)
-            if keys is not None
+            if self.keys is not None
             else (("", f) for f in drain(self.frontend, limit=2000))
         )
+        stop = time.monotonic() + FRONTEND_SLICE
         for user, frames in received:
-            peer = frames[0]
-            if keys is not None and not keys.client_allowed(peer, user):
-                request_id = codec.peek_request_id(frames[1:])
-                ctl.reject_unauthorized_client(peer, "this key is not (or no longer) allowed", request_id)
-                continue
-            try:
-                request = self._client_codec.decode(frames[1:])
-            except FrameError as exc:
-                log.info("frontend: bad frame from %r: %s", peer[:32], exc.message)
-                ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]))
-                continue
-            before = len(ctl.outbox.records)
-            ctl.handle_client(peer, request, now)
-            self.guard.request_handled(peer, request, len(ctl.outbox.records) != before)
+            self._serve(user, frames, now)
+            if time.monotonic() > stop:  # the rest next turn, after this turn's replies
+                ctl.counters["frontend_turns_cut"] += 1
+                break
+
+    def _serve(self, user: str, frames: list[bytes], now: Now) -> None:
+        ctl = self.controller
+        peer = frames[0]
+        if self.keys is not None and not self.keys.client_allowed(peer, user):
+            request_id = codec.peek_request_id(frames[1:])
+            ctl.reject_unauthorized_client(peer, "this key is not (or no longer) allowed", request_id, now)
+            return
+        try:
+            request = self._client_codec.decode(frames[1:])
+        except FrameError as exc:
+            log.info("frontend: bad frame from %r: %s", peer[:32], exc.message)
+            ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]))
+            return
+        before = len(ctl.outbox.records)
+        ctl.handle_client(peer, request, now, b"key:" + user.encode() if user else peer)
+        self.guard.request_handled(peer, request, len(ctl.outbox.records) != before)
 
     def _tick(self) -> None:
         # Read what executor managers sent before judging their silence: a busy loop must never
@@ -338,7 +385,10 @@ class SessionManager:
     def _flush(self) -> None:
         ctl = self.controller
         now = self.now()
-        outbox = self.journal.commit(ctl.flush(now), now)
+        flushed = ctl.flush(now)
+        for peer in flushed.forgotten:  # taken first: a rolled-back turn keeps only replies
+            self.outflow.forget(peer)
+        outbox = self.journal.commit(flushed, now)
         self._send(outbox)
         self.journal.after_commit()
         deadline = ctl.next_deadline()
@@ -362,6 +412,29 @@ class SessionManager:
                 continue
             if not try_send(self.backend, [peer, header, encode(node_message)]):
                 log.debug("backend: peer %r unreachable", peer[:32])
+        outflow = self.outflow
+        if outflow:
+            outflow.retry()  # what waits goes before anything new
         for peer, reply in outbox.replies:
-            if not try_send(self.frontend, [peer, header, encode(reply)]):
-                self.controller.peer_unreachable(peer)
+            outflow.send(peer, [peer, header, encode(reply)], isinstance(reply, PUSHES))
+        self._report_flow()
+
+    def _retry_backlogs(self) -> None:
+        """Timer: try the client backlogs again; back off while nothing moves."""
+        self._retry_timer = None
+        moved = self.outflow.retry()
+        self._retry_delay = RETRY_MIN if moved else min(RETRY_MAX, self._retry_delay * 2)
+        self._report_flow()
+
+    def _report_flow(self) -> None:
+        """Tell the controller which clients' flow changed; keep the retry timer while any
+        client has a backlog."""
+        for peer, flow in self.outflow.take_changes().items():
+            self.controller.peer_flow(peer, flow)
+        if not self.outflow:
+            self._retry_delay = RETRY_MIN
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
+                self._retry_timer = None
+        elif self._retry_timer is None:
+            self._retry_timer = self.loop.call_later(self._retry_delay, self._retry_backlogs)

@@ -118,13 +118,7 @@ class TurnGuard:
 
     def _end_watches(self, ended: set[tuple[bytes, int]], state: ClusterState) -> None:
         """Forget watches whose pushes were dropped and watches of sessions that are gone."""
-        by_session = self.ctl.watches.by_session
-        for session_id in list(by_session):
-            kept = [w for w in by_session[session_id] if (w.peer, w.request_id) not in ended]
-            if kept and session_id in state.sessions:
-                by_session[session_id] = kept
-            else:
-                del by_session[session_id]
+        self.ctl.watches.end(ended, state.sessions)
 
     def _restore_links(self) -> None:
         links = self.ctl.links

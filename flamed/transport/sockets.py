@@ -54,6 +54,7 @@ def bind_router(
     handover: bool = False,
     curve: ServerCurve | None = None,
     peer_ttl: bool = True,
+    sndhwm: int | None = None,
 ) -> zmq.Socket[bytes]:
     """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure.
 
@@ -63,11 +64,15 @@ def bind_router(
     only for peers whose ids nobody else can learn (random, never shown to anyone).
     `curve`: be a CURVE server in that ZAP domain (security.py); peers need an allowed key.
     `peer_ttl=False`: do not ask peers to drop the connection when this side is silent (a
-    pause), for peers that replace their connection themselves (see the module rules)."""
+    pause), for peers that replace their connection themselves (see the module rules).
+    `sndhwm`: messages queued per peer before a send raises EAGAIN (default 100,000); the
+    worst case of memory is about peers x SNDHWM x message size."""
     sock = context().socket(zmq.ROUTER)
     _common(sock, max_message_size)
     if not peer_ttl:
         sock.setsockopt(zmq.HEARTBEAT_TTL, 0)
+    if sndhwm is not None:
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
     if curve is not None:
         make_server(sock, curve)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
