@@ -47,6 +47,7 @@ from flamed.cli.tables import (
     stats_table,
 )
 from flamed.client import Connection, FlameError, open_connection
+from flamed.client.session import iter_wire_tasks
 from flamed.client.text import printable
 from flamed.core.validation import RANGES
 from protocol import frontend as fe
@@ -184,8 +185,7 @@ def run_view(conn: Connection, args: argparse.Namespace) -> str:
                 return task_json(task, session.spec.application)
             return view_task(task, session.spec.application)
         if args.output_format == "json":
-            tasks = conn.request(fe.ListTasks(session_id=args.session), fe.TasksReply).tasks
-            return session_json(session, tasks)
+            return session_json(session, list(iter_wire_tasks(conn, args.session)))
         return view_session(session)
     if args.node:
         return view_node(conn.get_node(args.node))

@@ -108,8 +108,9 @@ class Session:
         return task_from_wire(reply.task)
 
     def list_tasks(self) -> Iterator[Task]:
-        reply = self._connection.request(fe.ListTasks(session_id=self.id), fe.TasksReply)
-        return (task_from_wire(t) for t in reply.tasks)
+        """Every task of the session, in id order, fetched one page at a time as the iterator
+        is consumed (the first page at once, so that an unknown session raises here)."""
+        return (task_from_wire(t) for t in iter_wire_tasks(self._connection, self.id))
 
     def watch_task(self, task_id: int | str, timeout: float | None = None) -> Iterator[Task]:
         """Yield the task's states as they change, ending with its terminal state; raises
@@ -161,6 +162,28 @@ class Session:
     def close(self) -> None:
         """Close the session (idempotent): no new tasks; pending tasks are cancelled."""
         self._refresh(self._connection.request(fe.CloseSession(session_id=self.id), fe.SessionReply).session)
+
+
+def iter_wire_tasks(connection: Connection, session_id: str, include_data: bool = True) -> Iterator[wire.Task]:
+    """The wire tasks of a session, a `ListTasks` page at a time: the first page is fetched
+    now, each next one when the iterator reaches it (the server says where it starts)."""
+    reply = connection.request(fe.ListTasks(session_id=session_id, include_data=include_data), fe.TasksReply)
+    return _pages(connection, session_id, include_data, reply)
+
+
+def _pages(connection: Connection, session_id: str, include_data: bool, reply: fe.TasksReply) -> Iterator[wire.Task]:
+    cursor = 1
+    while True:
+        yield from reply.tasks
+        if not reply.next_cursor:
+            return
+        if reply.next_cursor <= cursor:
+            raise FlameError(
+                FlameErrorCode.INTERNAL, f"session manager sent cursor {reply.next_cursor} after {cursor}; giving up"
+            )
+        cursor = reply.next_cursor
+        request = fe.ListTasks(session_id=session_id, include_data=include_data, cursor=cursor)
+        reply = connection.request(request, fe.TasksReply)
 
 
 def _check_input(data: object) -> bytes | None:

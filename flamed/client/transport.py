@@ -56,6 +56,16 @@ _MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_
 for _event in _HANDSHAKE_FAILED:
     _MONITORED |= _event
 
+#: Most task ids sent in one `WatchTasks` (the session manager's default
+#: `limits.max_watch_task_ids`); a bigger watch goes out as several, each its own watch.
+MAX_WATCH_IDS = 10_000
+
+
+def split_sinks(sinks: dict[int, list[Sink]]) -> list[dict[int, list[Sink]]]:
+    """`sinks` in chunks of at most `MAX_WATCH_IDS` task ids, in id order."""
+    ids = sorted(sinks)
+    return [{i: sinks[i] for i in ids[k : k + MAX_WATCH_IDS]} for k in range(0, len(ids), MAX_WATCH_IDS)]
+
 
 class IoThread:
     """Owns the socket; every public method is safe to call from any thread."""
@@ -282,14 +292,15 @@ class IoThread:
         watches = self._in_flight.watches
         if not watches:
             self._last_heard = max(self._last_heard, time.monotonic())
-        watch = ActiveWatch(session_id, sinks)
         if request_id is not None:
+            watch = ActiveWatch(session_id, sinks)
             watch.sent = True
             watches[request_id] = watch
             return
-        request_id = self._request_id()
-        watches[request_id] = watch
-        self._enqueue(request_id, fe.WatchTasks(session_id=session_id, task_ids=sorted(sinks)))
+        for chunk in split_sinks(sinks):
+            request_id = self._request_id()
+            watches[request_id] = ActiveWatch(session_id, chunk)
+            self._enqueue(request_id, fe.WatchTasks(session_id=session_id, task_ids=sorted(chunk)))
 
     def _flush_backlog(self) -> None:
         backlog = self._backlog
@@ -356,11 +367,18 @@ class IoThread:
                 len(watches),
                 len(again),
             )
-            for request_id, watch in watches.items():
+            for request_id, watch in list(watches.items()):
                 if watch.sent:
+                    # the first chunk under the same request id (replacing the watch the
+                    # session manager may still hold), the others as new watches
+                    first, *others = split_sinks(watch.sinks)
                     watch.sent = False
-                    message = fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(watch.sinks))
-                    self._enqueue(request_id, message)
+                    watch.sinks = first
+                    self._enqueue(request_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(first)))
+                    for chunk in others:
+                        other_id = self._request_id()
+                        watches[other_id] = ActiveWatch(watch.session_id, chunk)
+                        self._enqueue(other_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(chunk)))
             # Their replies may have been lost with the old connection. A repeat is harmless:
             # reads and repeatable calls by nature, task batches by their keys (the session
             # manager answers the first reply again).
