@@ -136,6 +136,8 @@ class Controller:
                 self._tasks_held += len(record.inputs)
             elif isinstance(record, r.SessionDeleted):
                 self._tasks_held -= len(self.state.sessions[record.session_id].tasks)
+        if isinstance(record, r.SessionDeleted):
+            self.watches.drop_session(record.session_id)
         self.state.apply(record)
         self.outbox.records.append(record)
 

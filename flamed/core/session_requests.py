@@ -269,7 +269,7 @@ class SessionRequests(RequestHandlers):
     ) -> None:
         client = self.ctl.clients.client_of(peer)
         watch = Watch(peer, request.request_id, session_id, set(task_ids), True, terminal_only=True, client=client)
-        self.ctl.watches.add_results(watch)
+        self.ctl.watches.add_results(watch, self.ctl.state.sessions[session_id])
 
     def _check_watch_room(self, peer: bytes, request_id: int, ids: int) -> None:
         """Refuse a watch of `ids` task ids that would take its client or all clients past a

@@ -15,7 +15,8 @@ Rules:
   by the watched-ids limits); a whole-session watch folds a pending set bigger than
   `FOLD_AFTER` into a *sweep*, a range of ids pushed again in order, so it holds O(1);
 - a watch on ids ends when every one of them was pushed terminal; a whole-session watch when
-  its session is closed and everything is pushed, or when the session is deleted;
+  its session is closed and everything is pushed; any watch when its session is deleted (a
+  watch belongs to the session *entry* it was opened on, not to a later session of that id);
 - the ids watched are counted per client and in all, for the limits; whole-session watches
   count none. A watch lives as long as its peer: it is forgotten with it (`drop_peer`).
 Nothing here touches state.
@@ -40,6 +41,7 @@ TERMINAL = frozenset(state for state in TaskState if state.is_terminal)
 class Watch:
     __slots__ = (
         "client",
+        "entry",
         "first",
         "include_data",
         "peer",
@@ -81,6 +83,8 @@ class Watch:
         self.pos = 0
         #: changed ids not yet queued
         self.pending: set[int] = set()
+        #: the session it watches (set when registered)
+        self.entry: SessionEntry | None = None
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -189,7 +193,7 @@ class Watches:
     def add(self, watch: Watch, session: SessionEntry) -> None:
         """Register a `WatchTasks` watch (replacing one of the same name); its first push,
         the current state of its tasks, is due."""
-        self._register(watch)
+        self._register(watch, session)
         watch.first = True
         if watch.remaining is not None:
             watch.queue = sorted(watch.remaining)
@@ -197,15 +201,16 @@ class Watches:
             watch.sweep, watch.sweep_end = 1, len(session.tasks)
         self._due(watch)
 
-    def add_results(self, watch: Watch) -> None:
+    def add_results(self, watch: Watch, session: SessionEntry) -> None:
         """Register a `CreateTasks{watch}` watch (replacing one of the same name): no first push
         (its tasks were just created, Pending), then each task once, when it is terminal."""
-        self._register(watch)
+        self._register(watch, session)
 
-    def _register(self, watch: Watch) -> None:
+    def _register(self, watch: Watch, session: SessionEntry) -> None:
         old = self.get(watch.peer, watch.request_id)
         if old is not None:
             self._drop(old)
+        watch.entry = session
         self.by_session.setdefault(watch.session_id, {})[watch] = None
         self.by_peer.setdefault(watch.peer, {})[watch.request_id] = watch
         self._count(watch, 1)
@@ -236,6 +241,11 @@ class Watches:
         for watch in list(self.by_peer.get(peer, {}).values()):
             self._drop(watch)
 
+    def drop_session(self, session_id: str) -> None:
+        """The session is being deleted: its watches are over (and must not keep it alive)."""
+        for watch in list(self.by_session.get(session_id, ())):
+            self._drop(watch)
+
     def end(self, keys: set[tuple[bytes, int]], sessions: Mapping[str, SessionEntry]) -> None:
         """After a turn was rolled back (`sessions` re-read from disk): forget the watches
         named in `keys` and those of sessions that are gone, and let the others forget tasks
@@ -246,6 +256,7 @@ class Watches:
                 if watch.key in keys or session is None:
                     self._drop(watch)
                 else:
+                    watch.entry = session  # the same session, re-read
                     self._forget_beyond(watch, len(session.tasks))
 
     def _forget_beyond(self, watch: Watch, count: int) -> None:
@@ -270,7 +281,7 @@ class Watches:
                 continue
             session = state.sessions.get(session_id)
             for watch in list(watches):
-                if session is None:
+                if session is None or watch.entry is not session:
                     self._drop(watch)
                 elif watch.changed(task_ids, session):
                     self._due(watch)
@@ -289,6 +300,8 @@ class Watches:
             due = self.due[peer]
             for watch in list(due):
                 session = state.sessions.get(watch.session_id)
+                if session is not watch.entry:
+                    session = None  # deleted (and maybe created again): the watch is over
                 while session is not None and budget > 0 and watch.has_work():
                     push, size = self._page(session, watch)
                     pushes.append((peer, push))

@@ -283,3 +283,24 @@ def test_a_silent_peer_is_forgotten_after_client_ttl_and_a_slow_one_that_talks_i
     h.ctl.tick(h.now())
     assert h.ctl.flush(h.now()).forgotten == [b"slow"]
     assert len(h.ctl.watches) == 0
+
+
+def test_a_watch_ends_with_its_session_even_when_its_peer_is_slow() -> None:
+    """Breaks if the watch of a congested client outlives the deletion of its session: it
+    would keep the deleted session's tasks in memory, and attach to a new session of the same
+    id (whose task ids it does not know: the session manager crashed building its pages)."""
+    h = cluster(nodes=0)
+    h.session("s1")
+    h.tasks("s1", [None] * 5)
+    send(h, fe.WatchTasks(session_id="s1"), b"slow", 1)
+    send(h, fe.WatchTasks(session_id="s1", task_ids=[4, 5]), b"slow", 2)
+    h.ctl.peer_flow(b"slow", Flow.congested)
+    h.request(fe.CloseSession(session_id="s1"))
+    assert len(h.ctl.watches) == 2  # the cancellations wait for the slow client
+    h.request(fe.DeleteSession(session_id="s1"))
+    assert len(h.ctl.watches) == 0
+    h.session("s1")
+    h.tasks("s1", [None])
+    h.ctl.peer_flow(b"slow", Flow.clear)
+    h.pump()
+    assert not [m for m in h.replies[b"slow"][2:] if isinstance(m, fe.TaskUpdates)]
