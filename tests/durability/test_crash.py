@@ -81,7 +81,7 @@ def test_sigkill_never_loses_an_acknowledged_task(daemons: Daemons) -> None:
         client.sock.close(0)
 
         client = start(daemons)
-        tasks = client.call({"type": "ListTasks", "session_id": "crash"})["tasks"]
+        tasks = client.list_tasks("crash")
         found = {t["id"]: (t["input"], t["state"]) for t in tasks}
         lost = [tid for tid, data in acknowledged.items() if found.get(tid, (None,))[0] != data]
         assert not lost, f"round {round_no}: {len(lost)} acknowledged tasks lost, e.g. {lost[:5]}"
@@ -117,7 +117,7 @@ def test_sigkill_never_loses_a_recorded_result(daemons: Daemons) -> None:
     counter = 0
 
     def record_results() -> dict[int, tuple[str, bytes | None]]:
-        tasks = client.call({"type": "ListTasks", "session_id": "res"})["tasks"]
+        tasks = client.list_tasks("res")
         for t in tasks:
             if t["state"] == "Succeed":
                 assert recorded.setdefault(t["id"], t["output"]) == t["output"], t

@@ -34,6 +34,18 @@ def create(sm: InProcess, session_id: str, inputs: list[bytes]) -> dict[str, Any
     return sm.call({"type": "CreateTasks", "session_id": session_id, "inputs": inputs})
 
 
+def all_tasks(sm: InProcess, session_id: str) -> list[dict[str, Any]]:
+    """Every task of the session, following the `ListTasks` pages."""
+    tasks: list[dict[str, Any]] = []
+    cursor = 0
+    while True:
+        reply = sm.call({"type": "ListTasks", "session_id": session_id, "cursor": cursor})
+        tasks.extend(reply["tasks"])
+        cursor = reply.get("next_cursor", 0)
+        if not cursor:
+            return tasks
+
+
 @pytest.mark.timeout(60)
 def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
     sm: InProcess, monkeypatch: pytest.MonkeyPatch
@@ -68,10 +80,10 @@ def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
 
     monkeypatch.setattr(storage, "commit", real_commit)  # space is back
     assert create(sm, "s", [b"c"])["task_ids"] == [3]
-    acknowledged = sm.call({"type": "ListTasks", "session_id": "s"})["tasks"]
+    acknowledged = all_tasks(sm, "s")
     sm.stop()
     sm.start()
-    assert sm.call({"type": "ListTasks", "session_id": "s"})["tasks"] == acknowledged
+    assert all_tasks(sm, "s") == acknowledged
     assert [t["input"] for t in acknowledged] == [b"a", b"b", b"c"]
 
 
@@ -110,7 +122,7 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path) -> None:
                     assert reply["code"] == "StorageUnavailable", reply
                     refused += 1
             assert refused > 0 and acknowledged
-            tasks = sm.call({"type": "ListTasks", "session_id": "s"})["tasks"]
+            tasks = all_tasks(sm, "s")
             assert [t["input"] for t in tasks] == acknowledged  # memory == what was acknowledged
             # Space returns: the log holds all the disk, so make room by growing the tmpfs.
             subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
@@ -119,7 +131,7 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path) -> None:
             acknowledged.append(b"after")
             sm.stop()
             sm.start()
-            tasks = sm.call({"type": "ListTasks", "session_id": "s"})["tasks"]
+            tasks = all_tasks(sm, "s")
             assert [t["input"] for t in tasks] == acknowledged
         finally:
             sm.cleanup()

@@ -238,3 +238,15 @@ class RawClient:
             reply = self.receive(max(0.01, deadline - time.monotonic()))
             if reply.get("request_id", 0) == request_id:
                 return reply
+
+    def list_tasks(self, session_id: str, **fields: Any) -> list[dict[str, Any]]:
+        """Every task of a session: `ListTasks` pages, following `next_cursor`."""
+        tasks: list[dict[str, Any]] = []
+        cursor = 0
+        while True:
+            reply = self.call({"type": "ListTasks", "session_id": session_id, "cursor": cursor, **fields})
+            assert reply["type"] == "TasksReply", reply
+            tasks.extend(reply["tasks"])
+            cursor = reply.get("next_cursor", 0)
+            if not cursor:
+                return tasks
