@@ -167,10 +167,15 @@ class Controller:
             reply.request_id = request.request_id
             self.outbox.replies.append((peer, reply))
 
-    def reject_client_frame(self, peer: bytes, code: ErrorCode, message: str, request_id: int = 0) -> None:
+    def reject_client_frame(
+        self, peer: bytes, code: ErrorCode, message: str, request_id: int = 0, now: Now | None = None
+    ) -> None:
         """A frontend frame that did not decode: answer it (echoing its request id when it could
-        be read) and count it."""
+        be read) and count it. With `now` the peer counts as heard from, so that it is forgotten
+        (with what waits for it) once silent, like any client."""
         self.counters["bad_client_frames"] += 1
+        if now is not None:
+            self.clients.seen(peer, self.clients.client_of(peer), now.mono)
         self.outbox.replies.append((peer, fe.Error(code=code, message=message, request_id=request_id)))
 
     def handle_node(self, peer: bytes, message: be.NodeMessage, now: Now, sender: Sender = PLAIN) -> None:

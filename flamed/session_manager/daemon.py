@@ -366,7 +366,7 @@ class SessionManager:
             request = self._client_codec.decode(frames[1:])
         except FrameError as exc:
             log.info("frontend: bad frame from %r: %s", peer[:32], exc.message)
-            ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]))
+            ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]), now)
             return
         before = len(ctl.outbox.records)
         ctl.handle_client(peer, request, now, b"key:" + user.encode() if user else peer)

@@ -304,3 +304,14 @@ def test_a_watch_ends_with_its_session_even_when_its_peer_is_slow() -> None:
     h.ctl.peer_flow(b"slow", Flow.clear)
     h.pump()
     assert not [m for m in h.replies[b"slow"][2:] if isinstance(m, fe.TaskUpdates)]
+
+
+def test_a_peer_that_only_sent_bad_frames_is_forgotten_too() -> None:
+    """Breaks if a connection known only from frames that did not decode is never forgotten:
+    the replies queued for it after it went away would be kept forever."""
+    h = cluster(client_ttl=5.0)
+    h.ctl.reject_client_frame(b"junk", ErrorCode.BadMessage, "malformed", 0, h.now())
+    assert b"junk" in h.ctl.clients.peers
+    h.t += 6.0
+    h.ctl.tick(h.now())
+    assert b"junk" in h.ctl.flush(h.now()).forgotten
