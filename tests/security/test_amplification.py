@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -29,20 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 MAX_WATCH_TASK_IDS = 10_000
 MAX_PAGE_TASKS = 10_000
 MAX_PAGE_BYTES = 1024 * 1024
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    """A session manager of one test (no executor manager: tasks stay Pending), stopped and
-    checked for leftovers at the end."""
-    d = Daemons()
-    try:
-        yield d
-        d.stop_all()
-        wait_for("every test process to exit", lambda: not d.leftovers(), timeout=10)
-    finally:
-        print(d.dump_logs())
-        d.cleanup()
 
 
 def session_with_tasks(client: RawClient, session_id: str, inputs: list[bytes | None]) -> None:
