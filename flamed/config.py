@@ -19,6 +19,7 @@ import platformdirs
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:8080"
 DEFAULT_BACKEND = "tcp://127.0.0.1:8081"
+DEFAULT_CACHE = "tcp://127.0.0.1:8082"
 
 
 class ConfigError(Exception):
@@ -172,6 +173,39 @@ class LogConfig(Section):
     format: Literal["text", "json"] = "text"
 
 
+class CacheConfig(Section):
+    """The object cache (`flamed object-cache`, docs/object-cache.md)."""
+
+    #: Endpoint clients and instances reach the object cache at; the session manager hands it
+    #: to them (Welcome, Registered), so users configure nothing. `--cache` wins over it.
+    endpoint: str = DEFAULT_CACHE
+    #: Endpoint `flamed object-cache` binds; empty = `endpoint` (set it to bind a wildcard
+    #: address such as tcp://0.0.0.0:8082 while `endpoint` names the host).
+    bind: str = ""
+    #: State directory of the object cache; `--state-dir` wins; empty = `object-cache` in the
+    #: platformdirs user state dir for "flame". Created with mode 0700.
+    state_dir: str = ""
+    #: Bytes of objects (bases and deltas) the cache keeps; past it the least recently used
+    #: objects are evicted to make room for new writes.
+    max_bytes: int = 4 * 1024 * 1024 * 1024
+    #: Largest object (one base or one delta) in bytes; a bigger write is refused (TooLarge).
+    max_object_size: int = 1024 * 1024 * 1024
+    #: Deltas one object holds (patch_object); one more is refused until a put or update.
+    max_deltas: int = 1000
+    #: Bytes per message of a streamed read or write (and the largest part sent inline).
+    chunk_size: int = 1024 * 1024
+    #: Uploads in progress at once (all clients); more are refused with LimitExceeded.
+    max_uploads: int = 64
+    #: Seconds an upload may wait for its next chunk before it is dropped.
+    upload_timeout: float = 60.0
+    #: Seconds between checks with the session manager for deleted sessions, whose objects
+    #: are then removed (0 = never check).
+    session_check_interval: float = 10.0
+    #: Bytes of node-local copies the instances of one executor manager keep (in its runtime
+    #: dir), so a second instance on the node reads a current object without the network.
+    local_copy_bytes: int = 2 * 1024 * 1024 * 1024
+
+
 class Config(Section):
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -181,6 +215,7 @@ class Config(Section):
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
 
 
 def default_config_path() -> Path:
@@ -303,6 +338,13 @@ def _check(config: Config, source: str) -> None:
         "client.timeout": config.client.timeout,
         "client.connect_timeout": config.client.connect_timeout,
         "executor_manager.instance_stop_timeout": config.executor_manager.instance_stop_timeout,
+        "cache.max_bytes": config.cache.max_bytes,
+        "cache.max_object_size": config.cache.max_object_size,
+        "cache.max_deltas": config.cache.max_deltas,
+        "cache.chunk_size": config.cache.chunk_size,
+        "cache.max_uploads": config.cache.max_uploads,
+        "cache.upload_timeout": config.cache.upload_timeout,
+        "cache.local_copy_bytes": config.cache.local_copy_bytes,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -313,6 +355,10 @@ def _check(config: Config, source: str) -> None:
     if config.executor_manager.stop_grace < 0:
         grace = config.executor_manager.stop_grace
         raise ConfigError(f"{source}: key executor_manager.stop_grace: must be >= 0, got {grace}")
+    if config.cache.session_check_interval < 0:
+        raise ConfigError(f"{source}: key cache.session_check_interval: must be >= 0")
+    if config.cache.chunk_size * 2 > config.limits.max_message_size:
+        raise ConfigError(f"{source}: key cache.chunk_size: must be at most half of limits.max_message_size")
     if config.recovery.task_retry_limit < 0:
         raise ConfigError(f"{source}: key recovery.task_retry_limit: must be >= 0")
     if config.recovery.reconnect_backoff_max < config.recovery.reconnect_backoff_min:
@@ -320,10 +366,13 @@ def _check(config: Config, source: str) -> None:
     for key, endpoint in (
         ("cluster.frontend", config.cluster.frontend),
         ("cluster.backend", config.cluster.backend),
+        ("cache.endpoint", config.cache.endpoint),
     ):
         check_endpoint(endpoint, f"{source}: key {key}")
     if config.client.endpoint:
         check_endpoint(config.client.endpoint, f"{source}: key client.endpoint")
+    if config.cache.bind:
+        check_endpoint(config.cache.bind, f"{source}: key cache.bind")
 
 
 def check_endpoint(endpoint: str, what: str = "endpoint") -> str:

@@ -219,6 +219,8 @@ class Registered(Message):
     executors: list[ExecutorAssignment]
     heartbeat_interval: float
     heartbeat_liveness: int
+    #: the object cache's endpoint, handed to instances as FLAME_CACHE_ENDPOINT ("" = none)
+    cache_endpoint: str = ""
 
 
 class Heartbeat(Message):

@@ -183,6 +183,14 @@ class UnsubscribeCluster(Message):
     """Ends this client's `SubscribeCluster`; answered with `Ok`."""
 
 
+class CheckSessions(Message):
+    """Which of these sessions exist (Open or Closed)? Answered `SessionsChecked` with the
+    application of each one that does. The object cache asks it to find the objects of deleted
+    sessions; at most 10,000 ids per request."""
+
+    session_ids: list[str]
+
+
 ClientRequest = (
     Hello
     | Ping
@@ -210,6 +218,7 @@ ClientRequest = (
     | GetStats
     | SubscribeCluster
     | UnsubscribeCluster
+    | CheckSessions
 )
 
 
@@ -220,6 +229,8 @@ class Welcome(Message):
     protocol_version: int
     server_version: str
     cluster: str = "flame"
+    #: where the object cache listens ("" = this cluster has none configured)
+    cache_endpoint: str = ""
 
 
 class Pong(Message):
@@ -299,6 +310,12 @@ class StatsReply(Message):
     info: dict[str, str] = {}
 
 
+class SessionsChecked(Message):
+    """The answer to `CheckSessions`: session id -> application, for the sessions that exist."""
+
+    sessions: dict[str, str]
+
+
 class ClusterEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One state change worth showing an operator, with its reason. `kind` is `node`,
     `executor`, `session` or `task`; `subject` the node name, executor id or session id."""
@@ -357,4 +374,5 @@ ServerReply = (
     | StatsReply
     | ClusterSnapshot
     | ClusterUpdates
+    | SessionsChecked
 )

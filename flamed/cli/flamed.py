@@ -2,7 +2,8 @@
 
     flamed session-manager [--frontend EP] [--backend EP] [--state-dir DIR] [--config FILE]
     flamed executor-manager [--backend EP] [--node-name NAME] [--slots N] [--config FILE]
-    flamed cluster [--executors N] [--frontend EP] [--backend EP] [--state-dir DIR] ...
+    flamed object-cache [--bind EP] [--state-dir DIR] [--frontend EP] [--config FILE]
+    flamed cluster [--executors N] [--frontend EP] [--backend EP] [--cache EP] [--state-dir DIR] ...
     flamed status [--endpoint EP] [--json]
     flamed config show [--config FILE]
     flamed keygen --out DIR [--name NAME]
@@ -61,8 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--frontend", metavar="EP", help="endpoint clients connect to (default: tcp://127.0.0.1:8080)")
     sm.add_argument("--backend", metavar="EP", help="endpoint executor managers connect to (default: :8081)")
     sm.add_argument("--state-dir", metavar="DIR", help="state directory (default: config, then user state dir)")
+    sm.add_argument(
+        "--cache", metavar="EP", help="object cache endpoint handed to clients and nodes (default: cache.endpoint)"
+    )
     _metrics(sm)
     _common(sm)
+
+    oc = commands.add_parser("object-cache", help="run the object cache (put_object / get_object)")
+    oc.add_argument("--bind", metavar="EP", help="endpoint to bind (default: cache.bind, then cache.endpoint)")
+    oc.add_argument(
+        "--state-dir", metavar="DIR", help="state directory (default: cache.state_dir, then user state dir)"
+    )
+    oc.add_argument(
+        "--frontend",
+        metavar="EP",
+        help="session manager frontend, asked about deleted sessions (default: client endpoint, then cluster.frontend)",
+    )
+    _common(oc)
 
     em = commands.add_parser("executor-manager", help="run an executor manager (one per node)")
     em.add_argument("--backend", metavar="EP", help="session manager backend endpoint (default: :8081)")
@@ -83,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--slots", metavar="N", type=_positive_int, help="slots per executor manager (default: number of CPUs)"
     )
-    cluster.add_argument("--state-dir", metavar="DIR", help="state directory of the session manager")
+    cluster.add_argument("--cache", metavar="EP", help="object cache endpoint (default: tcp://127.0.0.1:8082)")
+    cluster.add_argument(
+        "--state-dir", metavar="DIR", help="state directory of the session manager (the cache uses DIR/object-cache)"
+    )
     _common(cluster)
 
     status = commands.add_parser(
@@ -145,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_keygen(args)
     try:
         config = load_config(args.config)
-        for name in ("frontend", "backend"):
+        for name in ("frontend", "backend", "cache", "bind"):
             value = getattr(args, name, None)
             if value:
                 check_endpoint(value, f"--{name}")
@@ -164,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_executor_manager(args, config)
         if args.command == "status":
             return run_status(args)
+        if args.command == "object-cache":
+            return run_object_cache(args, config)
         from flamed.cli.cluster import run_cluster
 
         return run_cluster(args, config)
@@ -201,6 +222,7 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
         config_path=args.config,
         log_level=args.log_level,
         log_format=args.log_format,
+        cache_endpoint=args.cache,
     )
     try:
         storage = Storage.open(
@@ -239,6 +261,52 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
     manager.install_signal_handlers()
     manager.start()
     return manager.run()
+
+
+def run_object_cache(args: argparse.Namespace, config: Config) -> int:
+    import zmq
+
+    from flamed.config import client_endpoint
+    from flamed.object_cache import ObjectCache, ObjectCacheOptions
+    from flamed.storage import StorageError
+    from flamed.storage.objects import ObjectFiles
+    from flamed.transport.security import SecurityError
+
+    if args.state_dir:
+        state_dir = Path(args.state_dir)
+    elif config.cache.state_dir:
+        state_dir = Path(config.cache.state_dir)
+    else:
+        from flamed.session_manager.durability import default_state_dir
+
+        state_dir = default_state_dir() / "object-cache"
+    options = ObjectCacheOptions(
+        config=config,
+        bind=args.bind or config.cache.bind or config.cache.endpoint,
+        state_dir=state_dir,
+        frontend=client_endpoint(args.frontend, args.config),
+        config_path=args.config,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    try:
+        files = ObjectFiles.open(state_dir)
+    except StorageError as exc:
+        print(f"flamed: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        cache = ObjectCache(options, files)
+    except (StorageError, SecurityError) as exc:
+        files.close()
+        print(f"flamed: error: {exc}", file=sys.stderr)
+        return 1
+    except zmq.ZMQError as exc:
+        files.close()
+        print(f"flamed: error: cannot bind {options.bind}: {exc}", file=sys.stderr)
+        return 1
+    cache.install_signal_handlers()
+    cache.start()
+    return cache.run()
 
 
 def run_keygen(args: argparse.Namespace) -> int:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flamed.session_manager")
 
+#: Most session ids one `CheckSessions` may name.
+MAX_CHECKED_SESSIONS = 10_000
+
 
 class ClusterRequests(RequestHandlers):
     def handlers(self) -> dict[type, Handler]:
@@ -40,6 +43,7 @@ class ClusterRequests(RequestHandlers):
             fe.GetStats: self._get_stats,
             fe.SubscribeCluster: self._subscribe_cluster,  # type: ignore[dict-item]
             fe.UnsubscribeCluster: self._unsubscribe_cluster,
+            fe.CheckSessions: self._check_sessions,  # type: ignore[dict-item]
         }
 
     def _hello(self, peer: bytes, request: fe.Hello, now: Now) -> fe.Message:
@@ -49,8 +53,21 @@ class ClusterRequests(RequestHandlers):
                 f"client speaks protocol {request.protocol_version}, this session manager {PROTOCOL_VERSION}",
             )
         return fe.Welcome(
-            protocol_version=PROTOCOL_VERSION, server_version=__version__, cluster=self.ctl.config.cluster_name
+            protocol_version=PROTOCOL_VERSION,
+            server_version=__version__,
+            cluster=self.ctl.config.cluster_name,
+            cache_endpoint=self.ctl.config.cache_endpoint,
         )
+
+    def _check_sessions(self, peer: bytes, request: fe.CheckSessions, now: Now) -> fe.Message:
+        if len(request.session_ids) > MAX_CHECKED_SESSIONS:
+            raise RequestError(
+                ErrorCode.InvalidArgument,
+                f"CheckSessions names {len(request.session_ids)} sessions; at most {MAX_CHECKED_SESSIONS}",
+            )
+        sessions = self.ctl.state.sessions
+        found = {s: sessions[s].spec.application for s in request.session_ids if s in sessions}
+        return fe.SessionsChecked(sessions=found)
 
     def _subscribe_cluster(self, peer: bytes, request: fe.SubscribeCluster, now: Now) -> fe.Message | None:
         """Subscribe (or renew `peer`'s subscription); the `ClusterSnapshot` reply goes out

@@ -78,6 +78,8 @@ class CoreConfig:
     max_page_bytes: int = 1024 * 1024
     client_ttl: float = 30.0
     cluster_name: str = "flame"
+    #: handed to clients (Welcome) and executor managers (Registered)
+    cache_endpoint: str = ""
 
 
 @dataclass

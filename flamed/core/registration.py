@@ -107,6 +107,7 @@ def registered(ctl: Controller, epoch: int, kept: list[ExecutorEntry]) -> be.Reg
         executors=[assignment(ctl, e) for e in kept],
         heartbeat_interval=ctl.config.heartbeat_interval,
         heartbeat_liveness=ctl.config.heartbeat_liveness,
+        cache_endpoint=ctl.config.cache_endpoint,
     )
 
 

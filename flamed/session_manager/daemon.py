@@ -84,9 +84,11 @@ class SessionManagerOptions:
     #: log level and format given on the command line (they win over the file on reload)
     log_level: str | None = None
     log_format: str | None = None
+    #: the object cache's endpoint handed to clients and nodes (None: config cache.endpoint)
+    cache_endpoint: str | None = None
 
 
-def core_config(config: Config) -> CoreConfig:
+def core_config(config: Config, cache_endpoint: str | None = None) -> CoreConfig:
     return CoreConfig(
         default_resreq=parse_resreq(config.cluster.resreq),
         heartbeat_interval=config.recovery.heartbeat_interval,
@@ -113,6 +115,7 @@ def core_config(config: Config) -> CoreConfig:
         max_page_tasks=config.limits.max_page_tasks,
         max_page_bytes=config.limits.max_page_bytes,
         cluster_name=config.cluster.name,
+        cache_endpoint=cache_endpoint or config.cache.endpoint,
     )
 
 
@@ -132,7 +135,7 @@ class SessionManager:
         if storage is not None:
             self.notifier.status(f"replaying the log in {storage.state_dir}")
             state, self.recovered = recover_state(storage)
-        self.controller = Controller(core_config(options.config), state)
+        self.controller = Controller(core_config(options.config, options.cache_endpoint), state)
         self.controller.storage_stats = self.storage_stats
         self.guard = TurnGuard(self.controller)
         self.journal = Journal(self.loop, self.controller, self.guard, storage, self.recovered)

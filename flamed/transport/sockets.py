@@ -37,10 +37,10 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
     return _context
 
 
-def _common(sock: zmq.Socket[bytes], max_message_size: int) -> None:
+def _common(sock: zmq.Socket[bytes], max_message_size: int, hwm: int = 100_000) -> None:
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
-    sock.setsockopt(zmq.RCVHWM, 100_000)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
     sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
@@ -55,6 +55,7 @@ def bind_router(
     curve: ServerCurve | None = None,
     peer_ttl: bool = True,
     sndhwm: int | None = None,
+    hwm: int = 100_000,
 ) -> zmq.Socket[bytes]:
     """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure.
 
@@ -65,10 +66,12 @@ def bind_router(
     `curve`: be a CURVE server in that ZAP domain (security.py); peers need an allowed key.
     `peer_ttl=False`: do not ask peers to drop the connection when this side is silent (a
     pause), for peers that replace their connection themselves (see the module rules).
-    `sndhwm`: messages queued per peer before a send raises EAGAIN (default 100,000); the
-    worst case of memory is about peers x SNDHWM x message size."""
+    `sndhwm`: messages queued per peer before a send raises EAGAIN (default `hwm`); the
+    worst case of memory is about peers x SNDHWM x message size.
+    `hwm`: messages queued per peer each way (the object cache, whose messages are chunks of up
+    to a MiB, keeps it low so that a peer that does not read cannot pile up gigabytes)."""
     sock = context().socket(zmq.ROUTER)
-    _common(sock, max_message_size)
+    _common(sock, max_message_size, hwm)
     if not peer_ttl:
         sock.setsockopt(zmq.HEARTBEAT_TTL, 0)
     if sndhwm is not None:
@@ -94,6 +97,7 @@ def connect_dealer(
     *,
     monitor: int = 0,
     zmtp_timeout: bool = True,
+    hwm: int = 100_000,
 ) -> zmq.Socket[bytes]:
     """A DEALER connected to `endpoint` with the given routing id (a CURVE client with `curve`).
 
@@ -105,7 +109,7 @@ def connect_dealer(
     if not routing_id or routing_id[0] == 0:
         raise ValueError("a routing id must be non-empty and must not start with a zero byte")
     sock = context().socket(zmq.DEALER)
-    _common(sock, max_message_size)
+    _common(sock, max_message_size, hwm)
     if not zmtp_timeout:
         sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
     if curve is not None:

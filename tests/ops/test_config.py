@@ -27,7 +27,7 @@ def _every_key_changed() -> Config:
                 values[key] = value + 1
             elif isinstance(value, list):
                 values[key] = list(reversed(value))
-            elif key in ("frontend", "backend", "endpoint"):
+            elif key in ("frontend", "backend", "endpoint", "bind"):
                 values[key] = f"tcp://example.org:{9000 + len(key)}"
             elif key == "fsync":
                 values[key] = "never"

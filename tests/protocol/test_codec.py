@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from protocol import backend as be
+from protocol import cache as ca
 from protocol import frontend as fe
 from protocol import instance as ins
 from protocol.codec import (
@@ -86,6 +87,21 @@ MANAGER: list[be.Message] = [
             instance_message_codec(),
         ),
         ([ins.InvokeTasks(tasks=[be.TaskAssignment(task_id=1, attempt=2, input=b"x")])], instance_command_codec()),
+        (
+            [
+                ca.PutObject(key="a/s/o", kind=ca.WriteKind.Patch, data=b"\x00", size=9, request_id=1),
+                ca.GetObject(key="a/s/o", have=3, stamp=7),
+                ca.ReadChunk(key="a/s/o", version=2, offset=4, length=8),
+            ],
+            ca.request_codec(),
+        ),
+        (
+            [
+                ca.ObjectData(key="a/s/o", version=2, stamp=7, deltas=[ca.Part(version=2, size=1, crc=5, data=b"x")]),
+                ca.Error(code=ErrorCode.TooLarge, message="big"),
+            ],
+            ca.reply_codec(),
+        ),
     ],
 )
 def test_every_link_round_trips(messages: list[msgspec.Struct], codec: object) -> None:
@@ -107,6 +123,15 @@ def test_frozen_bytes_for_scripted_clients() -> None:
         "session_id": "s1",
         "inputs": [b"hi"],
     }
+
+
+def test_cache_fields_are_optional_for_older_peers() -> None:
+    """Would break if Welcome/Registered lost their defaults: an older session manager omits
+    `cache_endpoint` and a newer client must still decode its Welcome."""
+    old = msgspec.msgpack.encode({"type": "Welcome", "request_id": 1, "protocol_version": 1, "server_version": "0"})
+    assert server_reply_codec().decode([HEADER, old]).cache_endpoint == ""  # type: ignore[union-attr]
+    registered = be.Registered(epoch=1, executors=[], heartbeat_interval=1.0, heartbeat_liveness=5)
+    assert "cache_endpoint" not in msgspec.msgpack.decode(encode(registered)[1])
 
 
 def test_a_plain_msgpack_map_from_another_language_decodes() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol import backend, frontend, instance
+from protocol import backend, cache, frontend, instance
 from protocol.errors import ErrorCode
 from protocol.types import ConnectionState, ExecutorState, NodeState, SessionState, TaskState
 
@@ -31,6 +31,8 @@ def members(union: object) -> list[str]:
         backend.ExecutorReport,
         instance.InstanceMessage,
         instance.InstanceCommand,
+        cache.CacheRequest,
+        cache.CacheReply,
     ],
 )
 def test_every_message_type_is_documented(union: object) -> None:
