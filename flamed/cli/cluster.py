@@ -1,17 +1,18 @@
-"""`flamed cluster`: a session manager and N executor managers on this host, in the foreground.
+"""`flamed cluster`: a session manager, an object cache and N executor managers on this host,
+in the foreground.
 
 The cluster process supervises its daemons: it starts the session manager, waits until it
-answers, starts the executor managers, restarts an executor manager that dies after it has run
-a while (with backoff), and on Ctrl-C / SIGTERM stops the executor managers first (they stop
-their instances and say goodbye), then the session manager. Every child gets SIGKILL if the
+answers, starts the object cache and the executor managers, restarts either that dies after it
+has run a while (with backoff), and on Ctrl-C / SIGTERM stops the executor managers first (they
+stop their instances and say goodbye), then the object cache, then the session manager. Every child gets SIGKILL if the
 cluster process itself dies, so nothing is ever left behind.
 
 Rules that keep it from hanging or failing silently:
 - it never blocks on anything but one `select` over the stop signal, the children's exit
   (pidfds) and their stderr, so Ctrl-C and SIGTERM work at every moment; a second one during
   the stop kills what is left at once;
-- a child that fails to start (the session manager before it answers, an executor manager that
-  exits non-zero within `START_GRACE` seconds) stops the whole cluster, which exits 1 and names
+- a child that fails to start (the session manager before it answers, an object cache or an
+  executor manager that exits non-zero within `START_GRACE` seconds) stops the whole cluster, which exits 1 and names
   the child and its last error line; so does the session manager dying at any time;
 - children's stderr passes through the supervisor unchanged (their logs stay on the terminal),
   which keeps each child's last lines to name the reason when it fails.
@@ -40,7 +41,7 @@ from protocol import codec, frontend
 
 STOP_TIMEOUT = 15.0
 READY_TIMEOUT = 30.0
-#: An executor manager that exits non-zero this soon after its start failed to start.
+#: An executor manager or object cache that exits non-zero this soon after its start failed to start.
 START_GRACE = 10.0
 
 
@@ -155,6 +156,7 @@ def wait_ready(endpoint: str, deadline: float, child: Child, stop: socket.socket
 def run_cluster(args: argparse.Namespace, config: Config) -> int:
     frontend_ep = args.frontend or config.cluster.frontend
     backend_ep = args.backend or config.cluster.backend
+    cache_ep = args.cache or config.cache.endpoint
     common = [
         "--log-level",
         args.log_level or config.log.level,
@@ -164,20 +166,26 @@ def run_cluster(args: argparse.Namespace, config: Config) -> int:
     if args.config:
         common += ["--config", args.config]
     base = [sys.executable, "-m", "flamed"]
-    sm_argv = [*base, "session-manager", "--frontend", frontend_ep, "--backend", backend_ep, *common]
+    sm_argv = [*base, "session-manager", "--frontend", frontend_ep, "--backend", backend_ep, "--cache", cache_ep]
+    sm_argv += common
+    cache_argv = [*base, "object-cache", "--bind", args.cache or config.cache.bind or cache_ep]
+    cache_argv += ["--frontend", frontend_ep, *common]
     if args.state_dir:
         sm_argv += ["--state-dir", args.state_dir]
+        cache_argv += ["--state-dir", os.path.join(args.state_dir, "object-cache")]
     host = socket.gethostname()
     slots = args.slots or os.cpu_count() or 1
     names = [host] if args.executors == 1 else [f"{host}-{i}" for i in range(1, args.executors + 1)]
     executors = [
         Child(
-            name,
+            f"executor manager {name}",
             [*base, "executor-manager", "--backend", backend_ep, "--node-name", name, "--slots", str(slots), *common],
         )
         for name in names
     ]
     manager = Child("session-manager", sm_argv)
+    cache = Child("object cache", cache_argv)
+    helpers = [cache, *executors]  # restarted when they die
 
     stop = _install_stop_signals()
     try:
@@ -192,21 +200,21 @@ def run_cluster(args: argparse.Namespace, config: Config) -> int:
             _say(f"the session manager failed to start ({why}); stopping")
             _stop_all([[manager]], stop)
             return 1
-        for child in executors:
+        for child in helpers:
             child.start()
     except Stopped:
         _say("stopping")
-        _stop_all([executors, [manager]], stop)
+        _stop_all([executors, [cache], [manager]], stop)
         context().term()
         return 0
     _say(
-        f"session manager at {frontend_ep} (backend {backend_ep}), "
+        f"session manager at {frontend_ep} (backend {backend_ep}), object cache at {cache_ep}, "
         f"{len(executors)} executor manager(s) [{', '.join(names)}] with {slots} slots each. Ctrl-C stops it."
     )
     try:
-        code = _supervise(manager, executors, stop)
+        code = _supervise(manager, helpers, stop)
     finally:
-        _stop_all([executors, [manager]], stop)
+        _stop_all([executors, [cache], [manager]], stop)
         context().term()
     return code
 
@@ -252,7 +260,7 @@ def _supervise(manager: Child, executors: list[Child], stop: socket.socket) -> i
         now = time.monotonic()
         for child in executors:
             if child.restart_at is not None and now >= child.restart_at:
-                _say(f"restarting executor manager {child.name}")
+                _say(f"restarting {child.name}")
                 child.start()
         fds = [stop.fileno(), *(c.pidfd for c in children if c.pidfd >= 0), *_stderr_fds(children)]
         waits = [c.restart_at - now for c in executors if c.restart_at is not None]
@@ -271,11 +279,11 @@ def _supervise(manager: Child, executors: list[Child], stop: socket.socket) -> i
             if code is None:
                 continue
             if code != 0 and time.monotonic() - child.started < START_GRACE:
-                _say(f"executor manager {child.name} failed to start (exit code {code}: {child.reason()}); stopping")
+                _say(f"{child.name} failed to start (exit code {code}: {child.reason()}); stopping")
                 return 1
             child.restarts += 1
             delay = min(30.0, 2.0 ** min(child.restarts, 5) / 2)
-            _say(f"executor manager {child.name} exited with code {code}; restarting in {delay:.0f}s")
+            _say(f"{child.name} exited with code {code}; restarting in {delay:.0f}s")
             child.restart_at = time.monotonic() + delay
 
 

@@ -18,6 +18,7 @@ import atexit
 import threading
 from typing import Any
 
+from flamed.client.cache import ObjectRef, delete_objects, get_object, patch_object, put_object, update_object
 from flamed.client.connection import Connection, session_spec, short_name
 from flamed.client.errors import FlameError, FlameErrorCode
 from flamed.client.progress import progress
@@ -45,9 +46,11 @@ __all__ = [
     "Connection",
     "Event",
     "Executor",
+    "FlameContext",
     "FlameError",
     "FlameErrorCode",
     "Node",
+    "ObjectRef",
     "ResourceRequirement",
     "Session",
     "SessionAttributes",
@@ -58,8 +61,10 @@ __all__ = [
     "close_session",
     "connect",
     "create_session",
+    "delete_objects",
     "delete_session",
     "get_application",
+    "get_object",
     "get_session",
     "list_applications",
     "list_executors",
@@ -67,11 +72,14 @@ __all__ = [
     "list_sessions",
     "open_connection",
     "open_session",
+    "patch_object",
     "progress",
+    "put_object",
     "register_application",
     "short_name",
     "unregister_application",
     "update_application",
+    "update_object",
 ]
 
 _lock = threading.Lock()
@@ -130,6 +138,25 @@ def disconnect() -> None:
 
 
 atexit.register(disconnect)
+
+
+class FlameContext:
+    """flamepy's `FlameContext`, read-only: where this client finds the cluster and its cache
+    (the session manager's frontend as `connect` resolves it, the cache it names)."""
+
+    @property
+    def endpoint(self) -> str:
+        return connection().endpoint
+
+    @property
+    def cache(self) -> str:
+        from flamed.client.cache import cache_endpoint
+
+        return cache_endpoint()
+
+    @property
+    def cache_endpoint(self) -> str:
+        return self.cache
 
 
 def register_application(name: str, attrs: ApplicationAttributes | dict[str, Any]) -> None:

@@ -49,6 +49,8 @@ class Connection:
         self.io = IoThread(endpoint, timeout, config_path=config_path)
         self.server_version = ""
         self.cluster = ""
+        #: the object cache the session manager names ("" = none)
+        self.cache_endpoint = ""
         try:
             welcome = self.request(fe.Hello(protocol_version=PROTOCOL_VERSION, client=client), fe.Welcome)
         except FlameError as exc:
@@ -70,6 +72,7 @@ class Connection:
             )
         self.server_version = welcome.server_version
         self.cluster = welcome.cluster
+        self.cache_endpoint = welcome.cache_endpoint
 
     def __enter__(self) -> Connection:
         return self

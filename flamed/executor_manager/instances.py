@@ -43,11 +43,20 @@ class Instance:
         self.status: int | None = None
 
     @classmethod
-    def start(cls, executor_id: str, app: ApplicationContext, endpoint: str, work_dir: Path) -> Instance:
+    def start(
+        cls,
+        executor_id: str,
+        app: ApplicationContext,
+        endpoint: str,
+        work_dir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> Instance:
+        """`extra_env` comes before the application's environments (they may override it)."""
         if not app.command:
             raise InstanceStartError(f"application {app.name!r} has no command")
         argv = [expand(app.command), *(expand(a) for a in app.arguments)]
         env = dict(os.environ)
+        env.update(extra_env or {})
         env.update({key: expand(value) for key, value in app.environments.items()})
         env["FLAME_PYTHON"] = sys.executable
         env["FLAME_INSTANCE_ENDPOINT"] = endpoint

@@ -69,6 +69,8 @@ class Executors:
         self.dropped = dropped
         self.executors: dict[str, LocalExecutor] = {}
         self.reports: list[be.ExecutorReport] = []
+        #: added to every instance's environment (the object cache's endpoint, set at registration)
+        self.instance_env: dict[str, str] = {}
         #: (session, task) spared at an instance death; blamed if in flight at another
         self.suspects: Suspects = set()
         self._instance_codec = codec.instance_message_codec()
@@ -136,7 +138,7 @@ class Executors:
         executor.queue.extend(tasks or [])
         work_dir = self.work_root / executor.id
         try:
-            instance = Instance.start(executor.id, app, self.instance_endpoint, work_dir)
+            instance = Instance.start(executor.id, app, self.instance_endpoint, work_dir, self.instance_env)
         except InstanceStartError as exc:
             log.warning("executor %s: bind to %s failed: %s", executor.id, session.session_id, exc)
             self._bind_failed(executor, 11, str(exc))

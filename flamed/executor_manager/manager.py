@@ -304,6 +304,7 @@ class ExecutorManager:
     def _on_registered(self, message: be.Registered) -> None:
         self._register_timer.cancel()
         self.link.registered_with(message, self.loop.now())
+        self._cache_env(message.cache_endpoint)
         log.info(
             "node %s: registered (epoch %d, %d executors in snapshot)",
             self.node_name,
@@ -334,6 +335,16 @@ class ExecutorManager:
         known = {(c.executor_id, c.task_id, c.attempt) for c in resend}
         self.holder.reports.extend(resend)
         converge(self.holder, message.executors, known)
+
+    def _cache_env(self, endpoint: str) -> None:
+        """What instances need to reach the object cache the session manager named, and the
+        node-local copies they share (docs/object-cache.md): no configuration of their own."""
+        env = self.holder.instance_env
+        env.pop("FLAME_CACHE_ENDPOINT", None)
+        if endpoint:
+            env["FLAME_CACHE_ENDPOINT"] = endpoint
+        env["FLAME_CACHE_LOCAL_DIR"] = str(self.runtime_dir / "objects")
+        env["FLAME_CACHE_LOCAL_BYTES"] = str(self.config.cache.local_copy_bytes)
 
     # ------------------------------------------------------------------ backend
 
