@@ -75,6 +75,7 @@ class Daemons:
         self.dir = Path(tempfile.mkdtemp(prefix="flt-", dir="/tmp"))
         self.frontend = f"ipc://{self.dir}/fe"
         self.backend = f"ipc://{self.dir}/be"
+        self.cache = f"ipc://{self.dir}/oc"
         self.marker = uuid.uuid4().hex
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = dict(os.environ)
@@ -116,6 +117,25 @@ class Daemons:
             self.backend,
             "--state-dir",
             str(self.dir / "state"),
+            "--config",
+            str(self.config),
+            "--cache",
+            self.cache,
+            *extra,
+        )
+
+    def start_object_cache(self, *extra: str) -> subprocess.Popen[bytes]:
+        """`flamed object-cache` on `self.cache`, state in `<dir>/cache-state`, asking this
+        test's session manager about deleted sessions."""
+        return self.spawn(
+            "cache",
+            "object-cache",
+            "--bind",
+            self.cache,
+            "--state-dir",
+            str(self.dir / "cache-state"),
+            "--frontend",
+            self.frontend,
             "--config",
             str(self.config),
             *extra,
