@@ -11,6 +11,7 @@
 Where the cache is: `FLAME_CACHE_ENDPOINT` (the executor manager sets it for instances), else
 what the session manager said at `connect()` (`Welcome.cache_endpoint`): users configure
 nothing. A ref names its cache; `get_object` uses that unless the ref's endpoint is not one.
+A call waits `FLAME_CACHE_TIMEOUT` seconds (30) for each reply.
 
 Reading: every `get_object` asks the cache whether this process's copy is current (one small
 round trip); if it is, the object this process already rebuilt is returned as it is (the same
@@ -191,7 +192,7 @@ def _channel(endpoint: str) -> CacheChannel:
         channel = state.channels.get(endpoint)
         if channel is not None and not channel.closed:
             return channel
-    created = CacheChannel(endpoint)
+    created = CacheChannel(endpoint, float(os.environ.get("FLAME_CACHE_TIMEOUT", "30")))
     with state.lock:
         existing = state.channels.get(endpoint)
         if existing is not None and not existing.closed:

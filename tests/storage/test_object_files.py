@@ -14,11 +14,11 @@ from flamed.storage.objects import BASE, DELTA, ObjectFiles
 pytestmark = pytest.mark.timeout(20)
 
 
-def store(files: ObjectFiles, key: str, data: bytes, kind: int = BASE, version: int = 1, stamp: int = 7) -> Path:
+def store(files: ObjectFiles, key: str, data: bytes, kind: int = BASE, version: int = 1) -> Path:
     writer = files.writer(key)
     for start in range(0, len(data), 3):  # several appends, as chunks arrive
         writer.append(data[start : start + 3])
-    return writer.commit(kind, version, stamp).path
+    return writer.commit(kind, version, 7).path
 
 
 def test_committed_parts_are_found_again_with_their_bytes(tmp_path: Path) -> None:
