@@ -3,9 +3,13 @@
 An application instance is started by an executor manager with `FLAME_INSTANCE_ENDPOINT` and
 `FLAME_EXECUTOR_ID` in its environment; `run` connects there and serves the instance protocol
 (protocol/instance.py) until the executor manager asks it to leave the session.
+
+`Session` and `FlameInstance` are flamepy's agent API (agent.py): Python objects in and out, a
+shared context in the object cache.
 """
 
+from flamed.service.agent import FlameInstance, Session
 from flamed.service.runner import run
 from flamed.service.types import ApplicationContext, FlameService, SessionContext, TaskContext
 
-__all__ = ["ApplicationContext", "FlameService", "SessionContext", "TaskContext", "run"]
+__all__ = ["ApplicationContext", "FlameInstance", "FlameService", "Session", "SessionContext", "TaskContext", "run"]
