@@ -78,6 +78,14 @@ class ResourceRequirement(msgspec.Struct, kw_only=True, omit_defaults=True, froz
     memory: int = 1 << 30
     gpu: int = 0
 
+    @classmethod
+    def from_string(cls, text: str) -> ResourceRequirement:
+        """flamepy's parser: "cpu=2,mem=4Gi,gpu=0" (omitted keys keep their defaults); raises
+        ValueError naming the bad entry."""
+        from protocol.resources import parse_resreq  # resources.py imports this module
+
+        return parse_resreq(text)
+
 
 class ApplicationSchema(Struct):
     input: str | None = None

@@ -1,7 +1,9 @@
 """The SDK's data types, with flamepy's names.
 
 State enums keep Flame's spelling as values ("Succeed") and also answer to flamepy's upper-case
-member names (`TaskState.SUCCEED`), so a flamepy script needs only its imports changed. Times
+member names (`TaskState.SUCCEED`) and numbers (`int(TaskState.FAILED) == 3`, `TaskState(3)`:
+flamepy's are IntEnums, and task event codes are these numbers), so a flamepy script needs only
+its imports changed while `TaskState.Failed == "Failed"` still holds. Times
 are timezone-aware UTC datetimes, as flamepy gives them. Wire structs from `protocol.types`
 are converted here and nowhere else.
 """
@@ -31,14 +33,33 @@ __all__ = [
 ]
 
 
-class SessionState(enum.StrEnum):
+class _Numbered(enum.StrEnum):
+    """A StrEnum that converts to flamepy's number of the member and is built from it."""
+
+    @classmethod
+    def _numbers(cls) -> dict[str, int]:
+        return {value: number for number, value in enumerate(dict.fromkeys(m.value for m in cls))}
+
+    def __int__(self) -> int:
+        return self._numbers()[self.value]
+
+    @classmethod
+    def _missing_(cls, value: object) -> _Numbered | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            for member in cls:
+                if int(member) == value:
+                    return member
+        return None
+
+
+class SessionState(_Numbered):
     Open = "Open"
     Closed = "Closed"
     OPEN = "Open"
     CLOSED = "Closed"
 
 
-class TaskState(enum.StrEnum):
+class TaskState(_Numbered):
     Pending = "Pending"
     Running = "Running"
     Succeed = "Succeed"
@@ -55,14 +76,14 @@ class TaskState(enum.StrEnum):
         return self in (TaskState.Succeed, TaskState.Failed, TaskState.Cancelled)
 
 
-class ApplicationState(enum.StrEnum):
+class ApplicationState(_Numbered):
     Enabled = "Enabled"
     Disabled = "Disabled"
     ENABLED = "Enabled"
     DISABLED = "Disabled"
 
 
-class Shim(enum.StrEnum):
+class Shim(_Numbered):
     Host = "Host"
     Wasm = "Wasm"
     HOST = "Host"

@@ -32,7 +32,7 @@ from flamed.core import scheduler
 from flamed.core.machines.executor import ExecutorTrigger
 from flamed.core.state import ExecutorEntry, SessionEntry
 from protocol import backend as be
-from protocol.types import ExecutorState, SessionState, TaskState
+from protocol.types import ExecutorState, SessionState, Shim, TaskState
 
 if TYPE_CHECKING:
     from flamed.core.controller import Controller, Now
@@ -237,7 +237,11 @@ class Dispatcher:
                     min_instances=s.spec.min_instances,
                     max_instances=min(caps) if caps else None,
                     delay_release=app.spec.delay_release if app else 0.0,
-                    schedulable=app is not None and s.bind_failures < limit and not s.bind_paused,
+                    # Every executor here is a Host one: a Wasm application waits, as in Flame.
+                    schedulable=app is not None
+                    and app.spec.shim is Shim.Host
+                    and s.bind_failures < limit
+                    and not s.bind_paused,
                 )
             )
         coming: dict[str, int] = {}
