@@ -10,6 +10,25 @@ shared context in the object cache.
 
 from flamed.service.agent import FlameInstance, Session
 from flamed.service.runner import run
-from flamed.service.types import ApplicationContext, FlameService, SessionContext, TaskContext
+from flamed.service.types import (
+    ApplicationContext,
+    CommonData,
+    FlameService,
+    SessionContext,
+    TaskContext,
+    TaskInput,
+    TaskOutput,
+)
 
-__all__ = ["ApplicationContext", "FlameInstance", "FlameService", "Session", "SessionContext", "TaskContext", "run"]
+__all__ = [
+    "ApplicationContext",
+    "CommonData",
+    "FlameInstance",
+    "FlameService",
+    "Session",
+    "SessionContext",
+    "TaskContext",
+    "TaskInput",
+    "TaskOutput",
+    "run",
+]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
+#: flamepy's type aliases: a task's input and output and a session's common data are bytes.
+TaskInput = bytes
+TaskOutput = bytes
+CommonData = bytes
+
 
 @dataclass(frozen=True)
 class ApplicationContext:
