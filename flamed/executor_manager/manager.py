@@ -18,6 +18,7 @@ learn, or that an old connection left behind, carries this node's traffic.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -343,7 +344,9 @@ class ExecutorManager:
         env.pop("FLAME_CACHE_ENDPOINT", None)
         if endpoint:
             env["FLAME_CACHE_ENDPOINT"] = endpoint
-        env["FLAME_CACHE_LOCAL_DIR"] = str(self.runtime_dir / "objects")
+        # systemd's CacheDirectory= (on disk) when there is one, else the runtime dir
+        root = Path(os.environ["CACHE_DIRECTORY"]) if os.environ.get("CACHE_DIRECTORY") else self.runtime_dir
+        env["FLAME_CACHE_LOCAL_DIR"] = str(root / "objects")
         env["FLAME_CACHE_LOCAL_BYTES"] = str(self.config.cache.local_copy_bytes)
 
     # ------------------------------------------------------------------ backend

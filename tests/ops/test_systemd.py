@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(120)
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 
 
-@pytest.mark.parametrize("unit", ["flame-session-manager.service", "flame-executor-manager.service"])
+@pytest.mark.parametrize(
+    "unit", ["flame-session-manager.service", "flame-executor-manager.service", "flame-object-cache.service"]
+)
 def test_unit_passes_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
     """Would break on a misspelt directive or a bad value. verify insists that ExecStart's
     binary exists, so the copy points at this venv's `flamed`."""
@@ -138,5 +140,23 @@ def test_executor_manager_is_ready_and_pings_the_watchdog(daemons: Daemons) -> N
         daemons.wait_ready_nodes(1)
         _watchdog_keeps_coming_and_stops_when_the_loop_does(daemons, "n1", fake)
         wait_for("a connected STATUS", lambda: any("STATUS=connected" in m for m in fake.pump()), timeout=10)
+    finally:
+        fake.close()
+
+
+def test_object_cache_is_ready_after_its_scan_and_pings_the_watchdog(daemons: Daemons) -> None:
+    """READY=1 after the state directory is scanned (STATUS=scanning ...) and the socket is
+    bound; pings from the loop; STOPPING=1 on SIGTERM."""
+    fake = _under_fake_systemd(daemons, "cache")
+    try:
+        daemons.start_object_cache()
+        wait_for("READY=1", lambda: fake.count("READY=1"), timeout=30)
+        messages = fake.pump()
+        scan = next(i for i, m in enumerate(messages) if "STATUS=scanning" in m)
+        ready = next(i for i, m in enumerate(messages) if "READY=1" in m.split("\n"))
+        assert scan < ready, messages
+        _watchdog_keeps_coming_and_stops_when_the_loop_does(daemons, "cache", fake)
+        assert daemons.stop("cache") == 0
+        assert fake.count("STOPPING=1") == 1
     finally:
         fake.close()
