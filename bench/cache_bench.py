@@ -230,7 +230,9 @@ def main() -> int:
             f"current {row['get_current']['median_s'] * 1000:7.3f} ms"
         )
     for row in tasks:
-        print(f"{row['tasks']} tasks reading {row['object_bytes'] // MB} MB ({row['case']}): {row['tasks_per_s']} tasks/s")
+        print(
+            f"{row['tasks']} tasks reading {row['object_bytes'] // MB} MB ({row['case']}): {row['tasks_per_s']} tasks/s"
+        )
     print(f"object cache RSS: {memory}")
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},

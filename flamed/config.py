@@ -192,7 +192,8 @@ class CacheConfig(Section):
     max_object_size: int = 1024 * 1024 * 1024
     #: Deltas one object holds (patch_object); one more is refused until a put or update.
     max_deltas: int = 1000
-    #: Bytes per message of a streamed read or write (and the largest part sent inline).
+    #: Bytes per message of a streamed read or write (and the largest part sent inline); the
+    #: object cache uses at most half of `limits.max_message_size`.
     chunk_size: int = 1024 * 1024
     #: Uploads in progress at once (all clients); more are refused with LimitExceeded.
     max_uploads: int = 64
@@ -357,8 +358,6 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: key executor_manager.stop_grace: must be >= 0, got {grace}")
     if config.cache.session_check_interval < 0:
         raise ConfigError(f"{source}: key cache.session_check_interval: must be >= 0")
-    if config.cache.chunk_size * 2 > config.limits.max_message_size:
-        raise ConfigError(f"{source}: key cache.chunk_size: must be at most half of limits.max_message_size")
     if config.recovery.task_retry_limit < 0:
         raise ConfigError(f"{source}: key recovery.task_retry_limit: must be >= 0")
     if config.recovery.reconnect_backoff_max < config.recovery.reconnect_backoff_min:

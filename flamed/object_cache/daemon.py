@@ -59,7 +59,9 @@ class ObjectCache:
         SecurityError or zmq.ZMQError (the caller reports them)."""
         self.options = options
         self.files = files
-        cache = options.config.cache
+        # a chunk plus its envelope must stay under the sockets' MAXMSGSIZE
+        chunk = min(options.config.cache.chunk_size, options.config.limits.max_message_size // 2)
+        cache = msgspec.structs.replace(options.config.cache, chunk_size=chunk)
         self.loop = Loop()
         self.notifier = Notifier()
         self.notifier.status(f"scanning {options.state_dir}")

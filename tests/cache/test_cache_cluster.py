@@ -56,7 +56,7 @@ def test_common_data_by_reference_and_the_node_local_copy(cluster: Daemons) -> N
     (another process) reads that copy, not the network. Both learned the cache's endpoint from
     their executor manager, and the client from the session manager."""
     assert flame.connection().cache_endpoint == cluster.cache
-    register("refs", "ref_svc.py", max_instances=1, delay_release=0.0)
+    register("refs", "ref_svc.py", max_instances=1, delay_release=30.0)  # one instance per session
     array = np.arange(2_000_000, dtype=np.float64)
     ref = put_object("refs/shared", {"name": "weights", "array": array})
     facts = []

@@ -72,9 +72,19 @@ def test_a_crash_loses_nothing_the_cache_acknowledged(cache_daemons: Daemons, mo
     cache_daemons.procs["cache"].wait()
     cache_daemons.start_object_cache()
     wait_cache_ready(cache_daemons)
+    first = next(iter(snapshot.values()))[0]
+    wait_for("this process's channel to reconnect (its backoff grew while the cache was down)", lambda: reads(first))
     for ref, value in snapshot.values():
         assert get_object(fresh(ref)) == value, ref
     assert cache_stats(cache_daemons)["objects"] >= len(snapshot)
+
+
+def reads(ref: ObjectRef) -> bool:
+    try:
+        get_object(fresh(ref))
+    except FlameError:
+        return False
+    return True
 
 
 def test_a_torn_file_is_set_aside_at_restart_and_the_rest_is_served(cache_daemons: Daemons) -> None:
