@@ -2,8 +2,8 @@
 
 Layout of the state directory (mode 0700, one `flamed object-cache` per directory: `LOCK`):
 
-    objects/<h[:2]>/<h>/base-<version>.obj     h = sha256(key) in hex (32 chars)
-    objects/<h[:2]>/<h>/delta-<version>.obj
+    objects/<h[:2]>/<h>-base-<version>.obj     h = sha256(key) in hex (32 chars)
+    objects/<h[:2]>/<h>-delta-<version>.obj
     live/<sha256(prefix) in hex>               a session prefix seen alive (holds the prefix)
 
 A part file is
@@ -11,9 +11,11 @@ A part file is
     b"FLMOBJ1\\n" | u32 key length | key (UTF-8) | payload
     | u8 kind (0 base, 1 delta) | u64 version | u64 stamp | u64 payload size | u32 crc32 | b"FLMEND1\\n"
 
-Rules: a part is written to `<dir>/<random>.tmp` chunk by chunk (never held whole in memory),
-then the trailer is appended, the file fsynced, renamed to its final name and the directory
-fsynced: a part file that exists is complete, and a write is acknowledged only after that. At
+Rules: a part is written to `<bucket>/<random>.tmp` chunk by chunk (never held whole in
+memory), then the trailer is appended, the file fsynced, renamed to its final name and the
+bucket directory fsynced (and `objects/` when the bucket is new): a part file that exists is
+complete, and a write is acknowledged only after that. Parts sit flat in 256 buckets, not in a
+directory per key, so a new object costs two fsyncs, not four. At
 start (`scan`) leftover `.tmp` files are removed; a part whose structure is wrong (short, bad
 magic or trailer, a size that does not match, a key of another directory) is a torn or damaged
 file: it is renamed to `*.broken` (kept for inspection, never read again) and the rest of the
@@ -31,7 +33,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import struct
 import zlib
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ END_MAGIC = b"FLMEND1\n"
 _HEAD = struct.Struct("<8sI")
 _TAIL = struct.Struct("<BQQQI8s")
 BASE, DELTA = 0, 1
-_NAME = re.compile(r"^(base|delta)-(\d{20})\.obj$")
+_NAME = re.compile(r"^([0-9a-f]{32})-(base|delta)-(\d{20})\.obj$")
 _KINDS = {"base": BASE, "delta": DELTA}
 
 
@@ -86,12 +87,13 @@ class PartWriter:
     def __init__(self, directory: Path, key: str) -> None:
         self.directory = directory
         self.key = key
+        self.prefix = key_hash(key)
         self.tmp = directory / f"{secrets.token_hex(8)}{TMP_SUFFIX}"
         self.size = 0
         self.crc = 0
         encoded = key.encode()
         self.offset = _HEAD.size + len(encoded)
-        #: the key's directory is new: its creation must be made durable too
+        #: the bucket is new: its creation must be made durable too
         self.new_dir = not directory.exists()
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ class PartWriter:
         """Trailer, fsync, rename to the final name, fsync the directory (and its parents when
         they were made for this part). After this returns the part survives a crash."""
         assert self.fd is not None, "commit after commit or abort"
-        name = f"{'base' if kind == BASE else 'delta'}-{version:020d}.obj"
+        name = f"{self.prefix}-{'base' if kind == BASE else 'delta'}-{version:020d}.obj"
         path = self.directory / name
         try:
             write_fully(self.fd, _TAIL.pack(kind, version, stamp, self.size, self.crc, END_MAGIC))
@@ -126,7 +128,6 @@ class PartWriter:
             fsync_dir(self.directory)
             if self.new_dir:
                 fsync_dir(self.directory.parent)
-                fsync_dir(self.directory.parent.parent)
         except OSError as exc:
             self.abort()
             raise StorageError(f"cannot store {path}: {exc.strerror}") from exc
@@ -171,14 +172,17 @@ class ObjectFiles:
     def close(self) -> None:
         self._lock.release()
 
-    def key_dir(self, key: str) -> Path:
-        digest = key_hash(key)
-        return self.objects / digest[:2] / digest
+    def bucket(self, key: str) -> Path:
+        return self.objects / key_hash(key)[:2]
+
+    def part_paths(self, key: str) -> list[Path]:
+        """The files of `key` now on disk (for tests and tools)."""
+        return sorted(self.bucket(key).glob(f"{key_hash(key)}-*.obj"))
 
     # ------------------------------------------------------------------ writes
 
     def writer(self, key: str) -> PartWriter:
-        return PartWriter(self.key_dir(key), key)
+        return PartWriter(self.bucket(key), key)
 
     def remove_part(self, part: StoredPart) -> None:
         """Remove a superseded part (no fsync: if it comes back after a crash, `scan` drops it)."""
@@ -189,14 +193,17 @@ class ObjectFiles:
 
     def remove_key(self, key: str) -> None:
         """Remove every part of `key`, durably."""
-        directory = self.key_dir(key)
+        bucket = self.bucket(key)
         try:
-            shutil.rmtree(directory, ignore_errors=False)
-            fsync_dir(directory.parent)
+            paths = self.part_paths(key)
+            for path in paths:
+                path.unlink(missing_ok=True)
+            if paths:
+                fsync_dir(bucket)
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise StorageError(f"cannot remove {directory}: {exc.strerror}") from exc
+            raise StorageError(f"cannot remove the files of {key!r} in {bucket}: {exc.strerror}") from exc
 
     def mark_live(self, prefix: str) -> None:
         path = self.live_dir / key_hash(prefix)
@@ -240,25 +247,28 @@ class ObjectFiles:
             for marker in self.live_dir.iterdir():
                 result.live.add(marker.read_text())
             for bucket in sorted(self.objects.iterdir()):
-                for directory in sorted(bucket.iterdir()):
-                    self._scan_key_dir(directory, result)
+                by_key: dict[str, list[Path]] = {}
+                for path in sorted(bucket.iterdir()):
+                    if path.name.endswith(TMP_SUFFIX):
+                        path.unlink()
+                        result.removed += 1
+                    elif (match := _NAME.match(path.name)) is not None:
+                        by_key.setdefault(match.group(1), []).append(path)
+                    # else: *.broken and anything else an operator left
+                for digest, paths in by_key.items():
+                    self._scan_key(digest, paths, result)
         except OSError as exc:
             raise StorageError(f"cannot read the object files in {self.state_dir}: {exc}") from exc
         return result
 
-    def _scan_key_dir(self, directory: Path, result: ScanResult) -> None:
+    def _scan_key(self, digest: str, paths: list[Path], result: ScanResult) -> None:
         found: list[StoredPart] = []
-        for path in sorted(directory.iterdir()):
-            if path.name.endswith(TMP_SUFFIX):
-                path.unlink()
-                result.removed += 1
-                continue
+        for path in paths:
             match = _NAME.match(path.name)
-            if match is None:
-                continue  # *.broken and anything else an operator left
-            part, problem = _read_part(path, _KINDS[match.group(1)], int(match.group(2)))
-            if part is not None and key_hash(part.key) != directory.name:
-                problem = f"it holds key {part.key!r}, which belongs in another directory"
+            assert match is not None
+            part, problem = _read_part(path, _KINDS[match.group(2)], int(match.group(3)))
+            if part is not None and key_hash(part.key) != digest:
+                problem = f"it holds key {part.key!r}, whose files are named otherwise"
                 part = None
             if part is None:
                 broken = unused_name(path, ".broken")

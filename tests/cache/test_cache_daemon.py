@@ -95,7 +95,7 @@ def test_a_torn_file_is_set_aside_at_restart_and_the_rest_is_served(cache_daemon
     files_dir = cache_daemons.dir / "cache-state"
     cache_daemons.stop("cache")
     files = ObjectFiles.open(files_dir)
-    path = next(files.key_dir(torn.key).iterdir())
+    [path] = files.part_paths(torn.key)
     files.close()
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size // 2)

@@ -60,7 +60,7 @@ def test_a_bit_flip_in_the_header_or_a_wrong_name_is_caught(tmp_path: Path) -> N
     raw = bytearray(flipped.read_bytes())
     raw[0] ^= 0xFF
     flipped.write_bytes(bytes(raw))
-    renamed.rename(renamed.with_name("base-00000000000000000009.obj"))  # the trailer says version 1
+    renamed.rename(renamed.with_name(renamed.name.replace("-00000000000000000001", "-00000000000000000009")))
     files = ObjectFiles.open(tmp_path)
     scan = files.scan()
     assert scan.parts == [] and len(scan.broken) == 2
@@ -80,7 +80,8 @@ def test_leftovers_of_an_interrupted_write_or_update_are_removed(tmp_path: Path)
     scan = files.scan()
     assert [(p.kind, p.version) for p in scan.parts] == [(BASE, 3)]
     assert scan.removed == 3
-    assert sorted(p.name for p in files.key_dir("a/s/o").iterdir()) == ["base-00000000000000000003.obj"]
+    assert [p.name.split("-", 1)[1] for p in files.part_paths("a/s/o")] == ["base-00000000000000000003.obj"]
+    assert not list(files.bucket("a/s/o").glob("*.tmp"))
     files.close()
 
 
@@ -99,5 +100,5 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     writer.fd = os.open(os.devnull, os.O_RDONLY)
     with pytest.raises(StorageError):
         writer.append(b"more")
-    assert list(files.key_dir("a/s/o").iterdir()) == []
+    assert list(files.bucket("a/s/o").iterdir()) == []
     files.close()
