@@ -128,6 +128,15 @@ def test_an_agent_session_shares_its_context_with_its_instances(cluster: Daemons
         assert plain.context() is None and plain.invoke(("context",)) is None
 
 
+def test_the_readme_cache_example_runs(cluster: Daemons) -> None:
+    """The object-cache example of the README, as printed, against a cluster with a cache."""
+    from tests.integration.test_readme import block_with, run
+
+    done = run(block_with("flame.put_object("), cluster.dir, cluster.frontend)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["(1000, 1000)", "[{'step': 1}]", "3 [1. 1. 1.]"]
+
+
 def test_agent_session_argument_errors_are_flamepys() -> None:
     with pytest.raises(ValueError, match="Either 'name' or 'session_id' must be provided"):
         Session(name=None, session_id=None)

@@ -48,7 +48,7 @@ def test_sdk_example_runs_twice(cluster: Daemons) -> None:
     work = cluster.dir / "readme"
     work.mkdir()
     (work / "echo_service.py").write_text(block_with("class Echo(FlameService)"))
-    client = block_with("flame.create_session")
+    client = block_with('flame.create_session("echo"')
     for attempt in (1, 2):
         done = run(client, work, cluster.frontend)
         assert done.returncode == 0, f"run {attempt}:\n{done.stderr}"
