@@ -10,8 +10,11 @@ half-loaded cache. A frame that does not decode is answered with a typed error a
 Sockets: the ROUTER uses low high-water marks (a message may be a MiB: a peer that does not read
 must not pile up gigabytes in the queue) and, with `[security] curve`, is a CURVE server in the
 `clients` domain: the session manager's server key and its client allow-list, so a cluster has
-one set of keys. Replies that cannot be queued (HWM reached, peer gone) are dropped: the client
-times out and asks again, which every request here allows.
+one set of keys. ZAP checks a key at the handshake only; as the session manager does, every
+request is checked again against the list as it stands (re-read when it changes), so a revoked
+key is refused (`Unauthorized`) on the connection it already has. Replies that cannot be
+queued (HWM reached, peer gone) are dropped: the client times out and asks again, which every
+request here allows.
 """
 
 from __future__ import annotations
@@ -29,10 +32,21 @@ from flamed.object_cache.index import Index
 from flamed.object_cache.requests import Requests
 from flamed.object_cache.sessions import SessionCheck
 from flamed.storage.objects import ObjectFiles
-from flamed.transport import Loop, SignalInbox, bind_router, close, context, drain, security, try_send
+from flamed.transport import (
+    Loop,
+    SignalInbox,
+    bind_router,
+    close,
+    context,
+    drain,
+    drain_with_user,
+    security,
+    try_send,
+)
 from protocol import cache as ca
 from protocol import codec
 from protocol.codec import FrameError
+from protocol.errors import ErrorCode
 
 log = logging.getLogger("flamed.object_cache")
 
@@ -159,15 +173,30 @@ class ObjectCache:
     def _on_requests(self) -> None:
         now = self.loop.now()
         encode = self._encoder.encode
-        for frames in drain(self.router, limit=1000):
+        allow = self.zap.lists[security.CLIENTS] if self.zap is not None else None
+        if allow is not None:
+            allow.refresh()
+        received = (
+            drain_with_user(self.router, 1000) if allow is not None else (("", f) for f in drain(self.router, 1000))
+        )
+        for user, frames in received:
             peer = frames[0]
+            if allow is not None and allow.name_of(user) is None:
+                self.index.counters["unauthorized_requests"] += 1
+                self.requests.forget_peer(peer)
+                reply: ca.Message = ca.Error(
+                    code=ErrorCode.Unauthorized, message="this key is not (or no longer) in the clients allow-list"
+                )
+                reply.request_id = codec.peek_request_id(frames[1:])
+                try_send(self.router, [peer, codec.HEADER, encode(reply)])
+                continue
             try:
                 request = self._codec.decode(frames[1:])
             except FrameError as exc:
                 self.bad_frames += 1
                 self.index.counters["bad_frames"] += 1
                 log.info("bad frame from %r: %s", peer[:32], exc.message)
-                reply: ca.Message = ca.Error(code=exc.code, message=exc.message)
+                reply = ca.Error(code=exc.code, message=exc.message)
                 reply.request_id = codec.peek_request_id(frames[1:])
             else:
                 reply = self.requests.handle(peer, request, now)

@@ -1,6 +1,7 @@
 """CURVE on the object cache: the session manager's server key and client allow-list apply to
-it as to the frontend (only listed client keys get an answer), and the cache's own checks with
-the session manager go through CURVE with a client key of its own."""
+it as to the frontend (only listed client keys get an answer, a revoked key is refused on its
+open connection), and the cache's own checks with the session manager go through CURVE with a
+client key of its own."""
 
 from __future__ import annotations
 
@@ -59,3 +60,6 @@ def test_only_listed_client_keys_reach_the_object_cache(cache_daemons: Daemons) 
             return cache.call({"type": "GetCacheStats"})["stats"].get("sessions_live", 0) >= 1
 
         wait_for("the cache's session check to pass CURVE", live)
+        (keys.clients / "alice.key").unlink()  # revoked: refused at once on the open connection
+        refused = cache.call({"type": "GetObject", "key": "app/s1/o"})
+        assert refused["code"] == "Unauthorized" and "allow-list" in refused["message"]
