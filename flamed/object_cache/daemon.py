@@ -170,6 +170,21 @@ class ObjectCache:
             self.zap.close()
         self.files.close()
 
+    def _decode(self, frames: list[bytes]) -> ca.CacheRequest:
+        try:
+            return self._codec.decode(frames)
+        except RecursionError:
+            # msgspec recurses into a deeply nested value it skips (an unknown field): issue 14
+            # makes protocol.codec turn this into a FrameError for every link; until then, here.
+            raise FrameError(ErrorCode.BadMessage, "malformed payload: nested too deeply") from None
+
+    @staticmethod
+    def _request_id(frames: list[bytes]) -> int:
+        try:
+            return codec.peek_request_id(frames)
+        except RecursionError:  # as in _decode
+            return 0
+
     def _on_requests(self) -> None:
         now = self.loop.now()
         encode = self._encoder.encode
@@ -187,17 +202,17 @@ class ObjectCache:
                 reply: ca.Message = ca.Error(
                     code=ErrorCode.Unauthorized, message="this key is not (or no longer) in the clients allow-list"
                 )
-                reply.request_id = codec.peek_request_id(frames[1:])
+                reply.request_id = self._request_id(frames[1:])
                 try_send(self.router, [peer, codec.HEADER, encode(reply)])
                 continue
             try:
-                request = self._codec.decode(frames[1:])
+                request = self._decode(frames[1:])
             except FrameError as exc:
                 self.bad_frames += 1
                 self.index.counters["bad_frames"] += 1
                 log.info("bad frame from %r: %s", peer[:32], exc.message)
                 reply = ca.Error(code=exc.code, message=exc.message)
-                reply.request_id = codec.peek_request_id(frames[1:])
+                reply.request_id = self._request_id(frames[1:])
             else:
                 reply = self.requests.handle(peer, request, now)
                 reply.request_id = request.request_id

@@ -182,6 +182,10 @@ def test_bad_keys_and_oversized_objects_get_clear_errors(cache_daemons: Daemons)
         assert raw.receive()["code"] == "BadMessage"
         raw.send_frames([HEADER, msgspec.msgpack.encode({"type": "PutChunk", "upload_id": 99, "offset": 0})])
         assert raw.receive()["code"] == "BadMessage"
+        # nested 100,000 deep in a field the cache skips: it used to end the daemon (RecursionError)
+        raw.send_frames([HEADER, b"\x82\xa4type\xadGetCacheStats\xa4junk" + b"\x91" * 100_000 + b"\xc0"])
+        assert raw.receive()["code"] == "BadMessage"
+        assert raw.call({"type": "GetCacheStats"})["stats"]["bad_frames_total"] == 3
     assert cache_daemons.alive("cache")
 
 
