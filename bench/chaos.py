@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -54,6 +56,33 @@ HELP = {
     "kinds": "fault kinds, comma-separated: em-kill,em-stop,partition,sm-kill,sm-stop",
     "netns": "put each node in a network namespace when root allows",
 }
+
+
+class LoadSampler:
+    """The 1-minute load average every 5 s while the run lasts: other work on the machine
+    shifts every timing the run measures, so the figures say how busy it was."""
+
+    def __init__(self) -> None:
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(5.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "before": round(self.samples[0], 2),
+            "mean": round(statistics.fmean(self.samples), 2),
+            "max": round(max(self.samples), 2),
+        }
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"#{fault.index:<3} {when} {fault.kind:<9} {fault.target:<3} {fault.duration:5.2f}s {fault.band}")
         print(f"{len(plan.submissions)} submissions of {len(plan.tasks)} tasks over {plan.span:.1f}s")
         return 0
-    load = os.getloadavg()[0]
+    load = LoadSampler()
     started = time.monotonic()
-    evidence, kept = run_plan(plan, print, args.settle_timeout, args.keep)
+    try:
+        evidence, kept = run_plan(plan, print, args.settle_timeout, args.keep)
+    finally:
+        load.stop()
     result = report.build(evidence, args.hot_loop_cpu, time.monotonic() - started)
-    result["machine"]["load_before"] = round(load, 2)
-    result["machine"]["load_after"] = round(os.getloadavg()[0], 2)
+    result["machine"]["load"] = load.figures()
+    print(f"machine: {os.cpu_count()} CPUs; 1-minute load average during the run {load.figures()}")
     print(report.text(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"chaos-{settings.seed}.json"
