@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.chaos import report  # noqa: E402
 from tests.chaos.plan import Settings, make_plan  # noqa: E402
-from tests.chaos.runner import run_plan  # noqa: E402
+from tests.chaos.runner import load_evidence, run_plan  # noqa: E402
 
 HELP = {
     "seed": "seed of the schedule and the workload",
@@ -98,7 +98,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(flag, dest=field.name, type=type(value), default=value, help=text)
     p.add_argument("--plan", action="store_true", help="print the schedule and exit")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for chaos-<seed>.json")
-    p.add_argument("--keep", action="store_true", help="keep the run's directory (logs, journals, state)")
+    p.add_argument("--keep", action="store_true", help="keep the run's directory (logs, journals, state, evidence)")
+    p.add_argument("--analyse", metavar="DIR", type=Path, help="report again on the run kept in DIR (--keep) and exit")
     p.add_argument(
         "--hot-loop-cpu", type=float, default=0.5, help="CPU-s per second away above which I6 warns (default: 0.5)"
     )
@@ -114,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 2
+    if args.analyse:
+        evidence = load_evidence(args.analyse)
+        result = report.build(evidence, args.hot_loop_cpu, 0.0)
+        print(report.text(result))
+        return 0 if result["ok"] else 1
     if args.plan:
         for fault in plan.faults:
             when = f"{fault.start:7.2f}s"

@@ -13,12 +13,16 @@ re-execution:
   (the effects of a fault, such as a drain timer started at a session-manager restart, reach
   past its heal by at most detection + drain).
 
-Expected (the issue's rule): the cause is a kill of the executor manager that held the
-previous run, or an outage longer than detection + drain; for an outage of a node we also
-accept one whose drain ran out while the node was still cut off (its last heartbeat came up
-to one interval before the fault). Everything else is unexpected, matched to the issue's
-holes where the evidence fits: 1 = cleanup after a session-manager restart or freeze;
-2 = stale start; 3 = a node back before its drain expired and cleaned up all the same.
+Expected (issue 16's rule): the cause is a kill of the executor manager that held the
+previous run, or an outage of that node (frozen, cut off) longer than detection + drain, or
+one whose drain ran out while the node was still away (its last heartbeat came up to one
+interval before the fault). A session-manager outage, however long, never excuses a rerun:
+its restart (or resume) gives every node a fresh drain, so a live node that loses its work
+then is hole 1. The issue's words alone ("an outage longer than detection + drain") would
+excuse those too; `literal` says what they would give. Everything else is unexpected,
+matched to the issue's holes where the evidence fits: 1 = a live node cleaned up after a
+session-manager outage; 2 = stale start; 3 = a node back before its drain expired and
+cleaned up all the same.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 
 from tests.chaos.evidence import Evidence, FaultRun, Run
 from tests.chaos.observer import SeenEvent
-from tests.chaos.plan import FaultKind
+from tests.chaos.plan import SESSION_MANAGER, FaultKind
 
 RETRY_PREFIX = "Task was retried: "
 NO_RETRY = "no retry recorded (the task was recalled or handed back, then run again)"
@@ -50,6 +54,9 @@ class Rerun:
     #: seconds from the fault's heal to the abandonment (negative: while it was active)
     lag: float | None
     expected: bool
+    #: expected by the issue's words alone ("an executor-manager kill or an outage longer than
+    #: detection + drain"), which would also excuse a session manager away that long
+    literal: bool
     why: str
     hole: str
 
@@ -169,6 +176,10 @@ def _classify(context: _Context, run: Run, *, previous: Run | None, when: float,
     timing = context.evidence.plan.settings.timing
     where = previous.node if previous is not None else run.node
     expected, why, hole = False, "", "other"
+    literal = fault is not None and (
+        (fault.fault.kind is FaultKind.em_kill and fault.fault.target == where)
+        or (fault.duration > timing.detection_drain and fault.fault.target in (where, SESSION_MANAGER))
+    )
     if stale:
         why, hole = "stale start: started after the session manager had removed its executor", "2"
     elif fault is None:
@@ -181,12 +192,12 @@ def _classify(context: _Context, run: Run, *, previous: Run | None, when: float,
             why = f"fault on another node ({fault.fault.target}); the run was on {where}"
         elif kind is FaultKind.em_kill:
             expected, why, hole = True, "executor-manager kill", ""
-        elif fault.duration > timing.detection_drain:
+        elif kind.on_node and fault.duration > timing.detection_drain:
             expected, why, hole = True, "outage longer than detection + drain", ""
         elif kind.on_node and not_ready is not None and not_ready <= fault.heal:
             expected, why, hole = True, "drain expired while the node was still cut off", ""
-        elif kind in (FaultKind.sm_kill, FaultKind.sm_stop) and cleaned_up:
-            why, hole = "live node cleaned up after a session-manager outage", "1"
+        elif not kind.on_node and cleaned_up:  # its restart or resume gives every node a fresh drain
+            why, hole = f"live node cleaned up after a session-manager outage of {fault.duration:.2f}s", "1"
         elif kind.on_node and cleaned_up and not_ready is not None:
             why, hole = f"node back {not_ready - fault.heal:.2f}s before its drain expired, cleaned up anyway", "3"
         else:
@@ -203,6 +214,7 @@ def _classify(context: _Context, run: Run, *, previous: Run | None, when: float,
         fault=fault.fault.index if fault else None,
         lag=(when - fault.heal) if fault else None,
         expected=expected,
+        literal=literal,
         why=why,
         hole="" if expected else hole,
     )

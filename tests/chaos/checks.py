@@ -78,6 +78,7 @@ def nothing_lost(evidence: Evidence) -> Check:
             problems.append(f"task seq {seq} was submitted but the session manager does not have it")
         elif seen[seq] > 1:
             problems.append(f"task seq {seq} exists {seen[seq]} times")
+    problems += evidence.settle_notes
     unanswered = [r.seq for r in evidence.records.values() if r.done is None]
     problems += [f"the client never got the result of task seq {seq}" for seq in unanswered]
     total = sum(len(t) for t in evidence.tasks.values())

@@ -92,6 +92,8 @@ class Evidence:
     #: which come from the session manager's log)
     subscription_events: list[SeenEvent] = field(default_factory=list)
     full_pushes: int = 0
+    #: what did not happen in time after the last heal (every result, every node Ready)
+    settle_notes: list[str] = field(default_factory=list)
 
     def starts(self) -> list[Run]:
         return [r for r in self.runs if r.event == "start"]

@@ -213,8 +213,8 @@ def _faults(settings: Settings) -> tuple[Fault, ...]:
         start = round(t, 3)
         faults.append(Fault(index, kind, target, start, duration, band))
         busy[target] = start + duration + settings.gap_min
-        if settings.overlap:
-            t = start + rng.uniform(0.5, duration + settings.gap_max)
+        if settings.overlap:  # the next one starts while this one lasts (elsewhere)
+            t = start + rng.uniform(0.3, max(0.4, duration))
         else:
             t = start + duration + rng.uniform(settings.gap_min, settings.gap_max)
     return tuple(faults)

@@ -169,6 +169,7 @@ def rerun_figures(reruns: list[Rerun], evidence: Evidence) -> dict[str, Any]:
         "total": len(reruns),
         "expected": len(reruns) - len(unexpected),
         "unexpected": len(unexpected),
+        "unexpected_by_the_issues_words": sum(1 for r in reruns if not r.literal),
         "unexpected_by_hole": dict(Counter(r.hole for r in unexpected)),
         "by_kind": dict(Counter(_kind(evidence, r) for r in reruns)),
         "by_fault": {k: {**v, "why": dict(v["why"]), "hole": dict(v["hole"])} for k, v in by_fault.items()},
@@ -184,6 +185,7 @@ def rerun_figures(reruns: list[Rerun], evidence: Evidence) -> dict[str, Any]:
                 "fault": r.fault,
                 "lag": _round(r.lag),
                 "expected": r.expected,
+                "literal": r.literal,
                 "why": r.why,
                 "hole": r.hole,
             }
@@ -288,7 +290,8 @@ def text(report: dict[str, Any]) -> str:
     rerun = report["reexecutions"]
     lines.append(
         f"re-executions: {rerun['total']} (expected {rerun['expected']}, unexpected {rerun['unexpected']}; "
-        f"unexpected by hole: {rerun['unexpected_by_hole'] or '-'})"
+        f"unexpected by hole: {rerun['unexpected_by_hole'] or '-'}; unexpected by the issue's words alone, "
+        f"which excuse a session manager away past detection + drain: {rerun['unexpected_by_the_issues_words']})"
     )
     faults = {str(f["index"]): f for f in report["faults"]}
     if rerun["by_fault"]:

@@ -13,13 +13,14 @@ deadlines.
 from __future__ import annotations
 
 import contextlib
+import pickle
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flamed.client import Connection
+from flamed.client import Connection, FlameError
 from protocol.types import ExecutorState
 from tests.chaos.cluster import ChaosCluster
 from tests.chaos.evidence import Agreement, Evidence, FaultRun, log_events, log_times, read_journal, tracebacks
@@ -30,6 +31,15 @@ from tests.chaos.workload import Workload, session_id
 from tests.integration.daemons import wait_for
 
 Say = Callable[[str], None]
+#: where a kept run leaves its evidence
+EVIDENCE = "evidence.pickle"
+
+
+def load_evidence(workdir: Path) -> Evidence:
+    """The evidence a kept run left in `workdir` (our own file: pickle is fine)."""
+    evidence = pickle.loads((workdir / EVIDENCE).read_bytes())
+    assert isinstance(evidence, Evidence)
+    return evidence
 
 
 class Timeline:
@@ -139,11 +149,17 @@ def run_plan(plan: Plan, say: Say, settle_timeout: float = 240.0, keep: bool = F
         timeline.play(say)
         say(f"  last heal at {time.time() - t0:.1f}s; waiting for every result")
         settle = time.monotonic()
-        _wait(timeline, "every task result", lambda: workload.unfinished() == 0, settle_timeout)
+        # What does not happen in time is evidence (I1, I5...), not a reason to stop looking.
+        notes = _wait(timeline, "every task result", lambda: workload.unfinished() == 0, settle_timeout)
         conn = workload.connections[0]
-        _wait(timeline, "every node Ready", lambda: _sm_ready(conn, settings.node_names), 60)
+        notes += _wait(timeline, "every node Ready", lambda: _sm_ready(conn, settings.node_names), 60)
         agreement = _wait_agreement(timeline, cluster, conn, settings.node_names, settle)
-        tasks = {session_id(i): workload.list_tasks(i) for i in range(settings.sessions)}
+        tasks = {}
+        for index in range(settings.sessions):
+            try:
+                tasks[session_id(index)] = workload.list_tasks(index)
+            except FlameError as exc:
+                notes.append(f"cannot list the tasks of {session_id(index)}: {exc}")
         instances_end = cluster.instances()
         observer.stop()
         stopped_at = time.time()
@@ -179,7 +195,10 @@ def run_plan(plan: Plan, say: Say, settle_timeout: float = 240.0, keep: bool = F
                 log_tracebacks={name: tracebacks(text) for name, text in logs.items()},
                 subscription_events=sorted(observer.events, key=lambda e: e.time),
                 full_pushes=observer.full_pushes,
+                settle_notes=notes,
             )
+        if keep:  # `bench/chaos.py --analyse DIR` builds the report again from it
+            (workdir / EVIDENCE).write_bytes(pickle.dumps(evidence))
         return evidence, (workdir if keep else None)
     except BaseException:
         keep = True
@@ -204,12 +223,21 @@ def _sm_ready(conn: Connection, names: list[str]) -> bool:
     return all(states.get(n) == "Ready" for n in names)
 
 
-def _wait(timeline: Timeline, what: str, probe: Callable[[], bool], timeout: float) -> None:
+def _wait(timeline: Timeline, what: str, probe: Callable[[], bool], timeout: float) -> list[str]:
+    """Wait for `probe`; [] when it held in time, else what did not happen."""
+
     def checked() -> bool:
         timeline.restart_crashed()
-        return probe()
+        try:
+            return probe()
+        except FlameError:  # the session manager is away: ask again
+            return False
 
-    wait_for(what, checked, timeout, interval=0.1)
+    try:
+        wait_for(what, checked, timeout, interval=0.1)
+    except AssertionError as exc:
+        return [str(exc)]
+    return []
 
 
 def _wait_agreement(
@@ -223,7 +251,10 @@ def _wait_agreement(
 
     def agreed() -> bool:
         timeline.restart_crashed()
-        agreement.detail = _disagreements(cluster, conn, names)
+        try:
+            agreement.detail = _disagreements(cluster, conn, names)
+        except FlameError as exc:
+            agreement.detail = [f"cannot list the executors: {exc}"]
         return not agreement.detail
 
     try:

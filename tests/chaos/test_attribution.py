@@ -129,6 +129,19 @@ def test_a_live_node_cleaned_up_after_a_session_manager_restart_is_hole_1() -> N
     assert (rerun.fault, rerun.expected, rerun.hole) == (0, False, "1")
 
 
+def test_a_session_manager_away_past_detection_and_drain_excuses_no_rerun() -> None:
+    """Its restart gives every node a fresh drain: a live node cleaned up afterwards is hole 1
+    however long the session manager was away (the issue's words alone would excuse it)."""
+    e = evidence(
+        [fault(0, FaultKind.sm_kill, "sm", 100.0, DD + 3.0)],
+        [run(1, "n1", "e1", 99.0), run(1, "n2", "e2", 112.0)],
+        [node_event(111.5, "n1", "cleaned_up: NotReady (drain timeout expired)")],
+        [retried(1, (111.5, "node n1 cleaned up: drain timeout expired"))],
+    )
+    rerun = only(attribute(e, WINDOW))
+    assert (rerun.expected, rerun.hole, rerun.literal) == (False, "1", True)
+
+
 def test_a_start_on_an_executor_already_removed_is_a_stale_start_even_after_a_long_outage() -> None:
     """Frozen past detection + drain, the node's queued task went elsewhere (not a rerun: it
     had not run); the resumed executor manager then started it too: that start is the
