@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.chaos import report  # noqa: E402
+from tests.chaos.evidence import Evidence  # noqa: E402
 from tests.chaos.plan import Settings, make_plan  # noqa: E402
-from tests.chaos.runner import load_evidence, run_plan  # noqa: E402
+from tests.chaos.runner import load_evidence, run_plan, save_evidence  # noqa: E402
 
 HELP = {
     "seed": "seed of the schedule and the workload",
@@ -116,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos: {exc}", file=sys.stderr)
         return 2
     if args.analyse:
-        evidence = load_evidence(args.analyse)
-        result = report.build(evidence, args.hot_loop_cpu, 0.0)
-        print(report.text(result))
-        return 0 if result["ok"] else 1
+        return write(load_evidence(args.analyse), args, args.analyse)
     if args.plan:
         for fault in plan.faults:
             when = f"{fault.start:7.2f}s"
@@ -132,16 +130,24 @@ def main(argv: list[str] | None = None) -> int:
         evidence, kept = run_plan(plan, print, args.settle_timeout, args.keep)
     finally:
         load.stop()
-    result = report.build(evidence, args.hot_loop_cpu, time.monotonic() - started)
-    result["machine"]["load"] = load.figures()
-    print(f"machine: {os.cpu_count()} CPUs; 1-minute load average during the run {load.figures()}")
+    evidence.seconds = time.monotonic() - started
+    evidence.load = load.figures()
+    if kept is not None:
+        save_evidence(kept, evidence)
+    return write(evidence, args, kept)
+
+
+def write(evidence: Evidence, args: argparse.Namespace, kept: Path | None) -> int:
+    """Print the summary, write the JSON; the exit code."""
+    result = report.build(evidence, args.hot_loop_cpu)
+    print(f"machine: {os.cpu_count()} CPUs; 1-minute load average during the run {evidence.load}")
     print(report.text(result))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"chaos-{settings.seed}.json"
+    path = args.out / f"chaos-{evidence.plan.settings.seed}.json"
     path.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
     print(f"results: {path}")
     if kept is not None:
-        print(f"logs, journals and state: {kept}")
+        print(f"logs, journals, state and evidence: {kept}")
     return 0 if result["ok"] else 1
 
 

@@ -48,6 +48,8 @@ class Rerun:
     previous: Run | None
     start: Run
     abandoned_at: float
+    #: the moment whose fault is blamed (the start of the drain that ran out, for a cleanup)
+    blamed_at: float
     reason: str
     stale: bool
     fault: int | None
@@ -157,6 +159,18 @@ def attribute(evidence: Evidence, window: float) -> list[Rerun]:
     return reruns
 
 
+def drain_start(nodes: NodeEvents, reason: str, when: float, drain: float) -> float:
+    """The moment to blame for a retry at `when`: for a node cleaned up, the start of the
+    drain that ran out (its last Unknown before), which may lie in an earlier fault than the
+    cleanup itself (a session manager restarted at the end of one fault cleans up its late
+    nodes during the next); else `when`."""
+    if not reason.startswith("node ") or "cleaned up" not in reason:
+        return when
+    node = reason.split()[1]
+    unknown = [t for t, state, _ in nodes.states.get(node, []) if state == "Unknown" and t <= when]
+    return unknown[-1] if unknown and when - unknown[-1] <= drain + 1.0 else when
+
+
 def _last_before(retries: list[tuple[float, str]], when: float) -> tuple[float, str] | None:
     before = [r for r in retries if r[0] <= when]
     return before[-1] if before else None
@@ -172,8 +186,9 @@ def cause_of(faults: list[FaultRun], when: float, window: float) -> FaultRun | N
 
 def _classify(context: _Context, run: Run, *, previous: Run | None, when: float, reason: str, stale: bool) -> Rerun:
     nodes, window = context.nodes, context.window
-    fault = cause_of(context.faults, when, window)
     timing = context.evidence.plan.settings.timing
+    blamed = drain_start(nodes, reason, when, timing.drain)
+    fault = cause_of(context.faults, blamed, window)
     where = previous.node if previous is not None else run.node
     expected, why, hole = False, "", "other"
     literal = fault is not None and (
@@ -209,6 +224,7 @@ def _classify(context: _Context, run: Run, *, previous: Run | None, when: float,
         previous=previous,
         start=run,
         abandoned_at=when,
+        blamed_at=blamed,
         reason=reason,
         stale=stale,
         fault=fault.fault.index if fault else None,
@@ -224,32 +240,39 @@ def _classify(context: _Context, run: Run, *, previous: Run | None, when: float,
 
 
 def recovery_timings(evidence: Evidence, reruns: list[Rerun], window: float) -> dict[int, dict[str, float | None]]:
-    """Per fault index: fault -> Unknown, -> NotReady, -> first rerun; heal -> Ready (for a
-    session-manager fault: the slowest node, and from the session manager being ready)."""
+    """Per fault index: fault -> Unknown, -> NotReady (the end of the drain that Unknown
+    started), -> first rerun blamed on it; heal -> Ready. For a session-manager fault, the
+    slowest node, and Ready also from the restarted session manager being ready. A node's
+    events count for a fault until the next fault that touches the node (one on it, or on the
+    session manager) starts."""
     nodes = node_events(evidence.events)
+    drain = evidence.plan.settings.drain
     first_rerun: dict[int, float] = {}
     for rerun in reruns:
         if rerun.fault is not None:
             first_rerun[rerun.fault] = min(first_rerun.get(rerun.fault, float("inf")), rerun.start.time)
     timings: dict[int, dict[str, float | None]] = {}
     names = evidence.plan.settings.node_names
-    starts = sorted(f.start for f in evidence.faults)
     for fault in evidence.faults:
         index, kind = fault.fault.index, fault.fault.kind
-        # what happens once the next fault started is that one's doing
-        later = [s for s in starts if s > fault.heal] + [evidence.stopped_at]
-        horizon = min(fault.heal + window, later[0])
-        row: dict[str, float | None] = {}
-        targets = [fault.fault.target] if kind.on_node else names
-        unknown = [nodes.first(n, "Unknown", fault.start, horizon) for n in targets]
-        not_ready = [nodes.first(n, "NotReady", fault.start, horizon) for n in targets]
-        ready = [nodes.first(n, "Ready", fault.heal, min(fault.heal + 60, later[0])) for n in targets]
-        row["to_unknown"] = _latest(unknown, fault.start)
-        row["to_not_ready"] = _latest(not_ready, fault.start)
-        row["to_rerun"] = first_rerun[index] - fault.start if index in first_rerun else None
-        row["heal_to_ready"] = _latest(ready, fault.heal)
+        unknown, not_ready, ready = [], [], []
+        for node in [fault.fault.target] if kind.on_node else names:
+            touched = [
+                f.start for f in evidence.faults if f.start > fault.start and f.fault.target in (node, SESSION_MANAGER)
+            ]
+            end = min([evidence.stopped_at, *touched])
+            went = nodes.first(node, "Unknown", fault.start, min(fault.heal + window, end))
+            unknown.append(went)
+            not_ready.append(nodes.first(node, "NotReady", went, went + drain + 1.0) if went is not None else None)
+            ready.append(nodes.first(node, "Ready", fault.heal, min(fault.heal + 60, end)))
+        row: dict[str, float | None] = {
+            "to_unknown": _latest(unknown, fault.start),
+            "to_not_ready": _latest(not_ready, fault.start),
+            "to_rerun": first_rerun[index] - fault.start if index in first_rerun else None,
+            "heal_to_ready": _latest(ready, fault.heal),
+        }
         if not kind.on_node:
-            boot = [t for t in evidence.sm_ready if fault.start <= t <= horizon]
+            boot = [t for t in evidence.sm_ready if fault.start <= t <= fault.heal + window]
             origin = boot[0] if kind is FaultKind.sm_kill and boot else fault.heal
             row["sm_ready_to_ready"] = _latest(ready, origin)
         timings[index] = row

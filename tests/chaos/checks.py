@@ -218,13 +218,20 @@ def no_hung_or_failed_client(evidence: Evidence) -> Check:
     problems = slow + failed
     if evidence.unfinished:
         problems.append(f"{evidence.unfinished} task futures never completed")
-    problems += [
-        f"seq {r.seq}: {r.error}"
+    sdk_errors = [
+        r
         for r in evidence.records.values()
         if r.error and FAILURE_TEXT not in r.error and RETRY_LIMIT_TEXT not in r.error.lower()
     ]
+    problems += [f"seq {r.seq}: {r.error}" for r in sdk_errors]
     longest = max((c.seconds for c in evidence.calls), default=0.0)
-    detail = f"{len(evidence.calls)} blocking calls (longest {longest:.2f}s), {len(evidence.records)} futures"
+    detail = (
+        f"{len(evidence.calls)} blocking calls (longest {longest:.2f}s), {len(evidence.records)} futures, "
+        f"{len(sdk_errors)} failed with an error of the SDK's"
+    )
+    if sdk_errors:
+        first, last = min(r.submitted for r in sdk_errors), max(r.submitted for r in sdk_errors)
+        detail += f" (submitted {first - evidence.t0:.1f}-{last - evidence.t0:.1f}s)"
     return Check("no hung or failed client", not problems, True, detail, problems[:EXAMPLES])
 
 

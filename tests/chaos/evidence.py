@@ -94,6 +94,9 @@ class Evidence:
     full_pushes: int = 0
     #: what did not happen in time after the last heal (every result, every node Ready)
     settle_notes: list[str] = field(default_factory=list)
+    #: how long the whole run took and how busy the machine was (set by bench/chaos.py)
+    seconds: float = 0.0
+    load: dict[str, float] | None = None
 
     def starts(self) -> list[Run]:
         return [r for r in self.runs if r.event == "start"]

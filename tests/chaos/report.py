@@ -48,7 +48,7 @@ def attribution_window(evidence: Evidence) -> float:
     return settings.timing.detection_drain + settings.backoff_max + 2.0
 
 
-def build(evidence: Evidence, hot_loop_cpu: float, seconds: float) -> dict[str, Any]:
+def build(evidence: Evidence, hot_loop_cpu: float) -> dict[str, Any]:
     settings = evidence.plan.settings
     window = attribution_window(evidence)
     checks = check_all(evidence, hot_loop_cpu)
@@ -59,8 +59,13 @@ def build(evidence: Evidence, hot_loop_cpu: float, seconds: float) -> dict[str, 
         "command": settings.command(),
         "settings": asdict(settings),
         "hosts": "network namespaces" if evidence.namespaced else "loopback (partitions by SIGSTOP)",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system()},
-        "seconds": round(seconds, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "system": platform.system(),
+            "load": evidence.load,
+        },
+        "seconds": round(evidence.seconds, 1),
         "tasks": task_figures(evidence),
         "faults": [fault_row(evidence, i, timings) for i in range(len(evidence.faults))],
         "invariants": [asdict(c) for c in checks],
@@ -181,6 +186,7 @@ def rerun_figures(reruns: list[Rerun], evidence: Evidence) -> dict[str, Any]:
                 "run": f"{r.start.node}/{r.start.executor}",
                 "at": round(r.start.time - evidence.t0, 3),
                 "abandoned_at": round(r.abandoned_at - evidence.t0, 3),
+                "blamed_at": round(r.blamed_at - evidence.t0, 3),
                 "reason": r.reason,
                 "fault": r.fault,
                 "lag": _round(r.lag),

@@ -35,6 +35,11 @@ Say = Callable[[str], None]
 EVIDENCE = "evidence.pickle"
 
 
+def save_evidence(workdir: Path, evidence: Evidence) -> None:
+    """Keep the evidence with the run (`bench/chaos.py --analyse DIR` reports on it again)."""
+    (workdir / EVIDENCE).write_bytes(pickle.dumps(evidence))
+
+
 def load_evidence(workdir: Path) -> Evidence:
     """The evidence a kept run left in `workdir` (our own file: pickle is fine)."""
     evidence = pickle.loads((workdir / EVIDENCE).read_bytes())
@@ -197,8 +202,8 @@ def run_plan(plan: Plan, say: Say, settle_timeout: float = 240.0, keep: bool = F
                 full_pushes=observer.full_pushes,
                 settle_notes=notes,
             )
-        if keep:  # `bench/chaos.py --analyse DIR` builds the report again from it
-            (workdir / EVIDENCE).write_bytes(pickle.dumps(evidence))
+        if keep:
+            save_evidence(workdir, evidence)
         return evidence, (workdir if keep else None)
     except BaseException:
         keep = True

@@ -142,6 +142,26 @@ def test_a_session_manager_away_past_detection_and_drain_excuses_no_rerun() -> N
     assert (rerun.expected, rerun.hole, rerun.literal) == (False, "1", True)
 
 
+def test_a_cleanup_is_blamed_on_the_fault_that_started_its_drain_not_on_the_next_one() -> None:
+    """A restarted session manager loads its nodes Unknown and cleans up those that do not
+    register within the drain, possibly after the next fault began (on another node): the
+    rerun belongs to the session-manager fault (hole 1), and so does the NotReady timing."""
+    e = evidence(
+        [fault(0, FaultKind.sm_kill, "sm", 100.0, 7.0), fault(1, FaultKind.em_stop, "n2", 110.0, 2.0)],
+        [run(1, "n1", "e1", 99.0), run(1, "n3", "e3", 110.6)],
+        [
+            node_event(107.3, "n1", "silent: Unknown after restart; drain timer 3.0s"),
+            node_event(110.3, "n1", "cleaned_up: NotReady (drain timeout expired); its executors released"),
+        ],
+        [retried(1, (110.3, "node n1 cleaned up: drain timeout expired"))],
+    )
+    rerun = only(attribute(e, WINDOW))
+    assert (rerun.fault, rerun.hole, rerun.blamed_at) == (0, "1", 107.3)
+    timings = recovery_timings(e, [rerun], WINDOW)
+    assert round(timings[0]["to_not_ready"] or 0, 3) == 10.3
+    assert timings[1]["to_not_ready"] is None
+
+
 def test_a_start_on_an_executor_already_removed_is_a_stale_start_even_after_a_long_outage() -> None:
     """Frozen past detection + drain, the node's queued task went elsewhere (not a rerun: it
     had not run); the resumed executor manager then started it too: that start is the
