@@ -9,9 +9,9 @@ recorded twice not seen (I2), or counters summed wrongly across session-manager 
 from __future__ import annotations
 
 from protocol.types import Event, Task, TaskState
-from tests.chaos.attribution import NO_RETRY, Rerun, attribute, recovery_timings
+from tests.chaos.attribution import NO_RETRY, Rerun, attribute, node_events, recovery_timings
 from tests.chaos.checks import node_transitions, recorded_once
-from tests.chaos.evidence import Agreement, Evidence, FaultRun, Run
+from tests.chaos.evidence import Agreement, Evidence, FaultRun, Run, log_events
 from tests.chaos.observer import SeenEvent, TerminalRecord
 from tests.chaos.plan import Fault, FaultKind, Settings, make_plan
 from tests.chaos.report import summed
@@ -218,6 +218,7 @@ def test_node_transitions_out_of_order_are_caught_and_a_goodbye_is_allowed() -> 
     good = [
         node_event(1.0, "n1", "registered (epoch 1): Ready"),
         node_event(2.0, "n1", "silent: Unknown (no message for 2.0s)"),
+        node_event(2.5, "n1", "silent: Unknown after restart; drain timer 3.0s"),
         node_event(5.0, "n1", "cleaned_up: NotReady (drain timeout expired)"),
         node_event(6.0, "n1", "registered (epoch 2): Ready"),
         node_event(9.0, "n1", "cleaned_up: NotReady (executor manager stopped)"),
@@ -243,3 +244,29 @@ def test_counters_are_summed_across_session_manager_restarts() -> None:
     """GetStats totals restart at zero with the session manager: sum each stretch's peak."""
     samples = [(0.0, {"a": 1.0}), (1.0, {"a": 5.0}), (2.0, {"a": 2.0}), (3.0, {"a": 4.0}), (4.0, {})]
     assert summed(samples, "a") == 9.0
+
+
+LOG = """\
+=== chaos: start 2 of sm at 1796200512.000
+2026-12-02 08:35:01,991 INFO flamed.session_manager[9]: node n1: Unknown after restart; drain timer 3.0s
+2026-12-02 08:35:02,531 INFO flamed.session_manager[9]: node n1: Ready (epoch 4, 2 executors kept)
+2026-12-02 08:35:05,800 INFO flamed.session_manager[9]: executor 0f63810089: created on n1 for session chaos-0
+2026-12-02 08:35:09,417 WARNING flamed.session_manager[9]: node n1: Unknown (no message for 2.0s); cleanup in 3.0s
+2026-12-02 08:35:12,417 INFO flamed.session_manager[9]: executor 0f63810089 on n1: released (node n1 cleaned up: \
+drain timeout expired)
+2026-12-02 08:35:12,418 WARNING flamed.session_manager[9]: node n1: NotReady (drain timeout expired); its executors \
+released
+2026-12-02 08:35:13,001 INFO flamed.session_manager[9]: node n1: stopping (its executor manager is draining): no new \
+executors or tasks
+"""
+
+
+def test_the_session_managers_log_gives_the_node_and_executor_changes() -> None:
+    """Node changes are read from the session manager's log (subscription pushes drop events
+    past 200): breaks if its wording drifts away from what `log_events` recognises."""
+    found = log_events(LOG)
+    nodes = node_events(found)
+    assert [state for _, state, _ in nodes.states["n1"]] == ["Unknown", "Ready", "Unknown", "NotReady"]
+    assert nodes.created == [(found[2].time, "0f63810089", "n1")]
+    assert nodes.removed == {"0f63810089": found[4].time}
+    assert round(found[1].time - found[0].time, 3) == 0.54
