@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import threading
@@ -144,7 +145,9 @@ def write(evidence: Evidence, args: argparse.Namespace, kept: Path | None) -> in
     print(report.text(result))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"chaos-{evidence.plan.settings.seed}.json"
-    path.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
+    # The run's directory is gone (or this machine's business): keep its path out of results.
+    text = re.sub(r"ipc://\S*?/flc-[^/\s]+/", "ipc://<run dir>/", json.dumps(result, indent=1) + "\n")
+    path.write_text(text)
     print(f"results: {path}")
     if kept is not None:
         print(f"logs, journals, state and evidence: {kept}")
