@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from flamed.client import ApplicationAttributes, Connection, FlameError, Session
+from flamed.client.session import iter_wire_tasks
 from protocol.types import Task
 from tests.chaos.cluster import APPLICATION, SERVICE
 from tests.chaos.plan import Plan, Submission
@@ -122,14 +123,10 @@ class Workload:
         return sum(1 for f in self._futures if not f.done())
 
     def list_tasks(self, index: int) -> list[Task]:
-        """Every task of session `index` with its events, from the session manager."""
-        from protocol import frontend as fe
-
+        """Every task of session `index` with its events, from the session manager (a page at
+        a time; the whole walk is timed as one call)."""
         conn = self.connections[0]
-        reply = self.timed(
-            "list_tasks", lambda: conn.request(fe.ListTasks(session_id=session_id(index)), fe.TasksReply)
-        )
-        return reply.tasks
+        return self.timed("list_tasks", lambda: list(iter_wire_tasks(conn, session_id(index))))
 
     def close(self) -> None:
         for conn in self.connections:
