@@ -18,10 +18,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from flamed.client import Connection, FlameError
-from protocol.types import ExecutorState
+from protocol.types import ExecutorState, Task
 from tests.chaos.cluster import ChaosCluster
 from tests.chaos.evidence import Agreement, Evidence, FaultRun, log_events, log_times, read_journal, tracebacks
 from tests.chaos.hosts import Hosts, make_hosts
@@ -131,60 +132,82 @@ class Timeline:
         run.heal = time.time()
 
 
-def run_plan(plan: Plan, say: Say, settle_timeout: float = 240.0, keep: bool = False) -> tuple[Evidence, Path | None]:
-    """Run `plan`; the evidence, and the work directory if it was kept (`keep`)."""
-    settings = plan.settings
-    hosts = make_hosts(settings.node_names, settings.netns)
-    workdir = Path(tempfile.mkdtemp(prefix="flc-", dir="/tmp"))
-    cluster = ChaosCluster(workdir, settings, hosts)
-    observer = Observer(cluster.frontend)
-    workload = Workload(plan, cluster.frontend, cluster.config)
-    timeline = Timeline(plan, cluster, hosts, workload, observer)
-    try:
-        say(f"chaos seed {settings.seed}: {hosts.describe}")
-        cluster.start_sm()
-        observer.start()
+@dataclass
+class _Settled:
+    """What the waits after the last heal found."""
+
+    notes: list[str]
+    agreement: Agreement
+    tasks: dict[str, list[Task]]
+
+
+class _Run:
+    """The parts of one run, started in order and stopped in the reverse order."""
+
+    def __init__(self, plan: Plan, workdir: Path) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.hosts = make_hosts(plan.settings.node_names, plan.settings.netns)
+        try:
+            self.cluster = ChaosCluster(workdir, plan.settings, self.hosts)
+        except BaseException:
+            self.hosts.close()  # no namespace outlives a run that could not start
+            raise
+        self.observer = Observer(self.cluster.frontend)
+        self.workload = Workload(plan, self.cluster.frontend, self.cluster.config)
+        self.timeline = Timeline(plan, self.cluster, self.hosts, self.workload, self.observer)
+
+    def start(self, say: Say) -> None:
+        """Every daemon up, every node Ready, the sessions created and watched."""
+        settings = self.plan.settings
+        say(f"chaos seed {settings.seed}: {self.hosts.describe}")
+        self.cluster.start_sm()
+        self.observer.start()
         for node in settings.node_names:
-            cluster.start_em(node)
-        wait_for("every node Ready", lambda: _all_ready(observer, settings.node_names), 60)
-        workload.open()
+            self.cluster.start_em(node)
+        wait_for("every node Ready", lambda: _all_ready(self.observer, settings.node_names), 60)
+        self.workload.open()
         for index in range(settings.sessions):
-            observer.watch(session_id(index))
-        t0 = time.time()
-        timeline.play(say)
-        say(f"  last heal at {time.time() - t0:.1f}s; waiting for every result")
+            self.observer.watch(session_id(index))
+
+    def settle(self, settle_timeout: float) -> _Settled:
+        """After the last heal: every result, every node Ready, both sides agreeing. What does
+        not happen in time is evidence (I1, I5...), not a reason to stop looking."""
+        settings, workload = self.plan.settings, self.workload
         settle = time.monotonic()
-        # What does not happen in time is evidence (I1, I5...), not a reason to stop looking.
-        notes = _wait(timeline, "every task result", lambda: workload.unfinished() == 0, settle_timeout)
+        notes = _wait(self.timeline, "every task result", lambda: workload.unfinished() == 0, settle_timeout)
         conn = workload.connections[0]
-        notes += _wait(timeline, "every node Ready", lambda: _sm_ready(conn, settings.node_names), 60)
-        agreement = _wait_agreement(timeline, cluster, conn, settings.node_names, settle)
+        notes += _wait(self.timeline, "every node Ready", lambda: _sm_ready(conn, settings.node_names), 60)
+        agreement = _wait_agreement(self.timeline, self.cluster, conn, settings.node_names, settle)
         tasks = {}
         for index in range(settings.sessions):
             try:
                 tasks[session_id(index)] = workload.list_tasks(index)
             except FlameError as exc:
                 notes.append(f"cannot list the tasks of {session_id(index)}: {exc}")
+        return _Settled(notes, agreement, tasks)
+
+    def stop_and_collect(self, t0: float, settled: _Settled) -> Evidence:
+        """Stop the daemons as an operator would, look for what is left, gather the evidence."""
+        cluster, observer, settings = self.cluster, self.observer, self.plan.settings
         instances_end = cluster.instances()
         observer.stop()
         stopped_at = time.time()
         exit_codes = cluster.stop_all()
         with contextlib.suppress(AssertionError):  # what is left is reported (I5)
             wait_for("every process of the run to exit", lambda: not cluster.leftovers(), 15)
-        leftovers = cluster.leftovers()
-        runs = [r for node in settings.node_names for r in read_journal(cluster.journal(node))]
         logs = {name: cluster.log(name) for name in cluster.daemons}
         with observer.lock:
-            evidence = Evidence(
-                plan=plan,
-                namespaced=hosts.namespaced,
+            return Evidence(
+                plan=self.plan,
+                namespaced=self.hosts.namespaced,
                 t0=t0,
                 stopped_at=stopped_at,
-                faults=[timeline.runs[f.index] for f in plan.faults],
-                records=dict(workload.records),
-                calls=list(workload.calls),
-                tasks=tasks,
-                runs=runs,
+                faults=[self.timeline.runs[f.index] for f in self.plan.faults],
+                records=dict(self.workload.records),
+                calls=list(self.workload.calls),
+                tasks=settled.tasks,
+                runs=[r for node in settings.node_names for r in read_journal(cluster.journal(node))],
                 events=log_events(logs[SESSION_MANAGER]),
                 node_sights=list(observer.nodes),
                 terminal=dict(observer.terminal),
@@ -192,16 +215,39 @@ def run_plan(plan: Plan, say: Say, settle_timeout: float = 240.0, keep: bool = F
                 stats=list(observer.stats),
                 exits=list(cluster.exits),
                 exit_codes=exit_codes,
-                agreement=agreement,
+                agreement=settled.agreement,
                 instances_end=instances_end,
-                leftovers=leftovers,
-                unfinished=workload.unfinished(),
+                leftovers=cluster.leftovers(),
+                unfinished=self.workload.unfinished(),
                 sm_ready=log_times(logs[SESSION_MANAGER], "session manager ready"),
                 log_tracebacks={name: tracebacks(text) for name, text in logs.items()},
                 subscription_events=sorted(observer.events, key=lambda e: e.time),
                 full_pushes=observer.full_pushes,
-                settle_notes=notes,
+                settle_notes=settled.notes,
             )
+
+    def close(self) -> None:
+        self.observer.stop()
+        self.workload.close()
+        self.cluster.cleanup()
+        self.hosts.close()
+
+
+def run_plan(plan: Plan, say: Say, settle_timeout: float = 240.0, keep: bool = False) -> tuple[Evidence, Path | None]:
+    """Run `plan`; the evidence, and the work directory if it was kept (`keep`; a run that
+    fails keeps it too)."""
+    workdir = Path(tempfile.mkdtemp(prefix="flc-", dir="/tmp"))
+    try:
+        run = _Run(plan, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    try:
+        run.start(say)
+        t0 = time.time()
+        run.timeline.play(say)
+        say(f"  last heal at {time.time() - t0:.1f}s; waiting for every result")
+        evidence = run.stop_and_collect(t0, run.settle(settle_timeout))
         if keep:
             save_evidence(workdir, evidence)
         return evidence, (workdir if keep else None)
@@ -210,10 +256,7 @@ def run_plan(plan: Plan, say: Say, settle_timeout: float = 240.0, keep: bool = F
         say(f"  the run failed; its logs and journals are kept in {workdir}")
         raise
     finally:
-        observer.stop()
-        workload.close()
-        cluster.cleanup()
-        hosts.close()
+        run.close()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
