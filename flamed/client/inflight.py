@@ -8,7 +8,9 @@
   in a terminal state, is dropped, and a watch with no sinks left is closed;
 - an `Error` under a watch's request id (unknown session or task) ends the watch;
 - a `TasksCreated` for a batch that asked for results opens its watch under the same request
-  id; `dispatch` returns it as an `OpenWatch` for the thread to follow.
+  id; `dispatch` returns it as an `OpenWatch` for the thread to follow; a second `TasksCreated`
+  under that id (the batch was sent again after a reconnect, and both answers arrived) is the
+  same answer again and changes nothing.
 Nothing here touches the socket or reads the clock: the thread passes `now` and sends.
 """
 
@@ -115,8 +117,14 @@ class InFlight:
         if isinstance(reply, fe.TaskUpdates):
             self._on_updates(request_id, reply.tasks)
             return None
-        watch = self.watches.pop(request_id, None)
-        if watch is not None:  # an Error (unknown session or task) ends a watch
+        watch = self.watches.get(request_id)
+        if watch is not None:
+            if isinstance(reply, fe.TasksCreated):
+                # The answer to a batch sent again after a reconnect whose first answer did
+                # arrive (the session manager answers a repeated key again): its watch is open
+                # already, under this id, and the results follow on it.
+                return None
+            del self.watches[request_id]  # an Error (unknown session or task) ends a watch
             _fail_watch(watch, self._error_of(reply))
             return None
         pending = self.pending.pop(request_id, None)

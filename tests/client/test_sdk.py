@@ -322,3 +322,23 @@ def test_cancelling_a_future_does_not_break_the_connection(conn: Connection, fak
     cancelled = [f for f in (session.run(b"x") for _ in range(100)) if f.cancel()]
     assert cancelled  # cancelled before the I/O thread completed them
     assert session.run(b"abc").result(10) == b"cba"
+
+
+@pytest.mark.timeout(20)
+def test_a_repeated_tasks_created_leaves_the_open_watch_alone(conn: Connection, fake: FakeSessionManager) -> None:
+    """After a reconnect the SDK sends an unanswered batch again; when the first answer did
+    arrive too, the session manager answers both (same key, same request id). The second
+    `TasksCreated` used to fail every future of the batch ("unexpected TasksCreated"), found by
+    the chaos soak under session-manager freezes."""
+    first_answer = fake.create_tasks
+
+    def answered_twice(request: fe.CreateTasks) -> list[fe.Message]:
+        replies = first_answer(request)
+        created = [r for r in replies if isinstance(r, fe.TasksCreated)]
+        results = [r for r in replies if not isinstance(r, fe.TasksCreated)]
+        return [*created, *created, *results]
+
+    fake.handlers[fe.CreateTasks] = answered_twice
+    session = conn.create_session("app")
+    futures = [session.run(f"in-{i}".encode()) for i in range(20)]
+    assert [f.result(10) for f in futures] == [f"in-{i}".encode()[::-1] for i in range(20)]
