@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from flamed.config import Config
+from flamed.config import DEFAULT_CACHE, DEFAULT_FRONTEND, Config
 from flamed.lifeline import parent_death_signal
 from flamed.transport import close, connect_dealer, context
 from protocol import codec, frontend
@@ -153,10 +153,22 @@ def wait_ready(endpoint: str, deadline: float, child: Child, stop: socket.socket
         close(sock)
 
 
+def cache_endpoint_for(frontend: str, config: Config) -> str:
+    """The object cache's endpoint when neither --cache nor the config names one: next to the
+    frontend (tcp port + 2, or an ipc path beside it), so that clusters started side by side
+    with their own --frontend/--backend do not fight over the cache's default port."""
+    if config.cache.endpoint != DEFAULT_CACHE or frontend == DEFAULT_FRONTEND:
+        return config.cache.endpoint
+    if frontend.startswith("ipc://"):
+        return frontend + "-cache"
+    host, _, port = frontend.rpartition(":")
+    return f"{host}:{int(port) + 2}"
+
+
 def run_cluster(args: argparse.Namespace, config: Config) -> int:
     frontend_ep = args.frontend or config.cluster.frontend
     backend_ep = args.backend or config.cluster.backend
-    cache_ep = args.cache or config.cache.endpoint
+    cache_ep = args.cache or cache_endpoint_for(frontend_ep, config)
     common = [
         "--log-level",
         args.log_level or config.log.level,

@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--slots", metavar="N", type=_positive_int, help="slots per executor manager (default: number of CPUs)"
     )
-    cluster.add_argument("--cache", metavar="EP", help="object cache endpoint (default: tcp://127.0.0.1:8082)")
+    cluster.add_argument(
+        "--cache",
+        metavar="EP",
+        help="object cache endpoint (default: cache.endpoint; with another --frontend, next to it: tcp port + 2)",
+    )
     cluster.add_argument(
         "--state-dir", metavar="DIR", help="state directory of the session manager (the cache uses DIR/object-cache)"
     )
