@@ -8,6 +8,14 @@ A message travels as two ZeroMQ frames after any routing id that a ROUTER adds:
 encoded as a MessagePack map whose "type" key names the message. A receiver checks the frame
 count and header before decoding, and decoding is validation: a frame that does not decode
 raises `FrameError` with an `ErrorCode` and a message that names the bad field.
+
+Rule: decoding a peer's frames raises `FrameError` and nothing else, whatever the bytes. A
+payload nested deeper than `nesting.MAX_DEPTH` is refused before msgspec sees it, and any other
+exception from the decoder (a `RecursionError` the depth check should have prevented, a
+`MemoryError`, a bug) becomes `FrameError(BadMessage)` too: the caller counts it and goes on,
+so no frame can take a daemon down. The depth check is layered so that the hot path pays next
+to nothing: byte-count bounds for small payloads, a strict decode for large ones whose shape
+is ours (shapes.py), and an exact walk (nesting.py) only for what fits neither.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import msgspec
 
 from protocol import backend, frontend, instance
 from protocol.errors import ErrorCode
+from protocol.nesting import MAX_DEPTH, bounded, too_deep
+from protocol.shapes import Shapes
 
 PROTOCOL_VERSION = 1
 HEADER_PREFIX = b"FLM"
@@ -51,6 +61,7 @@ def encode_payload(message: msgspec.Struct) -> bytes:
 
 
 def check_header(header: bytes) -> None:
+    """Raise FrameError unless `header` is this protocol's header frame."""
     if header == HEADER:
         return
     if header[:3] == HEADER_PREFIX and len(header) == 4:
@@ -66,21 +77,27 @@ class Codec(Generic[T]):
 
     def __init__(self, incoming: Any) -> None:
         self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(incoming)
+        self._shapes = Shapes(incoming)
 
     def decode(self, frames: list[bytes]) -> T:
-        """Decode `[HEADER, payload]`; raises FrameError."""
+        """Decode `[HEADER, payload]`; raises FrameError and nothing else."""
         if len(frames) != 2:
             raise FrameError(ErrorCode.BadMessage, f"expected 2 frames (header, payload), got {len(frames)}")
         check_header(frames[0])
         return self.decode_payload(frames[1])
 
     def decode_payload(self, payload: bytes) -> T:
+        """Decode one payload; raises FrameError and nothing else."""
+        if not bounded(payload) and not self._shapes.fits(payload) and too_deep(payload):
+            raise FrameError(ErrorCode.BadMessage, f"malformed payload: nested deeper than {MAX_DEPTH} levels")
         try:
             return self._decoder.decode(payload)
         except msgspec.ValidationError as exc:
             raise FrameError(ErrorCode.BadMessage, f"invalid message: {exc}") from None
         except msgspec.DecodeError as exc:
             raise FrameError(ErrorCode.BadMessage, f"malformed payload: {exc}") from None
+        except Exception as exc:  # any failure on a peer's bytes is a bad frame
+            raise FrameError(ErrorCode.BadMessage, f"undecodable payload: {type(exc).__name__}: {exc}") from None
 
 
 class _Envelope(msgspec.Struct):
@@ -93,9 +110,11 @@ _envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
 def peek_request_id(frames: list[bytes]) -> int:
     """The `request_id` of a request that did not decode, if one can be read (else 0), so that
     the error reply reaches the caller that is waiting for it."""
+    if not frames or too_deep(frames[-1]):
+        return 0
     try:
-        return _envelope_decoder.decode(frames[-1]).request_id if frames else 0
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _envelope_decoder.decode(frames[-1]).request_id
+    except Exception:  # any failure on a peer's bytes: no id to echo
         return 0
 
 
