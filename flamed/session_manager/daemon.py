@@ -54,6 +54,7 @@ from flamed.transport import (
     security,
     try_send,
 )
+from flamed.transport.dropped import DroppedFrames
 from flamed.transport.refusal_log import REFUSAL_WINDOW
 from protocol import backend as be
 from protocol import codec
@@ -142,6 +143,7 @@ class SessionManager:
         self._encoder = msgspec.msgpack.Encoder()
         self._client_codec = codec.client_request_codec()
         self._node_codec = codec.node_message_codec()
+        self._bad_frames = DroppedFrames(self.loop, log)  # counted by the controller; logged sparingly
         max_size = options.config.limits.max_message_size
         # CURVE (security.py): the ZAP handler must exist before the sockets that consult it.
         sec = options.config.security
@@ -333,7 +335,7 @@ class SessionManager:
             try:
                 message = self._node_codec.decode(frames[1:])
             except FrameError as exc:
-                log.warning("backend: bad frame from %r: %s", peer[:32], exc.message)
+                self._bad_frames.log("backend", exc.message, peer)
                 ctl.reject_node_frame(peer, exc.code, exc.message)
                 continue
             messages.append((peer, message))
@@ -368,7 +370,7 @@ class SessionManager:
         try:
             request = self._client_codec.decode(frames[1:])
         except FrameError as exc:
-            log.info("frontend: bad frame from %r: %s", peer[:32], exc.message)
+            self._bad_frames.log("frontend", exc.message, peer)
             ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]), now)
             return
         before = len(ctl.outbox.records)
