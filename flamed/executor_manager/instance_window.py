@@ -146,3 +146,29 @@ def blame(executor: LocalExecutor, suspects: Suspects) -> tuple[str, list[be.Tas
         suspects.add((session_id, task.task_id))
     ids = ", ".join(str(t.task_id) for t in blamed)
     return f"while running task {ids}" if len(blamed) == 1 else f"while running one of tasks {ids}", spared
+
+
+def fail_running(executor: LocalExecutor, suspects: Suspects, reason: str) -> list[be.TaskCompleted]:
+    """An instance killed for misbehaving (conduct.py): the tasks `blame` holds it was running
+    fail with `reason`; the others go back to the front of the queue, unstarted. Returns the
+    failures to report."""
+    session_id = executor.session_id
+    if session_id is None or not executor.in_flight:
+        return []
+    _, spared = blame(executor, suspects)
+    spared_keys = {(t.task_id, t.attempt) for t in spared}
+    failed = [
+        be.TaskCompleted(
+            executor_id=executor.id,
+            session_id=session_id,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            state=TaskState.Failed,
+            message=reason,
+        )
+        for task in executor.in_flight
+        if (task.task_id, task.attempt) not in spared_keys
+    ]
+    executor.in_flight.clear()
+    executor.queue.extendleft(reversed(spared))
+    return failed

@@ -5,12 +5,18 @@ gets SIGKILL if the executor manager dies (`PR_SET_PDEATHSIG`), so no instance o
 executor manager, even one killed with SIGKILL. Exit is noticed through `os.pidfd_open`, a
 readable fd in the loop; the group is killed before the leader is reaped, so the group id
 cannot have been reused when we signal it.
+
+Each start gets a fresh unguessable token (`FLAME_INSTANCE_TOKEN`), the routing id the instance
+must use on the instance socket: an executor id can be learned by other tenants (ListExecutors),
+a token cannot, and a token is never reused, so an instance of an earlier bind cannot speak for
+a later one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,9 +38,11 @@ class InstanceStartError(Exception):
 class Instance:
     """One running instance process (the leader of its own process group)."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], token: bytes) -> None:
         self.process = process
         self.pid = process.pid
+        #: the routing id the instance was told to use (FLAME_INSTANCE_TOKEN)
+        self.token = token
         self.pidfd: int | None
         try:
             self.pidfd = os.pidfd_open(self.pid)
@@ -61,6 +69,8 @@ class Instance:
         env["FLAME_PYTHON"] = sys.executable
         env["FLAME_INSTANCE_ENDPOINT"] = endpoint
         env["FLAME_EXECUTOR_ID"] = executor_id
+        token = "i-" + secrets.token_hex(16)
+        env["FLAME_INSTANCE_TOKEN"] = token
         cwd = Path(app.working_directory) if app.working_directory else work_dir
         try:
             cwd.mkdir(parents=True, exist_ok=True)
@@ -74,7 +84,7 @@ class Instance:
             )
         except OSError as exc:
             raise InstanceStartError(f"cannot start {argv[0]!r}: {exc}") from None
-        return cls(process)
+        return cls(process, token.encode())
 
     def signal_group(self, sig: int) -> None:
         """Signal the instance's process group; a group already gone is fine."""

@@ -5,20 +5,32 @@ executor command, and of the instance protocol (protocol/instance.py).
 feeds them tasks and turns what they say into reports (`reports`, sent by the manager at the
 end of the loop turn). It never talks to the session manager itself. Which tasks an instance
 holds, and which are blamed when it dies, is decided in instance_window.py.
+
+Instances are untrusted (conduct.py). A message on the instance socket is accepted only from
+the instance process (or its process group) that the kernel names as the sender, under the
+token that instance was started with; anything else from an instance, or a message it may not
+send at that point, gets it killed at once: its bind fails, or the task it was running fails,
+with what it did as the reason. Messages from processes that are no instance of ours are
+dropped and counted. At most `INSTANCE_MESSAGES_PER_TURN` messages are read per loop turn, so
+no instance can starve the others or the backend.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flamed.executor_manager import conduct
 from flamed.executor_manager.executors import LocalExecutor, Phase
-from flamed.executor_manager.instance_window import Suspects, blame, take_batch, take_results
+from flamed.executor_manager.instance_window import Suspects, blame, fail_running, take_batch, take_results
 from flamed.executor_manager.instances import Instance, InstanceStartError
-from flamed.transport import Loop, drain, try_send
+from flamed.transport import Loop, try_send
+from flamed.transport.dropped import DroppedFrames
+from flamed.transport.peers import drain_with_peer
 from protocol import backend as be
 from protocol import codec
 from protocol import instance as im
@@ -32,22 +44,12 @@ log = logging.getLogger("flamed.executor_manager")
 
 #: Seconds an instance gets to say `InstanceReady` and enter the session.
 BIND_TIMEOUT = 60.0
-
-
-class DroppedFrames:
-    """Counts frames that did not decode and logs them at most every 5 seconds."""
-
-    def __init__(self, loop: Loop) -> None:
-        self.loop = loop
-        self.count = 0
-        self._logged = -1e9
-
-    def log(self, where: str, exc: FrameError) -> None:
-        self.count += 1
-        now = self.loop.now()
-        if now - self._logged >= 5.0:
-            self._logged = now
-            log.warning("%s: dropped a bad frame (%d so far): %s", where, self.count, exc.message)
+#: Messages read from the instance socket per loop turn at most (ZeroMQ reads the instances in
+#: turn, so one that floods gets its share of these, and the backend is read every turn).
+INSTANCE_MESSAGES_PER_TURN = 1000
+#: ExecutorBindFailed code for "other" (Flame's BIND_RESULT codes: 10 install, 11 instance
+#: start, 12 on_session_enter, 19 other): an instance that misbehaved, or a refused session.
+BIND_FAILED_MISBEHAVED = 19
 
 
 class Executors:
@@ -74,6 +76,21 @@ class Executors:
         #: (session, task) spared at an instance death; blamed if in flight at another
         self.suspects: Suspects = set()
         self._instance_codec = codec.instance_message_codec()
+        #: the executor of each running instance, by the token it was started with and by pid
+        self._by_token: dict[bytes, LocalExecutor] = {}
+        self._by_pid: dict[int, LocalExecutor] = {}
+        self.strikes = conduct.Strikes()
+        #: instances killed for misbehaving, and binds refused because of that
+        self.instances_killed = 0
+        self.binds_refused = 0
+
+    def stats(self) -> dict[str, float]:
+        """Counters of the instance channel for `--metrics`."""
+        return {
+            "node_instance_frames_dropped_total": float(self.dropped.counts.get("instance", 0)),
+            "node_instances_killed_for_misbehaviour_total": float(self.instances_killed),
+            "node_binds_refused_for_misbehaviour_total": float(self.binds_refused),
+        }
 
     def running(self) -> list[Instance]:
         return [e.instance for e in self.executors.values() if e.instance is not None]
@@ -136,6 +153,13 @@ class Executors:
         executor.report_exit, executor.release_after_unbind = True, False
         executor.stop_reason = ""
         executor.queue.extend(tasks or [])
+        refusal = self.strikes.refusal(session.session_id)
+        if refusal is not None:
+            self.binds_refused += 1
+            log.warning("executor %s: bind refused: %s", executor.id, refusal)
+            self._bind_failed(executor, BIND_FAILED_MISBEHAVED, refusal)
+            self._unbound(executor, reason=f"bind refused: {refusal}")
+            return
         work_dir = self.work_root / executor.id
         try:
             instance = Instance.start(executor.id, app, self.instance_endpoint, work_dir, self.instance_env)
@@ -145,6 +169,7 @@ class Executors:
             self._unbound(executor, reason=f"bind failed: {exc}")
             return
         executor.instance = instance
+        self._by_token[instance.token] = self._by_pid[instance.pid] = executor
         if instance.pidfd is not None:
             self.loop.add_reader(instance.pidfd, lambda: self._on_pidfd(executor, instance))
         executor.timer = self.loop.call_later(BIND_TIMEOUT, lambda: self._bind_timeout(executor, instance))
@@ -223,13 +248,13 @@ class Executors:
             self._send_instance(executor, im.InvokeTasks(tasks=batch))
 
     def _send_instance(self, executor: LocalExecutor, message: im.Message) -> None:
-        if try_send(self.instances, [executor.id.encode(), *codec.encode(message)]):
+        instance = executor.instance
+        if instance is None or try_send(self.instances, [instance.token, *codec.encode(message)]):
             return
         # Its socket is gone: usually the process is exiting and its pidfd will tell us why.
         # If it is still there after the stop timeout, it is stuck: stop it.
-        instance = executor.instance
         log.info("executor %s: instance unreachable", executor.id)
-        if instance is not None and executor.timer is None:
+        if executor.timer is None:
 
             def stuck() -> None:
                 if executor.instance is instance:
@@ -294,6 +319,7 @@ class Executors:
         instance = executor.instance
         assert instance is not None
         executor.instance = None
+        self._forget(instance)
         executor.cancel_timer()
         exit_text = instance.describe_exit()
         if executor.phase is Phase.Unbinding:
@@ -340,34 +366,73 @@ class Executors:
     # ------------------------------------------------------------------ instances
 
     def on_instances(self) -> None:
-        for frames in drain(self.instances):
-            executor = self.executors.get(frames[0].decode(errors="replace"))
+        for pid, frames in drain_with_peer(self.instances, INSTANCE_MESSAGES_PER_TURN):
+            routed = self._by_token.get(frames[0])
+            sender = routed if pid is None else self._sender(pid)  # without SO_PEERCRED: the token
+            if sender is None:
+                self.dropped.log("instance", "not from an instance of ours (or from one being stopped)", frames[0])
+                continue
+            if routed is not sender:
+                self._misbehaved(sender, f"used the routing id {frames[0][:40]!r}, which is not its own")
+                continue
             try:
                 message = self._instance_codec.decode(frames[1:])
             except FrameError as exc:
-                self.dropped.log("instance", exc)
+                self._misbehaved(sender, f"sent a frame that does not decode ({exc.message})")
                 continue
-            if executor is None or executor.instance is None:
-                log.debug("instance message for unknown executor %r dropped", frames[0][:64])
-                continue
-            self._handle_instance(executor, message)
+            self._handle_instance(sender, message)
+
+    def _sender(self, pid: int) -> LocalExecutor | None:
+        """The executor whose instance process (or a process in its group) is `pid`."""
+        executor = self._by_pid.get(pid)
+        if executor is None:
+            try:
+                executor = self._by_pid.get(os.getpgid(pid))
+            except OSError:  # gone already
+                return None
+        return executor
+
+    def _forget(self, instance: Instance) -> None:
+        """From now on nothing is accepted from `instance`."""
+        self._by_token.pop(instance.token, None)
+        self._by_pid.pop(instance.pid, None)
+
+    def _misbehaved(self, executor: LocalExecutor, what: str) -> None:
+        """Kill the instance now; its bind fails, or the task it was running fails, with `what`
+        it did as the reason (conduct.py); the rest of its tasks go back unstarted."""
+        instance = executor.instance
+        assert instance is not None
+        self._forget(instance)
+        self.instances_killed += 1
+        reason = f"instance (pid {instance.pid}) killed: it {what}"
+        if executor.session_id is not None:
+            self.strikes.record(executor.session_id, reason)
+        log.warning("executor %s: %s (session %s)", executor.id, reason, executor.session_id)
+        if executor.phase is Phase.Binding and not executor.bind_failed:
+            self._bind_failed(executor, BIND_FAILED_MISBEHAVED, reason)
+        elif executor.phase is Phase.Bound:
+            self.reports.extend(fail_running(executor, self.suspects, reason))
+        if executor.phase is not Phase.Unbinding:
+            self.stop_instance(executor, reason, graceful=False)
+        instance.signal_group(signal.SIGKILL)
 
     def _handle_instance(self, executor: LocalExecutor, message: im.InstanceMessage) -> None:
         instance = executor.instance
         assert instance is not None
+        try:
+            stage = conduct.check(executor, message)
+        except conduct.Misbehaviour as exc:
+            self._misbehaved(executor, str(exc))
+            return
         match message:
-            case im.InstanceReady(pid=pid):
-                if pid != instance.pid or executor.phase is not Phase.Binding:
-                    log.warning("executor %s: unexpected InstanceReady from pid %d", executor.id, pid)
-                    return
+            case im.InstanceReady() if stage is conduct.Stage.Starting:
                 executor.ready = True
                 assert executor.session is not None and executor.application is not None
                 self._send_instance(
                     executor, im.EnterSession(session=executor.session, application=executor.application)
                 )
-            case im.SessionEntered(ok=ok, message=text):
-                if executor.phase is not Phase.Binding or executor.session is None:
-                    return
+            case im.SessionEntered(ok=ok, message=text) if stage is conduct.Stage.Entering:
+                assert executor.session is not None
                 executor.cancel_timer()
                 if not ok:
                     reason = f"on_session_enter failed: {text}"
@@ -381,8 +446,8 @@ class Executors:
                 self.pump(executor)
             case im.TaskResults(results=results):
                 self._results(executor, results)
-            case im.SessionLeft():
-                log.debug("executor %s: instance left the session", executor.id)
+            case _:  # Leaving: it is being stopped anyway
+                log.debug("executor %s: %s from the instance being stopped", executor.id, type(message).__name__)
 
     def _results(self, executor: LocalExecutor, results: list[im.TaskOutcome]) -> None:
         session_id = executor.session_id

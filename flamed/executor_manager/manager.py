@@ -31,7 +31,7 @@ from flamed.config import Config
 from flamed.executor_manager.converge import converge
 from flamed.executor_manager.drain import Drain
 from flamed.executor_manager.executors import Phase
-from flamed.executor_manager.lifecycle import DroppedFrames, Executors
+from flamed.executor_manager.lifecycle import Executors
 from flamed.executor_manager.link import BackendLink
 from flamed.executor_manager.node import (
     default_runtime_dir,
@@ -43,6 +43,7 @@ from flamed.executor_manager.node import (
 )
 from flamed.notify import Notifier
 from flamed.transport import Loop, SignalInbox, bind_router, connect_dealer, context, drain, try_send
+from flamed.transport.dropped import DroppedFrames
 from flamed.transport.security import client_curve
 from protocol import backend as be
 from protocol import codec
@@ -82,7 +83,7 @@ class ExecutorManager:
         )
         self.exit_code = 0
         self._manager_codec = codec.manager_message_codec()
-        self.dropped = DroppedFrames(self.loop)
+        self.dropped = DroppedFrames(self.loop, log)
         self._register_timer = self.loop.call_at(0.0, self._register)
         #: a registration went out on the current connection and nothing has come back since
         self._unanswered = False
@@ -217,6 +218,7 @@ class ExecutorManager:
         stats["node_tasks_in_flight"] = float(sum(len(e.in_flight) for e in self.executors.values()))
         stats["node_tasks_queued"] = float(sum(len(e.queue) for e in self.executors.values()))
         stats["node_loop_turns_total"] = float(self.loop.turns)
+        stats.update(self.holder.stats())
         return stats
 
     def status_line(self) -> str:
@@ -360,7 +362,7 @@ class ExecutorManager:
             except FrameError as exc:
                 if exc.code is ErrorCode.VersionMismatch:
                     raise Fatal(f"the session manager speaks another protocol: {exc.message}") from None
-                self.dropped.log("backend", exc)
+                self.dropped.log("backend", exc.message)
         # Registrations sent while the session manager was away queue up and are all answered
         # when it is back; each answer supersedes the ones before it (a newer epoch), so only
         # the last `Registered` of a batch is acted on, with what follows it.

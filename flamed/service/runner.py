@@ -4,6 +4,11 @@ Rules: commands are handled in order; tasks run one at a time on this thread; re
 sent in order, at once when no task is left at hand, else every `RESULT_BATCH` results or
 `RESULT_DELAY` seconds after the oldest one held, so a busy instance batches (one send for many
 tasks) and an idle one answers at once. After `SessionLeft` the runner returns.
+
+The runner's routing id is the token the executor manager started it with
+(`FLAME_INSTANCE_TOKEN`); the executor manager accepts nothing else from this process. An
+executor manager older than the token names none, and then the executor id is the routing id.
+A frame from the executor manager that does not decode is reported on stderr and skipped.
 """
 
 from __future__ import annotations
@@ -49,14 +54,15 @@ def run(service: FlameService) -> None:
     Raises RuntimeError if the environment does not name an executor manager."""
     endpoint = _required_env("FLAME_INSTANCE_ENDPOINT")
     executor_id = _required_env("FLAME_EXECUTOR_ID")
-    _Runner(service, endpoint, executor_id).serve()
+    token = os.environ.get("FLAME_INSTANCE_TOKEN") or executor_id
+    _Runner(service, endpoint, executor_id, token).serve()
 
 
 class _Runner:
-    def __init__(self, service: FlameService, endpoint: str, executor_id: str) -> None:
+    def __init__(self, service: FlameService, endpoint: str, executor_id: str, token: str) -> None:
         self.service = service
         self.executor_id = executor_id
-        self.sock = connect_dealer(endpoint, executor_id.encode())
+        self.sock = connect_dealer(endpoint, token.encode())
         self.codec = codec.instance_command_codec()
         self.pending: deque[be.TaskAssignment] = deque()
         self.results: list[im.TaskOutcome] = []

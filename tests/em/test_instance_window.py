@@ -11,8 +11,10 @@ import zmq
 
 from flamed.executor_manager import instance_window
 from flamed.executor_manager.executors import LocalExecutor, Phase
-from flamed.executor_manager.lifecycle import DroppedFrames, Executors
+from flamed.executor_manager.instances import Instance
+from flamed.executor_manager.lifecycle import Executors, log
 from flamed.transport import Loop, bind_router, close, connect_dealer
+from flamed.transport.dropped import DroppedFrames
 from protocol import codec
 from protocol import instance as im
 from protocol.types import ResourceRequirement
@@ -26,8 +28,11 @@ def setup(workdir: Path) -> Iterator[tuple[Executors, LocalExecutor, zmq.Socket[
     router = bind_router(endpoint)
     instance = connect_dealer(endpoint, b"e1")
     try:
-        holder = Executors(loop, router, endpoint, work_root=workdir, stop_timeout=1.0, dropped=DroppedFrames(loop))
+        dropped = DroppedFrames(loop, log)
+        holder = Executors(loop, router, endpoint, work_root=workdir, stop_timeout=1.0, dropped=dropped)
         executor = LocalExecutor("e1", ResourceRequirement(), phase=Phase.Bound, session=session("s1"))
+        executor.instance = Instance.__new__(Instance)  # no process: only its routing id is used
+        executor.instance.token = b"e1"
         holder.executors["e1"] = executor
         instance.send_multipart(codec.encode(im.SessionLeft(ok=True)))  # so the ROUTER knows the instance
         assert router.poll(5000)
