@@ -140,6 +140,11 @@ class InFlight:
                     set_result(pending.future, reply)
             return None
         if isinstance(reply, fe.TasksCreated):
+            wanted = sum(len(part.inputs) for part in pending.parts)
+            if len(reply.task_ids) != wanted:  # a broken or hostile server: fail the batch, not the thread
+                error = f"{len(reply.task_ids)} task ids for {wanted} inputs from {self.endpoint}"
+                _fail_record(pending, FlameError(FlameErrorCode.INTERNAL, error))
+                return None
             sinks = hand_out_ids(pending.parts, reply.task_ids)
             return OpenWatch(request_id, pending.session_id, sinks)
         _fail_record(pending, self._error_of(reply))
