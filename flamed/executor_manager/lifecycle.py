@@ -402,6 +402,7 @@ class Executors:
         it did as the reason (conduct.py); the rest of its tasks go back unstarted."""
         instance = executor.instance
         assert instance is not None
+        instance.signal_group(signal.SIGKILL)  # no grace: it may be hostile
         self._forget(instance)
         self.instances_killed += 1
         reason = f"instance (pid {instance.pid}) killed: it {what}"
@@ -413,8 +414,7 @@ class Executors:
         elif executor.phase is Phase.Bound:
             self.reports.extend(fail_running(executor, self.suspects, reason))
         if executor.phase is not Phase.Unbinding:
-            self.stop_instance(executor, reason, graceful=False)
-        instance.signal_group(signal.SIGKILL)
+            self.stop_instance(executor, reason, graceful=False)  # reported unbound once it exited
 
     def _handle_instance(self, executor: LocalExecutor, message: im.InstanceMessage) -> None:
         instance = executor.instance
