@@ -13,6 +13,7 @@ Task input:
   results:<n>            send <n> TaskResults for tasks it was never given (then wait)
   forge:<executor>:<id>  speak for another executor: results with output b"FORGED" for its task
                          <id>, under its executor id as routing id (then wait)
+  frames:<hex>           send the multipart message <hex> (MessagePack list of frames) (then wait)
   other                  echo the input
 
 It speaks on the instance socket with a DEALER of its own, under the routing id the executor
@@ -39,14 +40,15 @@ def own_id() -> bytes:
     return (os.environ.get("FLAME_INSTANCE_TOKEN") or os.environ["FLAME_EXECUTOR_ID"]).encode()
 
 
-def send(routing_id: bytes, payloads: list[bytes]) -> None:
+def send(routing_id: bytes, payloads: list[bytes], raw: list[bytes] | None = None) -> None:
+    """Send `[HEADER, payload]` for each payload (or the one message `raw`) under `routing_id`."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.setsockopt(zmq.LINGER, 5000)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.connect(os.environ["FLAME_INSTANCE_ENDPOINT"])
-    for payload in payloads:
-        sock.send_multipart([HEADER, payload])
+    for frames in [raw] if raw is not None else [[HEADER, payload] for payload in payloads]:
+        sock.send_multipart(frames)
     sock.close()  # lingers until sent
 
 
@@ -74,6 +76,8 @@ class Misbehaving(FlameService):
         elif verb == "forge":
             executor_id, task_id = rest.rsplit(":", 1)
             send(executor_id.encode(), [results(int(task_id), b"FORGED")] * 20)
+        elif verb == "frames":
+            send(own_id(), [], raw=msgspec.msgpack.decode(bytes.fromhex(rest)))
         else:
             return context.input
         time.sleep(60)  # the executor manager kills it

@@ -1,11 +1,17 @@
-"""Hostile frames against a real session manager: random and mutated messages (wrong tags,
-wrong field types, truncated payloads, huge frames, wrong frame counts, odd routing ids) go to
-its frontend and its backend; afterwards it must still be running, serve a normal client, and
-hold exactly the applications, sessions and tasks it held before (ids, specs, inputs).
+"""Hostile frames against real daemons over raw pyzmq sockets: after each run the daemons must
+still be running and serving, and hold exactly what they held before.
 
-What would break: any decode path that raises instead of answering a typed error (the daemon
-dies), a huge frame that is buffered instead of dropped (memory), a half-valid message that
-changes state it should not (corruption)."""
+Two generators. Hypothesis mutates valid messages of the session manager's frontend and backend
+(wrong tags, wrong field types, truncated payloads, huge frames, wrong frame counts, odd routing
+ids). `HostileFrames` (hostile_frames.py, fast and seeded; bench/fuzz_soak.py sends a million)
+adds deep nesting, headers claiming GiBs, every MessagePack type, and covers the executor
+manager's instance socket too: from a process that is no instance, and from real instances that
+send its frames under their own token (each is then killed, the node goes on).
+
+What would break: any decode path that raises instead of answering or dropping (the daemon
+dies), a huge frame or a huge declared length that is buffered instead of refused (memory), a
+half-valid message that changes state it should not (corruption), an instance's bad frame that
+takes its node down."""
 
 from __future__ import annotations
 
@@ -18,58 +24,17 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.codec import HEADER, PROTOCOL_VERSION
-from tests.integration.daemons import Daemons
+from protocol.codec import HEADER
+from tests.integration.daemons import Daemons, wait_for
+from tests.security import fuzzing
+from tests.security.hostile_frames import BACKEND as BACKEND_TEMPLATES
+from tests.security.hostile_frames import FRONTEND as FRONTEND_TEMPLATES
+from tests.security.hostile_frames import HostileFrames
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-MAX_MESSAGE = 1 << 20  # limits.max_message_size of the session manager under test
-BASELINE_SESSION = "fuzz-baseline-session-7f3a91"
-
-NODE = {"name": "fz", "hostname": "fz", "capacity": {"cpu": 1, "memory": 1 << 30}, "max_executors": 1}
-FRONTEND_TEMPLATES: list[dict[str, Any]] = [
-    {"type": "Hello", "protocol_version": PROTOCOL_VERSION, "client": "fuzz"},
-    {"type": "Ping"},
-    {"type": "ListSessions"},
-    {"type": "ListApplications"},
-    {"type": "ListNodes"},
-    {"type": "GetStats"},
-    {"type": "CreateSession", "session_id": "fz", "spec": {"application": "flmping", "slots": 1}},
-    {"type": "OpenSession", "session_id": "fz"},
-    {"type": "CreateTasks", "session_id": "fz", "inputs": [b"x", None]},
-    {"type": "GetTask", "session_id": "fz", "task_id": 1},
-    {"type": "ListTasks", "session_id": "fz", "include_data": True},
-    {"type": "WatchTasks", "session_id": "fz", "task_ids": [1, 2]},
-    {"type": "CloseSession", "session_id": "fz"},
-    {"type": "DeleteSession", "session_id": "fz"},
-    {"type": "RegisterApplication", "name": "fz", "spec": {"command": "/bin/true"}},
-    {"type": "UnregisterApplication", "name": "fz"},
-    {"type": "SubscribeCluster", "interval": 0.5, "events": 5},
-    {"type": "UnsubscribeCluster"},
-    {"type": "GetNode", "name": "fz"},
-]
-BACKEND_TEMPLATES: list[dict[str, Any]] = [
-    {"type": "RegisterNode", "protocol_version": PROTOCOL_VERSION, "node": NODE, "incarnation": "i1"},
-    {"type": "Heartbeat", "epoch": 1, "seq": 1},
-    {"type": "Goodbye", "epoch": 1, "seq": 2},
-    {
-        "type": "Reports",
-        "epoch": 1,
-        "seq": 1,
-        "reports": [
-            {"type": "ExecutorCreated", "executor_id": "e1"},
-            {
-                "type": "TaskCompleted",
-                "executor_id": "e1",
-                "session_id": "fz",
-                "task_id": 1,
-                "attempt": 1,
-                "state": "Succeed",
-                "output": b"o",
-            },
-        ],
-    },
-]
+MAX_MESSAGE = 1 << 20  # limits.max_message_size of the daemons under test
+BASELINE_SESSION = fuzzing.BASELINE_SESSION
 
 NAMES = st.text(alphabet="abcfz-_.é/ \x00", max_size=12).filter(lambda s: "baseline" not in s)
 SCALARS = st.one_of(
@@ -133,36 +98,16 @@ def messages(draw: st.DrawFn, templates: list[dict[str, Any]]) -> list[bytes]:
     return frames
 
 
-def snapshot(client: Any) -> dict[str, Any]:
-    """What must not change: applications, the baseline session's spec and its tasks' inputs."""
-    apps = client.call({"type": "ListApplications"})["applications"]
-    session = client.call({"type": "GetSession", "session_id": BASELINE_SESSION})["session"]
-    tasks = client.call({"type": "ListTasks", "session_id": BASELINE_SESSION, "include_data": True})["tasks"]
-    return {
-        "apps": {a["name"]: a for a in apps if a["name"] in ("flmping", "fuzz-base-app")},
-        "session": {k: session[k] for k in ("id", "application", "state", "slots", "common_data") if k in session},
-        "tasks": [(t["id"], t.get("input"), t["state"]) for t in tasks],
-    }
-
-
-def test_hostile_frames_do_not_crash_or_corrupt_the_session_manager(daemons: Daemons) -> None:
+def test_hypothesis_frames_do_not_crash_or_corrupt_the_session_manager(daemons: Daemons) -> None:
+    """Hypothesis' mutations of valid frontend and backend messages, 600 batches of up to 12:
+    the session manager lives, answers, and its baseline is unchanged."""
     with daemons.config.open("a") as f:
         f.write(f"[limits]\nmax_message_size = {MAX_MESSAGE}\n")
     sm = daemons.start_session_manager()
     ctx = zmq.Context.instance()
     with daemons.client() as client:
-        client.call({"type": "Ping"})
-        spec = {"command": "/bin/true", "description": "baseline"}
-        assert client.call({"type": "RegisterApplication", "name": "fuzz-base-app", "spec": spec})["type"] != "Error"
-        created = client.call(
-            {"type": "CreateSession", "session_id": BASELINE_SESSION, "spec": {"application": "fuzz-base-app"}}
-        )
-        assert created["type"] == "SessionReply", created
-        inputs = [b"a", b"", None, bytes(range(256))]
-        assert client.call({"type": "CreateTasks", "session_id": BASELINE_SESSION, "inputs": inputs})["type"] == (
-            "TasksCreated"
-        )
-        before = snapshot(client)
+        fuzzing.prepare(client)
+        before = fuzzing.snapshot(client, [])
 
     sockets: dict[str, list[zmq.Socket[bytes]]] = {"frontend": [], "backend": []}
     for side, endpoint in (("frontend", daemons.frontend), ("backend", daemons.backend)):
@@ -178,7 +123,7 @@ def test_hostile_frames_do_not_crash_or_corrupt_the_session_manager(daemons: Dae
     rng = random.Random(7)
 
     @settings(
-        max_examples=1500,
+        max_examples=600,
         deadline=None,
         database=None,
         derandomize=True,
@@ -216,7 +161,7 @@ def test_hostile_frames_do_not_crash_or_corrupt_the_session_manager(daemons: Dae
         assert sm.poll() is None, f"session manager died:\n{daemons.log('sm')[-3000:]}"
         with daemons.client() as client:
             assert client.call({"type": "Ping"})["type"] == "Pong"
-            after = snapshot(client)
+            after = fuzzing.snapshot(client, [])
             sessions = client.call({"type": "ListSessions"})["sessions"]
             stats = client.call({"type": "GetStats"})["stats"]
         assert after == before
@@ -228,3 +173,60 @@ def test_hostile_frames_do_not_crash_or_corrupt_the_session_manager(daemons: Dae
     counted = {k: v for k, v in stats.items() if "bad" in k or "reject" in k or "stale" in k or "refus" in k}
     print(f"fuzz: {sent} sent; session manager alive, state intact; its counters: {counted}")
     assert sm.poll() is None
+
+
+#: Messages of HostileFrames per door in CI (the soak sends a million: bench/fuzz_soak.py).
+CI_FRAMES = {"frontend": 3000, "backend": 3000, "instance": 2000}
+#: Messages sent by real instances, under their own token (each costs an instance start).
+CI_FROM_INSTANCES = 4
+
+
+def test_hostile_frames_on_every_door_leave_the_cluster_up_and_unchanged(daemons: Daemons) -> None:
+    """HostileFrames on the session manager's frontend and backend and on the executor
+    manager's instance socket (from a process that is no instance), while a session runs 200
+    tasks; then real instances send such frames under their own token. Both daemons live (same
+    processes), the baseline is unchanged, the node stays Ready, every task of the running
+    session succeeds, and each instance that sent a bad frame was killed (its task failed)."""
+    with daemons.config.open("a") as f:
+        f.write(f"[limits]\nmax_message_size = {MAX_MESSAGE}\n")
+    sm = daemons.start_session_manager()
+    with daemons.client() as client:
+        fuzzing.prepare(client)
+        node = daemons.start_executor_manager("n1", 2)
+        daemons.wait_ready_nodes(1)
+        before = fuzzing.snapshot(client, ["n1"])
+        client.call({"type": "CreateSession", "session_id": "work", "spec": {"application": "flmping"}})
+        inputs = [f"work {i}".encode() for i in range(200)]
+        assert client.call({"type": "CreateTasks", "session_id": "work", "inputs": inputs})["type"] == "TasksCreated"
+
+    endpoints = {"frontend": daemons.frontend, "backend": daemons.backend}
+    endpoints["instance"] = fuzzing.instance_socket(daemons, "n1")
+    doors = fuzzing.Doors(endpoints)
+    generators = {door: HostileFrames(door, seed=11, max_deep=20_000) for door in endpoints}
+    try:
+        for door, count in CI_FRAMES.items():
+            for _ in range(count):
+                doors.send(door, generators[door].next())
+            doors.discard_replies()
+    finally:
+        doors.close()
+    assert sm.poll() is None, daemons.log("sm")[-3000:]
+    assert node.poll() is None, daemons.log("n1")[-3000:]
+
+    with daemons.client() as client:
+        fuzzing.register_sender(client)
+        sender = HostileFrames("instance", seed=12, max_deep=5_000)
+        messages = [sender.next() for _ in range(CI_FROM_INSTANCES)]
+        ended = fuzzing.send_from_instances(client, "from-instances", messages)
+        assert ended == CI_FROM_INSTANCES
+        assert client.call({"type": "Ping"})["type"] == "Pong"
+        assert fuzzing.snapshot(client, ["n1"]) == before
+
+        def work_done() -> list[dict[str, Any]] | None:
+            tasks = client.call({"type": "ListTasks", "session_id": "work", "include_data": True})["tasks"]
+            return tasks if all(t["state"] in ("Succeed", "Failed") for t in tasks) else None
+
+        work = wait_for("the running session's tasks", work_done, timeout=120)
+        assert [(t["state"], t.get("output")) for t in work] == [("Succeed", data) for data in inputs]
+    assert sm.poll() is None and node.poll() is None
+    print(f"fuzz: {doors.sent} messages ({doors.bytes:,} bytes) and {CI_FROM_INSTANCES} from instances")
