@@ -88,6 +88,7 @@ class Executors:
         """Counters of the instance channel for `--metrics`."""
         return {
             "node_instance_frames_dropped_total": float(self.dropped.counts.get("instance", 0)),
+            "node_backend_frames_dropped_total": float(self.dropped.counts.get("backend", 0)),
             "node_instances_killed_for_misbehaviour_total": float(self.instances_killed),
             "node_binds_refused_for_misbehaviour_total": float(self.binds_refused),
         }
@@ -373,7 +374,7 @@ class Executors:
                 self.dropped.log("instance", "not from an instance of ours (or from one being stopped)", frames[0])
                 continue
             if routed is not sender:
-                self._misbehaved(sender, f"used the routing id {frames[0][:40]!r}, which is not its own")
+                self._misbehaved(sender, _wrong_routing_id(sender, frames[0]))
                 continue
             try:
                 message = self._instance_codec.decode(frames[1:])
@@ -455,3 +456,9 @@ class Executors:
             return
         self.reports.extend(take_results(executor, session_id, results, self.suspects, self.loop.now()))
         self.pump(executor)
+
+
+def _wrong_routing_id(executor: LocalExecutor, used: bytes) -> str:
+    if used == executor.id.encode():  # a flamed.service from before FLAME_INSTANCE_TOKEN
+        return "used its executor id as routing id, not FLAME_INSTANCE_TOKEN (an older flamed.service?)"
+    return f"used the routing id {used[:40]!r}, which is not its own"

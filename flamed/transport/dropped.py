@@ -22,10 +22,6 @@ class DroppedFrames:
         self.counts: dict[str, int] = {}
         self._logged: dict[str, float] = {}
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts.values())
-
     def log(self, where: str, reason: str, peer: bytes = b"") -> None:
         """Count one frame dropped at `where` (because of `reason`, from routing id `peer`)."""
         count = self.counts[where] = self.counts.get(where, 0) + 1
