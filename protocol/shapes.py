@@ -82,7 +82,8 @@ def _merged(members: tuple[type[msgspec.Struct], ...]) -> Any:
         kind = unique[0] if len(unique) == 1 else typing.Union[tuple(unique)]  # noqa: UP007 - built at run time
         specs.append((name, kind | None, None))
     name = "Shape" + "_".join(m.__name__ for m in members[:3])
-    return msgspec.defstruct(name, specs, kw_only=True, forbid_unknown_fields=True)
+    # gc=False: throw-away objects without cycles; the garbage collector need not track them
+    return msgspec.defstruct(name, specs, kw_only=True, forbid_unknown_fields=True, gc=False)
 
 
 def _strict(kind: Any) -> Any:
