@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import backend as be
+from protocol import cache as ca
 from protocol import codec
 from protocol import frontend as fe
 from protocol import instance as im
@@ -30,6 +31,8 @@ ALL_CODECS = [
     codec.manager_message_codec(),
     codec.instance_message_codec(),
     codec.instance_command_codec(),
+    ca.request_codec(),
+    ca.reply_codec(),
 ]
 
 
@@ -165,6 +168,7 @@ def test_any_exception_from_the_decoder_becomes_a_frame_error(monkeypatch: pytes
     assert "MemoryError" in raised.value.message
 
 
+PART = ca.Part(version=1, size=3, crc=1, data=b"\xdd\x00\x01")
 RECALL = be.RecallTasks(executor_id="e", session_id="s", count=1)
 MESSAGES: list[tuple[Any, msgspec.Struct]] = [
     (fe.ClientRequest, fe.CreateTasks(session_id="s", inputs=[b"\x91" * 300, None], request_id=3)),
@@ -184,6 +188,8 @@ MESSAGES: list[tuple[Any, msgspec.Struct]] = [
     (be.ManagerMessage, be.Commands(epoch=1, seq=1, commands=[RECALL])),
     (im.InstanceMessage, im.TaskResults(results=[im.TaskOutcome(task_id=1, attempt=1, ok=True, output=b"\xdd" * 99)])),
     (im.InstanceCommand, im.InvokeTasks(tasks=[be.TaskAssignment(task_id=1, attempt=1, input=b"\xdf" * 300)])),
+    (ca.CacheRequest, ca.PutObject(key="a/s/o", kind=ca.WriteKind.Patch, data=b"\x91" * 300, request_id=2)),
+    (ca.CacheReply, ca.ObjectData(key="a/s/o", version=2, stamp=7, base=PART, deltas=[PART])),
 ]
 
 
