@@ -103,4 +103,6 @@ def _strict(kind: Any) -> Any:
         return types.GenericAlias(dict, (args[0], _strict(args[1])))
     if origin is not None:
         raise TypeError(f"no strict shape for {kind!r}")  # a new container kind: teach _strict
-    return memoryview if kind is bytes else kind  # a view of the payload: no copy of blobs
+    # bytes stay bytes: a memoryview saves copying a big blob but costs about 1 us per value, and
+    # batches carry many small ones (a CreateTasks of 2,000 inputs: 97 us instead of 27 us)
+    return kind
