@@ -18,15 +18,22 @@ from flamed.transport.sockets import Frames
 
 
 def drain_with_peer(sock: zmq.Socket[bytes], limit: int) -> Iterator[tuple[int | None, Frames]]:
-    """Like `drain`: up to `limit` messages ready on `sock`, each with the pid of the process
-    that sent it (None when the platform does not say, or the sender runs as another user)."""
+    """Like `drain` on a ROUTER: up to `limit` messages ready on `sock`, each with the pid of
+    the process that sent it (None when the platform does not say, or the sender runs as
+    another user)."""
     uid = os.getuid()
     for _ in range(limit):
         try:
-            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            routing_id = sock.recv(zmq.NOBLOCK)
         except zmq.Again:
             return
-        yield _sender_pid(parts[-1], uid), [part.bytes for part in parts]
+        # Only the first frame from the peer as a zmq.Frame, for its properties: as cheap as
+        # `drain` (3 us a message), where every frame as a Frame doubled it.
+        first = sock.recv(copy=False)  # the rest of a multipart message is there already
+        frames = [routing_id, first.bytes]
+        if first.more:
+            frames.extend(sock.recv_multipart())
+        yield _sender_pid(first, uid), frames
 
 
 def _sender_pid(frame: zmq.Frame, uid: int) -> int | None:
