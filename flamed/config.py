@@ -134,6 +134,10 @@ class LimitsConfig(Section):
     #: Bytes of replies the session manager keeps for one client connection whose ZeroMQ
     #: queue is full; beyond, replies are dropped (counted) and reads go unanswered.
     max_queued_bytes_per_client: int = 4 * 1024 * 1024
+    #: Messages ZeroMQ reads ahead from one connection (client or executor manager) before the
+    #: session manager takes them (RCVHWM). A peer that sends faster is held back by TCP, not
+    #: buffered: a flood costs at most this many messages per connection.
+    receive_hwm: int = 1000
 
 
 class SecurityConfig(Section):
@@ -336,6 +340,7 @@ def _check(config: Config, source: str) -> None:
         "limits.max_page_bytes": config.limits.max_page_bytes,
         "limits.client_send_hwm": config.limits.client_send_hwm,
         "limits.max_queued_bytes_per_client": config.limits.max_queued_bytes_per_client,
+        "limits.receive_hwm": config.limits.receive_hwm,
         "client.timeout": config.client.timeout,
         "client.connect_timeout": config.client.connect_timeout,
         "executor_manager.instance_stop_timeout": config.executor_manager.instance_stop_timeout,

@@ -166,13 +166,16 @@ class SessionManager:
                 handover=True,
                 curve=front_curve,
                 sndhwm=options.config.limits.client_send_hwm,
+                rcvhwm=options.config.limits.receive_hwm,
             )
         except BaseException:
             if self.zap is not None:
                 self.zap.close()
             raise
         try:
-            self.backend = bind_router(options.backend, max_size, curve=back_curve, peer_ttl=False)
+            self.backend = bind_router(
+                options.backend, max_size, curve=back_curve, peer_ttl=False, rcvhwm=options.config.limits.receive_hwm
+            )
         except BaseException:
             close(self.frontend)
             if self.zap is not None:

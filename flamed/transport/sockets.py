@@ -55,6 +55,7 @@ def bind_router(
     curve: ServerCurve | None = None,
     peer_ttl: bool = True,
     sndhwm: int | None = None,
+    rcvhwm: int | None = None,
     hwm: int = 100_000,
 ) -> zmq.Socket[bytes]:
     """A ROUTER bound on `endpoint`; raises zmq.ZMQError (e.g. EADDRINUSE) on failure.
@@ -68,6 +69,8 @@ def bind_router(
     pause), for peers that replace their connection themselves (see the module rules).
     `sndhwm`: messages queued per peer before a send raises EAGAIN (default `hwm`); the
     worst case of memory is about peers x SNDHWM x message size.
+    `rcvhwm`: messages read ahead per peer before ZeroMQ stops reading its connection (default
+    `hwm`); a flood then waits in the peer's TCP buffers, not in this process.
     `hwm`: messages queued per peer each way (the object cache, whose messages are chunks of up
     to a MiB, keeps it low so that a peer that does not read cannot pile up gigabytes)."""
     sock = context().socket(zmq.ROUTER)
@@ -76,6 +79,8 @@ def bind_router(
         sock.setsockopt(zmq.HEARTBEAT_TTL, 0)
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
+    if rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
     if curve is not None:
         make_server(sock, curve)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
