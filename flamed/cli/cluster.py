@@ -32,11 +32,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import zmq
-
 from flamed.config import DEFAULT_CACHE, DEFAULT_FRONTEND, Config
 from flamed.lifeline import parent_death_signal
-from flamed.transport import close, connect_dealer, context
+from flamed.transport import close, connect_dealer, context, drain, try_send
 from protocol import codec, frontend
 
 STOP_TIMEOUT = 15.0
@@ -134,16 +132,15 @@ def wait_ready(endpoint: str, deadline: float, child: Child, stop: socket.socket
     hello = codec.encode(frontend.Hello(request_id=1, protocol_version=codec.PROTOCOL_VERSION))
     try:
         while time.monotonic() < deadline and child.alive():
-            with contextlib.suppress(zmq.Again):  # not connected yet (IMMEDIATE): again next round
-                sock.send_multipart(hello, zmq.NOBLOCK)
+            try_send(sock, hello)  # False while not connected yet (IMMEDIATE): again next round
             fds: list[int] = [stop.fileno(), *_stderr_fds([child, *others])]
             readable, _, _ = select.select(fds, [], [], 0.2)
             _relay_all([child, *others])
             if stop.fileno() in readable:
                 raise Stopped
-            while sock.poll(0):
+            for frames in drain(sock):
                 try:
-                    reply = decoder.decode(sock.recv_multipart())
+                    reply = decoder.decode(frames)
                 except codec.FrameError:
                     continue
                 if isinstance(reply, frontend.Welcome):

@@ -211,10 +211,9 @@ def state_dir_of(args: argparse.Namespace, config: Config) -> Path:
 
 
 def run_session_manager(args: argparse.Namespace, config: Config) -> int:
-    import zmq
-
     from flamed.session_manager import SessionManager, SessionManagerOptions
     from flamed.storage import Storage, StorageError
+    from flamed.transport import TransportError
     from flamed.transport.security import SecurityError
 
     state_dir = state_dir_of(args, config)
@@ -250,7 +249,7 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
         storage.close()
         print(f"flamed: error: {exc}", file=sys.stderr)
         return 1
-    except zmq.ZMQError as exc:
+    except TransportError as exc:
         storage.close()
         print(f"flamed: error: cannot bind {options.frontend} / {options.backend}: {exc}", file=sys.stderr)
         return 1
@@ -268,12 +267,11 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_object_cache(args: argparse.Namespace, config: Config) -> int:
-    import zmq
-
     from flamed.config import client_endpoint
     from flamed.object_cache import ObjectCache, ObjectCacheOptions
     from flamed.storage import StorageError
     from flamed.storage.objects import ObjectFiles
+    from flamed.transport import TransportError
     from flamed.transport.security import SecurityError
 
     if args.state_dir:
@@ -304,7 +302,7 @@ def run_object_cache(args: argparse.Namespace, config: Config) -> int:
         files.close()
         print(f"flamed: error: {exc}", file=sys.stderr)
         return 1
-    except zmq.ZMQError as exc:
+    except TransportError as exc:
         files.close()
         print(f"flamed: error: cannot bind {options.bind}: {exc}", file=sys.stderr)
         return 1

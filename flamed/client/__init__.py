@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from flamed.client.cache import ObjectRef, delete_objects, get_object, patch_object, put_object, update_object
-from flamed.client.connection import Connection, session_spec, short_name
+from flamed.client.connection import Connection, open_connection, session_spec, short_name
 from flamed.client.errors import FlameError, FlameErrorCode
 from flamed.client.progress import progress
 from flamed.client.session import Session
@@ -84,21 +84,6 @@ __all__ = [
 
 _lock = threading.Lock()
 _default: Connection | None = None
-
-
-def open_connection(addr: str | None = None, config: str | None = None, timeout: float | None = None) -> Connection:
-    """A new connection (not the default one): endpoint from `addr`, FLAME_ENDPOINT, the config
-    file, then the default; timeout from `timeout`, then `client.timeout` in the config."""
-    from flamed.config import ConfigError, client_endpoint, load_config
-
-    # Imported here so that `import flamed.client` never fails on the config module.
-    try:
-        endpoint = client_endpoint(addr, config)
-        if timeout is None:
-            timeout = load_config(config).client.timeout
-    except ConfigError as exc:
-        raise FlameError(FlameErrorCode.INVALID_CONFIG, str(exc)) from None
-    return Connection(endpoint, timeout, config_path=config)
 
 
 def connect(addr: str | None = None, timeout: float | None = None) -> Connection:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 
-from flamed.client.commands import STOP, Call, Create, Run, Watch
+from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, StreamCommand, Watch
 from flamed.client.sinks import Sink, set_result
 from protocol import frontend as fe
 
@@ -31,7 +31,7 @@ class Turn:
     __slots__ = ("creates", "others", "stop")
 
     def __init__(self) -> None:
-        self.others: list[Call | Watch] = []  # sent first, in queue order
+        self.others: list[Call | Watch | StreamCommand] = []  # sent first, in queue order
         self.creates: dict[str, list[Create]] = {}  # then per session, in order of first sight
         self.stop = False
 
@@ -52,7 +52,7 @@ def take_turn(commands: Iterable[object]) -> Turn:
             turn.stop = True
         elif isinstance(command, Create):
             creates.setdefault(command.session_id, []).append(command)
-        elif isinstance(command, (Call, Watch)):
+        elif isinstance(command, (Call, Watch, OpenStream, ResendStream, CloseStream)):
             turn.others.append(command)
     return turn
 

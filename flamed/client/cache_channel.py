@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from flamed.client.errors import FlameError, FlameErrorCode, from_server
+from flamed.transport import SettingsError, client_role
 from flamed.transport.blocking import BlockingDealer
-from flamed.transport.security import configured_client_curve
 from protocol import cache as ca
 from protocol.codec import HEADER, PROTOCOL_VERSION, FrameError
 
@@ -43,8 +43,8 @@ class CacheChannel:
         self.timeout = timeout
         self._lock = threading.Lock()
         try:
-            curve = configured_client_curve()
-        except Exception as exc:  # a SecurityError or ConfigError: a bad key or config file
+            curve = client_role()
+        except SettingsError as exc:  # a bad key or config file
             raise CacheCallError(FlameErrorCode.INVALID_CONFIG, f"object cache at {endpoint}: {exc}") from None
         self._sock = BlockingDealer(endpoint, b"c" + secrets.token_bytes(7), curve=curve, hwm=64)
         self._codec = ca.reply_codec()

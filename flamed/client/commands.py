@@ -14,6 +14,7 @@ from typing import Any
 
 from flamed.client.errors import FlameError
 from flamed.client.sinks import Sink, fail_sink, set_exception
+from flamed.client.streams import Stream
 from protocol import frontend as fe
 
 
@@ -66,12 +67,45 @@ class Watch:
         self.sinks = sinks
 
 
+class OpenStream:
+    """Open `stream` (give it a request id, send its request)."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+
+class ResendStream:
+    """Send the stream's request again under its id; with `request`, that one replaces it
+    (and goes out even if the old one still waits in the backlog)."""
+
+    __slots__ = ("request", "stream")
+
+    def __init__(self, stream: Stream, request: fe.Message | None) -> None:
+        self.stream = stream
+        self.request = request
+
+
+class CloseStream:
+    """Forget `stream` (its later pushes are dropped); send `farewell` if given."""
+
+    __slots__ = ("farewell", "stream")
+
+    def __init__(self, stream: Stream, farewell: fe.Message | None) -> None:
+        self.stream = stream
+        self.farewell = farewell
+
+
+StreamCommand = OpenStream | ResendStream | CloseStream
+
 #: Finish the turn, then close the connection.
 STOP = object()
 
 
 def fail_command(command: object, error: FlameError) -> None:
-    """Fail the future and every sink of a command the thread never took."""
+    """Fail the future and every sink of a command the thread never took (a stream command
+    has nothing to fail: streams end only when their owner closes them)."""
     if isinstance(command, (Call, Create, Run)) and command.future is not None:
         set_exception(command.future, error)
     if isinstance(command, Create):

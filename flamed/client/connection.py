@@ -14,9 +14,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from flamed.client.errors import FlameError, FlameErrorCode
+from flamed.client.io_thread import IoThread
 from flamed.client.session import Session
-from flamed.client.transport import IoThread
 from flamed.client.types import Application, ApplicationAttributes, application_from_wire, application_spec
+from flamed.transport import ClientSettings, SettingsError, client_settings
 from protocol import frontend as fe
 from protocol.codec import PROTOCOL_VERSION
 from protocol.types import Executor, Node, ResourceRequirement, SessionSpec
@@ -41,12 +42,14 @@ class Connection:
         timeout: float = DEFAULT_TIMEOUT,
         client: str = "flamed.client",
         config_path: str | None = None,
+        settings: ClientSettings | None = None,
     ) -> None:
         """`config_path`: the config file with this client's `[security]` keys (default: the
-        file `load_config` finds: $FLAME_CONF, then the user config dir)."""
+        file found by default: $FLAME_CONF, then the user config dir); `settings`: what that
+        file says, when the caller has read it already."""
         self.endpoint = endpoint
         self.timeout = timeout
-        self.io = IoThread(endpoint, timeout, config_path=config_path)
+        self.io = IoThread(endpoint, timeout, config_path=config_path, settings=settings)
         self.server_version = ""
         self.cluster = ""
         #: the object cache the session manager names ("" = none)
@@ -193,6 +196,32 @@ class Connection:
 
     def get_stats(self) -> dict[str, float]:
         return self.request(fe.GetStats(), fe.StatsReply).stats
+
+    def drain_node(self, name: str) -> Node:
+        """Cordon node `name`: it keeps its executors and gets no new ones."""
+        return self.request(fe.DrainNode(name=name), fe.NodeReply).node
+
+    def undrain_node(self, name: str) -> Node:
+        """Uncordon node `name`: it takes new executors again."""
+        return self.request(fe.UndrainNode(name=name), fe.NodeReply).node
+
+
+def open_connection(addr: str | None = None, config: str | None = None, timeout: float | None = None) -> Connection:
+    """A new connection (not the default one): endpoint from `addr`, FLAME_ENDPOINT, the config
+    file, then the default; timeout from `timeout`, then `client.timeout` in the config."""
+    settings = settings_or_error(addr, config)
+    return Connection(
+        settings.endpoint, settings.timeout if timeout is None else timeout, config_path=config, settings=settings
+    )
+
+
+def settings_or_error(addr: str | None = None, config: str | None = None) -> ClientSettings:
+    """The client settings (`flamed.transport.client_settings`); FlameError INVALID_CONFIG,
+    saying what to fix, when they cannot be read."""
+    try:
+        return client_settings(addr, config)
+    except SettingsError as exc:
+        raise FlameError(FlameErrorCode.INVALID_CONFIG, str(exc)) from None
 
 
 def _spec_or_error(attrs: ApplicationAttributes | dict[str, Any]) -> Any:

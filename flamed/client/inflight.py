@@ -10,7 +10,9 @@
 - a `TasksCreated` for a batch that asked for results opens its watch under the same request
   id; `dispatch` returns it as an `OpenWatch` for the thread to follow; a second `TasksCreated`
   under that id (the batch was sent again after a reconnect, and both answers arrived) is the
-  same answer again and changes nothing.
+  same answer again and changes nothing;
+- anything under the request id of an open stream (`streams`) goes to its sink, and the
+  stream stays open (streams.py).
 Nothing here touches the socket or reads the clock: the thread passes `now` and sends.
 """
 
@@ -24,6 +26,7 @@ from flamed.client.batching import hand_out_ids
 from flamed.client.commands import Create
 from flamed.client.errors import FlameError, FlameErrorCode, from_server
 from flamed.client.sinks import Sink, fail_sink, set_exception, set_result, update_sink
+from flamed.client.streams import Stream
 from protocol import frontend as fe
 from protocol.types import Task
 
@@ -103,20 +106,30 @@ class OpenWatch(NamedTuple):
 
 
 class InFlight:
-    """Requests awaiting replies and open watches; used by the I/O thread only."""
+    """Requests awaiting replies, open watches and streams; used by the I/O thread only."""
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         # Insertion order is request-id order, hence deadline order (see `expired`).
         self.pending: dict[int, PendingCall | PendingCreate] = {}
         self.watches: dict[int, ActiveWatch] = {}
+        self.streams: dict[int, Stream] = {}
 
     def dispatch(self, reply: fe.ServerReply) -> OpenWatch | None:
         """Complete what `reply` answers; return the watch a `TasksCreated` opens, if any."""
         request_id = reply.request_id
         if isinstance(reply, fe.TaskUpdates):
-            self._on_updates(request_id, reply.tasks)
-            return None
+            watch = self.watches.get(request_id)
+            if watch is not None:
+                self._on_updates(request_id, watch, reply.tasks)
+                return None
+        if self.streams:
+            stream = self.streams.get(request_id)
+            if stream is not None:
+                stream.sink.message(reply)
+                return None
+        if isinstance(reply, fe.TaskUpdates):
+            return None  # a watch that ended, or a stream that was closed
         watch = self.watches.get(request_id)
         if watch is not None:
             if isinstance(reply, fe.TasksCreated):
@@ -155,10 +168,7 @@ class InFlight:
             return from_server(reply.code, reply.message)
         return FlameError(FlameErrorCode.INTERNAL, f"unexpected {type(reply).__name__} from {self.endpoint}")
 
-    def _on_updates(self, request_id: int, tasks: list[Task]) -> None:
-        watch = self.watches.get(request_id)
-        if watch is None:
-            return
+    def _on_updates(self, request_id: int, watch: ActiveWatch, tasks: list[Task]) -> None:
         all_sinks = watch.sinks
         for task in tasks:
             sinks = all_sinks.get(task.id)

@@ -4,25 +4,42 @@
 `TaskUpdates` say it is terminal; nothing else waits per task. Results: the output bytes on
 Succeed; FlameError(INTERNAL, <the failure message>) on Failed; FlameError(INVALID_STATE, ...)
 on Cancelled (the session was closed with the task pending).
+
+A session reaches its session manager through the connection that fetched it, seen here only
+as a `Requester` (a `Connection` is one), so this module never imports the connection's.
 """
 
 from __future__ import annotations
 
+import datetime
 import queue
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 from flamed.client.errors import FlameError, FlameErrorCode
+from flamed.client.io_thread import IoThread
 from flamed.client.types import SessionState, Task, TaskState, task_from_wire, to_datetime
 from protocol import frontend as fe
 from protocol import types as wire
 
-if TYPE_CHECKING:
-    import datetime
+R = TypeVar("R", bound=fe.Message)
 
-    from flamed.client.connection import Connection
+
+class Requester(Protocol):
+    """What a `Session` needs of its connection: the I/O thread and blocking requests."""
+
+    @property
+    def io(self) -> IoThread: ...
+
+    def wait(self, future: Future[Any]) -> Any:
+        """The result of an I/O-thread future (raises its FlameError)."""
+        ...
+
+    def request(self, message: fe.Message, reply_type: type[R]) -> R:
+        """Send `message`, wait for its reply, check that it is a `reply_type`."""
+        ...
 
 
 class _QueueSink:
@@ -50,7 +67,7 @@ class _QueueSink:
 class Session:
     """A session as last seen, bound to the connection that fetched it."""
 
-    def __init__(self, connection: Connection, session: wire.Session) -> None:
+    def __init__(self, connection: Requester, session: wire.Session) -> None:
         self._connection = connection
         self._refresh(session)
 
@@ -164,14 +181,14 @@ class Session:
         self._refresh(self._connection.request(fe.CloseSession(session_id=self.id), fe.SessionReply).session)
 
 
-def iter_wire_tasks(connection: Connection, session_id: str, include_data: bool = True) -> Iterator[wire.Task]:
+def iter_wire_tasks(connection: Requester, session_id: str, include_data: bool = True) -> Iterator[wire.Task]:
     """The wire tasks of a session, a `ListTasks` page at a time: the first page is fetched
     now, each next one when the iterator reaches it (the server says where it starts)."""
     reply = connection.request(fe.ListTasks(session_id=session_id, include_data=include_data), fe.TasksReply)
     return _pages(connection, session_id, include_data, reply)
 
 
-def _pages(connection: Connection, session_id: str, include_data: bool, reply: fe.TasksReply) -> Iterator[wire.Task]:
+def _pages(connection: Requester, session_id: str, include_data: bool, reply: fe.TasksReply) -> Iterator[wire.Task]:
     cursor = 1
     while True:
         yield from reply.tasks

@@ -22,13 +22,12 @@ import os
 import shutil
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from flamed.executor_manager import conduct
 from flamed.executor_manager.executors import LocalExecutor, Phase
 from flamed.executor_manager.instance_window import Suspects, blame, fail_running, take_batch, take_results
 from flamed.executor_manager.instances import Instance, InstanceStartError
-from flamed.transport import Loop, try_send
+from flamed.transport import Loop, Socket, try_send
 from flamed.transport.dropped import DroppedFrames
 from flamed.transport.peers import drain_with_peer
 from protocol import backend as be
@@ -36,9 +35,6 @@ from protocol import codec
 from protocol import instance as im
 from protocol.codec import FrameError
 from protocol.types import ResourceRequirement
-
-if TYPE_CHECKING:
-    import zmq
 
 log = logging.getLogger("flamed.executor_manager")
 
@@ -56,7 +52,7 @@ class Executors:
     def __init__(
         self,
         loop: Loop,
-        instances: zmq.Socket[bytes],
+        instances: Socket,
         instance_endpoint: str,
         *,
         work_root: Path,

@@ -25,7 +25,6 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from flamed.config import Config
 from flamed.executor_manager.converge import converge
@@ -42,16 +41,13 @@ from flamed.executor_manager.node import (
     secure_socket,
 )
 from flamed.notify import Notifier
-from flamed.transport import Loop, SignalInbox, bind_router, connect_dealer, context, drain, try_send
+from flamed.transport import Loop, SignalInbox, Socket, bind_router, connect_dealer, context, drain, try_send
 from flamed.transport.dropped import DroppedFrames
 from flamed.transport.security import client_curve
 from protocol import backend as be
 from protocol import codec
 from protocol.codec import FrameError
 from protocol.errors import ErrorCode
-
-if TYPE_CHECKING:
-    import zmq
 
 log = logging.getLogger("flamed.executor_manager")
 
@@ -159,7 +155,7 @@ class ExecutorManager:
         if self.draining.step():
             self.loop.stop()
 
-    def _connect_backend(self) -> zmq.Socket[bytes]:
+    def _connect_backend(self) -> Socket:
         """A new connection to the backend under a new random routing id. ZMTP never drops it
         for silence (so it never comes back under this id while the session manager may still
         hold it): the link's heartbeats decide, and `_reconnect` replaces it."""

@@ -1,9 +1,15 @@
-"""ZeroMQ transport: the only package that imports zmq (sockets, the reactor loop)."""
+"""ZeroMQ transport: the only package that imports zmq (sockets, the reactor loop, the client's
+link and settings). Everything else holds a `Socket` it was handed and catches `TransportError`.
+"""
 
+from flamed.transport.client_link import EVENTS, READABLE, WOKEN, ClientLink, LinkEvent, LinkEventKind
 from flamed.transport.loop import Loop, Timer
+from flamed.transport.settings import ClientSettings, SettingsError, client_role, client_settings
 from flamed.transport.signals import SignalInbox
 from flamed.transport.sockets import (
     Frames,
+    Socket,
+    TransportError,
     bind_router,
     close,
     connect_dealer,
@@ -15,11 +21,23 @@ from flamed.transport.sockets import (
 )
 
 __all__ = [
+    "EVENTS",
+    "READABLE",
+    "WOKEN",
+    "ClientLink",
+    "ClientSettings",
     "Frames",
+    "LinkEvent",
+    "LinkEventKind",
     "Loop",
+    "SettingsError",
     "SignalInbox",
+    "Socket",
     "Timer",
+    "TransportError",
     "bind_router",
+    "client_role",
+    "client_settings",
     "close",
     "connect_dealer",
     "context",

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeAlias
 
 import zmq
 
@@ -25,6 +26,10 @@ from flamed.transport.security import ClientCurve, ServerCurve, make_client, mak
 from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE
 
 Frames = list[bytes]
+#: A socket this package made; other modules hold and pass it, and call only its methods.
+Socket: TypeAlias = zmq.Socket[bytes]
+#: What a socket call raises when the endpoint cannot be used (e.g. EADDRINUSE on bind).
+TransportError: TypeAlias = zmq.ZMQError
 
 _context: zmq.Context[zmq.Socket[bytes]] | None = None
 

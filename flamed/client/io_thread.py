@@ -1,22 +1,24 @@
-"""The client's I/O thread: the one owner of the DEALER socket to a session manager.
+"""The client's I/O thread: the one owner of the link to a session manager.
 
 Callers never touch the socket. They hand commands (`commands`) to the thread through a locked
 deque and wake it through a pipe (written only when the deque goes from empty to non-empty);
 the thread sends, receives and completes `concurrent.futures.Future`s. Requests are pipelined
 and matched by `request_id`. Each turn of the queue is coalesced into few `CreateTasks`
 requests (`batching`); replies and `TaskUpdates` pushes are matched to futures and per-task
-sinks (`inflight`), so there is no thread per task. This module keeps the socket loop and the
-timers.
+sinks (`inflight`), so there is no thread per task. The socket, its monitor and the wait on
+both are the transport's (`flamed.transport.ClientLink`); this module keeps the loop, the
+backlog of what the socket could not take yet, and the timers.
 
 Liveness: the session manager drops the watches of a client it has not heard from for its
-`client_ttl` (30 s), so while watches are open the thread sends a `Ping` every
+`client_ttl` (30 s), so while watches or streams are open the thread sends a `Ping` every
 `ping_interval`. If nothing at all is heard for `timeout` seconds with watches open, their
-sinks fail. When the socket reconnects (a restarted session manager has no watches), every
-watch already sent is sent again under its request id; the first push of a watch is the
-current state, so this is idempotent; so is every `CreateTasks` still unanswered, under its
-idempotency key (a repeat creates nothing), and every unanswered read or other repeatable call
-(`inflight.REPEATABLE`). The rest (creating or deleting a session or an application) is not
-re-sent: one without a reply in `timeout` seconds fails with "no reply from session manager".
+sinks fail (streams stay: their owner decides, see `streams`). When the socket reconnects (a
+restarted session manager has no watches), every watch and stream already sent is sent again
+under its request id; the first push of a watch is the current state, so this is idempotent;
+so is every `CreateTasks` still unanswered, under its idempotency key (a repeat creates
+nothing), and every unanswered read or other repeatable call (`inflight.REPEATABLE`). The rest
+(creating or deleting a session or an application) is not re-sent: one without a reply in
+`timeout` seconds fails with "no reply from session manager".
 """
 
 from __future__ import annotations
@@ -32,29 +34,18 @@ from concurrent.futures import Future
 from typing import Any
 
 import msgspec
-import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from flamed.client.batching import batches, create_request, take_turn
-from flamed.client.commands import STOP, Call, Create, Run, Watch, fail_command
+from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, Watch, fail_command
 from flamed.client.errors import FlameError, FlameErrorCode
 from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate
 from flamed.client.sinks import Sink
-from flamed.transport.security import configured_client_curve
-from flamed.transport.sockets import connect_dealer
+from flamed.client.streams import Stream
+from flamed.transport import EVENTS, READABLE, WOKEN, ClientLink, ClientSettings, LinkEventKind, client_settings
 from protocol import frontend as fe
 from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE, HEADER, FrameError, server_reply_codec
 
 log = logging.getLogger("flamed.client")
-
-_HANDSHAKE_FAILED: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error in the handshake",
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "authentication refused",
-}
-_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-for _event in _HANDSHAKE_FAILED:
-    _MONITORED |= _event
 
 #: Most task ids sent in one `WatchTasks` (the session manager's default
 #: `limits.max_watch_task_ids`); a bigger watch goes out as several, each its own watch.
@@ -77,11 +68,16 @@ class IoThread:
         ping_interval: float | None = None,
         config_path: str | None = None,
         connect_timeout: float | None = None,
+        *,
+        settings: ClientSettings | None = None,
     ) -> None:
         """`connect_timeout`: seconds to wait for a first connection before every call fails
-        with "nothing answers at ..." (None: `client.connect_timeout` from the config)."""
+        with "nothing answers at ..." (None: `client.connect_timeout` from the config).
+        `settings`: what the config file says, when the caller has it already (else read from
+        `config_path`)."""
         self.endpoint = endpoint
         self.config_path = config_path
+        self.settings = settings
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval if ping_interval is not None else min(10.0, timeout / 3)
@@ -104,6 +100,8 @@ class IoThread:
         self._last_heard = time.monotonic()
         self._next_ping = 0.0
         self._disconnected = False
+        #: request id of the last `Ping`: no second one while it still waits in the backlog
+        self._ping_id = 0
         #: a session manager answered (or completed a handshake) at least once
         self._contacted = False
         self._contact_deadline = float("inf")
@@ -153,6 +151,21 @@ class IoThread:
         """Watch existing tasks; updates go to the sinks until each says it is done."""
         self._submit(Watch(session_id, sinks))
 
+    def open_stream(self, stream: Stream) -> None:
+        """Send the stream's request; everything under its request id goes to its sink until
+        `close_stream` (see `streams`)."""
+        self._submit(OpenStream(stream))
+
+    def resend_stream(self, stream: Stream, request: fe.Message | None = None) -> None:
+        """Send the stream's request again under its id (unless a copy still waits to be
+        sent); with `request`, that one from now on (sent even if the old one waits)."""
+        self._submit(ResendStream(stream, request))
+
+    def close_stream(self, stream: Stream, farewell: fe.Message | None = None) -> None:
+        """Forget the stream (later pushes under its id are dropped); send `farewell`, if
+        given, as a call whose reply nobody waits for."""
+        self._submit(CloseStream(stream, farewell))
+
     def close(self, wait: float = 2.0) -> None:
         with self._lock:
             if self._closed:
@@ -177,16 +190,12 @@ class IoThread:
     def _run(self) -> None:
         try:
             routing_id = b"c" + secrets.token_bytes(7)
-            from flamed.config import load_config
-
-            config = load_config(self.config_path)
-            self.max_message_size = config.limits.max_message_size
+            settings = self.settings or client_settings(self.endpoint, self.config_path)
+            self.max_message_size = settings.max_message_size
             if self.connect_timeout is None:
-                self.connect_timeout = config.client.connect_timeout
+                self.connect_timeout = settings.connect_timeout
             self._contact_deadline = time.monotonic() + self.connect_timeout
-            curve = configured_client_curve(self.config_path)
-            self._sock = connect_dealer(self.endpoint, routing_id, curve=curve, monitor=_MONITORED)
-            self._monitor = self._sock.get_monitor_socket()
+            self._link = ClientLink(self.endpoint, routing_id, self._wake_r, curve=settings.curve)
         except BaseException as exc:
             self._start_error = FlameError(FlameErrorCode.INVALID_CONFIG, f"cannot connect to {self.endpoint}: {exc}")
             with self._lock:
@@ -207,32 +216,22 @@ class IoThread:
             self._fail_everything(
                 FlameError(FlameErrorCode.INVALID_STATE, f"the connection to {self.endpoint} is closed")
             )
-            self._sock.disable_monitor()
-            self._monitor.close(0)
-            self._sock.close(0)
+            self._link.close()
             with self._lock:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
 
     def _loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        sock = self._sock
-        want_out = False
-        poller.register(sock, zmq.POLLIN)
+        link = self._link
         while True:
-            events = dict(poller.poll(self._poll_timeout_ms()))
-            if self._wake_r in events and not self._take_commands():
+            ready = link.wait(self._poll_timeout_ms(), want_out=bool(self._backlog))
+            if ready & WOKEN and not self._take_commands():
                 return
-            if sock in events:
+            if ready & READABLE:
                 self._receive()
-            if self._monitor in events:
-                self._on_monitor()
+            if ready & EVENTS:
+                self._on_link_events()
             self._flush_backlog()
-            if bool(self._backlog) != want_out:
-                want_out = bool(self._backlog)
-                poller.modify(sock, zmq.POLLIN | (zmq.POLLOUT if want_out else 0))
             self._check_time(time.monotonic())
 
     def _poll_timeout_ms(self) -> int:
@@ -248,8 +247,10 @@ class IoThread:
         for command in turn.others:
             if isinstance(command, Call):
                 self._send_call(command)
-            else:
+            elif isinstance(command, Watch):
                 self._start_watch(command.session_id, command.sinks)
+            else:
+                self._on_stream_command(command)
         for session_id, parts in turn.creates.items():
             for batch in batches(parts):
                 self._send_create_batch(session_id, batch)
@@ -273,10 +274,11 @@ class IoThread:
             return
         self._backlog.append((request_id, [HEADER, payload]))
 
-    def _send_call(self, call: Call) -> None:
+    def _send_call(self, call: Call) -> int:
         request_id = self._request_id()
         self._in_flight.pending[request_id] = PendingCall(call.future, time.monotonic() + self.timeout, call.message)
         self._enqueue(request_id, call.message)
+        return request_id
 
     def _send_create_batch(self, session_id: str, parts: list[Create]) -> None:
         request_id = self._request_id()
@@ -302,15 +304,40 @@ class IoThread:
             watches[request_id] = ActiveWatch(session_id, chunk)
             self._enqueue(request_id, fe.WatchTasks(session_id=session_id, task_ids=sorted(chunk)))
 
+    # ------------------------------------------------------------ streams
+
+    def _on_stream_command(self, command: OpenStream | ResendStream | CloseStream) -> None:
+        stream, streams = command.stream, self._in_flight.streams
+        if isinstance(command, OpenStream):
+            if not self._in_flight.watches and not streams:
+                self._last_heard = max(self._last_heard, time.monotonic())
+            stream.request_id = self._request_id()
+            streams[stream.request_id] = stream
+            self._send_stream(stream)
+        elif isinstance(command, ResendStream):
+            if streams.get(stream.request_id) is not stream:
+                return  # closed meanwhile
+            if command.request is not None:
+                stream.request = command.request
+                stream.queued = False  # the old copy may still go out: the new one replaces it
+            self._send_stream(stream)
+        else:
+            streams.pop(stream.request_id, None)
+            if command.farewell is not None:
+                self._send_call(Call(command.farewell, None))
+
+    def _send_stream(self, stream: Stream) -> None:
+        if not stream.queued:
+            stream.queued = True
+            self._enqueue(stream.request_id, stream.request)
+
     def _flush_backlog(self) -> None:
         backlog = self._backlog
-        sock = self._sock
-        watches, pending = self._in_flight.watches, self._in_flight.pending
+        send = self._link.send
+        watches, pending, streams = self._in_flight.watches, self._in_flight.pending, self._in_flight.streams
         while backlog:
             request_id, frames = backlog[0]
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not send(frames):
                 return
             backlog.popleft()
             watch = watches.get(request_id)
@@ -319,16 +346,16 @@ class IoThread:
             record = pending.get(request_id)
             if record is not None:
                 record.sent = True
+            if streams:
+                stream = streams.get(request_id)
+                if stream is not None and stream.queued:
+                    stream.queued = False
+                    stream.sent = True
 
     # ------------------------------------------------------------ replies
 
     def _receive(self) -> None:
-        sock = self._sock
-        for _ in range(10_000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frames in self._link.receive():
             self._last_heard = time.monotonic()
             self._contacted = True
             try:
@@ -340,52 +367,52 @@ class IoThread:
             if opened is not None:
                 self._start_watch(opened.session_id, opened.sinks, opened.request_id)
 
-    def _on_monitor(self) -> None:
-        while True:
-            try:
-                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+    def _on_link_events(self) -> None:
+        for event in self._link.events():
+            if event.kind is LinkEventKind.HANDSHAKE_SUCCEEDED:
                 self._contacted = True
-                continue
-            what = _HANDSHAKE_FAILED.get(int(event["event"]))
-            if what is not None:
-                self._handshake_failure = f"{what}, error {event['value']}"
-                continue
-            if event["event"] == zmq.EVENT_DISCONNECTED:
+            elif event.kind is LinkEventKind.HANDSHAKE_FAILED:
+                self._handshake_failure = event.detail
+            elif event.kind is LinkEventKind.DISCONNECTED:
                 self._disconnected = True
-                continue
-            if event["event"] != zmq.EVENT_CONNECTED or not self._disconnected:
-                continue  # the first connection may be made before the monitor is attached
-            self._disconnected = False
-            watches = self._in_flight.watches
-            again = [(i, p) for i, p in self._in_flight.pending.items() if p.sent and p.request is not None]
-            log.info(
-                "reconnected to session manager at %s; renewing %d watches, sending %d requests again",
-                self.endpoint,
-                len(watches),
-                len(again),
-            )
-            for request_id, watch in list(watches.items()):
-                if watch.sent:
-                    # the first chunk under the same request id (replacing the watch the
-                    # session manager may still hold), the others as new watches
-                    first, *others = split_sinks(watch.sinks)
-                    watch.sent = False
-                    watch.sinks = first
-                    self._enqueue(request_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(first)))
-                    for chunk in others:
-                        other_id = self._request_id()
-                        watches[other_id] = ActiveWatch(watch.session_id, chunk)
-                        self._enqueue(other_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(chunk)))
-            # Their replies may have been lost with the old connection. A repeat is harmless:
-            # reads and repeatable calls by nature, task batches by their keys (the session
-            # manager answers the first reply again).
-            for request_id, record in again:
-                assert record.request is not None
-                record.sent = False
-                self._enqueue(request_id, record.request)
+            elif self._disconnected:  # CONNECTED again (the first one may precede the monitor)
+                self._disconnected = False
+                self._renew()
+
+    def _renew(self) -> None:
+        """After a reconnect: send every watch and stream again, and every request that may
+        have lost its reply with the old connection."""
+        watches, streams = self._in_flight.watches, self._in_flight.streams
+        again = [(i, p) for i, p in self._in_flight.pending.items() if p.sent and p.request is not None]
+        log.info(
+            "reconnected to session manager at %s; renewing %d watches and %d streams, sending %d requests again",
+            self.endpoint,
+            len(watches),
+            len(streams),
+            len(again),
+        )
+        for request_id, watch in list(watches.items()):
+            if watch.sent:
+                # the first chunk under the same request id (replacing the watch the
+                # session manager may still hold), the others as new watches
+                first, *others = split_sinks(watch.sinks)
+                watch.sent = False
+                watch.sinks = first
+                self._enqueue(request_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(first)))
+                for chunk in others:
+                    other_id = self._request_id()
+                    watches[other_id] = ActiveWatch(watch.session_id, chunk)
+                    self._enqueue(other_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(chunk)))
+        for stream in streams.values():
+            if stream.sent:
+                self._send_stream(stream)
+        # Their replies may have been lost with the old connection. A repeat is harmless:
+        # reads and repeatable calls by nature, task batches by their keys (the session
+        # manager answers the first reply again).
+        for request_id, record in again:
+            assert record.request is not None
+            record.sent = False
+            self._enqueue(request_id, record.request)
 
     # ------------------------------------------------------------ timers
 
@@ -395,18 +422,24 @@ class IoThread:
             # endpoint, a session manager that is not running, a key it refuses). Once anything
             # answered, a silence is waited out for `timeout` as usual.
             self._in_flight.fail_all(self.unreachable_error())
-            self._backlog.clear()  # never sent: a request the caller saw fail must not go out later
+            # Never sent: a request the caller saw fail must not go out later. Streams stay
+            # (their owner waits for the session manager to come).
+            streams = self._in_flight.streams
+            self._backlog = collections.deque(entry for entry in self._backlog if entry[0] in streams)
         expired = self._in_flight.expired(now)
         if expired:
             error = self.no_reply_error()
             for request_id in expired:
                 self._in_flight.fail_pending(request_id, error)
-        if self._in_flight.watches:
-            if now - self._last_heard > self.timeout:
+        watches = self._in_flight.watches
+        if watches or self._in_flight.streams:
+            if watches and now - self._last_heard > self.timeout:
                 self._in_flight.fail_watches(self.no_reply_error())
             elif now >= self._next_ping:
                 self._next_ping = now + self.ping_interval
-                self._send_call(Call(fe.Ping(), None))
+                last = self._in_flight.pending.get(self._ping_id)
+                if last is None or last.sent:  # else the last one still waits for the link
+                    self._ping_id = self._send_call(Call(fe.Ping(), None))
 
     def unreachable_error(self) -> FlameError:
         """The error of every call while nothing has ever answered at the endpoint."""
