@@ -28,10 +28,11 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Sparkline, Static
 
+from flamed.client import FlameError
 from flamed.client.text import printable
 from protocol import frontend as fe
 from tui import views as v
-from tui.feed import Connected, Disconnected, Feed, FeedItem, LiveFeed
+from tui.feed import Connected, Disconnected, Feed, FeedItem, LiveFeed, Notice
 from tui.header import link_line, summary_text, view_line
 from tui.model import Changes, ClusterModel
 from tui.palette import palette_commands
@@ -147,12 +148,8 @@ class FlameTui(App[None]):
         elif isinstance(item, Disconnected):
             self.connected = None
             self.disconnect_reason = item.reason
-        elif isinstance(item, fe.Error):
-            self.say(f"{item.code}: {item.message}", severity="error", timeout=6)
-        elif isinstance(item, fe.SessionReply):
-            self.say(f"session {item.session.id}: {item.session.state}")
-        elif isinstance(item, fe.NodeReply):
-            self.say(f"node {item.node.name}: {'drained' if item.node.drained else 'not drained'}")
+        elif isinstance(item, Notice):
+            self.say(item.message, severity="error" if item.error else "information", timeout=6 if item.error else None)
         else:
             changes = self.model.apply(item, now)
             if isinstance(item, fe.ClusterSnapshot | fe.ClusterUpdates) and self.connected is None:
@@ -380,10 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not (math.isfinite(args.interval) and 0 < args.interval <= 60):
         parser.error(f"--interval: {args.interval} is not a number of seconds in (0, 60]")
-    from flamed.config import client_endpoint
-
-    endpoint = client_endpoint(args.endpoint, args.config)
-    FlameTui(LiveFeed(endpoint, interval=args.interval)).run()
+    try:
+        feed = LiveFeed(args.endpoint, config=args.config, interval=args.interval)
+    except FlameError as exc:
+        print(f"flame-tui: error: {printable(exc.message)}", file=sys.stderr)
+        return 2
+    FlameTui(feed).run()
     return 0
 
 

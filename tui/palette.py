@@ -1,23 +1,33 @@
 """The command palette (ctrl+p): the dashboard's key actions, by name, after Textual's own.
 
 Each command names its key and calls the same `action_*` method as the key, so the palette can
-do nothing the keys cannot; actions that change the cluster still ask first.
+do nothing the keys cannot; actions that change the cluster still ask first. The app is seen
+here only as the `Actions` it offers (so this module does not import the app's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from textual.app import SystemCommand
 
 from tui.render import TITLES, VIEWS
 
-if TYPE_CHECKING:
-    from tui.app import FlameTui
+
+class Actions(Protocol):
+    """The key actions of the dashboard (`FlameTui` has them)."""
+
+    def action_show(self, view: str) -> None: ...
+    def action_filter(self) -> None: ...
+    def action_sort(self) -> None: ...
+    def action_pause(self) -> None: ...
+    def action_close_session(self) -> None: ...
+    def action_drain(self, drained: bool) -> None: ...
+    def action_help(self) -> None: ...
 
 
-def palette_commands(app: FlameTui) -> Iterator[SystemCommand]:
+def palette_commands(app: Actions) -> Iterator[SystemCommand]:
     for index, view in enumerate(VIEWS, 1):
         yield SystemCommand(
             f"Show {TITLES[view]}",

@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 from flamed.client.cache import ObjectRef, delete_objects, get_object, patch_object, put_object, update_object
+from flamed.client.cluster_feed import ClusterFeed
 from flamed.client.connection import Connection, open_connection, session_spec, short_name
 from flamed.client.errors import FlameError, FlameErrorCode
 from flamed.client.progress import progress
@@ -43,6 +44,7 @@ __all__ = [
     "ApplicationAttributes",
     "ApplicationSchema",
     "ApplicationState",
+    "ClusterFeed",
     "Connection",
     "Event",
     "Executor",

@@ -368,11 +368,3 @@ def _need(value: str, key: str) -> str:
     if not value:
         raise SecurityError(f"security.curve is on but security.{key} is empty; set it in the config file")
     return value
-
-
-def configured_client_curve(config_path: str | None = None) -> ClientCurve | None:
-    """For the SDK, flmctl and the TUI: the client role from the config file that
-    `load_config` finds (`--config`, `$FLAME_CONF`, the user config dir)."""
-    from flamed.config import load_config
-
-    return client_curve(load_config(config_path).security)
