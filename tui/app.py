@@ -26,15 +26,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Sparkline, Static
+from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 
 from flamed.client import FlameError
 from flamed.client.text import printable
 from protocol import frontend as fe
 from tui import views as v
 from tui.feed import Connected, Disconnected, Feed, FeedItem, LiveFeed, Notice
-from tui.header import link_line, summary_text, view_line
-from tui.model import Changes, ClusterModel
+from tui.header import link_line, spark_text, summary_text, view_line
+from tui.model import TASK_PHASES, Changes, ClusterModel
 from tui.palette import palette_commands
 from tui.render import VIEWS, ClusterTables
 from tui.screens import ConfirmScreen, HelpScreen
@@ -66,6 +66,9 @@ class FlameTui(App[None]):
         Binding("shift+tab", "cycle(-1)", "prev", show=False, priority=True),
         Binding("slash", "filter", "filter"),
         Binding("s", "sort", "sort"),
+        Binding("f", "task_phase", "state", show=False),
+        Binding("right_square_bracket", "task_page(1)", "next page", show=False),
+        Binding("left_square_bracket", "task_page(-1)", "previous page", show=False),
         Binding("p", "pause", "pause"),
         Binding("c", "close_session", "close", show=False),
         Binding("d", "drain(True)", "drain", show=False),
@@ -104,13 +107,13 @@ class FlameTui(App[None]):
             yield Static("", id="status")
             with Horizontal(id="top"):
                 yield Static("", id="summary")
-                yield Sparkline([0.0], id="spark")
+                yield Static("", id="spark")
             yield Input(placeholder="filter: any text of the row; enter keeps it, esc clears", id="filter")
             with ContentSwitcher(initial="nodes", id="views"):
                 yield LiveTable(v.NODE_COLUMNS, id="nodes")
                 yield LiveTable(v.EXECUTOR_COLUMNS, id="executors")
                 yield LiveTable(v.SESSION_COLUMNS, id="sessions")
-                yield LiveTable(v.TASK_COLUMNS, id="tasks")
+                yield LiveTable(v.TASK_COLUMNS, id="tasks", own_filter=False)
                 yield LiveTable(v.EVENT_COLUMNS, id="events")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -174,8 +177,14 @@ class FlameTui(App[None]):
         return changes
 
     def _ctx(self) -> v.Context:
-        now = self.clock()
-        return v.Context(now, self.wall_ms(), lambda name: self.model.heartbeat_age(name, now))
+        now, model = self.clock(), self.model
+        return v.Context(
+            now,
+            self.wall_ms(),
+            lambda name: model.heartbeat_age(name, now),
+            task_phase=model.task_phase,
+            running_split=model.running_split,
+        )
 
     def _render(self, changes: Changes) -> None:
         if not changes:
@@ -203,11 +212,12 @@ class FlameTui(App[None]):
             status.add_class("bad")
         self.screen.set_class(self.connected is None and age is not None, "stale")
         line = link_line(self.connected, self.feed.endpoint, self.disconnect_reason, age, self.paused)
-        where = view_line(self.history, self.view, self.table(), len(self.model.tasks))
+        tables = self.tables
+        where = view_line(self.history, self.view, self.table(), tables.task_page, tables.task_phase)
         status.update(Text(line + "  |  " + where))
         self.query_one("#summary", Static).update(summary_text(self.model))
-        spark = self.query_one("#spark", Sparkline)
-        spark.data = list(self.model.throughput) or [0.0]
+        spark = self.query_one("#spark", Static)
+        spark.update(spark_text(self.model.throughput, spark.size.width or 24, spark.size.height or 4))
 
     # ------------------------------------------------------------------ actions
 
@@ -249,6 +259,8 @@ class FlameTui(App[None]):
     def _set_filter(self, text: str) -> None:
         table = self.table()
         table.filter_text = text.strip().lower()
+        if self.view == "tasks":
+            self.tables.task_page_no = 0
         self._rebuild(self.view)
         self.refresh_header()
 
@@ -258,6 +270,27 @@ class FlameTui(App[None]):
     def action_sort(self) -> None:
         label = self.table().cycle_sort()
         self.notify(f"sorted by {label}", timeout=2)
+        self.refresh_header()
+
+    def action_task_phase(self) -> None:
+        """`f`: narrow the Tasks view to the next state (Running, Queued, ..., then all)."""
+        if self.view != "tasks":
+            self.notify("f narrows the Tasks view by state (Tasks view: 4)", timeout=3)
+            return
+        phases: list[str | None] = [None, *TASK_PHASES]
+        tables = self.tables
+        tables.task_phase = phases[(phases.index(tables.task_phase) + 1) % len(phases)]
+        tables.task_page_no = 0
+        self._rebuild("tasks")
+        self.notify(f"tasks: {tables.task_phase or 'every state'}", timeout=2)
+        self.refresh_header()
+
+    def action_task_page(self, step: int) -> None:
+        """`]` / `[`: the next or previous page of the Tasks view."""
+        if self.view != "tasks":
+            return
+        self.tables.task_page_no = max(0, self.tables.task_page_no + step)
+        self._rebuild("tasks")
         self.refresh_header()
 
     def action_pause(self) -> None:
@@ -321,6 +354,7 @@ class FlameTui(App[None]):
         tasks.scope_label = f"session {printable(session_id)}"
         tasks.clear()
         tasks.shown.clear()
+        self.tables.task_page_no = 0
         self.feed.watch_session(session_id)
         self._switch("tasks")
 

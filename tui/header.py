@@ -1,8 +1,11 @@
-"""The words of the dashboard's header: the status line (link, pause, where you are) and the
-summary of totals beside the throughput sparkline.
+"""The words of the dashboard's header: the status line (link, pause, where you are), the
+summary of totals and the throughput sparkline beside it.
 
 Pure: each function takes what it shows and returns a string or Rich `Text`; the app puts them
-into the widgets and sets the classes (`bad`, `stale`).
+into the widgets and sets the classes (`bad`, `stale`). The sparkline is drawn here rather than
+by Textual's, which scales from the smallest value to the largest (a steady rate looks like
+noise) and fills its whole box when it has one value or none: ours starts at zero, shows the
+newest point at the right edge, and stays empty, saying so, while there is no data.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from rich.text import Text
 from flamed.client.text import printable
 from tui import views as v
 from tui.feed import Connected
-from tui.model import ClusterModel
-from tui.render import TASK_ROWS, TITLES
+from tui.model import QUEUED, ClusterModel, TaskPage
+from tui.render import TITLES
 from tui.table import LiveTable
+
+#: Eighths of a cell, for the sparkline's bars.
+BARS = " ▁▂▃▄▅▆▇█"
 
 
 def link_line(connected: Connected | None, endpoint: str, reason: str, age: float | None, paused: bool) -> str:
@@ -32,14 +38,19 @@ def link_line(connected: Connected | None, endpoint: str, reason: str, age: floa
     return line
 
 
-def view_line(history: Iterable[tuple[str, str | None]], view: str, table: LiveTable, task_count: int) -> str:
-    """The view with its drill-down breadcrumbs, then its scope, task window, filter and sort."""
+def view_line(
+    history: Iterable[tuple[str, str | None]], view: str, table: LiveTable, page: TaskPage, phase: str | None
+) -> str:
+    """The view with its drill-down breadcrumbs, then its scope, task page, filter and sort."""
     crumbs = " > ".join(TITLES[past] for past, _ in history)
     extra = [f"view {crumbs + ' > ' if crumbs else ''}{TITLES[view]}"]
     if table.scope_label:
         extra.append(table.scope_label)
-    if view == "tasks" and task_count > TASK_ROWS:
-        extra.append(f"first {TASK_ROWS} of {task_count} tasks + failed/retried")
+    if view == "tasks":
+        which = f"{phase} " if phase else ""
+        extra.append(f"{page.matching:,} {which}tasks")
+        if page.pages > 1:
+            extra.append(f"page {page.page + 1}/{page.pages} ([ ])")
     if table.filter_text:
         extra.append(f"filter '{table.filter_text}'")
     if table.sort_column is not None:
@@ -50,7 +61,6 @@ def view_line(history: Iterable[tuple[str, str | None]], view: str, table: LiveT
 def summary_text(model: ClusterModel) -> Text:
     """Counts by state of nodes, executors, sessions and tasks, and the last throughput."""
     totals = model.totals()
-    stats = model.stats
     rate = model.throughput[-1] if model.throughput else 0.0
 
     def count(prefix: str, states: Iterable[str]) -> Text:
@@ -69,8 +79,32 @@ def summary_text(model: ClusterModel) -> Text:
     text.append("\nSessions")
     text.append_text(count("sessions", ("Open", "Closed")))
     text.append("\nTasks")
-    for state in ("Pending", "Running", "Succeed", "Failed"):
-        text.append(f" {v.count_text(int(stats.get(f'tasks_{state.lower()}', 0)))} ")
-        text.append(state, style=v.STATE_STYLES[state])
+    tasks = model.task_counts()
+    # The Sessions table's words for them: the line must fit beside the sparkline at 80 columns.
+    for state, word in (
+        ("Pending", "Pend"),
+        (QUEUED, "Queued"),
+        ("Running", "Run"),
+        ("Succeed", "Done"),
+        ("Failed", "Fail"),
+    ):
+        text.append(f" {v.count_text(tasks[state])} ")
+        text.append(word, style=v.STATE_STYLES[state])
     text.append(f"\nThroughput {rate:,.0f} tasks/s (last minute ->)")
     return text
+
+
+def spark_text(values: Iterable[float], width: int, height: int) -> Text:
+    """The last `width` values as bars `height` lines high, from zero to the largest, newest at
+    the right; any value above zero shows at least the lowest bar. No values: empty, saying so."""
+    shown = list(values)[-width:]
+    if not shown:
+        blank = [" " * width] * (height - 1)
+        return Text("\n".join([*blank, "no data yet".center(width)]), style="dim")
+    top = max(shown)
+    eighths = [0 if top <= 0 or x <= 0 else max(1, round(x / top * height * 8)) for x in shown]
+    lines = []
+    for row in range(height - 1, -1, -1):  # the top line first
+        bars = "".join(BARS[max(0, min(8, e - row * 8))] for e in eighths)
+        lines.append(bars.rjust(width))
+    return Text("\n".join(lines), style="green")

@@ -3,18 +3,37 @@
 `ClusterModel.apply(message, now)` folds one pushed message (`ClusterSnapshot`,
 `ClusterUpdates`, `TaskUpdates`) into dicts keyed by id and returns a `Changes` naming what
 moved, so the views touch only those rows. Pure: no widgets, no sockets, time is an argument.
+
+Running is not what the wire says: the session manager dispatches tasks ahead (a window per
+executor), and all of them are Running on the wire although an instance runs one at a time.
+The model tells them apart with the executors' task lists: the first task an executor holds
+runs, the others are *Queued* on it (`task_phase`, `running_split`).
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from protocol import frontend as fe
 from protocol.types import Executor, Node, Session, Task, TaskState
 
 EVENTS_KEPT = 500
 SPARK_POINTS = 60  # one a second: the last minute
+QUEUED = "Queued"
+#: What the Tasks view can be narrowed to (key f), in the order f cycles through them.
+TASK_PHASES = ("Running", QUEUED, "Pending", "Failed", "Succeed", "Cancelled")
+
+
+class TaskPage(NamedTuple):
+    """One page of the Tasks view: the ids on it, which page of how many, of how many tasks."""
+
+    ids: list[int]
+    page: int
+    pages: int
+    matching: int
 
 
 @dataclass
@@ -44,6 +63,9 @@ class ClusterModel:
         self.last_data: float | None = None  # monotonic time of the last message
         self.server_time = 0
         self._rate_base: tuple[float, float] | None = None  # (time, tasks completed) of the last point
+        self._busy: dict[str, int] | None = None  # session -> executors holding its tasks (lazy)
+        self._ids: list[int] | None = None  # the watched session's task ids, sorted (lazy)
+        self._texts: dict[int, str] = {}  # task id -> what the `/` filter matches in it (lazy)
 
     # ------------------------------------------------------------------ feed
 
@@ -52,6 +74,7 @@ class ClusterModel:
         changes = Changes()
         match message:
             case fe.ClusterSnapshot():
+                self._busy = None
                 self.nodes = {n.name: n for n in message.nodes}
                 self.executors = {e.id: e for e in message.executors}
                 self.sessions = {s.id: s for s in message.sessions}
@@ -67,7 +90,10 @@ class ClusterModel:
             case fe.TaskUpdates():
                 for task in message.tasks:
                     if task.session_id == self.tasks_session:
+                        if task.id not in self.tasks:
+                            self._ids = None
                         self.tasks[task.id] = task
+                        self._texts.pop(task.id, None)
                         changes.tasks.add(task.id)
         return changes
 
@@ -76,8 +102,11 @@ class ClusterModel:
             self.nodes[node.name] = node
             changes.nodes.add(node.name)
         for executor in message.executors:
+            old = self.executors.get(executor.id)
             self.executors[executor.id] = executor
             changes.executors.add(executor.id)
+            # Its sessions' split of Running into running and queued may have moved.
+            changes.sessions.update(e.session_id for e in (old, executor) if e is not None and e.session_id)
         for session in message.sessions:
             self.sessions[session.id] = session
             changes.sessions.add(session.id)
@@ -86,8 +115,12 @@ class ClusterModel:
             self.heartbeat_ages.pop(name, None)
             changes.nodes.add(name)
         for executor_id in message.removed_executors:
-            self.executors.pop(executor_id, None)
+            gone = self.executors.pop(executor_id, None)
             changes.executors.add(executor_id)
+            if gone is not None and gone.session_id:
+                changes.sessions.add(gone.session_id)
+        if message.executors or message.removed_executors:
+            self._busy = None
         for session_id in message.removed_sessions:
             self.sessions.pop(session_id, None)
             changes.sessions.add(session_id)
@@ -115,24 +148,63 @@ class ClusterModel:
     def watch_session(self, session_id: str | None) -> None:
         self.tasks_session = session_id
         self.tasks = {}
+        self._ids = None
+        self._texts = {}
 
     # ------------------------------------------------------------------ derived
 
-    def task_window(self, limit: int) -> list[int]:
-        """The ids of the tasks that get a row: all of a session of up to `limit` tasks; of a
-        bigger one the first `limit` and, beyond them, the failed and retried ones (at most
-        `limit` more). Such rows stay once shown and change in place: rows coming and going at
-        the task rate (say, every running task) would cost more to draw than they tell."""
-        if len(self.tasks) <= limit:
-            return sorted(self.tasks)
-        first = sorted(self.tasks)[:limit]
-        last = first[-1]
-        extra = [
-            task_id
-            for task_id, task in self.tasks.items()
-            if task_id > last and (task.state is TaskState.Failed or task.retry_count)
-        ]
-        return first + sorted(extra)[:limit]
+    def task_phase(self, task: Task) -> str:
+        """The state shown for `task`: its wire state, except that a Running task which its
+        executor holds behind another one (dispatched ahead) is `Queued`."""
+        if task.state is not TaskState.Running or task.executor_id is None:
+            return str(task.state)
+        executor = self.executors.get(task.executor_id)
+        if executor is None or not executor.task_ids or executor.task_ids[0] == task.id:
+            return str(task.state)
+        return QUEUED
+
+    def running_split(self, session: Session) -> tuple[int, int]:
+        """(running, queued) of the session's Running tasks: at most one runs on each executor
+        that holds tasks of it; the rest wait on those executors."""
+        if self._busy is None:
+            held = (e.session_id for e in self.executors.values() if e.session_id and e.task_ids)
+            self._busy = collections.Counter(held)
+        running = min(session.running, self._busy.get(session.id, 0))
+        return running, session.running - running
+
+    def task_counts(self) -> dict[str, int]:
+        """Tasks by state over the cluster (the stats' counts), Running split into Running and
+        Queued as `running_split` does."""
+        counts = {state: int(self.stats.get(f"tasks_{state.lower()}", 0)) for state in TASK_PHASES if state != QUEUED}
+        running = sum(self.running_split(s)[0] for s in self.sessions.values())
+        counts["Running"], counts[QUEUED] = min(running, counts["Running"]), max(0, counts["Running"] - running)
+        return counts
+
+    def task_page(self, size: int, page: int, phase: str | None = None, text: str = "") -> TaskPage:
+        """Page `page` (from 0; the last one if past it) of the watched session's tasks in id
+        order, of those in `phase` (see `task_phase`) whose id, state, executor or message
+        holds `text` (lower case) when given."""
+        if self._ids is None:
+            self._ids = sorted(self.tasks)
+        ids = self._ids
+        if phase is not None or text:
+            tasks = self.tasks
+            ids = [
+                i
+                for i in ids
+                if (phase is None or self.task_phase(tasks[i]) == phase) and (not text or text in self._text(i))
+            ]
+        pages = max(1, math.ceil(len(ids) / size))
+        page = max(0, min(page, pages - 1))
+        return TaskPage(ids[page * size : (page + 1) * size], page, pages, len(ids))
+
+    def _text(self, task_id: int) -> str:
+        text = self._texts.get(task_id)
+        if text is None:
+            task = self.tasks[task_id]
+            text = f"{task.id} {task.state} {task.executor_id or ''} {task.message or ''}".lower()
+            self._texts[task_id] = text
+        return text
 
     def heartbeat_age(self, name: str, now: float) -> float | None:
         """Seconds since the node was last heard, extrapolated since the last push."""

@@ -2,9 +2,11 @@
 changed into row updates of the `LiveTable`s (Nodes, Executors, Sessions, Tasks, Events).
 
 Rules: only changed rows are redrawn, except on a reset or a rebuild (filter, drill-down);
-tasks get rows only inside the model's window (`TASK_ROWS`); the events table keeps as many rows
-as the model keeps events. It reads the model and writes tables; it never touches the feed, and
-the caller says which view is on screen.
+the Tasks view shows one page of `TASK_ROWS` tasks of the watched session, in id order, of
+those in the chosen state (`task_phase`) and matching the `/` filter, chosen over every task of
+the session, so any task can be reached; the events table keeps as many rows as the model keeps
+events. It reads the model and writes tables; it never touches the feed, and the caller says
+which view is on screen.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Any
 
 from protocol import frontend as fe
 from tui import views as v
-from tui.model import Changes, ClusterModel
+from tui.model import Changes, ClusterModel, TaskPage
 from tui.table import Cells, LiveTable
 
-TASK_ROWS = 1000  # a bigger session shows its first tasks and the failed or retried ones
+TASK_ROWS = 1000  # tasks on one page of the Tasks view ([ and ] turn pages)
 VIEWS = ("nodes", "executors", "sessions", "tasks", "events")  # keys 1-5, tab order
 TITLES = {"nodes": "Nodes", "executors": "Executors", "sessions": "Sessions", "tasks": "Tasks", "events": "Events"}
 
@@ -48,6 +50,10 @@ class ClusterTables:
         self.table = table
         self.context = context
         self._event_seq = 0
+        #: the Tasks view: the state it is narrowed to (None: all), the page asked for, the page shown
+        self.task_phase: str | None = None
+        self.task_page_no = 0
+        self.task_page = TaskPage([], 0, 1, 0)
 
     def render(self, changes: Changes, shown: str) -> None:
         """Redraw what `changes` says changed (everything on a reset); `shown` is the view on screen."""
@@ -63,8 +69,14 @@ class ClusterTables:
             self.table("executors").sync(some_rows(m.executors, changes.executors, v.executor_row, ctx))
             self.table("sessions").sync(some_rows(m.sessions, changes.sessions, v.session_row, ctx))
             self.add_events(changes.events, shown)
-        if changes.tasks:
-            self.sync_tasks(changes.tasks, ctx)
+        if changes.tasks or (changes.executors and m.tasks):
+            # An executor that took or finished tasks moves its others between Running and Queued.
+            moved = set(changes.tasks)
+            for executor_id in changes.executors:
+                executor = m.executors.get(executor_id)
+                if executor is not None and executor.session_id == m.tasks_session:
+                    moved.update(executor.task_ids)
+            self.sync_tasks(moved, ctx)
 
     def tick(self, shown: str) -> None:
         """Heartbeat ages (and session ages, when shown) move without messages."""
@@ -93,13 +105,14 @@ class ClusterTables:
         table.rebuild(all_rows(source, row, ctx))
 
     def sync_tasks(self, changed: set[int] | None, ctx: v.Context) -> None:
-        """Tasks get rows only inside the model's window (`TASK_ROWS`): running, failed and
-        retried first; `changed` None redraws every row of the window."""
+        """Rows for the tasks of the current page (see the module rules), which is chosen
+        again; `changed` None redraws every row of the page."""
         table, tasks = self.table("tasks"), self.model.tasks
-        window = self.model.task_window(TASK_ROWS)
-        wanted = {str(i) for i in window}
+        page = self.model.task_page(TASK_ROWS, self.task_page_no, self.task_phase, table.filter_text)
+        self.task_page, self.task_page_no = page, page.page
+        wanted = {str(i) for i in page.ids}
         rows: list[tuple[str, Cells | None]] = [(k, None) for k in table.shown if k not in wanted]
-        for task_id in window:
+        for task_id in page.ids:
             key = str(task_id)
             if changed is None or key not in table.shown or task_id in changed:
                 rows.append((key, v.task_row(tasks[task_id], ctx)))

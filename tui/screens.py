@@ -22,7 +22,10 @@ HELP = """\
   1-5, tab, shift+tab   Nodes, Executors, Sessions, Tasks, Events
   arrows, enter         move; drill down: node -> its executors -> session -> tasks
   esc                   back out of a drill-down, clear the filter
-  /                     filter the current view (any text of the row)
+  /                     filter the current view (any text of the row; in Tasks: id, state,
+                        executor or message, over every task of the session)
+  f                     Tasks: only Running, Queued, Pending, Failed, Succeed, Cancelled, all
+  [ ]                   Tasks: previous / next page (1,000 tasks a page, in id order)
   s                     sort: next column ascending, descending, then the next
   p                     pause / resume updates (data keeps arriving)
   c                     close the selected session (asks first)
@@ -31,7 +34,10 @@ HELP = """\
   ?                     this help;  q  quit
 
 States are words and colours: Ready/Unknown/NotReady (node), Connected/Draining/Closed (link),
-Idle/Binding/Bound/Unbinding/Releasing (executor), Pending/Running/Succeed/Failed/Cancelled.
+Idle/Binding/Bound/Unbinding/Releasing (executor), Pending/Queued/Running/Succeed/Failed/Cancelled.
+Running is what runs now: at most one task per executor. The session manager sends executors
+tasks ahead; those wait on their executor as "Queued" (Running to flmctl and the SDK).
+"Pend" tasks are not on any executor yet. "Age" is the time since a session was created.
 "Heard" is the time since the node's last message; it turns yellow at 5 s, red at 15 s.
 A drained node keeps its executors but gets no new ones ("drained" in the Link column);
 "stopping" there means its executor manager is draining to stop (SIGTERM).

@@ -25,9 +25,12 @@ def _width(cell: object) -> int:
 
 
 class LiveTable(DataTable[Any]):
-    def __init__(self, columns: list[Column], *, id: str) -> None:
+    def __init__(self, columns: list[Column], *, id: str, own_filter: bool = True) -> None:
+        """`own_filter=False`: the rows given are filtered already (the Tasks view picks its
+        page from the whole session); `filter_text` is kept here but not applied again."""
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.spec = columns
+        self.own_filter = own_filter
         self.shown: dict[str, Cells] = {}
         self.filter_text = ""
         self.scope: Callable[[str], bool] | None = None  # a drill-down's restriction
@@ -42,7 +45,7 @@ class LiveTable(DataTable[Any]):
     def fits(self, key: str, cells: Cells) -> bool:
         if self.scope is not None and not self.scope(key):
             return False
-        return not self.filter_text or self.filter_text in row_text(cells)
+        return not self.filter_text or not self.own_filter or self.filter_text in row_text(cells)
 
     def sync(self, rows: Iterable[tuple[str, Cells | None]]) -> None:
         """`rows`: (key, cells) for every row that may have changed; cells None = gone."""

@@ -39,8 +39,9 @@ STATE_STYLES = {
     "Released": "dim",
     # session
     "Open": "green",
-    # task
+    # task ("Queued": Running on the wire, waiting on its executor behind the one it runs)
     "Pending": "cyan",
+    "Queued": "blue",
     "Running": "yellow",
     "Succeed": "green",
     "Failed": "bold red",
@@ -95,13 +96,24 @@ class Column:
     width: int | None = None
 
 
+def _wire_state(task: Task) -> str:
+    return str(task.state)
+
+
+def _no_split(session: Session) -> tuple[int, int]:
+    return session.running, 0
+
+
 @dataclass(frozen=True)
 class Context:
-    """What rows need besides their entity: the clock and heartbeat ages."""
+    """What rows need besides their entity: the clock, heartbeat ages, and how the model tells
+    running tasks from those queued on executors (`ClusterModel.task_phase`, `running_split`)."""
 
     now_mono: float
     now_wall_ms: int
     heartbeat_age: Callable[[str], float | None]
+    task_phase: Callable[[Task], str] = _wire_state
+    running_split: Callable[[Session], tuple[int, int]] = _no_split
 
 
 NODE_COLUMNS = [
@@ -166,27 +178,30 @@ SESSION_COLUMNS = [
     Column("state", "State"),
     Column("prio", "Pri"),
     Column("pending", "Pend"),
-    Column("running", "Run"),
+    Column("queued", "Queued"),  # Running on the wire, waiting on an executor behind the task it runs
+    Column("running", "Run"),  # at most one per executor holding tasks of the session
     Column("succeed", "Done"),
     Column("failed", "Fail"),
     Column("cancelled", "Canc"),
-    Column("age", "Age"),  # a closed session: how long it was open
+    Column("age", "Age"),  # since it was created, open or closed
 ]
 
 
 def session_row(session: Session, ctx: Context) -> tuple[Any, ...]:
-    end = session.completion_time or ctx.now_wall_ms
+    running, queued = ctx.running_split(session)
     return (
         wire(session.id),
         wire(session.spec.application),
         state_text(session.state),
         session.spec.priority,
         session.pending,
-        session.running,
+        queued,
+        running,
         session.succeed,
         Text(str(session.failed), style="bold red" if session.failed else ""),
         session.cancelled,
-        _duration(max(0, end - session.creation_time) / 1000),
+        # Age, not how long it was open: a session closed in 0.4 s minutes ago is minutes old.
+        _duration(max(0, ctx.now_wall_ms - session.creation_time) / 1000),
     )
 
 
@@ -206,7 +221,7 @@ def task_row(task: Task, ctx: Context) -> tuple[Any, ...]:
     duration = _duration(max(0, end - task.creation_time) / 1000) if task.creation_time else "-"
     return (
         task.id,
-        state_text(task.state),
+        state_text(ctx.task_phase(task)),
         task.attempt,
         Text(str(task.retry_count), style="yellow" if task.retry_count else ""),
         duration,

@@ -62,14 +62,15 @@ def snapshot() -> fe.ClusterSnapshot:
         request_id=2,
         nodes=[node("node-a"), node("node-b", bound=1)],
         executors=[
-            executor("e1a", "node-a", "batch-1", [11]),
+            executor("e1a", "node-a", "batch-1", [11, 13, 14]),  # runs 11; 13 and 14 wait behind it
             executor("e2a", "node-a", "batch-1", [12]),
             executor("e1b", "node-b", "render-7", [3]),
         ],
         sessions=[
-            session("batch-1", pending=80, running=2, succeed=918),
+            session("batch-1", pending=80, running=4, succeed=918),
             session("render-7", app="render", running=1, succeed=4, failed=1),
-            session("old-3", state=SessionState.Closed, succeed=50, cancelled=2),
+            # open for 0.4 s, 65 s ago
+            session("old-3", state=SessionState.Closed, succeed=50, cancelled=2, completion_time=WALL - 64_600),
         ],
         events=[
             fe.ClusterEvent(time=WALL - 5000, kind="node", subject="node-a", message="registered (epoch 1): Ready"),
@@ -78,7 +79,7 @@ def snapshot() -> fe.ClusterSnapshot:
         stats={
             "tasks_completed_total": 973.0,
             "tasks_pending": 80,
-            "tasks_running": 3,
+            "tasks_running": 5,
             "tasks_succeed": 972,
             "tasks_failed": 1,
         },

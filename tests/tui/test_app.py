@@ -1,7 +1,9 @@
 """flame-tui driven by Pilot against a fake feed: no sockets, a fixed clock.
 
 Would break if rows were not keyed by id (updates would add rows), if a key binding or the
-drill-down chain stopped working, or if losing the session manager were not shown.
+drill-down chain stopped working, if losing the session manager were not shown, or if the
+dashboard again counted queued tasks as running, hid tasks past the first 1,000, aged closed
+sessions by how long they were open, or drew a sparkline out of no data (issue 18, finding 8).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import pytest
 from textual.pilot import Pilot
 
 from protocol import frontend as fe
-from protocol.types import NodeState
-from tests.tui.fake_cluster import WALL, Clock, node, session, snapshot, tasks
+from protocol.types import NodeState, Task, TaskState
+from tests.tui.fake_cluster import WALL, Clock, executor, node, session, snapshot, tasks
 from tui.app import FlameTui
 from tui.feed import Connected, Disconnected, FakeFeed
+from tui.header import BARS, spark_text
+from tui.model import TASK_PHASES
 from tui.table import LiveTable
 
 pytestmark = pytest.mark.timeout(60)
@@ -231,5 +235,93 @@ def test_drain_and_undrain_ask_first_and_the_link_column_says_drained() -> None:
         assert cell(app, "nodes", "node-a", "conn") == "Connected drained"
         await pilot.press("u", "y")
         assert feed.drained[-1] == ("node-a", False)
+
+    run(scenario)
+
+
+def test_running_counts_one_task_per_executor_and_the_rest_as_queued() -> None:
+    """Issue 18, finding 8: tasks dispatched ahead were counted as Running (260 Running on 4
+    slots). e1a holds 11, 13 and 14 and runs 11: batch-1 has 2 running (11, 12) and 2 queued,
+    in the Sessions view, the header and the Tasks view; when 11 finishes, 13 runs."""
+
+    async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
+        assert cell(app, "sessions", "batch-1", "running") == "2"
+        assert cell(app, "sessions", "batch-1", "queued") == "2"
+        assert " 2 Queued 3 Run " in str(app.query_one("#summary").render())
+        app.show_tasks("batch-1")
+        queued = [Task(id=i, session_id="batch-1", state=TaskState.Running, executor_id="e1a") for i in (13, 14)]
+        app.apply_feed(fe.TaskUpdates(tasks=[*tasks().tasks, *queued]))
+        await pilot.pause()
+        states = {k: cell(app, "tasks", k, "state") for k in ("11", "12", "13", "14")}
+        assert states == {"11": "Running", "12": "Running", "13": "Queued", "14": "Queued"}, states
+        done = msgspec.structs.replace(tasks().tasks[0], state=TaskState.Succeed, completion_time=WALL)
+        app.apply_feed(
+            fe.TaskUpdates(tasks=[done]),
+            fe.ClusterUpdates(executors=[executor("e1a", "node-a", "batch-1", [13, 14])]),
+        )
+        await pilot.pause()
+        assert cell(app, "tasks", "13", "state") == "Running" and cell(app, "tasks", "14", "state") == "Queued"
+
+    run(scenario)
+
+
+def test_any_task_of_a_big_session_can_be_reached_by_page_state_or_filter() -> None:
+    """Issue 18, finding 8: the Tasks view showed the first 1,000 tasks, so the running ones of
+    a bigger session could not be found. Of 2,500 tasks, the running ones (2,401-2,404) are on
+    page 3 (`]`), alone with `f` (Running), and found by the `/` filter; `[` goes back."""
+
+    async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
+        app.show_tasks("batch-1")
+        many = [
+            Task(id=i, session_id="batch-1", state=TaskState.Succeed if i <= 2400 else TaskState.Pending)
+            for i in range(1, 2501)
+        ]
+        for i in range(2401, 2405):
+            many[i - 1] = Task(id=i, session_id="batch-1", state=TaskState.Running, executor_id=f"x{i}")
+        app.apply_feed(fe.TaskUpdates(tasks=many))
+        await pilot.pause()
+        assert len(keys(app, "tasks")) == 1000 and "page 1/3" in status(app)
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        assert "page 3/3" in status(app) and "2403" in keys(app, "tasks")
+        await pilot.press("left_square_bracket")
+        assert "page 2/3" in status(app) and "2403" not in keys(app, "tasks")
+        await pilot.press("f")  # Running only
+        assert sorted(keys(app, "tasks")) == ["2401", "2402", "2403", "2404"]
+        assert "4 Running tasks" in status(app) and "page" not in status(app).split("|")[1]
+        await pilot.press(*["f"] * len(TASK_PHASES))  # every state again
+        assert len(keys(app, "tasks")) == 1000
+        await pilot.press("slash", *"2499", "enter")
+        assert keys(app, "tasks") == ["2499"]
+
+    run(scenario)
+
+
+def test_session_age_is_the_time_since_it_was_created_even_when_closed() -> None:
+    """Issue 18, finding 8: a session closed 0.4 s after it was created showed Age 0.4s for
+    ever; old-3 was created 65 s ago."""
+
+    async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
+        assert cell(app, "sessions", "old-3", "age") == "65s"
+        assert cell(app, "sessions", "batch-1", "age") == "65s"
+
+    run(scenario)
+
+
+def test_the_sparkline_is_empty_without_data_and_starts_at_zero() -> None:
+    """Issue 18, finding 8: the throughput sparkline was solid when there was no data (one
+    value or none). Without data it is blank and says so; a steady rate is a flat line of
+    full bars, not noise between the smallest and the largest value; zero draws nothing."""
+
+    async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
+        shown = str(app.query_one("#spark").render())
+        assert "no data yet" in shown and not set(shown) & set(BARS.strip()), shown
+        blank = spark_text([], width=10, height=2).plain
+        assert blank.splitlines()[0] == " " * 10 and "no data" in blank
+        steady = spark_text([20.0, 20.0, 20.0], width=10, height=2).plain.splitlines()
+        assert steady == ["       ███", "       ███"], steady
+        idle = spark_text([0.0, 0.0], width=10, height=2).plain.splitlines()
+        assert idle == [" " * 10] * 2, idle
+        rising = spark_text([1.0, 8.0, 16.0], width=4, height=1).plain
+        assert rising == " ▁▄█", rising
 
     run(scenario)
