@@ -155,13 +155,20 @@ class ClusterModel:
 
     def task_phase(self, task: Task) -> str:
         """The state shown for `task`: its wire state, except that a Running task which its
-        executor holds behind another one (dispatched ahead) is `Queued`."""
+        executor holds behind another one (dispatched ahead) is `Queued`. The executor's list
+        may lag the tasks' pushes (it comes with the cluster updates, a quarter second apart):
+        tasks this model already knows to be finished do not count as ahead."""
         if task.state is not TaskState.Running or task.executor_id is None:
             return str(task.state)
         executor = self.executors.get(task.executor_id)
-        if executor is None or not executor.task_ids or executor.task_ids[0] == task.id:
+        if executor is None:
             return str(task.state)
-        return QUEUED
+        tasks = self.tasks
+        for task_id in executor.task_ids:
+            ahead = tasks.get(task_id)
+            if ahead is None or not ahead.state.is_terminal:
+                return str(task.state) if task_id == task.id else QUEUED
+        return str(task.state)
 
     def running_split(self, session: Session) -> tuple[int, int]:
         """(running, queued) of the session's Running tasks: at most one runs on each executor

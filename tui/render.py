@@ -71,8 +71,14 @@ class ClusterTables:
             self.add_events(changes.events, shown)
         if changes.tasks or (changes.executors and m.tasks):
             # An executor that took or finished tasks moves its others between Running and Queued.
+            # So does a task that finished: the next one on its executor runs now.
             moved = set(changes.tasks)
-            for executor_id in changes.executors:
+            executors = set(changes.executors)
+            for task_id in changes.tasks:
+                task = m.tasks.get(task_id)
+                if task is not None and task.executor_id is not None:
+                    executors.add(task.executor_id)
+            for executor_id in executors:
                 executor = m.executors.get(executor_id)
                 if executor is not None and executor.session_id == m.tasks_session:
                     moved.update(executor.task_ids)
