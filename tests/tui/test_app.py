@@ -18,7 +18,7 @@ from textual.pilot import Pilot
 from protocol import frontend as fe
 from protocol.types import NodeState, Task, TaskState
 from tests.tui.fake_cluster import WALL, Clock, executor, node, session, snapshot, tasks
-from tui.app import FlameTui
+from tui.app import FlameTui, main
 from tui.feed import Connected, Disconnected, FakeFeed
 from tui.header import BARS, spark_text
 from tui.model import TASK_PHASES
@@ -326,3 +326,11 @@ def test_the_sparkline_is_empty_without_data_and_starts_at_zero() -> None:
         assert rising == " ▁▄█", rising
 
     run(scenario)
+
+
+def test_a_bad_endpoint_is_one_line_and_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """flame-tui with an endpoint that is not one says so in one line (it was a ConfigError
+    traceback) and starts no dashboard."""
+    assert main(["--endpoint", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'bogus' is not an endpoint" in err, err
