@@ -157,20 +157,11 @@ class FlameTui(App[None]):
             changes = self.model.apply(item, now)
             if isinstance(item, fe.ClusterSnapshot | fe.ClusterUpdates) and self.connected is None:
                 self.connected = Connected(self.feed.endpoint)
-            self._merge(changes)
+            self._pending.merge(changes)
 
     def say(self, message: str, *, severity: SeverityLevel = "information", timeout: float | None = None) -> None:
         """A notification whose text may hold wire strings: escaped, never read as markup."""
         self.notify(printable(message), severity=severity, timeout=timeout, markup=False)
-
-    def _merge(self, changes: Changes) -> None:
-        p = self._pending
-        p.nodes |= changes.nodes
-        p.executors |= changes.executors
-        p.sessions |= changes.sessions
-        p.tasks |= changes.tasks
-        p.events.extend(changes.events)
-        p.reset = p.reset or changes.reset
 
     def _take_pending(self) -> Changes:
         changes, self._pending = self._pending, Changes()

@@ -48,6 +48,15 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(self.nodes or self.executors or self.sessions or self.tasks or self.events or self.reset)
 
+    def merge(self, other: Changes) -> None:
+        """Add what `other` names (changes kept while paused, drawn at once on resume)."""
+        self.nodes |= other.nodes
+        self.executors |= other.executors
+        self.sessions |= other.sessions
+        self.tasks |= other.tasks
+        self.events.extend(other.events)
+        self.reset = self.reset or other.reset
+
 
 class ClusterModel:
     def __init__(self) -> None:

@@ -57,3 +57,26 @@ _FROM_SERVER = {
 def from_server(code: ErrorCode, message: str) -> FlameError:
     """The FlameError for a session manager's `Error(code, message)` reply."""
     return FlameError(_FROM_SERVER.get(code, FlameErrorCode.INTERNAL), message, server_code=code)
+
+
+def unreachable(endpoint: str, connect_timeout: float, handshake_failure: str = "") -> FlameError:
+    """Nothing ever answered at `endpoint`: the security handshake failed (`handshake_failure`
+    says how), or no connection came within `connect_timeout` seconds. Says what to check."""
+    if handshake_failure:
+        return FlameError(
+            FlameErrorCode.INVALID_CONFIG,
+            f"the session manager at {endpoint} refused this client in the security handshake "
+            f"({handshake_failure}); with [security] curve, check that this client's public key is "
+            "in its allow_dir_clients and that server_public_key is its key",
+        )
+    return FlameError(
+        FlameErrorCode.INVALID_CONFIG,
+        f"nothing answers at {endpoint} (no connection within {connect_timeout:g}s); "
+        "is the session manager running, and is the endpoint right? (--endpoint, FLAME_ENDPOINT, "
+        "or client.endpoint in the config)",
+    )
+
+
+def no_reply(endpoint: str, timeout: float) -> FlameError:
+    """A session manager that answered before said nothing for `timeout` seconds."""
+    return FlameError(FlameErrorCode.INTERNAL, f"no reply from session manager at {endpoint} in {timeout:g}s")

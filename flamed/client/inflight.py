@@ -12,13 +12,15 @@
   under that id (the batch was sent again after a reconnect, and both answers arrived) is the
   same answer again and changes nothing;
 - anything under the request id of an open stream (`streams`) goes to its sink, and the
-  stream stays open (streams.py).
+  stream stays open (streams.py);
+- after a reconnect, `renewals` says what to send again.
 Nothing here touches the socket or reads the clock: the thread passes `now` and sends.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
@@ -31,6 +33,16 @@ from protocol import frontend as fe
 from protocol.types import Task
 
 log = logging.getLogger("flamed.client")
+
+#: Most task ids sent in one `WatchTasks` (the session manager's default
+#: `limits.max_watch_task_ids`); a bigger watch goes out as several, each its own watch.
+MAX_WATCH_IDS = 10_000
+
+
+def split_sinks(sinks: dict[int, list[Sink]]) -> list[dict[int, list[Sink]]]:
+    """`sinks` in chunks of at most `MAX_WATCH_IDS` task ids, in id order."""
+    ids = sorted(sinks)
+    return [{i: sinks[i] for i in ids[k : k + MAX_WATCH_IDS]} for k in range(0, len(ids), MAX_WATCH_IDS)]
 
 
 #: Requests that change nothing, or change nothing when repeated (opening an open session,
@@ -181,6 +193,37 @@ class InFlight:
                 all_sinks[task.id] = kept
         if not all_sinks:
             del self.watches[request_id]
+
+    def renewals(self, new_id: Callable[[], int]) -> list[tuple[int, fe.Message]]:
+        """After a reconnect (a restarted session manager holds no watch), what to send again,
+        in order, as (request id, message), marked unsent: every watch already sent (its first
+        `MAX_WATCH_IDS` tasks under its own id, replacing the watch the session manager may still
+        hold; the others as new watches under ids from `new_id`); every stream already sent and
+        not waiting to be; every repeatable request already sent, since its reply may have been
+        lost with the old connection (a repeat is harmless: reads and repeatable calls by
+        nature, task batches by their keys, the session manager answering the first reply)."""
+        again: list[tuple[int, fe.Message]] = []
+        watches = self.watches
+        for request_id, watch in list(watches.items()):
+            if not watch.sent:
+                continue
+            first, *others = split_sinks(watch.sinks)
+            watch.sent = False
+            watch.sinks = first
+            again.append((request_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(first))))
+            for chunk in others:
+                other_id = new_id()
+                watches[other_id] = ActiveWatch(watch.session_id, chunk)
+                again.append((other_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(chunk))))
+        for stream in self.streams.values():
+            if stream.sent and not stream.queued:
+                stream.queued = True
+                again.append((stream.request_id, stream.request))
+        for request_id, record in self.pending.items():
+            if record.sent and record.request is not None:
+                record.sent = False
+                again.append((request_id, record.request))
+        return again
 
     def expired(self, now: float) -> list[int]:
         """The request ids whose deadline has passed at `now`, oldest first."""

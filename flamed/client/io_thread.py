@@ -37,8 +37,8 @@ import msgspec
 
 from flamed.client.batching import batches, create_request, take_turn
 from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, Watch, fail_command
-from flamed.client.errors import FlameError, FlameErrorCode
-from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate
+from flamed.client.errors import FlameError, FlameErrorCode, no_reply, unreachable
+from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate, split_sinks
 from flamed.client.sinks import Sink
 from flamed.client.streams import Stream
 from flamed.transport import EVENTS, READABLE, WOKEN, ClientLink, ClientSettings, LinkEventKind, client_settings
@@ -46,16 +46,6 @@ from protocol import frontend as fe
 from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE, HEADER, FrameError, server_reply_codec
 
 log = logging.getLogger("flamed.client")
-
-#: Most task ids sent in one `WatchTasks` (the session manager's default
-#: `limits.max_watch_task_ids`); a bigger watch goes out as several, each its own watch.
-MAX_WATCH_IDS = 10_000
-
-
-def split_sinks(sinks: dict[int, list[Sink]]) -> list[dict[int, list[Sink]]]:
-    """`sinks` in chunks of at most `MAX_WATCH_IDS` task ids, in id order."""
-    ids = sorted(sinks)
-    return [{i: sinks[i] for i in ids[k : k + MAX_WATCH_IDS]} for k in range(0, len(ids), MAX_WATCH_IDS)]
 
 
 class IoThread:
@@ -380,39 +370,15 @@ class IoThread:
                 self._renew()
 
     def _renew(self) -> None:
-        """After a reconnect: send every watch and stream again, and every request that may
-        have lost its reply with the old connection."""
-        watches, streams = self._in_flight.watches, self._in_flight.streams
-        again = [(i, p) for i, p in self._in_flight.pending.items() if p.sent and p.request is not None]
+        """After a reconnect: send again what `InFlight.renewals` says."""
+        again = self._in_flight.renewals(self._request_id)
         log.info(
-            "reconnected to session manager at %s; renewing %d watches and %d streams, sending %d requests again",
+            "reconnected to session manager at %s; sending %d watches, streams and requests again",
             self.endpoint,
-            len(watches),
-            len(streams),
             len(again),
         )
-        for request_id, watch in list(watches.items()):
-            if watch.sent:
-                # the first chunk under the same request id (replacing the watch the
-                # session manager may still hold), the others as new watches
-                first, *others = split_sinks(watch.sinks)
-                watch.sent = False
-                watch.sinks = first
-                self._enqueue(request_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(first)))
-                for chunk in others:
-                    other_id = self._request_id()
-                    watches[other_id] = ActiveWatch(watch.session_id, chunk)
-                    self._enqueue(other_id, fe.WatchTasks(session_id=watch.session_id, task_ids=sorted(chunk)))
-        for stream in streams.values():
-            if stream.sent:
-                self._send_stream(stream)
-        # Their replies may have been lost with the old connection. A repeat is harmless:
-        # reads and repeatable calls by nature, task batches by their keys (the session
-        # manager answers the first reply again).
-        for request_id, record in again:
-            assert record.request is not None
-            record.sent = False
-            self._enqueue(request_id, record.request)
+        for request_id, message in again:
+            self._enqueue(request_id, message)
 
     # ------------------------------------------------------------ timers
 
@@ -443,24 +409,10 @@ class IoThread:
 
     def unreachable_error(self) -> FlameError:
         """The error of every call while nothing has ever answered at the endpoint."""
-        if self._handshake_failure:
-            return FlameError(
-                FlameErrorCode.INVALID_CONFIG,
-                f"the session manager at {self.endpoint} refused this client in the security handshake "
-                f"({self._handshake_failure}); with [security] curve, check that this client's public key is "
-                "in its allow_dir_clients and that server_public_key is its key",
-            )
-        return FlameError(
-            FlameErrorCode.INVALID_CONFIG,
-            f"nothing answers at {self.endpoint} (no connection within {self.connect_timeout:g}s); "
-            "is the session manager running, and is the endpoint right? (--endpoint, FLAME_ENDPOINT, "
-            "or client.endpoint in the config)",
-        )
+        return unreachable(self.endpoint, self.connect_timeout or 0.0, self._handshake_failure)
 
     def no_reply_error(self) -> FlameError:
-        return FlameError(
-            FlameErrorCode.INTERNAL, f"no reply from session manager at {self.endpoint} in {self.timeout:g}s"
-        )
+        return no_reply(self.endpoint, self.timeout)
 
     def _fail_everything(self, error: FlameError) -> None:
         self._in_flight.fail_all(error)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flamed.client import Connection
-from flamed.client.io_thread import MAX_WATCH_IDS
+from flamed.client.inflight import MAX_WATCH_IDS
 from protocol import frontend as fe
 from protocol.types import Task, TaskState
 from tests.client.fake_sm import FakeSessionManager
