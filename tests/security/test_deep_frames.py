@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from flamed.client import FlameError
-from flamed.client.transport import IoThread
+from flamed.client.io_thread import IoThread
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol import instance as im
@@ -227,9 +227,10 @@ def test_the_sdk_skips_deep_frames_and_a_wrong_task_id_count(tmp_path: Path) -> 
         server.close(0)
 
 
-def test_the_dashboard_feed_reconnects_after_a_deep_frame(tmp_path: Path) -> None:
-    """flame-tui's feed: a deep frame from the session manager ends that connection with a
-    reason, and the feed connects again. Before, RecursionError ended the feed's thread and the
+def test_the_dashboard_feed_skips_deep_frames_and_goes_on(tmp_path: Path) -> None:
+    """flame-tui's feed (the SDK's ClusterFeed, on the SDK's I/O thread): deep frames from the
+    session manager are skipped like any bad frame and the subscription goes on: the snapshot
+    that follows them is delivered. Before, RecursionError ended the feed's thread and the
     dashboard froze for good."""
     endpoint = f"ipc://{tmp_path}/sm"
     server = router(endpoint)
@@ -237,17 +238,21 @@ def test_the_dashboard_feed_reconnects_after_a_deep_frame(tmp_path: Path) -> Non
     feed = LiveFeed(endpoint, silence=30.0)
     feed.start(lambda batch: [items.put(item) for item in batch] and None)
     try:
-        first, *frames = receive(server)
-        assert isinstance(client_request_codec().decode(frames), fe.Hello)
-        server.send_multipart([first, HEADER, DEEP_PAYLOADS[0]])
-        item = items.get(timeout=20)
-        assert isinstance(item, Disconnected) and "nested deeper than" in item.reason, item
-
-        def hello_from_another_connection() -> bool:
+        requests = client_request_codec()
+        subscription = None
+        while subscription is None:
             peer, *frames = receive(server)
-            return peer != first and isinstance(client_request_codec().decode(frames), fe.Hello)
-
-        wait_for("the feed to connect again", hello_from_another_connection)
+            message = requests.decode(frames)
+            if isinstance(message, fe.SubscribeCluster):
+                subscription = message
+        for payload in DEEP_PAYLOADS:
+            server.send_multipart([peer, HEADER, payload])
+        snapshot = fe.ClusterSnapshot(request_id=subscription.request_id, nodes=[], executors=[], sessions=[])
+        server.send_multipart([peer, *encode(snapshot)])
+        delivered: list[FeedItem] = []
+        while not any(isinstance(item, fe.ClusterSnapshot) for item in delivered):
+            delivered.append(items.get(timeout=20))
+        assert not any(isinstance(item, Disconnected) for item in delivered), delivered
     finally:
         feed.stop()
         server.close(0)
