@@ -20,7 +20,7 @@ from protocol.codec import PROTOCOL_VERSION
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Now
+    from flamed.core.turn import Now
 
 log = logging.getLogger("flamed.session_manager")
 

@@ -23,11 +23,11 @@ import collections
 import secrets
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from flamed.core import records as r
 from flamed.core.clients import Clients, Flow
 from flamed.core.cluster_requests import ClusterRequests
+from flamed.core.config import CoreConfig
 from flamed.core.dispatch import Dispatcher
 from flamed.core.identity import PLAIN, Sender
 from flamed.core.links import NodeLinks
@@ -35,60 +35,12 @@ from flamed.core.requests import READS, Handler, RequestError
 from flamed.core.session_requests import SessionRequests
 from flamed.core.state import ClusterState
 from flamed.core.subscriptions import Subscriptions
+from flamed.core.turn import Now, Outbox
 from flamed.core.watches import Watches
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
-from protocol.types import ApplicationSpec, ResourceRequirement, SessionState
-
-
-@dataclass(frozen=True)
-class Now:
-    """The time of an event: monotonic seconds for timers, Unix ms for timestamps."""
-
-    mono: float
-    wall: int
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    default_resreq: ResourceRequirement = field(default_factory=ResourceRequirement)
-    heartbeat_interval: float = 1.0
-    heartbeat_liveness: int = 5
-    drain_timeout: float = 30.0
-    task_retry_limit: int = 3
-    session_bind_retry_limit: int = 5
-    schedule_interval: float = 0.1
-    policies: tuple[str, ...] = ("priority", "drf")
-    dispatch_depth: int = 64
-    rebalance_after: float = 0.5
-    max_sessions: int = 100_000
-    max_tasks: int = 10_000_000
-    max_tasks_per_session: int = 10_000_000
-    max_task_input_size: int = 16 * 1024 * 1024
-    max_task_output_size: int = 16 * 1024 * 1024
-    max_common_data_size: int = 16 * 1024 * 1024
-    max_watches_per_client: int = 1_000
-    max_watch_task_ids: int = 10_000
-    max_watched_tasks_per_client: int = 1_000_000
-    max_watched_tasks: int = 5_000_000
-    max_subscribers: int = 100
-    max_subscriptions_per_client: int = 5
-    max_page_tasks: int = 10_000
-    max_page_bytes: int = 1024 * 1024
-    client_ttl: float = 30.0
-    cluster_name: str = "flame"
-    #: handed to clients (Welcome) and executor managers (Registered)
-    cache_endpoint: str = ""
-
-
-@dataclass
-class Outbox:
-    records: list[r.AnyRecord] = field(default_factory=list)
-    replies: list[tuple[bytes, fe.Message]] = field(default_factory=list)
-    node_messages: list[tuple[bytes, be.Message]] = field(default_factory=list)
-    #: peers forgotten after client_ttl of silence: drop what is still queued for them
-    forgotten: list[bytes] = field(default_factory=list)
+from protocol.types import ApplicationSpec, SessionState
 
 
 def new_executor_id() -> str:

@@ -35,7 +35,8 @@ from protocol import backend as be
 from protocol.types import ExecutorState, SessionState, Shim, TaskState
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Controller, Now
+    from flamed.core.controller import Controller
+    from flamed.core.turn import Now
 
 log = logging.getLogger("flamed.session_manager")
 

@@ -26,8 +26,9 @@ from protocol import backend as be
 from protocol.types import Event, ExecutorState, TaskState
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Controller, Now
+    from flamed.core.controller import Controller
     from flamed.core.links import NodeLink
+    from flamed.core.turn import Now
 
 log = logging.getLogger("flamed.session_manager")
 

@@ -40,7 +40,8 @@ from protocol.errors import ErrorCode
 from protocol.types import ConnectionState, Node, NodeState, ResourceRequirement
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Controller, Now
+    from flamed.core.controller import Controller
+    from flamed.core.turn import Now
 
 log = logging.getLogger("flamed.session_manager")
 

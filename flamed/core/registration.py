@@ -35,8 +35,9 @@ from protocol.errors import ErrorCode
 from protocol.types import ConnectionState
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Controller, Now
+    from flamed.core.controller import Controller
     from flamed.core.links import NodeLink
+    from flamed.core.turn import Now
 
 log = logging.getLogger("flamed.session_manager")
 

@@ -20,7 +20,8 @@ from protocol import frontend as fe
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Controller, Now
+    from flamed.core.controller import Controller
+    from flamed.core.turn import Now
 
 #: Requests that only read: not even built for a client whose replies pile up unread.
 READS: frozenset[type] = frozenset(

@@ -24,8 +24,8 @@ from protocol.errors import ErrorCode
 from protocol.types import Application, ApplicationSpec, SessionSpec, SessionState, Task, TaskState
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Now
     from flamed.core.state import SessionEntry
+    from flamed.core.turn import Now
 
 #: Longest `CreateTasks.key`: keys are kept with their session for as long as it exists.
 MAX_KEY_LENGTH = 128

@@ -35,7 +35,8 @@ from protocol.frontend import ClusterEvent, ClusterSnapshot, ClusterUpdates, Mes
 from protocol.types import Session, SessionState, TaskState
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Controller, Now
+    from flamed.core.controller import Controller
+    from flamed.core.turn import Now
 
 #: Bounds on what a client may ask for and what the server keeps.
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 5.0

@@ -31,8 +31,10 @@ from pathlib import Path
 import msgspec
 
 from flamed.config import Config, is_local_endpoint
-from flamed.core.controller import Controller, CoreConfig, Now, Outbox
+from flamed.core.config import CoreConfig
+from flamed.core.controller import Controller
 from flamed.core.identity import PLAIN, Sender
+from flamed.core.turn import Now, Outbox
 from flamed.notify import Notifier
 from flamed.session_manager.apps import DEFAULT_APPLICATIONS
 from flamed.session_manager.durability import Recovered, recover_state

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from flamed.core.controller import Outbox
 from flamed.core.snapshot import encode_state
+from flamed.core.turn import Outbox
 from flamed.session_manager.durability import reread_state
 from flamed.storage import StorageError
 
 if TYPE_CHECKING:
-    from flamed.core.controller import Controller, Now
+    from flamed.core.controller import Controller
     from flamed.core.records import AnyRecord
+    from flamed.core.turn import Now
     from flamed.session_manager.durability import Recovered
     from flamed.session_manager.rollback import TurnGuard
     from flamed.storage import Storage

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flamed.core.controller import Controller, Now, Outbox
+from flamed.core.controller import Controller
 from flamed.core.dispatch import Dispatcher
 from flamed.core.links import NodeLink
 from flamed.core.state import ClusterState
+from flamed.core.turn import Now, Outbox
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
 from protocol.types import ConnectionState

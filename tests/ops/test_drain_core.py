@@ -6,9 +6,11 @@ from __future__ import annotations
 import msgspec
 
 from flamed.core import records as r
-from flamed.core.controller import Controller, CoreConfig, Now
+from flamed.core.config import CoreConfig
+from flamed.core.controller import Controller
 from flamed.core.snapshot import decode_state, encode_state
 from flamed.core.state import ClusterState
+from flamed.core.turn import Now
 from protocol import frontend as fe
 from protocol.types import NodeInfo, ResourceRequirement
 

@@ -11,8 +11,10 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flamed.core.controller import Controller, CoreConfig, Now, Outbox
+from flamed.core.config import CoreConfig
+from flamed.core.controller import Controller
 from flamed.core.state import ClusterState
+from flamed.core.turn import Now, Outbox
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol.codec import PROTOCOL_VERSION

@@ -1,0 +1,43 @@
+"""What the core is configured with: `CoreConfig`, built once by the daemon from the TOML
+config (`session_manager.daemon.core_config`) and read, never changed, by every part.
+
+Every field has the default the daemon's config has; docs/operations.md documents the keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocol.types import ResourceRequirement
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    default_resreq: ResourceRequirement = field(default_factory=ResourceRequirement)
+    heartbeat_interval: float = 1.0
+    heartbeat_liveness: int = 5
+    drain_timeout: float = 30.0
+    task_retry_limit: int = 3
+    session_bind_retry_limit: int = 5
+    schedule_interval: float = 0.1
+    policies: tuple[str, ...] = ("priority", "drf")
+    dispatch_depth: int = 64
+    rebalance_after: float = 0.5
+    max_sessions: int = 100_000
+    max_tasks: int = 10_000_000
+    max_tasks_per_session: int = 10_000_000
+    max_task_input_size: int = 16 * 1024 * 1024
+    max_task_output_size: int = 16 * 1024 * 1024
+    max_common_data_size: int = 16 * 1024 * 1024
+    max_watches_per_client: int = 1_000
+    max_watch_task_ids: int = 10_000
+    max_watched_tasks_per_client: int = 1_000_000
+    max_watched_tasks: int = 5_000_000
+    max_subscribers: int = 100
+    max_subscriptions_per_client: int = 5
+    max_page_tasks: int = 10_000
+    max_page_bytes: int = 1024 * 1024
+    client_ttl: float = 30.0
+    cluster_name: str = "flame"
+    #: handed to clients (Welcome) and executor managers (Registered)
+    cache_endpoint: str = ""
