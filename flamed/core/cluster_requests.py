@@ -34,7 +34,7 @@ class ClusterRequests(RequestHandlers):
         return {
             fe.Hello: self._hello,  # type: ignore[dict-item]
             fe.Ping: lambda peer, req, now: fe.Pong(),
-            fe.ListNodes: lambda peer, req, now: fe.NodesReply(nodes=ctl.links.node_views(now.mono)),
+            fe.ListNodes: lambda peer, req, now: fe.NodesReply(nodes=ctl.links.node_views(ctl.state, now.mono)),
             fe.GetNode: self._get_node,  # type: ignore[dict-item]
             fe.DrainNode: self._drain_node,  # type: ignore[dict-item]
             fe.UndrainNode: self._undrain_node,  # type: ignore[dict-item]
@@ -95,7 +95,7 @@ class ClusterRequests(RequestHandlers):
         return fe.Ok()
 
     def _get_node(self, peer: bytes, request: fe.GetNode, now: Now) -> fe.Message:
-        view = self.ctl.links.node_view(request.name, now.mono)
+        view = self.ctl.links.node_view(self.ctl.state, request.name, now.mono)
         if view is None:
             raise RequestError(ErrorCode.NotFound, f"node {request.name!r} not found")
         return fe.NodeReply(node=view)
@@ -111,7 +111,7 @@ class ClusterRequests(RequestHandlers):
             self.ctl.counters["node_drains" if drained else "node_undrains"] += 1
             log.info("node %s: %s", name, reason)
             self.ctl.dispatcher.schedule_soon()
-        view = self.ctl.links.node_view(name, now.mono)
+        view = self.ctl.links.node_view(self.ctl.state, name, now.mono)
         assert view is not None
         return fe.NodeReply(node=view)
 

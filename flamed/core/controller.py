@@ -23,6 +23,7 @@ import collections
 import secrets
 import string
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from flamed.core import records as r
 from flamed.core.clients import Clients, Flow
@@ -30,21 +31,29 @@ from flamed.core.cluster_requests import ClusterRequests
 from flamed.core.config import CoreConfig
 from flamed.core.dispatch import Dispatcher
 from flamed.core.identity import PLAIN, Sender
-from flamed.core.links import NodeLinks
+from flamed.core.links import RECOVERY_COUNTERS, LinksCheckpoint, NodeLinks
+from flamed.core.node_link import LinkView
 from flamed.core.requests import READS, Handler, RequestError
 from flamed.core.session_requests import SessionRequests
 from flamed.core.state import ClusterState
 from flamed.core.subscriptions import Subscriptions
-from flamed.core.turn import Now, Outbox
+from flamed.core.turn import Now, Outbox, RecordObserver, Turn
 from flamed.core.watches import Watches
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
-from protocol.types import ApplicationSpec, SessionState
+from protocol.types import ApplicationSpec, Node, SessionState
 
 
 def new_executor_id() -> str:
     return secrets.token_hex(5)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the controller must put back when a turn is rolled back (see `restore`)."""
+
+    links: LinksCheckpoint
 
 
 class Controller:
@@ -59,6 +68,8 @@ class Controller:
         self.new_id = new_id
         self.outbox = Outbox()
         self.counters: collections.Counter[str] = collections.Counter()
+        for name in RECOVERY_COUNTERS:
+            self.counters.setdefault(name, 0)
         self.clients = Clients(config.client_ttl)
         self.watches = Watches(config.max_page_tasks, config.max_page_bytes)
         self.subscriptions = Subscriptions()
@@ -66,8 +77,10 @@ class Controller:
         #: again whenever `state` is another object (recovery, a rolled-back turn)
         self._tasks_held = 0
         self._tasks_held_of: ClusterState | None = None
-        self.links = NodeLinks(self)
-        self.dispatcher = Dispatcher(self)
+        #: told of every record before it is applied (`Turn.commit`)
+        self._observers: list[RecordObserver] = [self]
+        self.links = NodeLinks(config)
+        self.dispatcher = Dispatcher(config, self.state, new_id)
         #: When the daemon started serving (set by it), for `uptime_seconds` in `GetStats`.
         self.started: Now | None = None
         #: Facts about durable storage for `GetStats` (set by the daemon): numbers go to
@@ -82,8 +95,32 @@ class Controller:
 
     # ------------------------------------------------------------------ entry points
 
+    def _turn(self, now: Now) -> Turn:
+        return Turn(
+            state=self.state,
+            config=self.config,
+            now=now,
+            outbox=self.outbox,
+            counters=self.counters,
+            observers=self._observers,
+            dispatch=self.dispatcher,
+            nodes=self.links,
+        )
+
     def commit(self, record: r.AnyRecord) -> None:
         """Apply a change and queue it for the log (the only way state changes)."""
+        for observer in self._observers:
+            observer.note(record, self.state)
+        self.state.apply(record)
+        self.outbox.records.append(record)
+
+    def observe(self, observer: RecordObserver) -> None:
+        """Tell `observer` too of every record, before it is applied (tests check invariants
+        at the moment of each change this way)."""
+        self._observers.append(observer)
+
+    def note(self, record: r.AnyRecord, state: ClusterState) -> None:
+        """What the controller keeps from a record about to be applied."""
         self.subscriptions.note(record, self)
         if self._tasks_held_of is self.state:
             if isinstance(record, r.TasksCreated):
@@ -92,8 +129,6 @@ class Controller:
                 self._tasks_held -= len(self.state.sessions[record.session_id].tasks)
         if isinstance(record, r.SessionDeleted):
             self.watches.drop_session(record.session_id)
-        self.state.apply(record)
-        self.outbox.records.append(record)
 
     def tasks_held(self) -> int:
         """Tasks in all sessions (limits.max_tasks)."""
@@ -133,7 +168,7 @@ class Controller:
         self.outbox.replies.append((peer, fe.Error(code=code, message=message, request_id=request_id)))
 
     def handle_node(self, peer: bytes, message: be.NodeMessage, now: Now, sender: Sender = PLAIN) -> None:
-        self.links.handle(peer, message, now, sender)
+        self.links.handle(self._turn(now), peer, message, sender)
 
     def handle_nodes(
         self, messages: list[tuple[bytes, be.NodeMessage]], now: Now, senders: Sequence[Sender] | None = None
@@ -147,11 +182,12 @@ class Controller:
         for i, (peer, message) in enumerate(messages):
             if isinstance(message, be.RegisterNode):
                 last[peer] = i
+        turn = self._turn(now)
         for i, (peer, message) in enumerate(messages):
             if isinstance(message, be.RegisterNode) and last[peer] != i:
-                self.counters["registrations_superseded"] += 1
+                turn.count("registrations_superseded")
                 continue
-            self.links.handle(peer, message, now, senders[i] if senders is not None else PLAIN)
+            self.links.handle(turn, peer, message, senders[i] if senders is not None else PLAIN)
 
     def reject_node_frame(self, peer: bytes, code: ErrorCode, message: str) -> None:
         self.counters["bad_node_frames"] += 1
@@ -176,7 +212,7 @@ class Controller:
     def keys_changed(self, allowed: Callable[[str, str], bool], now: Now) -> None:
         """CURVE: the nodes' allow-list changed; `allowed(key, node)` says whether a key may
         still speak for a node. Nodes whose key it no longer admits go silent at once."""
-        self.links.revoke_keys(allowed, now)
+        self.links.revoke_keys(self._turn(now), allowed)
 
     def forget_peer(self, peer: bytes) -> None:
         """Forget `peer` at once (its key was revoked): its watches, its subscription, and
@@ -193,12 +229,12 @@ class Controller:
 
     def tick(self, now: Now) -> None:
         """Timers: node liveness and drains, silent clients, periodic scheduling."""
-        self.links.tick(now)
+        self.links.tick(self._turn(now))
         for peer in self.clients.expire(now.mono):
             self.watches.drop_peer(peer)
             self.subscriptions.remove(peer)
             self.outbox.forgotten.append(peer)
-        self.dispatcher.tick(now)
+        self.dispatcher.tick(now.mono)
 
     def next_deadline(self) -> float:
         return min(
@@ -211,13 +247,60 @@ class Controller:
 
     def flush(self, now: Now) -> Outbox:
         """End of a loop turn: dispatch and schedule, then hand over everything to do."""
-        self.dispatcher.run(now)
+        turn = self._turn(now)
+        self.dispatcher.run(turn, self.links.readiness(self.state))
         self.watches.collect(self.state)
-        self.links.flush(now)
+        self.links.flush(turn)
         outbox, self.outbox = self.outbox, Outbox()
         outbox.replies.extend(self.watches.take_pushes(self.state, self.clients.congested))
         outbox.replies.extend(self.subscriptions.collect(self, now))
         return outbox
+
+    def start(self, now: Now) -> None:
+        """Serving starts at `now` (uptime counts from it); the nodes of a loaded state wait
+        for their executor managers: Unknown, their drain timer started (R8)."""
+        self.started = now
+        self.links.after_restart(self._turn(now))
+
+    # ------------------------------------------------------------------ rollback
+
+    def checkpoint(self) -> Checkpoint:
+        """What `restore` needs to forget a turn: call after every durable turn."""
+        return Checkpoint(links=self.links.checkpoint())
+
+    def restore(self, checkpoint: Checkpoint, state: ClusterState, ended_watches: set[tuple[bytes, int]]) -> None:
+        """Forget a turn whose records could not be made durable: `state` (re-read from disk)
+        replaces the state, the dispatcher's indexes are rebuilt from it, the links are as at
+        `checkpoint`, and the watches named in `ended_watches` (peer, request id) end, with
+        those of sessions that are gone. Nothing of the turn's outbox is kept but its replies,
+        which the daemon rewrites."""
+        self.state = state
+        self.dispatcher = Dispatcher(self.config, state, self.new_id)
+        self.links.restore(checkpoint.links)
+        self.watches.end(ended_watches, state.sessions)
+
+    def take_replies(self) -> list[tuple[bytes, fe.Message]]:
+        """The replies built since the last flush, taken out of the outbox."""
+        replies, self.outbox.replies = self.outbox.replies, []
+        return replies
+
+    # ------------------------------------------------------------------ views
+
+    def link(self, name: str) -> LinkView | None:
+        """The current link of node `name`, read-only (None: none)."""
+        return self.links.link(name)
+
+    def registered_as(self, peer: bytes) -> Sender | None:
+        """The node (and CURVE key) backend peer `peer` registered as; None if none."""
+        return self.links.registered_as(peer)
+
+    def node_view(self, name: str, now: float) -> Node | None:
+        """What clients see of node `name` (None: no such node)."""
+        return self.links.node_view(self.state, name, now)
+
+    def node_ready(self, name: str) -> bool:
+        """Whether node `name` may get new executors and tasks (Ready, link Connected)."""
+        return self.links.readiness(self.state).is_ready(name)
 
     def register_default_application(self, name: str, spec: ApplicationSpec, now: Now) -> None:
         """At start: register a shipped application, or refresh it if its spec changed."""

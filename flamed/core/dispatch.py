@@ -10,6 +10,13 @@ tasks still spread over all executors.
 Scheduling (`scheduler.plan`) runs every `schedule_interval` and whenever sessions, nodes or
 executors changed; its decisions become records and executor commands here.
 
+The dispatcher keeps indexes of its own (which sessions to dispatch, which executors are bound
+to which session, since when they idle, which are reclaimed or being created, when each may be
+recalled again). The other parts update them through the turn's notes (`DispatchNotes`), at
+once; `run` does the work once per loop turn, on that turn, reading which nodes may get work
+through a narrow `NodeReadiness` the controller hands it. The indexes are rebuilt from the
+state when a turn is rolled back (a new `Dispatcher`).
+
 Rebalancing, on the same passes: what is dispatched stays on its executor, so an executor
 bound to a session after its tasks were shared out (a node that joined) would idle while its
 siblings work through their queues, and an executor reclaimed for another session would first
@@ -25,18 +32,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from flamed.core import records as r
 from flamed.core import scheduler
+from flamed.core.config import CoreConfig
 from flamed.core.machines.executor import ExecutorTrigger
-from flamed.core.state import ExecutorEntry, SessionEntry
+from flamed.core.state import ClusterState, ExecutorEntry, SessionEntry
+from flamed.core.turn import Turn
+from flamed.core.views import session_contexts
 from protocol import backend as be
 from protocol.types import ExecutorState, SessionState, Shim, TaskState
-
-if TYPE_CHECKING:
-    from flamed.core.controller import Controller
-    from flamed.core.turn import Now
 
 log = logging.getLogger("flamed.session_manager")
 
@@ -44,9 +51,26 @@ log = logging.getLogger("flamed.session_manager")
 _STARTING = frozenset({ExecutorState.Void, ExecutorState.Idle, ExecutorState.Binding})
 
 
+class NodeReadiness(Protocol):
+    """Which nodes may get new work (the node links answer)."""
+
+    def is_ready(self, node: str) -> bool:
+        """Ready, with a Connected link."""
+        ...
+
+    def is_stopping(self, node: str) -> bool:
+        """Its executor manager is draining to stop."""
+        ...
+
+    def supports(self, node: str, feature: str) -> bool:
+        """Its executor manager understands the optional command `feature`."""
+        ...
+
+
 class Dispatcher:
-    def __init__(self, ctl: Controller) -> None:
-        self.ctl = ctl
+    def __init__(self, config: CoreConfig, state: ClusterState, new_id: Callable[[], str]) -> None:
+        self.config = config
+        self.new_id = new_id
         self.dirty: set[str] = set()
         self.schedule_requested = True
         self.next_schedule = 0.0
@@ -56,12 +80,12 @@ class Dispatcher:
         self.coming: dict[str, int] = {}  # session id -> executors being created or bound for it
         #: executor id -> monotonic time before which no new recall goes to it
         self.recall_after: dict[str, float] = {}
-        self.rebuild()
+        self._rebuild(state)
 
-    def rebuild(self) -> None:
-        """Derive the indexes from state (after recovery)."""
+    def _rebuild(self, state: ClusterState) -> None:
+        """Derive the indexes from state (at start, after recovery or a rolled-back turn)."""
         self.bound.clear()
-        for executor in self.ctl.state.executors.values():
+        for executor in state.executors.values():
             if executor.state is ExecutorState.Bound and executor.session_id is not None:
                 self.bound.setdefault(executor.session_id, set()).add(executor.id)
         self.dirty.update(self.bound)
@@ -75,17 +99,17 @@ class Dispatcher:
     def schedule_soon(self) -> None:
         self.schedule_requested = True
 
-    def tasks_finished(self, session_id: str, now: Now) -> None:
+    def tasks_finished(self, session_id: str, executors: Mapping[str, ExecutorEntry], now: float) -> None:
         self.dirty.add(session_id)
         for executor_id in self.bound.get(session_id, ()):
-            executor = self.ctl.state.executors[executor_id]
+            executor = executors[executor_id]
             if not executor.tasks and executor_id not in self.idle_since:
-                self.idle_since[executor_id] = now.mono
+                self.idle_since[executor_id] = now
 
-    def executor_bound(self, executor: ExecutorEntry, now: Now) -> None:
+    def executor_bound(self, executor: ExecutorEntry, now: float) -> None:
         assert executor.session_id is not None
         self.bound.setdefault(executor.session_id, set()).add(executor.id)
-        self.idle_since[executor.id] = now.mono
+        self.idle_since[executor.id] = now
         self.dirty.add(executor.session_id)
         if self.coming.get(executor.session_id):
             self.coming[executor.session_id] -= 1
@@ -97,31 +121,38 @@ class Dispatcher:
             executors.discard(executor.id)
         self.schedule_requested = True
 
+    def recall_answered(self, executor: ExecutorEntry, *, returned: bool, now: float) -> None:
+        """The executor answered a recall: after an answer with nothing returned, no new
+        recall before `rebalance_after`."""
+        self.recall_after[executor.id] = now + (0.0 if returned else self.config.rebalance_after)
+
     # ------------------------------------------------------------------ timers
 
-    def tick(self, now: Now) -> None:
-        if now.mono >= self.next_schedule:
+    def tick(self, now: float) -> None:
+        if now >= self.next_schedule:
             self.schedule_requested = True
 
     def next_deadline(self) -> float:
         return self.next_schedule
 
-    def run(self, now: Now) -> None:
+    def run(self, turn: Turn, nodes: NodeReadiness) -> None:
+        """End of a loop turn: dispatch the sessions that changed, and schedule when due."""
         if self.dirty:
-            self._dispatch(now)
+            self._dispatch(turn, nodes)
         if self.schedule_requested:
             self.schedule_requested = False
-            self.next_schedule = now.mono + self.ctl.config.schedule_interval
-            self._schedule(now)
-            self._rebalance(now)
+            self.next_schedule = turn.now.mono + self.config.schedule_interval
+            self._schedule(turn, nodes)
+            self._rebalance(turn, nodes)
 
     # ------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, now: Now) -> None:
+    def _dispatch(self, turn: Turn, nodes: NodeReadiness) -> None:
         dirty, self.dirty = self.dirty, set()
-        depth = self.ctl.config.dispatch_depth + 1
+        depth = self.config.dispatch_depth + 1
+        state = turn.state
         for session_id in dirty:
-            session = self.ctl.state.sessions.get(session_id)
+            session = state.sessions.get(session_id)
             executor_ids = self.bound.get(session_id)
             if session is None or not executor_ids or not session.pending or session.state is not SessionState.Open:
                 continue
@@ -131,7 +162,7 @@ class Dispatcher:
             # again its sessions are marked dirty, and it gets work again.
             # Nor do executors on a node whose executor manager is stopping: it would only hold
             # the tasks back and hand them over unstarted when its running task is done.
-            executors = self._feedable(executor_ids)
+            executors = self._feedable(state.executors, executor_ids, nodes)
             if not executors:
                 continue
             in_flight = sum(len(e.tasks) for e in executors)
@@ -142,84 +173,34 @@ class Dispatcher:
             for executor in sorted(executors, key=lambda e: len(e.tasks)):
                 room = min(share - len(executor.tasks), len(session.pending))
                 if room > 0:
-                    self._launch(session, executor, room, now)
+                    self._launch(turn, session, executor, room)
 
-    def _feedable(self, executor_ids: set[str]) -> list[ExecutorEntry]:
+    def _feedable(
+        self, executors: Mapping[str, ExecutorEntry], executor_ids: set[str], nodes: NodeReadiness
+    ) -> list[ExecutorEntry]:
         """The executors that may get new tasks: on a Ready node whose executor manager is not
         stopping, and not reclaimed for another session."""
-        ready, stopping = self.ctl.links.is_ready, self.ctl.links.is_stopping
-        executors = [self.ctl.state.executors[e] for e in sorted(executor_ids)]
-        return [e for e in executors if ready(e.node) and not stopping(e.node) and e.id not in self.reclaiming]
+        ready, stopping = nodes.is_ready, nodes.is_stopping
+        found = [executors[e] for e in sorted(executor_ids)]
+        return [e for e in found if ready(e.node) and not stopping(e.node) and e.id not in self.reclaiming]
 
-    def _launch(self, session: SessionEntry, executor: ExecutorEntry, count: int, now: Now) -> None:
+    def _launch(self, turn: Turn, session: SessionEntry, executor: ExecutorEntry, count: int) -> None:
         pending = session.pending
         task_ids = [pending[i] for i in range(count)]
-        self.ctl.commit(
-            r.TasksDispatched(time=now.wall, session_id=session.id, executor_id=executor.id, task_ids=task_ids)
+        turn.commit(
+            r.TasksDispatched(time=turn.now.wall, session_id=session.id, executor_id=executor.id, task_ids=task_ids)
         )
         tasks = session.tasks
         assignments = [
             be.TaskAssignment(task_id=t, attempt=tasks[t - 1].attempt, input=tasks[t - 1].input) for t in task_ids
         ]
-        self.ctl.links.send(
-            executor.node, be.LaunchTasks(executor_id=executor.id, session_id=session.id, tasks=assignments)
-        )
+        turn.send(executor.node, be.LaunchTasks(executor_id=executor.id, session_id=session.id, tasks=assignments))
         self.idle_since.pop(executor.id, None)
-
-    def requeue(self, session_id: str, task_ids: list[int], count_retry: bool, reason: str, now: Now) -> None:
-        """Running tasks back to Pending (only those still Running: R9); with `count_retry`,
-        a task whose retries would pass `task_retry_limit` fails instead."""
-        session = self.ctl.state.sessions[session_id]
-        limit = self.ctl.config.task_retry_limit
-        again: list[int] = []
-        failed: list[r.TaskFinish] = []
-        for task_id in task_ids:
-            task = session.tasks[task_id - 1]
-            if task.state is not TaskState.Running:
-                continue
-            if count_retry and task.retry_count + 1 > limit:
-                message = f"retry limit exceeded ({task.retry_count} retries, limit {limit}); last loss: {reason}"
-                failed.append(r.TaskFinish(task_id, TaskState.Failed, None, message))
-            else:
-                again.append(task_id)
-        if failed:
-            self.ctl.commit(r.TasksFinished(time=now.wall, session_id=session_id, tasks=failed))
-            self.ctl.counters["tasks_failed_retry_limit"] += len(failed)
-        if again:
-            record = r.TasksRequeued(
-                time=now.wall, session_id=session_id, task_ids=again, count_retry=count_retry, reason=reason
-            )
-            self.ctl.commit(record)
-            self.ctl.counters["tasks_retried" if count_retry else "tasks_returned"] += len(again)
-            log.info("session %s: %d tasks back to Pending (%s)", session_id, len(again), reason)
-        self.session_changed(session_id)
-
-    def contexts(self, session: SessionEntry) -> tuple[be.SessionContext, be.ApplicationContext]:
-        spec = session.spec
-        app = self.ctl.state.applications.get(spec.application)
-        session_ctx = be.SessionContext(
-            session_id=session.id, application=spec.application, common_data=spec.common_data
-        )
-        if app is None:
-            return session_ctx, be.ApplicationContext(name=spec.application)
-        a = app.spec
-        return session_ctx, be.ApplicationContext(
-            name=app.name,
-            shim=a.shim,
-            command=a.command,
-            arguments=a.arguments,
-            environments=a.environments,
-            working_directory=a.working_directory,
-            image=a.image,
-            url=a.url,
-            installer=a.installer,
-        )
 
     # ------------------------------------------------------------------ scheduling
 
-    def _view(self) -> scheduler.ClusterView:
-        state = self.ctl.state
-        limit = self.ctl.config.session_bind_retry_limit
+    def _view(self, state: ClusterState, nodes: NodeReadiness) -> scheduler.ClusterView:
+        limit = self.config.session_bind_retry_limit
         sessions = []
         for s in state.sessions.values():
             if s.state is not SessionState.Open:
@@ -267,101 +248,97 @@ class Dispatcher:
             )
             for e in state.executors.values()
         ]
-        nodes = [
+        node_views = [
             scheduler.NodeView(
                 name=n.name,
                 capacity=n.info.capacity,
                 max_executors=n.info.max_executors,
-                ready=self.ctl.links.is_ready(n.name),
-                drained=n.drained or self.ctl.links.is_stopping(n.name),  # no new executors either way
+                ready=nodes.is_ready(n.name),
+                drained=n.drained or nodes.is_stopping(n.name),  # no new executors either way
             )
             for n in state.nodes.values()
         ]
-        return scheduler.ClusterView(sessions=sessions, executors=executors, nodes=nodes)
+        return scheduler.ClusterView(sessions=sessions, executors=executors, nodes=node_views)
 
-    def _schedule(self, now: Now) -> None:
-        plan = scheduler.plan(self._view(), now.mono, self.ctl.config.policies)
+    def _schedule(self, turn: Turn, nodes: NodeReadiness) -> None:
+        state, now = turn.state, turn.now
+        plan = scheduler.plan(self._view(state, nodes), now.mono, self.config.policies)
         self.reclaiming = set(plan.reclaim)
         for _, session_id in (*plan.create, *plan.bind):
             self.coming[session_id] = self.coming.get(session_id, 0) + 1
         if not plan:
             return
-        state, links = self.ctl.state, self.ctl.links
         for executor_id in plan.unbind:
             executor = state.executors[executor_id]
-            self._change(executor, ExecutorTrigger.unbind, now)
+            self._change(turn, executor, ExecutorTrigger.unbind)
             self.executor_unbound(executor)
-            links.send(executor.node, be.UnbindExecutor(executor_id=executor_id))
+            turn.send(executor.node, be.UnbindExecutor(executor_id=executor_id))
         for executor_id in plan.release:
             executor = state.executors[executor_id]
-            self._change(executor, ExecutorTrigger.release, now)
-            links.send(executor.node, be.ReleaseExecutor(executor_id=executor_id))
+            self._change(turn, executor, ExecutorTrigger.release)
+            turn.send(executor.node, be.ReleaseExecutor(executor_id=executor_id))
         for executor_id, session_id in plan.bind:
             executor = state.executors[executor_id]
             session = state.sessions[session_id]
-            self._change(executor, ExecutorTrigger.bind, now, session_id)
-            session_ctx, app_ctx = self.contexts(session)
-            links.send(
+            self._change(turn, executor, ExecutorTrigger.bind, session_id)
+            session_ctx, app_ctx = session_contexts(state, session)
+            turn.send(
                 executor.node,
                 be.BindExecutor(executor_id=executor_id, session=session_ctx, application=app_ctx),
             )
         for node, session_id in plan.create:
             resreq = state.sessions[session_id].spec.resreq
             assert resreq is not None
-            executor_id = self.ctl.new_id()
-            self.ctl.commit(
+            executor_id = self.new_id()
+            turn.commit(
                 r.ExecutorCreated(
                     time=now.wall, executor_id=executor_id, node=node, resreq=resreq, session_id=session_id
                 )
             )
-            links.send(node, be.CreateExecutor(executor_id=executor_id, resreq=resreq))
+            turn.send(node, be.CreateExecutor(executor_id=executor_id, resreq=resreq))
             log.info("executor %s: created on %s for session %s", executor_id, node, session_id)
 
     # ------------------------------------------------------------------ rebalancing
 
-    def _rebalance(self, now: Now) -> None:
-        after = self.ctl.config.rebalance_after
+    def _rebalance(self, turn: Turn, nodes: NodeReadiness) -> None:
+        after = self.config.rebalance_after
         if after <= 0:
             return
-        executors = self.ctl.state.executors
+        state, now = turn.state, turn.now.mono
+        executors = state.executors
         for executor_id in self.reclaiming:
             executor = executors.get(executor_id)
             if executor is not None and len(executor.tasks) > 1:
-                self._recall(executor, len(executor.tasks) - 1, now)
+                self._recall(turn, executor, len(executor.tasks) - 1, nodes)
         for session_id, executor_ids in self.bound.items():
-            session = self.ctl.state.sessions.get(session_id)
+            session = state.sessions.get(session_id)
             if session is None or session.pending or session.state is not SessionState.Open or len(executor_ids) < 2:
                 continue
-            feedable = self._feedable(executor_ids)
+            feedable = self._feedable(executors, executor_ids, nodes)
             idle = [self.idle_since.get(e.id) for e in feedable if not e.tasks]
-            if not any(since is not None and now.mono - since >= after for since in idle):
+            if not any(since is not None and now - since >= after for since in idle):
                 continue
             share = max(1, math.ceil(sum(len(e.tasks) for e in feedable) / len(feedable)))
             for executor in feedable:
                 if len(executor.tasks) > share:
-                    self._recall(executor, len(executor.tasks) - share, now)
+                    self._recall(turn, executor, len(executor.tasks) - share, nodes)
 
-    def _recall(self, executor: ExecutorEntry, count: int, now: Now) -> None:
-        if now.mono < self.recall_after.get(executor.id, 0.0) or executor.session_id is None:
+    def _recall(self, turn: Turn, executor: ExecutorEntry, count: int, nodes: NodeReadiness) -> None:
+        now = turn.now.mono
+        if now < self.recall_after.get(executor.id, 0.0) or executor.session_id is None:
             return
-        if not self.ctl.links.is_ready(executor.node):
+        if not nodes.is_ready(executor.node):
             return  # not sent to a node that is not Connected; its snapshot settles its tasks
-        if not self.ctl.links.supports(executor.node, "recall"):
+        if not nodes.supports(executor.node, "recall"):
             return  # an older executor manager (during an upgrade) would drop the whole frame
         # Until the answer; if it is lost with the link, try again after a while.
-        self.recall_after[executor.id] = now.mono + max(5.0, self.ctl.config.rebalance_after)
+        self.recall_after[executor.id] = now + max(5.0, self.config.rebalance_after)
         command = be.RecallTasks(executor_id=executor.id, session_id=executor.session_id, count=count)
-        self.ctl.links.send(executor.node, command)
-        self.ctl.counters["task_recalls"] += 1
+        turn.send(executor.node, command)
+        turn.count("task_recalls")
         log.debug("executor %s on %s: recalling %d tasks not started", executor.id, executor.node, count)
 
-    def tasks_returned(self, executor: ExecutorEntry, task_ids: list[int], now: Now) -> None:
-        """The answer to a recall: `task_ids` (those still on the executor) are Pending again."""
-        wait = 0.0 if task_ids else self.ctl.config.rebalance_after
-        self.recall_after[executor.id] = now.mono + wait
-        if task_ids and executor.session_id is not None:
-            self.requeue(executor.session_id, task_ids, False, "recalled to share the session's work", now)
-
-    def _change(self, executor: ExecutorEntry, trigger: ExecutorTrigger, now: Now, session: str | None = None) -> None:
-        self.ctl.commit(r.ExecutorChanged(time=now.wall, executor_id=executor.id, trigger=trigger, session_id=session))
+    @staticmethod
+    def _change(turn: Turn, executor: ExecutorEntry, trigger: ExecutorTrigger, session: str | None = None) -> None:
+        turn.commit(r.ExecutorChanged(time=turn.now.wall, executor_id=executor.id, trigger=trigger, session_id=session))
         log.debug("executor %s on %s: -> %s (%s)", executor.id, executor.node, executor.state, trigger)

@@ -1,6 +1,6 @@
 """Node registration: who may register, and the executor snapshot a registered node gets back.
 
-`NodeLinks` owns the link table; this module decides for it. `refusal` says whether a
+`NodeLinks` owns the link table; this module decides for it, on the turn it is given. `refusal` says whether a
 `RegisterNode` must be refused, `reconcile` settles the node's executors against what it
 reported, and `registered` builds the `Registered` reply from the executors it keeps.
 
@@ -23,21 +23,19 @@ Rules (DESIGN 5 and 6a; identity.py says what proves an executor manager):
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from flamed.core import identity
 from flamed.core.executor_reports import lose_executor
-from flamed.core.state import ExecutorEntry
+from flamed.core.node_link import LinkView
+from flamed.core.state import ClusterState, ExecutorEntry
+from flamed.core.turn import Turn
 from flamed.core.validation import check_name
+from flamed.core.views import session_contexts
 from protocol import backend as be
 from protocol.codec import PROTOCOL_VERSION
 from protocol.errors import ErrorCode
 from protocol.types import ConnectionState
-
-if TYPE_CHECKING:
-    from flamed.core.controller import Controller
-    from flamed.core.links import NodeLink
-    from flamed.core.turn import Now
 
 log = logging.getLogger("flamed.session_manager")
 
@@ -51,9 +49,7 @@ class Refusal(NamedTuple):
     identity_counter: str = ""
 
 
-def refusal(
-    ctl: Controller, message: be.RegisterNode, link: NodeLink | None, sender: identity.Sender, now: Now
-) -> Refusal | None:
+def refusal(turn: Turn, message: be.RegisterNode, link: LinkView | None, sender: identity.Sender) -> Refusal | None:
     """Why `message` must be refused, or None to register it. `link` is the current link of the
     node's name, if any; `sender` who sent it."""
     name = message.node.name
@@ -66,7 +62,7 @@ def refusal(
     if link is None or link.connection is ConnectionState.Closed:
         return None
     if message.incarnation == link.incarnation:
-        if identity.same_process(ctl.state.nodes.get(name), message.incarnation, message.secret):
+        if identity.same_process(turn.state.nodes.get(name), message.incarnation, message.secret):
             return None
         return Refusal(
             ErrorCode.Unauthorized,
@@ -74,9 +70,9 @@ def refusal(
             "and this connection did not prove to be it (no or a wrong secret)",
             "node_impersonations_refused",
         )
-    quiet = now.mono - link.last_seen
-    if link.connection is ConnectionState.Connected and quiet < 2 * ctl.config.heartbeat_interval:
-        ctl.counters["duplicate_nodes_refused"] += 1
+    quiet = turn.now.mono - link.last_seen
+    if link.connection is ConnectionState.Connected and quiet < 2 * turn.config.heartbeat_interval:
+        turn.count("duplicate_nodes_refused")
         log.warning("node %s: refused a second executor manager (incarnation %s)", name, message.incarnation)
         return Refusal(
             ErrorCode.DuplicateNode,
@@ -86,39 +82,39 @@ def refusal(
     return None
 
 
-def reconcile(ctl: Controller, name: str, reported: set[str], now: Now) -> list[ExecutorEntry]:
+def reconcile(turn: Turn, name: str, reported: set[str]) -> list[ExecutorEntry]:
     """Lose the executors of node `name` it did not report; return the ones it keeps."""
     kept = []
-    for executor in [e for e in ctl.state.executors.values() if e.node == name]:
+    for executor in [e for e in turn.state.executors.values() if e.node == name]:
         if executor.id in reported:
             kept.append(executor)
         else:
-            lose_executor(ctl, executor, "not reported by its node at registration", now)
+            lose_executor(turn, executor, "not reported by its node at registration")
     orphans = reported - {e.id for e in kept}
     if orphans:
-        ctl.counters["orphan_executors_released"] += len(orphans)
+        turn.count("orphan_executors_released", len(orphans))
         log.info("node %s: releasing %d executors it should not hold", name, len(orphans))
     return kept
 
 
-def registered(ctl: Controller, epoch: int, kept: list[ExecutorEntry]) -> be.Registered:
+def registered(turn: Turn, epoch: int, kept: list[ExecutorEntry]) -> be.Registered:
     """The reply to a registration: the new epoch and the full snapshot of kept executors."""
     return be.Registered(
         epoch=epoch,
-        executors=[assignment(ctl, e) for e in kept],
-        heartbeat_interval=ctl.config.heartbeat_interval,
-        heartbeat_liveness=ctl.config.heartbeat_liveness,
-        cache_endpoint=ctl.config.cache_endpoint,
+        executors=[assignment(turn.state, e) for e in kept],
+        heartbeat_interval=turn.config.heartbeat_interval,
+        heartbeat_liveness=turn.config.heartbeat_liveness,
+        cache_endpoint=turn.config.cache_endpoint,
     )
 
 
-def assignment(ctl: Controller, executor: ExecutorEntry) -> be.ExecutorAssignment:
+def assignment(state: ClusterState, executor: ExecutorEntry) -> be.ExecutorAssignment:
     """The desired state of one executor, as its node must hold it."""
     session_ctx = app_ctx = None
     tasks: list[be.TaskAssignment] = []
     if executor.session_id is not None:
-        session = ctl.state.sessions[executor.session_id]
-        session_ctx, app_ctx = ctl.dispatcher.contexts(session)
+        session = state.sessions[executor.session_id]
+        session_ctx, app_ctx = session_contexts(state, session)
         tasks = [
             be.TaskAssignment(task_id=t, attempt=a, input=session.tasks[t - 1].input) for t, a in executor.tasks.items()
         ]

@@ -105,7 +105,7 @@ class Subscriptions:
         events = list(self.events)[-max(0, request.events) :] if request.events > 0 else []
         return ClusterSnapshot(
             request_id=request.request_id,
-            nodes=ctl.links.node_views(now.mono),
+            nodes=ctl.links.node_views(state, now.mono),
             executors=[executor_view(state, e) for e in state.executors.values()],
             sessions=[_lean(session_view(s)) for s in open_sessions + keep_closed],
             events=events,
@@ -223,14 +223,7 @@ class Subscriptions:
         """What of each node can change without a record: its link."""
         marks: dict[str, tuple[object, ...]] = {}
         for name, node in ctl.state.nodes.items():
-            link = ctl.links.links.get(name)
-            marks[name] = (
-                node.state,
-                node.drained,
-                link.connection if link else None,
-                link and link.peer is None,
-                link and link.stopping,
-            )
+            marks[name] = (node.state, node.drained, *ctl.links.link_mark(name))
         return marks
 
     # ------------------------------------------------------------------ pushes
@@ -286,7 +279,7 @@ class Subscriptions:
         self._node_marks = marks
         update = ClusterUpdates(stats=ctl.stats(), server_time=now.wall)
         for name in sorted(nodes):
-            view = ctl.links.node_view(name, now.mono)
+            view = ctl.links.node_view(state, name, now.mono)
             if view is None:
                 update.removed_nodes.append(name)
             else:
@@ -304,9 +297,7 @@ class Subscriptions:
             else:
                 update.sessions.append(_lean(session_view(session)))
         update.events = self._new_events[-EVENTS_PER_PUSH:]
-        update.heartbeat_ages = {
-            name: now.mono - link.last_seen for name, link in ctl.links.links.items() if link.peer is not None
-        }
+        update.heartbeat_ages = ctl.links.heartbeat_ages(now.mono)
         self._nodes, self._executors, self._sessions, self._new_events = set(), set(), set(), []
         return update
 

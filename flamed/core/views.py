@@ -1,10 +1,13 @@
 """Wire views of the state: what clients see of applications, sessions, tasks, executors and
-nodes. Pure functions of entries (plus `now` for ages)."""
+nodes, and what a node is told of the session and application an executor serves. Pure
+functions of entries (plus a node's link and `now` for its liveness)."""
 
 from __future__ import annotations
 
+from flamed.core.node_link import LinkView
 from flamed.core.state import TASK_EVENT_CODES, ClusterState, ExecutorEntry, SessionEntry, TaskEntry
-from protocol.types import Event, Executor, Session, Task, TaskState
+from protocol import backend as be
+from protocol.types import Event, Executor, Node, ResourceRequirement, Session, Task, TaskState
 
 
 def session_view(session: SessionEntry) -> Session:
@@ -72,4 +75,62 @@ def executor_view(state: ClusterState, executor: ExecutorEntry) -> Executor:
         application=application,
         task_ids=list(executor.tasks),
         creation_time=executor.creation_time,
+    )
+
+
+def node_view(state: ClusterState, name: str, link: LinkView | None, now: float) -> Node | None:
+    """What clients see of node `name` (None: no such node); `link` is its link, if any."""
+    node = state.nodes.get(name)
+    if node is None:
+        return None
+    counts: dict[str, int] = {}
+    used = [0, 0, 0]
+    for executor in state.executors.values():
+        if executor.node == name:
+            counts[executor.state] = counts.get(executor.state, 0) + 1
+            used[0] += executor.resreq.cpu
+            used[1] += executor.resreq.memory
+            used[2] += executor.resreq.gpu
+    capacity = node.info.capacity
+    return Node(
+        name=name,
+        hostname=node.info.hostname,
+        state=node.state,
+        connection=link.connection if link else None,
+        capacity=capacity,
+        allocatable=ResourceRequirement(
+            cpu=max(0, capacity.cpu - used[0]),
+            memory=max(0, capacity.memory - used[1]),
+            gpu=max(0, capacity.gpu - used[2]),
+        ),
+        max_executors=node.info.max_executors,
+        arch=node.info.arch,
+        os=node.info.os,
+        incarnation=node.incarnation,
+        epoch=node.epoch,
+        drained=node.drained,
+        stopping=bool(link and link.stopping),
+        last_heartbeat_age=(now - link.last_seen) if link and link.peer is not None else None,
+        executors=counts,
+    )
+
+
+def session_contexts(state: ClusterState, session: SessionEntry) -> tuple[be.SessionContext, be.ApplicationContext]:
+    """What a node is told of the session an executor serves and of its application."""
+    spec = session.spec
+    app = state.applications.get(spec.application)
+    session_ctx = be.SessionContext(session_id=session.id, application=spec.application, common_data=spec.common_data)
+    if app is None:
+        return session_ctx, be.ApplicationContext(name=spec.application)
+    a = app.spec
+    return session_ctx, be.ApplicationContext(
+        name=app.name,
+        shim=a.shim,
+        command=a.command,
+        arguments=a.arguments,
+        environments=a.environments,
+        working_directory=a.working_directory,
+        image=a.image,
+        url=a.url,
+        installer=a.installer,
     )

@@ -210,8 +210,7 @@ class SessionManager:
     def start(self) -> None:
         """Restore node links, register default apps, start serving (state is already loaded)."""
         now = self.now()
-        self.controller.started = now
-        self.controller.links.restore(now)
+        self.controller.start(now)
         for name, spec in DEFAULT_APPLICATIONS.items():
             self.controller.register_default_application(name, spec, now)
         if self.zap is not None:
@@ -413,12 +412,12 @@ class SessionManager:
     def _send(self, outbox: Outbox) -> None:
         header = codec.HEADER
         encode = self._encoder.encode
-        keys, links = self.keys, self.controller.links.by_peer
+        keys, registered_as = self.keys, self.controller.registered_as
         for peer, node_message in outbox.node_messages:
             # CURVE: a node's traffic goes only to the connection of the key that registered it,
             # and only while that key may still speak for the node (a refusal still says why).
-            link = links.get(peer) if keys is not None and not isinstance(node_message, be.Error) else None
-            if link is not None and keys is not None and not keys.node_key_allowed(link.key, link.name):
+            node = registered_as(peer) if keys is not None and not isinstance(node_message, be.Error) else None
+            if node is not None and keys is not None and not keys.node_key_allowed(node.key, node.name):
                 continue
             if not try_send(self.backend, [peer, header, encode(node_message)]):
                 log.debug("backend: peer %r unreachable", peer[:32])

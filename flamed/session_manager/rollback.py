@@ -13,20 +13,19 @@ everything back the way the last durable turn left it:
   their last durable values, so the executor manager's next message shows a gap, is answered
   `Reregister`, and it re-registers and resends its unacknowledged reports (an ack never covers
   a report that is not durable); links made or closed during the turn are undone.
+
+Everything the core owns is put back by the core (`Controller.checkpoint` after every durable
+turn, `Controller.restore` after a failed one); this module only decides what each client is
+answered, and which watches end with the turn.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flamed.core.controller import Controller
-from flamed.core.dispatch import Dispatcher
-from flamed.core.links import NodeLink
 from flamed.core.state import ClusterState
 from flamed.core.turn import Now, Outbox
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
-from protocol.types import ConnectionState
 
 #: Requests that never change state: after a failed turn they are answered again.
 READ_ONLY: frozenset[type] = frozenset(
@@ -48,16 +47,6 @@ READ_ONLY: frozenset[type] = frozenset(
 )
 
 
-@dataclass
-class _LinkMark:
-    link: NodeLink
-    peer: bytes | None
-    recv_seq: int
-    ack: int
-    connection: ConnectionState
-    drain_deadline: float | None
-
-
 def unavailable(reason: str, request_id: int) -> fe.Error:
     return fe.Error(
         code=ErrorCode.StorageUnavailable,
@@ -69,17 +58,14 @@ def unavailable(reason: str, request_id: int) -> fe.Error:
 class TurnGuard:
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
-        self._links: dict[str, _LinkMark] = {}
+        self._checkpoint = ctl.checkpoint()
         self._writes: set[tuple[bytes, int]] = set()
         self._reads: list[tuple[bytes, fe.ClientRequest]] = []
         self.mark_durable()
 
     def mark_durable(self) -> None:
         """Call after every turn whose records are durable (or that had none)."""
-        self._links = {
-            name: _LinkMark(link, link.peer, link.recv_seq, link.ack, link.connection, link.drain_deadline)
-            for name, link in self.ctl.links.links.items()
-        }
+        self._checkpoint = self.ctl.checkpoint()
         self._writes.clear()
         self._reads.clear()
 
@@ -92,9 +78,6 @@ class TurnGuard:
     def roll_back(self, outbox: Outbox, state: ClusterState, reason: str, now: Now) -> list[tuple[bytes, fe.Message]]:
         """Install `state` (re-read from disk) and return the replies to send for the turn."""
         ctl = self.ctl
-        ctl.state = state
-        ctl.dispatcher = Dispatcher(ctl)
-        self._restore_links()
         replies: list[tuple[bytes, fe.Message]] = []
         failed: set[tuple[bytes, int]] = set()
         ended: set[tuple[bytes, int]] = set()
@@ -109,33 +92,11 @@ class TurnGuard:
             if key not in failed:
                 failed.add(key)
                 replies.append((peer, unavailable(reason, reply.request_id)))
-        self._end_watches(ended | failed, state)  # failed: a CreateTasks{watch} of the turn
+        # Watches whose pushes were dropped end (the client watches again), and so does a
+        # watch that a failed CreateTasks{watch} of the turn opened.
+        ctl.restore(self._checkpoint, state, ended | failed)
         for peer, request in self._reads:
             ctl.handle_client(peer, request, now)
-        replies.extend(ctl.outbox.replies)
-        ctl.outbox.replies = []
+        replies.extend(ctl.take_replies())
         self.mark_durable()
         return replies
-
-    def _end_watches(self, ended: set[tuple[bytes, int]], state: ClusterState) -> None:
-        """Forget watches whose pushes were dropped and watches of sessions that are gone."""
-        self.ctl.watches.end(ended, state.sessions)
-
-    def _restore_links(self) -> None:
-        links = self.ctl.links
-        for name, link in list(links.links.items()):
-            mark = self._links.get(name)
-            if mark is None or mark.link is not link:
-                del links.links[name]
-                if link.peer is not None:
-                    links.by_peer.pop(link.peer, None)
-        for name, mark in self._links.items():
-            link = mark.link
-            link.peer = mark.peer
-            link.recv_seq = mark.recv_seq
-            link.ack = mark.ack
-            link.connection = mark.connection
-            link.drain_deadline = mark.drain_deadline
-            links.links[name] = link
-            if link.peer is not None:
-                links.by_peer[link.peer] = link

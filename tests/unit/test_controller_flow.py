@@ -164,7 +164,7 @@ def test_a_stopping_node_is_offered_no_executors_binds_or_tasks() -> None:
     n1.stopping = True
     n1.commands.clear()
     h.advance(0.5)
-    view = h.ctl.links.node_view("n1", h.t)
+    view = h.ctl.node_view("n1", h.t)
     assert view is not None and view.stopping
     n2.auto_run = True  # n2 works through the queue; n1 still holds what it had
     h.advance(2.0)
@@ -186,7 +186,7 @@ def test_a_node_registering_while_it_stops_is_offered_nothing_from_the_start() -
     h.session("s1")
     h.tasks("s1", [b"x"] * 4)
     h.pump()
-    view = h.ctl.links.node_view("n1", h.t)
+    view = h.ctl.node_view("n1", h.t)
     assert view is not None and view.stopping
     assert not [c for c in node.commands if isinstance(c, be.CreateExecutor | be.BindExecutor | be.LaunchTasks)]
 
@@ -261,14 +261,14 @@ def test_silent_node_goes_unknown_then_not_ready_and_its_tasks_run_elsewhere() -
     assert any(n1.queued.values()) and any(n2.queued.values())
     n1.online = False
     h.advance(3.5)
-    assert h.ctl.links.node_view("n1", h.t).state is NodeState.Unknown  # type: ignore[union-attr]
+    assert h.ctl.node_view("n1", h.t).state is NodeState.Unknown  # type: ignore[union-attr]
     h.advance(6.0)
-    assert h.ctl.links.node_view("n1", h.t).state is NodeState.NotReady  # type: ignore[union-attr]
+    assert h.ctl.node_view("n1", h.t).state is NodeState.NotReady  # type: ignore[union-attr]
     assert all(e.node != "n1" for e in h.state.executors.values())
     n2.auto_run = True
     h.advance(1.0)
     assert task_states(h, "s1") == [TaskState.Succeed] * 4
-    assert h.ctl.links.node_view("n2", h.t).state is NodeState.Ready  # type: ignore[union-attr]
+    assert h.ctl.node_view("n2", h.t).state is NodeState.Ready  # type: ignore[union-attr]
 
 
 def test_stale_epoch_and_sequence_gap_are_fenced() -> None:
@@ -358,5 +358,5 @@ def test_goodbye_cleans_the_node_up_at_once() -> None:
     node.seq += 1
     h.ctl.handle_node(node.peer, be.Goodbye(epoch=node.epoch, seq=node.seq), h.now())
     h.pump()
-    assert h.ctl.links.node_view("n1", h.t).state is NodeState.NotReady  # type: ignore[union-attr]
+    assert h.ctl.node_view("n1", h.t).state is NodeState.NotReady  # type: ignore[union-attr]
     assert not [e for e in h.state.executors.values() if e.state is not ExecutorState.Released]

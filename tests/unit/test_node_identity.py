@@ -85,7 +85,7 @@ def test_a_registration_with_the_public_incarnation_but_no_secret_is_refused() -
         impostor = impostor_of(node)
         register(h, impostor, "guess", executors=sorted(node.executors))
         assert not impostor.registered and [e.code for e in impostor.errors] == [ErrorCode.Unauthorized]
-        assert h.state.nodes["n1"].epoch == epoch and h.ctl.links.links["n1"].peer == node.peer
+        assert h.state.nodes["n1"].epoch == epoch and h.ctl.link("n1").peer == node.peer
     assert h.ctl.counters["node_impersonations_refused"] == 2
     assert {t.state for t in h.state.sessions["s1"].tasks} == {TaskState.Running}
 
@@ -99,7 +99,7 @@ def test_the_same_executor_manager_on_a_new_connection_keeps_its_executors() -> 
     node.peer = b"n1/new-connection"
     register(h, node, SECRET)
     assert [sorted(a.executor_id for a in node.registered[-1].executors)] == [held]
-    assert h.ctl.links.links["n1"].peer == b"n1/new-connection" and b"n1/inc-1" not in h.ctl.links.by_peer
+    assert h.ctl.link("n1").peer == b"n1/new-connection" and h.ctl.registered_as(b"n1/inc-1") is None
     assert {t.state for t in h.state.sessions["s1"].tasks} == {TaskState.Running}
 
 
@@ -126,7 +126,7 @@ def test_a_restarted_session_manager_checks_the_secret_of_the_node_that_comes_ba
     for state in (replayed, decode_state(encode_state(h.state))):
         assert state.nodes["n1"].secret_hash == secret_hash(SECRET)
     h.ctl = Controller(h.ctl.config, decode_state(encode_state(h.state)), new_id=h.ctl.new_id)
-    h.ctl.links.restore(h.now())
+    h.ctl.start(h.now())
     impostor = impostor_of(node)
     register(h, impostor, "guess", executors=sorted(node.executors))
     goodbye = be.Goodbye(epoch=node.epoch, seq=node.seq + 1, incarnation=node.incarnation, secret="guess")
@@ -143,7 +143,7 @@ def test_a_restarted_session_manager_checks_the_secret_of_the_node_that_comes_ba
 def test_a_goodbye_with_the_secret_after_a_restart_cleans_the_node_up() -> None:
     h, node, _ = cluster()
     h.ctl = Controller(h.ctl.config, h.state, new_id=h.ctl.new_id)
-    h.ctl.links.restore(h.now())
+    h.ctl.start(h.now())
     goodbye = be.Goodbye(epoch=node.epoch, seq=node.seq + 1, incarnation=node.incarnation, secret=SECRET)
     h.ctl.handle_node(b"n1/last-connection", goodbye, h.now())
     h.pump()
@@ -178,16 +178,16 @@ def test_curve_a_link_answers_only_to_the_key_that_registered_it_and_stops_when_
     register(h, n1, "s", sender=Sender(N2_KEY, "n2"))  # n2's key claims n1
     assert not n1.registered and n1.errors[-1].code is ErrorCode.Unauthorized
     register(h, n1, "s", sender=Sender(N1_KEY, "n1"))
-    assert n1.registered and h.ctl.links.links["n1"].key == N1_KEY
+    assert n1.registered and h.ctl.link("n1").key == N1_KEY
     beat = be.Heartbeat(epoch=n1.epoch, seq=1)
     for sender in (Sender(N2_KEY, "n2"), Sender("M" * 40, "n1"), PLAIN):  # another node; n1.key replaced
         h.ctl.handle_node(n1.peer, beat, h.now(), sender)
     h.pump()
     assert [e.code for e in n1.errors[-3:]] == [ErrorCode.Unauthorized] * 3
-    assert h.ctl.links.links["n1"].recv_seq == 0
+    assert h.ctl.link("n1").recv_seq == 0
     assert h.ctl.counters["node_key_mismatches"] == 4
     h.ctl.handle_node(n1.peer, beat, h.now(), Sender(N1_KEY, "n1"))
-    assert h.ctl.links.links["n1"].recv_seq == 1
+    assert h.ctl.link("n1").recv_seq == 1
     h.ctl.keys_changed(lambda key, node: key == N1_KEY and node == "n2", h.now())  # n1.key now names n2
     assert h.state.nodes["n1"].state is NodeState.Unknown
     h.ctl.links.send("n1", be.ReleaseExecutor(executor_id="e1"))

@@ -215,7 +215,7 @@ def test_a_goodbye_to_a_restarted_session_manager_cleans_the_node_up_at_once() -
     assert [e.node for e in h.state.executors.values()] == ["n1"]
     restarted = Controller(h.ctl.config, h.state, new_id=h.ctl.new_id)
     h.ctl = restarted
-    restarted.links.restore(h.now())
+    restarted.start(h.now())
     for node, epoch, incarnation in [(n1, n1.epoch, "another process"), (n2, n2.epoch + 1, n2.incarnation)]:
         node.seq += 1
         h.ctl.handle_node(node.peer, be.Goodbye(epoch=epoch, seq=node.seq, incarnation=incarnation), h.now())
@@ -246,4 +246,4 @@ def test_registrations_queued_during_a_pause_are_answered_once() -> None:
     assert len(n1.registered) == 1 and n1.epoch == epoch_before + 1 == h.state.max_epoch
     assert len(h.records) - records_before == 1  # one NodeRegistered
     assert h.ctl.counters["registrations_superseded"] == 2
-    assert h.ctl.links.links["n2"].recv_seq == n2.seq  # the others' messages are handled as before
+    assert h.ctl.link("n2").recv_seq == n2.seq  # the others' messages are handled as before

@@ -49,20 +49,23 @@ class Recovery(RuleBasedStateMachine):
         self._check_placement(self.h.ctl)
 
     def _check_placement(self, ctl: Controller) -> None:
-        commit = ctl.commit
+        test = self
 
-        def checked_commit(record: r.AnyRecord) -> None:
-            # I7: an executor is created only on a Ready node with a live link.
-            if isinstance(record, r.ExecutorCreated) and not ctl.links.is_ready(record.node):
-                self.created_on_unready.append(record.node)
-            # ... and tasks are launched only on executors of Ready nodes.
-            if isinstance(record, r.TasksDispatched):
-                node = ctl.state.executors[record.executor_id].node
-                if not ctl.links.is_ready(node):
-                    self.created_on_unready.append(f"tasks to {node}")
-            commit(record)
+        class Placement:
+            """Sees every record as it is committed, before it is applied."""
 
-        ctl.commit = checked_commit  # type: ignore[method-assign]
+            @staticmethod
+            def note(record: r.AnyRecord, state: ClusterState) -> None:
+                # I7: an executor is created only on a Ready node with a live link.
+                if isinstance(record, r.ExecutorCreated) and not ctl.node_ready(record.node):
+                    test.created_on_unready.append(record.node)
+                # ... and tasks are launched only on executors of Ready nodes.
+                if isinstance(record, r.TasksDispatched):
+                    node = state.executors[record.executor_id].node
+                    if not ctl.node_ready(node):
+                        test.created_on_unready.append(f"tasks to {node}")
+
+        ctl.observe(Placement())
 
     # ------------------------------------------------------------------ helpers
 
@@ -77,7 +80,7 @@ class Recovery(RuleBasedStateMachine):
         return node
 
     def _current(self, node: FakeNode) -> bool:
-        link = self.h.ctl.links.links.get(node.name)
+        link = self.h.ctl.link(node.name)
         return link is not None and link.peer == node.peer and link.epoch == node.epoch
 
     def _reconnect_stale(self) -> None:
@@ -135,7 +138,7 @@ class Recovery(RuleBasedStateMachine):
     @rule(data=st.data())
     def goodbye(self, data: st.DataObject) -> None:
         node = self.fakes.pop(data.draw(st.sampled_from(sorted(n for n, f in self.fakes.items() if f.online))))
-        link = self.h.ctl.links.links.get(node.name)
+        link = self.h.ctl.link(node.name)
         current = self._current(node) and link is not None and link.connection is ConnectionState.Connected
         # loaded at a session-manager restart, not registered since: the goodbye is taken too
         restored = (
@@ -151,7 +154,7 @@ class Recovery(RuleBasedStateMachine):
         self.h.pump()
         if current or restored:  # a goodbye on a stale link is refused; the drain cleans that node up
             assert self.h.state.nodes[node.name].state is NodeState.NotReady
-            assert node.name not in self.h.ctl.links.links
+            assert self.h.ctl.link(node.name) is None
 
     @rule()
     def restart_session_manager(self) -> None:
@@ -165,7 +168,7 @@ class Recovery(RuleBasedStateMachine):
         ctl = Controller(old.config, durable, new_id=old.new_id)
         self._check_placement(ctl)
         self.h.ctl = ctl
-        ctl.links.restore(self.h.now())
+        ctl.start(self.h.now())
         self.h.pump()
         assert all(n.state is not NodeState.Ready for n in durable.nodes.values())
 
@@ -248,9 +251,9 @@ class Recovery(RuleBasedStateMachine):
 
     @invariant()
     def nodes_follow_their_connection(self) -> None:
-        state, links = self.h.state, self.h.ctl.links.links
+        state = self.h.state
         for name, node in state.nodes.items():
-            link = links.get(name)
+            link = self.h.ctl.link(name)
             expected = {
                 None: NodeState.NotReady,
                 ConnectionState.Connected: NodeState.Ready,
