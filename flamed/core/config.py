@@ -41,3 +41,6 @@ class CoreConfig:
     cluster_name: str = "flame"
     #: handed to clients (Welcome) and executor managers (Registered)
     cache_endpoint: str = ""
+    #: what `Welcome` and `GetStats` say this session manager runs (the daemon sets the
+    #: package version; the core does not import the package it runs in)
+    server_version: str = ""

@@ -1,29 +1,36 @@
 """The session manager's decisions: client requests, node messages, timers -> effects.
 
 `Controller` is pure (DESIGN 2): no sockets, no files, no clock. The daemon calls
-`handle_client`, `handle_node` and `tick` with the time, then `flush` once per loop turn, which
+`handle_client`, `handle_nodes` and `tick` with the time, then `flush` once per loop turn, which
 returns an `Outbox`: records to make durable, then replies and node messages to send. The
 daemon must send nothing of an outbox before its records are durable (the durability point).
 
-Every change goes through `commit(record)`, which applies it to the state and queues it for
-the log. Client errors are answered with typed `Error` replies and never change state. The
-controller routes; the decisions live in its parts: client requests in `session_requests` and
-`cluster_requests`, node messages and timers in `links`, dispatching in `dispatch`.
+The controller owns the state and the parts, and routes; the decisions live in the parts:
+client requests in `session_requests` and `cluster_requests`, node messages and timers in
+`links` (with `registration` and `executor_reports`), dispatching and scheduling in `dispatch`,
+pushes in `watches` and `subscriptions`, who each frontend peer is in `clients`. For every input
+it builds a `Turn` (turn.py), the one object the parts share: they never hold the controller
+nor reach through it into each other. Every change goes through `Turn.commit(record)`, which
+tells the observers, applies the record and queues it for the log. Client errors are answered
+with typed `Error` replies and never change state.
 
 Clients (`clients`): each request names the client it speaks for (a CURVE key, or the
 connection in plain mode), which the per-client limits count. The daemon reports each peer's
 flow (`peer_flow`): nothing but replies is built for a peer that does not read, and not even
 replies to its reads once its backlog is full; a peer is forgotten (watches, subscriptions,
 and the daemon's backlog: `Outbox.forgotten`) only after `client_ttl` of silence.
+
+Rollback: when a turn's records cannot be made durable, the daemon restores what the
+controller owns to its last `checkpoint` (`restore`) and rewrites the turn's replies.
 """
 
 from __future__ import annotations
 
 import collections
 import secrets
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
 from flamed.core import records as r
 from flamed.core.clients import Clients, Flow
@@ -33,7 +40,7 @@ from flamed.core.dispatch import Dispatcher
 from flamed.core.identity import PLAIN, Sender
 from flamed.core.links import RECOVERY_COUNTERS, LinksCheckpoint, NodeLinks
 from flamed.core.node_link import LinkView
-from flamed.core.requests import READS, Handler, RequestError
+from flamed.core.requests import READS, RequestError
 from flamed.core.session_requests import SessionRequests
 from flamed.core.state import ClusterState
 from flamed.core.subscriptions import Subscriptions
@@ -70,30 +77,21 @@ class Controller:
         self.counters: collections.Counter[str] = collections.Counter()
         for name in RECOVERY_COUNTERS:
             self.counters.setdefault(name, 0)
+        # The parts, each the one owner of what it holds.
         self.clients = Clients(config.client_ttl)
         self.watches = Watches(config.max_page_tasks, config.max_page_bytes)
         self.subscriptions = Subscriptions()
-        #: tasks held in all sessions (limits.max_tasks), kept up to date by `commit`, counted
-        #: again whenever `state` is another object (recovery, a rolled-back turn)
-        self._tasks_held = 0
-        self._tasks_held_of: ClusterState | None = None
-        #: told of every record before it is applied (`Turn.commit`)
-        self._observers: list[RecordObserver] = [self]
         self.links = NodeLinks(config)
         self.dispatcher = Dispatcher(config, self.state, new_id)
-        #: When the daemon started serving (set by it), for `uptime_seconds` in `GetStats`.
+        self.session_requests = SessionRequests(self.watches)
+        self.cluster_requests = ClusterRequests(self.links, self.subscriptions)
+        #: told of every record before it is applied (`Turn.commit`)
+        self._observers: list[RecordObserver] = [self.subscriptions, self.session_requests, self.watches]
+        #: When the daemon started serving (`start`), for `uptime_seconds` in `GetStats`.
         self.started: Now | None = None
         #: Facts about durable storage for `GetStats` (set by the daemon): numbers go to
         #: `stats`, strings to `info`, each key prefixed with `storage_`.
         self.storage_stats: Callable[[], dict[str, float | int | str]] | None = None
-        self.session_requests = SessionRequests(self)
-        self.cluster_requests = ClusterRequests(self)
-        self._handlers: dict[type, Handler] = {
-            **self.session_requests.handlers(),
-            **self.cluster_requests.handlers(),
-        }
-
-    # ------------------------------------------------------------------ entry points
 
     def _turn(self, now: Now) -> Turn:
         return Turn(
@@ -107,8 +105,20 @@ class Controller:
             nodes=self.links,
         )
 
+    # ------------------------------------------------------------------ start-up
+
+    def start(self, now: Now) -> None:
+        """Serving starts at `now` (uptime counts from it); the nodes of a loaded state wait
+        for their executor managers: Unknown, their drain timer started (R8)."""
+        self.started = now
+        self.links.after_restart(self._turn(now))
+
+    def register_default_application(self, name: str, spec: ApplicationSpec, now: Now) -> None:
+        """At start: register a shipped application, or refresh it if its spec changed."""
+        self.session_requests.register_default_application(self._turn(now), name, spec)
+
     def commit(self, record: r.AnyRecord) -> None:
-        """Apply a change and queue it for the log (the only way state changes)."""
+        """Apply a change outside any input (tools, tests), as `Turn.commit` does."""
         for observer in self._observers:
             observer.note(record, self.state)
         self.state.apply(record)
@@ -119,42 +129,94 @@ class Controller:
         at the moment of each change this way)."""
         self._observers.append(observer)
 
-    def note(self, record: r.AnyRecord, state: ClusterState) -> None:
-        """What the controller keeps from a record about to be applied."""
-        self.subscriptions.note(record, self)
-        if self._tasks_held_of is self.state:
-            if isinstance(record, r.TasksCreated):
-                self._tasks_held += len(record.inputs)
-            elif isinstance(record, r.SessionDeleted):
-                self._tasks_held -= len(self.state.sessions[record.session_id].tasks)
-        if isinstance(record, r.SessionDeleted):
-            self.watches.drop_session(record.session_id)
+    # ------------------------------------------------------------------ clients
 
-    def tasks_held(self) -> int:
-        """Tasks in all sessions (limits.max_tasks)."""
-        if self._tasks_held_of is not self.state:
-            self._tasks_held = sum(len(s.tasks) for s in self.state.sessions.values())
-            self._tasks_held_of = self.state
-        return self._tasks_held
-
-    def handle_client(self, peer: bytes, request: fe.ClientRequest, now: Now, client: bytes = b"") -> None:
+    def handle_client(self, peer: bytes, request: fe.ClientRequest, now: Now, client: bytes = b"") -> bool:
         """Serve one request of `peer`, speaking for `client` (its CURVE key; by default the
-        peer itself: plain mode)."""
+        peer itself: plain mode). True when it changed state (committed a record)."""
         self.counters["client_requests"] += 1
-        self.clients.seen(peer, client or self.clients.client_of(peer), now.mono)
+        client = client or self.clients.client_of(peer)
+        self.clients.seen(peer, client, now.mono)
         if type(request) in READS and self.clients.full(peer):
             # It does not read what it is sent: building the answer would only be thrown away.
             self.counters["client_reads_unanswered"] += 1
-            return
-        handler = self._handlers[type(request)]
+            return False
+        records = len(self.outbox.records)
+        turn = self._turn(now)
         try:
-            reply = handler(peer, request, now)
+            reply = self._route(turn, peer, client, request)
         except RequestError as exc:
             self.counters["client_errors"] += 1
             reply = fe.Error(code=exc.code, message=exc.message)
         if reply is not None:
             reply.request_id = request.request_id
-            self.outbox.replies.append((peer, reply))
+            turn.reply(peer, reply)
+        return len(self.outbox.records) != records
+
+    def _route(self, turn: Turn, peer: bytes, client: bytes, request: fe.ClientRequest) -> fe.Message | None:
+        """The reply to `request` (None: it comes later, as a push). One case per request
+        type, so mypy checks that every type of `ClientRequest` is served."""
+        sessions, cluster = self.session_requests, self.cluster_requests
+        match request:
+            case fe.CreateTasks():
+                return sessions.create_tasks(turn, peer, client, request)
+            case fe.WatchTasks():
+                sessions.watch_tasks(turn, peer, client, request)
+                return None  # its first TaskUpdates push is the reply
+            case fe.GetTask():
+                return sessions.get_task(turn, request)
+            case fe.ListTasks():
+                return sessions.list_tasks(turn, request)
+            case fe.CreateSession():
+                return sessions.create_session(turn, request)
+            case fe.OpenSession():
+                return sessions.open_session(turn, request)
+            case fe.GetSession():
+                return sessions.get_session(turn, request)
+            case fe.ListSessions():
+                return sessions.list_sessions(turn)
+            case fe.CloseSession():
+                return sessions.close_session(turn, request)
+            case fe.DeleteSession():
+                return sessions.delete_session(turn, request)
+            case fe.RegisterApplication():
+                return sessions.register_application(turn, request)
+            case fe.UpdateApplication():
+                return sessions.update_application(turn, request)
+            case fe.UnregisterApplication():
+                return sessions.unregister_application(turn, request)
+            case fe.GetApplication():
+                return sessions.get_application(turn, request)
+            case fe.ListApplications():
+                return sessions.list_applications(turn)
+            case fe.Hello():
+                return cluster.hello(turn, request)
+            case fe.Ping():
+                return fe.Pong()
+            case fe.ListNodes():
+                return cluster.list_nodes(turn)
+            case fe.GetNode():
+                return cluster.get_node(turn, request)
+            case fe.DrainNode():
+                return cluster.set_drained(turn, request.name, drained=True)
+            case fe.UndrainNode():
+                return cluster.set_drained(turn, request.name, drained=False)
+            case fe.ListExecutors():
+                return cluster.list_executors(turn)
+            case fe.GetExecutor():
+                return cluster.get_executor(turn, request)
+            case fe.GetStats():
+                storage = self.storage_stats() if self.storage_stats is not None else {}
+                return cluster.get_stats(turn, self.stats(), self.started, storage)
+            case fe.SubscribeCluster():
+                cluster.subscribe_cluster(turn, peer, client, request)
+                return None  # the ClusterSnapshot goes out with the turn's pushes
+            case fe.UnsubscribeCluster():
+                return cluster.unsubscribe_cluster(peer)
+            case fe.CheckSessions():
+                return cluster.check_sessions(turn, request)
+            case _:
+                assert_never(request)
 
     def reject_client_frame(
         self, peer: bytes, code: ErrorCode, message: str, request_id: int = 0, now: Now | None = None
@@ -166,6 +228,32 @@ class Controller:
         if now is not None:
             self.clients.seen(peer, self.clients.client_of(peer), now.mono)
         self.outbox.replies.append((peer, fe.Error(code=code, message=message, request_id=request_id)))
+
+    def reject_unauthorized_client(
+        self, peer: bytes, message: str, request_id: int = 0, now: Now | None = None
+    ) -> None:
+        """A frontend request whose key the allow-list no longer admits: refused, counted. With
+        `now` the peer counts as heard from (forgotten once silent, with what waits for it)."""
+        self.counters["unauthorized_requests"] += 1
+        if now is not None:
+            self.clients.seen(peer, self.clients.client_of(peer), now.mono)
+        error = fe.Error(code=ErrorCode.Unauthorized, message=message, request_id=request_id)
+        self.outbox.replies.append((peer, error))
+
+    def forget_peer(self, peer: bytes) -> None:
+        """Forget `peer` at once (its key was revoked): its watches, its subscription, and
+        (`Outbox.forgotten`) what the daemon keeps queued for it."""
+        self.watches.drop_peer(peer)
+        self.subscriptions.remove(peer)
+        self.clients.forget(peer)
+        self.outbox.forgotten.append(peer)
+
+    def peer_flow(self, peer: bytes, flow: Flow) -> None:
+        """The daemon's word on `peer`'s outgoing queue (see `clients`). Its watches and
+        subscriptions are kept whatever the flow; pushes resume once it is clear again."""
+        self.clients.set_flow(peer, flow)
+
+    # ------------------------------------------------------------------ nodes
 
     def handle_node(self, peer: bytes, message: be.NodeMessage, now: Now, sender: Sender = PLAIN) -> None:
         self.links.handle(self._turn(now), peer, message, sender)
@@ -198,34 +286,12 @@ class Controller:
         self.counters["unauthorized_node_messages"] += 1
         self.outbox.node_messages.append((peer, be.Error(code=ErrorCode.Unauthorized, message=message)))
 
-    def reject_unauthorized_client(
-        self, peer: bytes, message: str, request_id: int = 0, now: Now | None = None
-    ) -> None:
-        """A frontend request whose key the allow-list no longer admits: refused, counted. With
-        `now` the peer counts as heard from (forgotten once silent, with what waits for it)."""
-        self.counters["unauthorized_requests"] += 1
-        if now is not None:
-            self.clients.seen(peer, self.clients.client_of(peer), now.mono)
-        error = fe.Error(code=ErrorCode.Unauthorized, message=message, request_id=request_id)
-        self.outbox.replies.append((peer, error))
-
     def keys_changed(self, allowed: Callable[[str, str], bool], now: Now) -> None:
         """CURVE: the nodes' allow-list changed; `allowed(key, node)` says whether a key may
         still speak for a node. Nodes whose key it no longer admits go silent at once."""
         self.links.revoke_keys(self._turn(now), allowed)
 
-    def forget_peer(self, peer: bytes) -> None:
-        """Forget `peer` at once (its key was revoked): its watches, its subscription, and
-        (`Outbox.forgotten`) what the daemon keeps queued for it."""
-        self.watches.drop_peer(peer)
-        self.subscriptions.remove(peer)
-        self.clients.forget(peer)
-        self.outbox.forgotten.append(peer)
-
-    def peer_flow(self, peer: bytes, flow: Flow) -> None:
-        """The daemon's word on `peer`'s outgoing queue (see `clients`). Its watches and
-        subscriptions are kept whatever the flow; pushes resume once it is clear again."""
-        self.clients.set_flow(peer, flow)
+    # ------------------------------------------------------------------ timers and the end of a turn
 
     def tick(self, now: Now) -> None:
         """Timers: node liveness and drains, silent clients, periodic scheduling."""
@@ -252,15 +318,10 @@ class Controller:
         self.watches.collect(self.state)
         self.links.flush(turn)
         outbox, self.outbox = self.outbox, Outbox()
-        outbox.replies.extend(self.watches.take_pushes(self.state, self.clients.congested))
-        outbox.replies.extend(self.subscriptions.collect(self, now))
+        congested = self.clients.congested
+        outbox.replies.extend(self.watches.take_pushes(self.state, congested))
+        outbox.replies.extend(self.subscriptions.collect(turn, self.links, self.stats, congested))
         return outbox
-
-    def start(self, now: Now) -> None:
-        """Serving starts at `now` (uptime counts from it); the nodes of a loaded state wait
-        for their executor managers: Unknown, their drain timer started (R8)."""
-        self.started = now
-        self.links.after_restart(self._turn(now))
 
     # ------------------------------------------------------------------ rollback
 
@@ -302,10 +363,6 @@ class Controller:
         """Whether node `name` may get new executors and tasks (Ready, link Connected)."""
         return self.links.readiness(self.state).is_ready(name)
 
-    def register_default_application(self, name: str, spec: ApplicationSpec, now: Now) -> None:
-        """At start: register a shipped application, or refresh it if its spec changed."""
-        self.session_requests.register_default_application(name, spec, now)
-
     def stats(self) -> dict[str, float]:
         stats: dict[str, float] = {f"{k}_total": float(v) for k, v in self.counters.items()}
         task_counts: collections.Counter[str] = collections.Counter()
@@ -327,8 +384,3 @@ class Controller:
         stats["client_peers"] = float(len(self.clients))
         stats["client_peers_congested"] = float(len(self.clients.flow))
         return stats
-
-
-def random_suffix(length: int = 6) -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))

@@ -6,10 +6,11 @@ Pushes are coalesced: at most one every `interval` (0.25 s by default), whatever
 so the cost is bounded by the number of entities that changed, not by the number of changes;
 when nothing changed a small keep-alive (heartbeat ages, stats) still goes out every second.
 
-Changes are learnt from the records the controller commits (`note`, called before a record is
-applied, so removals can still name their node), plus a cheap check of node liveness, which
-also moves without records (the link's connection state). Subscriptions live as long as their
-peer (the controller forgets a peer silent for `client_ttl`). Nothing here changes state.
+Changes are learnt from the records committed (`note`: the turn tells its observers before a
+record is applied, so removals can still name their node), plus a cheap check of node liveness,
+which also moves without records (the link's connection state, read through `NodeFeed`).
+Subscriptions live as long as their peer (the controller forgets a peer silent for
+`client_ttl`). Nothing here changes state.
 
 Snapshots are built at the end of the turn, not in the request handler, and like every push
 never for a peer whose outgoing queue is congested (`Clients`): a subscriber that missed an
@@ -22,7 +23,7 @@ from __future__ import annotations
 import collections
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -30,19 +31,28 @@ from flamed.core import records as r
 from flamed.core.machines import InvalidTransition, Machine
 from flamed.core.machines.executor import EXECUTOR, ExecutorTrigger
 from flamed.core.machines.node import NODE, NodeTrigger
-from flamed.core.views import executor_view, session_view
+from flamed.core.state import ClusterState
+from flamed.core.turn import Turn
+from flamed.core.views import NodeViews, executor_view, session_view
 from protocol.frontend import ClusterEvent, ClusterSnapshot, ClusterUpdates, Message, SubscribeCluster
 from protocol.types import Session, SessionState, TaskState
-
-if TYPE_CHECKING:
-    from flamed.core.controller import Controller
-    from flamed.core.turn import Now
 
 #: Bounds on what a client may ask for and what the server keeps.
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 5.0
 KEEPALIVE = 1.0
 EVENTS_KEPT = 500
 EVENTS_PER_PUSH = 200
+
+#: The controller's statistics, as `GetStats` shows them.
+Stats = Callable[[], dict[str, float]]
+
+
+class NodeFeed(NodeViews, Protocol):
+    """What a subscription reads of the nodes beyond their views (the node links answer)."""
+
+    def link_mark(self, name: str) -> tuple[object, ...]: ...
+
+    def heartbeat_ages(self, now: float) -> dict[str, float]: ...
 
 
 class Subscriber:
@@ -93,9 +103,9 @@ class Subscriptions:
         self.subscribers[peer] = Subscriber(peer, client, request)
         self.per_client[client] += 1
 
-    def _snapshot(self, subscriber: Subscriber, ctl: Controller, now: Now) -> ClusterSnapshot:
+    def _snapshot(self, subscriber: Subscriber, turn: Turn, nodes: NodeFeed, stats: Stats) -> ClusterSnapshot:
         request = subscriber.request
-        state = ctl.state
+        state, now = turn.state, turn.now
         open_sessions = [s for s in state.sessions.values() if s.state is SessionState.Open]
         closed = sorted(
             (s for s in state.sessions.values() if s.state is not SessionState.Open),
@@ -105,11 +115,11 @@ class Subscriptions:
         events = list(self.events)[-max(0, request.events) :] if request.events > 0 else []
         return ClusterSnapshot(
             request_id=request.request_id,
-            nodes=ctl.links.node_views(state, now.mono),
+            nodes=nodes.node_views(state, now.mono),
             executors=[executor_view(state, e) for e in state.executors.values()],
             sessions=[_lean(session_view(s)) for s in open_sessions + keep_closed],
             events=events,
-            stats=ctl.stats(),
+            stats=stats(),
             server_time=now.wall,
         )
 
@@ -122,7 +132,7 @@ class Subscriptions:
 
     # ------------------------------------------------------------------ changes
 
-    def note(self, record: r.AnyRecord, ctl: Controller) -> None:
+    def note(self, record: r.AnyRecord, state: ClusterState) -> None:
         """A record is about to be applied: remember what it changes and the event it makes
         (events are kept even without subscribers, for the next one's snapshot)."""
         match record:
@@ -136,18 +146,18 @@ class Subscriptions:
                 self._event(record.time, "task", record.session_id, f"pending tasks Failed: {record.reason}")
             case r.TasksFinished():
                 self._sessions.add(record.session_id)
-                self._finished(record, ctl)
+                self._finished(record, state)
             case r.TasksRequeued():
                 self._sessions.add(record.session_id)
                 verb = "retried" if record.count_retry else "returned to the queue"
                 what = f"{_tasks(record.task_ids)} {verb}: {record.reason}"
                 self._event(record.time, "task", record.session_id, what)
             case r.ExecutorCreated() | r.ExecutorChanged() | r.ExecutorRemoved():
-                self._executor(record, ctl)
+                self._executor(record, state)
             case r.SessionCreated() | r.SessionClosed() | r.SessionDeleted() | r.SessionEventRecorded():
                 self._session(record)
             case r.NodeRegistered() | r.NodeChanged() | r.NodeRemoved():
-                self._node(record, ctl)
+                self._node(record, state)
             case r.NodeDrainChanged():
                 self._nodes.add(record.name)
                 what = ("drained" if record.drained else "undrained") + (f" ({record.reason})" if record.reason else "")
@@ -155,9 +165,9 @@ class Subscriptions:
             case _:
                 pass
 
-    def _executor(self, record: r.ExecutorCreated | r.ExecutorChanged | r.ExecutorRemoved, ctl: Controller) -> None:
+    def _executor(self, record: r.ExecutorCreated | r.ExecutorChanged | r.ExecutorRemoved, state: ClusterState) -> None:
         self._executors.add(record.executor_id)
-        executor = ctl.state.executors.get(record.executor_id)
+        executor = state.executors.get(record.executor_id)
         if isinstance(record, r.ExecutorCreated):
             self._nodes.add(record.node)
             self._event(record.time, "executor", record.executor_id, f"created on node {record.node}: Void")
@@ -184,13 +194,13 @@ class Subscriptions:
                 what = record.event.message or f"event {record.event.code}"
         self._event(record.time, "session", record.session_id, what)
 
-    def _node(self, record: r.NodeRegistered | r.NodeChanged | r.NodeRemoved, ctl: Controller) -> None:
+    def _node(self, record: r.NodeRegistered | r.NodeChanged | r.NodeRemoved, state: ClusterState) -> None:
         match record:
             case r.NodeRegistered():
                 name, what = record.info.name, f"registered (epoch {record.epoch}): Ready"
             case r.NodeChanged():
                 name = record.name
-                node = ctl.state.nodes.get(name)
+                node = state.nodes.get(name)
                 target = _next(NODE, node.state, NodeTrigger, record.trigger) if node else "?"
                 what = f"{record.trigger}: {target}" + (f" ({record.reason})" if record.reason else "")
             case r.NodeRemoved():
@@ -198,8 +208,8 @@ class Subscriptions:
         self._nodes.add(name)
         self._event(record.time, "node", name, what)
 
-    def _finished(self, record: r.TasksFinished, ctl: Controller) -> None:
-        session = ctl.state.sessions.get(record.session_id)
+    def _finished(self, record: r.TasksFinished, state: ClusterState) -> None:
+        session = state.sessions.get(record.session_id)
         failed = [f for f in record.tasks if f.state is TaskState.Failed]
         if failed:
             reason = failed[0].message or "no reason given"
@@ -219,12 +229,9 @@ class Subscriptions:
             self._new_events.append(event)
 
     @staticmethod
-    def _marks(ctl: Controller) -> dict[str, tuple[object, ...]]:
+    def _marks(state: ClusterState, nodes: NodeFeed) -> dict[str, tuple[object, ...]]:
         """What of each node can change without a record: its link."""
-        marks: dict[str, tuple[object, ...]] = {}
-        for name, node in ctl.state.nodes.items():
-            marks[name] = (node.state, node.drained, *ctl.links.link_mark(name))
-        return marks
+        return {name: (node.state, node.drained, *nodes.link_mark(name)) for name, node in state.nodes.items()}
 
     # ------------------------------------------------------------------ pushes
 
@@ -239,9 +246,11 @@ class Subscriptions:
         dirty = self._nodes or self._executors or self._sessions or self._new_events
         return self._last_push + (self.interval if dirty else KEEPALIVE)
 
-    def collect(self, ctl: Controller, now: Now) -> list[tuple[bytes, Message]]:
+    def collect(
+        self, turn: Turn, nodes: NodeFeed, stats: Stats, congested: Callable[[bytes], bool]
+    ) -> list[tuple[bytes, Message]]:
         """The pushes due now: a snapshot for each stale subscriber that reads, and when the
-        interval is up one `ClusterUpdates` for each other one; nothing for congested peers
+        interval is up one `ClusterUpdates` for each other one; nothing for `congested` peers
         (they become stale)."""
         if not self.subscribers:
             self._nodes.clear()
@@ -249,37 +258,37 @@ class Subscriptions:
             self._sessions.clear()
             self._new_events.clear()
             return []
-        congested = ctl.clients.congested
+        now = turn.now
         pushes: list[tuple[bytes, Message]] = []
         snapshots = set()
         for s in self.subscribers.values():
             if s.stale and not congested(s.peer):
-                pushes.append((s.peer, self._snapshot(s, ctl, now)))
+                pushes.append((s.peer, self._snapshot(s, turn, nodes, stats)))
                 s.stale = False
                 snapshots.add(s.peer)
         if now.mono < self._update_deadline():
             return pushes
         self._last_push = now.mono
-        update = self._build(ctl, now)
+        update = self._build(turn, nodes, stats)
         for s in self.subscribers.values():
             if s.peer in snapshots:
                 continue
             if congested(s.peer):
                 if not s.stale:
-                    ctl.counters["cluster_updates_skipped"] += 1
+                    turn.count("cluster_updates_skipped")
                 s.stale = True
                 continue
             pushes.append((s.peer, msgspec.structs.replace(update, request_id=s.request_id)))
         return pushes
 
-    def _build(self, ctl: Controller, now: Now) -> ClusterUpdates:
-        state = ctl.state
-        marks = self._marks(ctl)
-        nodes = self._nodes | {n for n, mark in marks.items() if self._node_marks.get(n) != mark}
+    def _build(self, turn: Turn, nodes: NodeFeed, stats: Stats) -> ClusterUpdates:
+        state, now = turn.state, turn.now
+        marks = self._marks(state, nodes)
+        changed = self._nodes | {n for n, mark in marks.items() if self._node_marks.get(n) != mark}
         self._node_marks = marks
-        update = ClusterUpdates(stats=ctl.stats(), server_time=now.wall)
-        for name in sorted(nodes):
-            view = ctl.links.node_view(state, name, now.mono)
+        update = ClusterUpdates(stats=stats(), server_time=now.wall)
+        for name in sorted(changed):
+            view = nodes.node_view(state, name, now.mono)
             if view is None:
                 update.removed_nodes.append(name)
             else:
@@ -297,7 +306,7 @@ class Subscriptions:
             else:
                 update.sessions.append(_lean(session_view(session)))
         update.events = self._new_events[-EVENTS_PER_PUSH:]
-        update.heartbeat_ages = ctl.links.heartbeat_ages(now.mono)
+        update.heartbeat_ages = nodes.heartbeat_ages(now.mono)
         self._nodes, self._executors, self._sessions, self._new_events = set(), set(), set(), []
         return update
 

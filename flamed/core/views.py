@@ -4,10 +4,20 @@ functions of entries (plus a node's link and `now` for its liveness)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from flamed.core.node_link import LinkView
 from flamed.core.state import TASK_EVENT_CODES, ClusterState, ExecutorEntry, SessionEntry, TaskEntry
 from protocol import backend as be
 from protocol.types import Event, Executor, Node, ResourceRequirement, Session, Task, TaskState
+
+
+class NodeViews(Protocol):
+    """Where the views of nodes come from (the node links: a node's view needs its link)."""
+
+    def node_view(self, state: ClusterState, name: str, now: float) -> Node | None: ...
+
+    def node_views(self, state: ClusterState, now: float) -> list[Node]: ...
 
 
 def session_view(session: SessionEntry) -> Session:
@@ -42,7 +52,7 @@ def task_events(task: TaskEntry) -> list[Event]:
     return events
 
 
-def task_view(session_id: str, task: TaskEntry, include_data: bool = True, include_events: bool = True) -> Task:
+def task_view(session_id: str, task: TaskEntry, *, include_data: bool = True, include_events: bool = True) -> Task:
     """The wire view of `task`; watch pushes leave out the events (GetTask gives them), which
     saves building and dropping them for every task update on the hot path."""
     return Task(

@@ -28,6 +28,7 @@ import collections
 from collections.abc import Callable, Collection, Iterator, Mapping
 
 from flamed.core import pages
+from flamed.core import records as r
 from flamed.core.state import ClusterState, SessionEntry
 from flamed.core.views import task_view
 from protocol.frontend import TaskUpdates
@@ -56,12 +57,13 @@ class Watch:
         "terminal_only",
     )
 
-    def __init__(  # noqa: PLR0917 - a plain record
+    def __init__(
         self,
         peer: bytes,
         request_id: int,
         session_id: str,
         remaining: set[int] | None,
+        *,
         include_data: bool,
         terminal_only: bool = False,
         client: bytes = b"",
@@ -241,6 +243,11 @@ class Watches:
         for watch in list(self.by_peer.get(peer, {}).values()):
             self._drop(watch)
 
+    def note(self, record: r.AnyRecord, state: ClusterState) -> None:
+        """A record is about to be applied (`Turn.commit`): a session's watches end with it."""
+        if isinstance(record, r.SessionDeleted):
+            self.drop_session(record.session_id)
+
     def drop_session(self, session_id: str) -> None:
         """The session is being deleted: its watches are over (and must not keep it alive)."""
         for watch in list(self.by_session.get(session_id, ())):
@@ -324,7 +331,7 @@ class Watches:
 
         def view(task_id: int) -> Task:
             # pushes carry state and message; GetTask gives the events
-            return task_view(session_id, tasks_list[task_id - 1], include_data, False)
+            return task_view(session_id, tasks_list[task_id - 1], include_data=include_data, include_events=False)
 
         tasks, size = pages.page(watch.ids(), view, self.max_page_tasks, self.max_page_bytes)
         watch.consumed(len(tasks))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import msgspec
 
+from flamed import __version__
 from flamed.config import Config, is_local_endpoint
 from flamed.core.config import CoreConfig
 from flamed.core.controller import Controller
@@ -119,6 +120,7 @@ def core_config(config: Config, cache_endpoint: str | None = None) -> CoreConfig
         max_page_bytes=config.limits.max_page_bytes,
         cluster_name=config.cluster.name,
         cache_endpoint=cache_endpoint or config.cache.endpoint,
+        server_version=__version__,
     )
 
 
