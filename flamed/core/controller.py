@@ -38,8 +38,8 @@ from flamed.core.cluster_requests import ClusterRequests
 from flamed.core.config import CoreConfig
 from flamed.core.dispatch import Dispatcher
 from flamed.core.identity import PLAIN, Sender
-from flamed.core.links import RECOVERY_COUNTERS, LinksCheckpoint, NodeLinks
-from flamed.core.node_link import LinkView
+from flamed.core.links import RECOVERY_COUNTERS, NodeLinks
+from flamed.core.node_link import LinksCheckpoint, LinkView
 from flamed.core.requests import READS, RequestError
 from flamed.core.session_requests import SessionRequests
 from flamed.core.state import ClusterState

@@ -14,12 +14,8 @@ Rules that keep a stale peer from corrupting state:
   that leaves a gap in the sequence, is refused with `Error(Reregister)`;
 - a node silent for `heartbeat_interval * heartbeat_liveness` goes Unknown and its drain timer
   starts; when it runs out the node is cleaned up and its executors are lost (tasks retried);
-- nobody is judged right after the session manager itself did not run: ticks come at least
-  every heartbeat interval, so a longer gap means it was paused (or one turn was very long),
-  and what the nodes sent meanwhile waits unread, perhaps not even taken from the kernel yet.
-  It then listens for as long as a node may be silent before judging silence or drains (once:
-  the tick that ends the listening judges even if it is late too, so an overloaded session
-  manager still finds dead nodes);
+- nobody is judged right after the session manager itself did not run (stalls.py): it first
+  listens for as long as a node may be silent;
 - commands for a node that is not Connected are dropped: the snapshot at its next
   registration carries the desired state;
 - who may speak for a node is decided in `identity` (its executor manager's secret, its CURVE
@@ -34,8 +30,7 @@ Rules that keep a stale peer from corrupting state:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import assert_never
 
 from flamed.core import identity, registration, views
@@ -43,8 +38,10 @@ from flamed.core import records as r
 from flamed.core.config import CoreConfig
 from flamed.core.executor_reports import apply_reports, lose_executor
 from flamed.core.machines.connection import ConnectionTrigger
-from flamed.core.node_link import LinkView, NodeLink
-from flamed.core.state import ClusterState, NodeEntry
+from flamed.core.node_link import LinksCheckpoint, LinkView, NodeLink, Readiness
+from flamed.core.refusals import RefusalLog
+from flamed.core.stalls import Stalls
+from flamed.core.state import ClusterState
 from flamed.core.turn import Turn
 from protocol import backend as be
 from protocol.errors import ErrorCode
@@ -54,9 +51,6 @@ log = logging.getLogger("flamed.session_manager")
 
 #: Messages on a registered link (everything a node sends but its registration).
 LinkMessage = be.Heartbeat | be.Reports | be.Goodbye
-
-#: Seconds between two log lines about one kind of identity refusal (each one is counted).
-REFUSAL_LOG_INTERVAL = 1.0
 
 #: Recovery counters, in `GetStats` as `<name>_total` from the start (zero until they move).
 RECOVERY_COUNTERS = (
@@ -78,54 +72,13 @@ RECOVERY_COUNTERS = (
 )
 
 
-@dataclass(frozen=True)
-class LinksCheckpoint:
-    """The link table at the end of a durable turn: for each node name, the live link object
-    then and a copy of it as it was (see `NodeLinks.restore`)."""
-
-    links: Mapping[str, tuple[NodeLink, NodeLink]]
-
-
-class Readiness:
-    """Which nodes may be given new work, read by the dispatcher at the end of a loop turn
-    (its `NodeReadiness`): Ready with a Connected link, executor manager not stopping."""
-
-    __slots__ = ("_links", "_nodes")
-
-    def __init__(self, links: Mapping[str, NodeLink], nodes: Mapping[str, NodeEntry]) -> None:
-        self._links = links
-        self._nodes = nodes
-
-    def is_ready(self, node: str) -> bool:
-        link = self._links.get(node)
-        entry = self._nodes.get(node)
-        return (
-            link is not None
-            and link.connection is ConnectionState.Connected
-            and entry is not None
-            and entry.state is NodeState.Ready
-        )
-
-    def is_stopping(self, node: str) -> bool:
-        link = self._links.get(node)
-        return link is not None and link.stopping
-
-    def supports(self, node: str, feature: str) -> bool:
-        link = self._links.get(node)
-        return link is not None and feature in link.features
-
-
 class NodeLinks:
     def __init__(self, config: CoreConfig) -> None:
         self.config = config
         self._links: dict[str, NodeLink] = {}
         self._by_peer: dict[bytes, NodeLink] = {}
-        self._last_tick: float | None = None
-        #: after a stall: no judging until then (see the module rules)
-        self._listen_until: float | None = None
-        #: identity refusals: when each counter may be logged again, and how many were not
-        self._refusal_log_at: dict[str, float] = {}
-        self._refusals_unlogged: dict[str, int] = {}
+        self._stalls = Stalls(config.heartbeat_interval, self._silence_limit)
+        self._refusals = RefusalLog()
 
     @property
     def _silence_limit(self) -> float:
@@ -267,18 +220,13 @@ class NodeLinks:
 
     def _refuse_identity(self, turn: Turn, peer: bytes, counter: str, message: str) -> None:
         """A message that may not speak for the node it names: answered and counted, each one;
-        logged at most once per `REFUSAL_LOG_INTERVAL` for each counter (a flood of forgeries
-        must not fill the disk), with how many went unlogged since."""
+        logged rate-limited (refusals.py: a flood of forgeries must not fill the disk)."""
         turn.count(counter)
         self._refuse(turn, peer, ErrorCode.Unauthorized, message)
-        now = turn.now.mono
-        if now < self._refusal_log_at.get(counter, float("-inf")):
-            self._refusals_unlogged[counter] = self._refusals_unlogged.get(counter, 0) + 1
-            return
-        unlogged = self._refusals_unlogged.pop(counter, 0)
-        more = f" ({unlogged} more refused since the last such line)" if unlogged else ""
-        log.warning("backend: peer %r: %s%s", peer[:32], message, more)
-        self._refusal_log_at[counter] = now + REFUSAL_LOG_INTERVAL
+        unlogged = self._refusals.due(counter, turn.now.mono)
+        if unlogged is not None:
+            more = f" ({unlogged} more refused since the last such line)" if unlogged else ""
+            log.warning("backend: peer %r: %s%s", peer[:32], message, more)
 
     def _register(self, turn: Turn, peer: bytes, message: be.RegisterNode, sender: identity.Sender) -> None:
         name = message.node.name
@@ -365,15 +313,16 @@ class NodeLinks:
     # ------------------------------------------------------------------ timers
 
     def tick(self, turn: Turn) -> None:
+        """Judge the links: silent ones go Unknown, drains that ran out are cleaned up."""
         now = turn.now.mono
-        stalled = 0.0 if self._last_tick is None else now - self._last_tick
-        self._last_tick = now
-        if self._listen_until is not None:
-            if now < self._listen_until:
-                return
-            self._listen_until = None  # listened: judge now, even if this tick was late too
-        elif stalled > self._stall_limit:
-            self._listen(turn, stalled)
+        stalled = self._stalls.tick(now)
+        if stalled is not None:
+            if stalled:
+                turn.count("session_manager_stalls")
+                why = (
+                    "session manager: no turn for %.1fs (paused or overloaded); listening %.1fs before judging any node"
+                )
+                log.warning(why, stalled, self._silence_limit)
             return
         for link in list(self._links.values()):
             if link.connection is ConnectionState.Connected and now - link.last_seen > self._silence_limit:
@@ -401,22 +350,6 @@ class NodeLinks:
             if link.key and link.connection is ConnectionState.Connected and not allowed(link.key, link.name):
                 self._silence(turn, link, "its key was revoked")
 
-    @property
-    def _stall_limit(self) -> float:
-        # Ticks come at least every heartbeat interval while there are links (heartbeats fall
-        # due); twice that, and at least a second, is a gap no busy turn explains.
-        return max(1.0, 2 * self.config.heartbeat_interval)
-
-    def _listen(self, turn: Turn, stalled: float) -> None:
-        """This process did not run for `stalled` seconds: hear the nodes out before judging."""
-        turn.count("session_manager_stalls")
-        self._listen_until = turn.now.mono + self._silence_limit  # as long as any node may be silent
-        log.warning(
-            "session manager: no turn for %.1fs (paused or overloaded); listening %.1fs before judging any node",
-            stalled,
-            self._silence_limit,
-        )
-
     def _close(self, turn: Turn, link: NodeLink, trigger: ConnectionTrigger, reason: str) -> None:
         link.move(trigger)
         del self._links[link.name]
@@ -434,12 +367,8 @@ class NodeLinks:
         turn.schedule_soon()
 
     def next_deadline(self) -> float:
-        deadlines = [float("inf")]
+        deadlines = [self._stalls.next_deadline(watching=bool(self._links))]
         interval = self.config.heartbeat_interval
-        if self._links and self._last_tick is not None:
-            deadlines.append(self._last_tick + interval)  # the tick rhythm a stall is told by
-        if self._listen_until is not None:
-            deadlines.append(self._listen_until)
         for link in self._links.values():
             if link.connection is ConnectionState.Connected:
                 deadlines.append(link.last_seen + self._silence_limit + 0.001)

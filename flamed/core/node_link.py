@@ -4,16 +4,21 @@ A link is the volatile side of a node's connection: routing id, epoch, sequence 
 liveness and drain deadlines, the commands waiting for its next `Commands` frame. Its
 `connection` follows the connection table (machines/connection.py): it starts Connected and
 changes only to what `CONNECTION.next` returns. `NodeLinks` (links.py) owns every link; other
-parts and the daemon see one only as a `LinkView`, read-only.
+parts and the daemon see one only as a `LinkView`, read-only, and the dispatcher asks which
+nodes may get work through a `Readiness` view. A `LinksCheckpoint` is the link table as a
+durable turn left it (links.py `restore`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from flamed.core.machines.connection import CONNECTION, ConnectionTrigger
+from flamed.core.state import NodeEntry
 from protocol import backend as be
-from protocol.types import ConnectionState
+from protocol.types import ConnectionState, NodeState
 
 
 class LinkView(Protocol):
@@ -89,3 +94,40 @@ class NodeLink:
             setattr(twin, slot, getattr(self, slot))
         twin.commands = list(self.commands)
         return twin
+
+
+@dataclass(frozen=True)
+class LinksCheckpoint:
+    """The link table at the end of a durable turn: for each node name, the live link object
+    then and a copy of it as it was (see `NodeLinks.restore`)."""
+
+    links: Mapping[str, tuple[NodeLink, NodeLink]]
+
+
+class Readiness:
+    """Which nodes may be given new work, read by the dispatcher at the end of a loop turn
+    (its `NodeReadiness`): Ready with a Connected link, executor manager not stopping."""
+
+    __slots__ = ("_links", "_nodes")
+
+    def __init__(self, links: Mapping[str, NodeLink], nodes: Mapping[str, NodeEntry]) -> None:
+        self._links = links
+        self._nodes = nodes
+
+    def is_ready(self, node: str) -> bool:
+        link = self._links.get(node)
+        entry = self._nodes.get(node)
+        return (
+            link is not None
+            and link.connection is ConnectionState.Connected
+            and entry is not None
+            and entry.state is NodeState.Ready
+        )
+
+    def is_stopping(self, node: str) -> bool:
+        link = self._links.get(node)
+        return link is not None and link.stopping
+
+    def supports(self, node: str, feature: str) -> bool:
+        link = self._links.get(node)
+        return link is not None and feature in link.features
