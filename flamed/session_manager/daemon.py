@@ -308,9 +308,9 @@ class SessionManager:
         if self.keys is not None:
             clients, nodes = self.keys.refresh(self.loop.turns)
             if clients or nodes:
-                self._keys_changed(clients, nodes)
+                self._keys_changed(clients=clients, nodes=nodes)
 
-    def _keys_changed(self, clients: bool, nodes: bool) -> None:
+    def _keys_changed(self, *, clients: bool, nodes: bool) -> None:
         """Revocations take effect at once: nodes whose key went go silent, clients whose key
         went lose their watches and subscriptions (keys.py)."""
         assert self.keys is not None
@@ -379,9 +379,8 @@ class SessionManager:
             self._bad_frames.log("frontend", exc.message, peer)
             ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]), now)
             return
-        before = len(ctl.outbox.records)
-        ctl.handle_client(peer, request, now, b"key:" + user.encode() if user else peer)
-        self.guard.request_handled(peer, request, len(ctl.outbox.records) != before)
+        changed = ctl.handle_client(peer, request, now, b"key:" + user.encode() if user else peer)
+        self.guard.request_handled(peer, request, changed=changed)
 
     def _tick(self) -> None:
         # Read what executor managers sent before judging their silence: a busy loop must never
@@ -427,7 +426,7 @@ class SessionManager:
         if outflow:
             outflow.retry()  # what waits goes before anything new
         for peer, reply in outbox.replies:
-            outflow.send(peer, [peer, header, encode(reply)], isinstance(reply, PUSHES))
+            outflow.send(peer, [peer, header, encode(reply)], push=isinstance(reply, PUSHES))
         self._report_flow()
 
     def _retry_backlogs(self) -> None:

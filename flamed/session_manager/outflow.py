@@ -55,7 +55,7 @@ class Outflow:
     def queued_bytes(self) -> int:
         return sum(b.size for b in self.backlogs.values())
 
-    def send(self, peer: bytes, frames: list[bytes], push: bool) -> None:
+    def send(self, peer: bytes, frames: list[bytes], *, push: bool) -> None:
         """Send now, or keep for later (see the module rules); `frames` start with `peer`."""
         backlog = self.backlogs.get(peer)
         if backlog is None:

@@ -69,7 +69,8 @@ class TurnGuard:
         self._writes.clear()
         self._reads.clear()
 
-    def request_handled(self, peer: bytes, request: fe.ClientRequest, changed: bool) -> None:
+    def request_handled(self, peer: bytes, request: fe.ClientRequest, *, changed: bool) -> None:
+        """The daemon served `request` of `peer` in this turn; `changed`: it committed a record."""
         if changed or type(request) not in READ_ONLY:
             self._writes.add((peer, request.request_id))
         else:
