@@ -17,12 +17,14 @@ from typing import Literal
 import msgspec
 import platformdirs
 
+from protocol.errors import FlameBaseError
+
 DEFAULT_FRONTEND = "tcp://127.0.0.1:8080"
 DEFAULT_BACKEND = "tcp://127.0.0.1:8081"
 DEFAULT_CACHE = "tcp://127.0.0.1:8082"
 
 
-class ConfigError(Exception):
+class ConfigError(FlameBaseError):
     """The config file or a command-line value is not acceptable; the message says why."""
 
 

@@ -28,10 +28,12 @@ import pwd
 import stat
 from pathlib import Path
 
+from protocol.errors import FlameBaseError
+
 PRIVATE_MODE = 0o700
 
 
-class UnsafeDirectory(Exception):
+class UnsafeDirectory(FlameBaseError):
     """The directory cannot be trusted; the message says why and what to run."""
 
 

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from protocol import backend, frontend, instance
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, FlameBaseError
 from protocol.nesting import MAX_DEPTH, bounded, too_deep
 from protocol.shapes import Shapes
 
@@ -39,7 +39,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 T = TypeVar("T")
 
 
-class FrameError(Exception):
+class FrameError(FlameBaseError):
     """A received message could not be accepted; `code` says why."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

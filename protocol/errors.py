@@ -1,7 +1,49 @@
-"""Error codes carried by `Error` replies on every link.
+"""Error codes carried by `Error` replies on every link, and the root of Flame's exceptions.
 
 A peer that sends something the receiver cannot accept gets an `Error` with one of these codes
 and a message saying what was wrong and, where it helps, what to do next.
+
+Every exception Flame raises on purpose derives from `FlameBaseError`. It lives here because
+this package imports nothing of ours, so every other package (the core, the daemons, the SDK,
+the TUI) may derive from it. The whole tree, with where each class lives:
+
+    FlameBaseError            raised on purpose by Flame; `except FlameBaseError` catches them all
+     +-- FrameError           protocol.codec: a received frame does not decode (`code`, `message`);
+     |                        answered with an `Error`, counted, never fatal
+     +-- RequestError         flamed.core.requests: a client request cannot be served (`code`,
+     |                        `message`); the controller answers it with an `Error`
+     +-- InvalidTransition    flamed.core.machines: a move its table does not allow; a bug of
+     |                        ours (peer input is checked with `allows` first), never caught
+     +-- SnapshotFormatError  flamed.core.snapshot: a snapshot this version cannot read (also
+     |                        a ValueError)
+     +-- StorageError         flamed.storage.errors: a write, fsync, rename or delete in the
+     |    |                   state directory failed (the request fails, memory equals disk)
+     |    +-- CorruptLogError damage before the log's tail: the daemon must not start
+     |    +-- LockedError     another process holds the state directory
+     +-- CacheError           flamed.object_cache.index: a request the object cache refuses
+     |                        (`code`, `message`)
+     +-- ConfigError          flamed.config: the config file or a flag is not acceptable
+     +-- SecurityError        flamed.transport.security: a key file is missing, malformed or unsafe
+     +-- SettingsError        flamed.transport.settings: a client's configuration cannot be used
+     +-- UnsafeDirectory      flamed.private_dirs: a directory that cannot be trusted
+     +-- InstanceStartError   flamed.executor_manager.instances: an instance process cannot start
+     +-- Fatal                flamed.executor_manager.manager: the executor manager cannot go on
+     +-- Misbehaviour         flamed.executor_manager.conduct: an instance broke the instance
+     |                        protocol (it is killed; its bind or running task fails)
+     +-- UsageError           flamed.cli.flmctl: the command line does not say what to do
+     +-- Stopped              flamed.cli.cluster: Ctrl-C or SIGTERM while the cluster starts
+     +-- FlameError           flamed.client.errors: an SDK call failed (flamepy's name; `code` is
+          |                   a FlameErrorCode, `server_code` the session manager's ErrorCode)
+          +-- CacheCallError  flamed.client.cache_channel: an object-cache call failed (also a
+                              ValueError, as flamepy raises for cache failures)
+
+Not in the tree: `flamed.transport.TransportError`, which is pyzmq's `ZMQError` under the name
+the rest of the code catches it by (only the transport imports zmq).
+
+Rules: a new exception class derives from `FlameBaseError` or from one of its children, and is
+drawn here (tests/unit/test_errors.py checks both); errors a peer causes carry an `ErrorCode`;
+a broken invariant of our own is a plain `AssertionError` or `InvalidTransition`, never
+swallowed.
 """
 
 from __future__ import annotations
@@ -37,3 +79,8 @@ class ErrorCode(enum.StrEnum):
     Unauthorized = "Unauthorized"
     #: A bug or an unexpected failure in the session manager.
     Internal = "Internal"
+
+
+class FlameBaseError(Exception):
+    """The root of every exception Flame raises on purpose (the tree is in this module's
+    docstring). Nothing raises it directly."""

@@ -36,6 +36,7 @@ from flamed.config import DEFAULT_CACHE, DEFAULT_FRONTEND, Config
 from flamed.lifeline import parent_death_signal
 from flamed.transport import close, connect_dealer, context, drain, try_send
 from protocol import codec, frontend
+from protocol.errors import FlameBaseError
 
 STOP_TIMEOUT = 15.0
 READY_TIMEOUT = 30.0
@@ -119,7 +120,7 @@ class Child:
         return self.tail[-1] if self.tail else "it said nothing on stderr"
 
 
-class Stopped(Exception):
+class Stopped(FlameBaseError):
     """Ctrl-C or SIGTERM arrived while the cluster was starting."""
 
 

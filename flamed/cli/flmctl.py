@@ -51,6 +51,7 @@ from flamed.client.session import iter_wire_tasks
 from flamed.client.text import printable
 from flamed.core.validation import RANGES
 from protocol import frontend as fe
+from protocol.errors import FlameBaseError
 from protocol.resources import parse_resreq
 from protocol.types import Application, ResourceRequirement
 
@@ -86,7 +87,7 @@ __all__ = [
 ]
 
 
-class UsageError(Exception):
+class UsageError(FlameBaseError):
     """The command line does not say what to do (exit 2, like argparse's own errors)."""
 
 

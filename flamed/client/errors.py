@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, FlameBaseError
 
 
 class FlameErrorCode(enum.IntEnum):
@@ -25,7 +25,7 @@ class FlameErrorCode(enum.IntEnum):
     NOT_FOUND = 5
 
 
-class FlameError(Exception):
+class FlameError(FlameBaseError):
     """A failed SDK call; `code` says what kind of failure, `message` what happened."""
 
     def __init__(self, code: FlameErrorCode, message: str, server_code: ErrorCode | None = None) -> None:

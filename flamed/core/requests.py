@@ -15,7 +15,7 @@ raises `RequestError` before it commits anything, so the controller answers it w
 from __future__ import annotations
 
 from protocol import frontend as fe
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, FlameBaseError
 
 #: Requests that only read: not even built for a client whose replies pile up unread, and
 #: answered again from the re-read state after a rolled-back turn.
@@ -38,7 +38,7 @@ READS: frozenset[type] = frozenset(
 )
 
 
-class RequestError(Exception):
+class RequestError(FlameBaseError):
     """A client request cannot be served; becomes an `Error` reply."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

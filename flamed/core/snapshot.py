@@ -22,6 +22,7 @@ from collections import deque
 import msgspec
 
 from flamed.core.state import ClusterState, ExecutorEntry, NodeEntry, SessionEntry, TaskEntry
+from protocol.errors import FlameBaseError
 from protocol.types import (
     Application,
     Event,
@@ -111,7 +112,7 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(StateSnapshot)
 
 
-class SnapshotFormatError(ValueError):
+class SnapshotFormatError(FlameBaseError, ValueError):
     """The bytes are not a snapshot this version can read; the message says why."""
 
 

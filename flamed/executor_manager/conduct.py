@@ -31,6 +31,7 @@ import enum
 
 from flamed.executor_manager.executors import LocalExecutor, Phase
 from protocol import instance as im
+from protocol.errors import FlameBaseError
 
 #: Kills for misbehaviour of one session's instances on this node before its binds are refused.
 MISBEHAVIOUR_LIMIT = 3
@@ -38,7 +39,7 @@ MISBEHAVIOUR_LIMIT = 3
 MAX_STRUCK_SESSIONS = 4096
 
 
-class Misbehaviour(Exception):
+class Misbehaviour(FlameBaseError):
     """An instance broke the instance protocol; the message says what it did."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from flamed.lifeline import parent_death_signal
 from protocol.backend import ApplicationContext
+from protocol.errors import FlameBaseError
 
 
 def expand(text: str) -> str:
@@ -31,7 +32,7 @@ def expand(text: str) -> str:
     return text.replace("${FLAME_PYTHON}", sys.executable)
 
 
-class InstanceStartError(Exception):
+class InstanceStartError(FlameBaseError):
     """The instance process could not be started; the message says why."""
 
 

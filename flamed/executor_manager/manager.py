@@ -47,14 +47,14 @@ from flamed.transport.security import client_curve
 from protocol import backend as be
 from protocol import codec
 from protocol.codec import FrameError
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, FlameBaseError
 
 log = logging.getLogger("flamed.executor_manager")
 
 _TICK = 0.1
 
 
-class Fatal(Exception):
+class Fatal(FlameBaseError):
     """The executor manager cannot go on (e.g. protocol version mismatch); exit non-zero."""
 
 

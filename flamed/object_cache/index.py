@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from flamed.storage.objects import BASE, DELTA, StoredPart
 from protocol.cache import WriteKind, matches
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, FlameBaseError
 
 
-class CacheError(Exception):
+class CacheError(FlameBaseError):
     """A request the cache refuses; `code` and `message` go back to the client."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

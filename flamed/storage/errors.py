@@ -1,4 +1,4 @@
-"""The storage error tree.
+"""The storage error tree (a branch of Flame's, whose root is protocol.errors.FlameBaseError).
 
     StorageError            a write, fsync, rename or delete in the state directory failed;
      |                      the message names the operation, the file and the OS error
@@ -12,8 +12,10 @@ exactly as it was before the batch, and later commits may succeed once the cause
 
 from __future__ import annotations
 
+from protocol.errors import FlameBaseError
 
-class StorageError(Exception):
+
+class StorageError(FlameBaseError):
     """A write, fsync or rename in the state directory failed; the message says what and where."""
 
 

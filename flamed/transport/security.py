@@ -40,6 +40,7 @@ import zmq.utils.z85
 
 from flamed.config import SecurityConfig
 from flamed.transport.refusal_log import RefusalLog
+from protocol.errors import FlameBaseError
 
 log = logging.getLogger("flamed.security")
 
@@ -48,7 +49,7 @@ CLIENTS = "clients"
 NODES = "nodes"
 
 
-class SecurityError(Exception):
+class SecurityError(FlameBaseError):
     """A key file is missing, malformed or unsafe; the message says what to do."""
 
 

@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass
 
 from flamed.transport.security import ClientCurve, SecurityError, client_curve
+from protocol.errors import FlameBaseError
 
 
-class SettingsError(Exception):
+class SettingsError(FlameBaseError):
     """The client configuration cannot be used; the message says what to fix."""
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
+from protocol.errors import FlameBaseError
+
 S = TypeVar("S")
 T = TypeVar("T")
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(FlameBaseError):
     def __init__(self, machine: str, state: object, trigger: object) -> None:
         super().__init__(f"{machine}: trigger {trigger!s} is not allowed in state {state!s}")
         self.machine = machine
