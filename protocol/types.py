@@ -1,7 +1,8 @@
 """Shared entity types and state enums of the Flame wire protocol.
 
 These Structs describe what the session manager reports about applications, sessions, tasks,
-nodes and executors. They are plain data: no behaviour, no imports of our own packages.
+nodes and executors. They are plain data, no imports of our own packages; the one behaviour
+is flamepy's `ResourceRequirement.from_string` (the format is described in resources.py).
 
 Rules (see PROTOCOL.md, "Evolution"): a new field always has a default; a field is never
 retyped or reused; enum values keep Flame's spelling because users and logs show them.
@@ -11,6 +12,7 @@ Timestamps are Unix milliseconds (int); durations are seconds (float).
 from __future__ import annotations
 
 import enum
+import re
 
 import msgspec
 
@@ -81,10 +83,40 @@ class ResourceRequirement(msgspec.Struct, kw_only=True, omit_defaults=True, froz
     @classmethod
     def from_string(cls, text: str) -> ResourceRequirement:
         """flamepy's parser: "cpu=2,mem=4Gi,gpu=0" (omitted keys keep their defaults); raises
-        ValueError naming the bad entry."""
-        from protocol.resources import parse_resreq  # resources.py imports this module
+        ValueError naming the bad entry. The format is described in resources.py."""
+        fields: dict[str, int] = {}
+        for entry in text.split(","):
+            key, sep, value = entry.partition("=")
+            key = key.strip().lower()
+            if not sep or not key or not value.strip() or "=" in value:
+                raise ValueError(f"bad resource entry {entry!r} in {text!r}; expected key=value")
+            if key == "cpu":
+                fields["cpu"] = _count(value, entry)
+            elif key in ("mem", "memory"):
+                fields["memory"] = parse_size(value)
+            elif key == "gpu":
+                fields["gpu"] = _count(value, entry)
+            else:
+                raise ValueError(f"unknown resource {key!r} in {text!r}; expected cpu, mem or gpu")
+        return cls(**fields)
 
-        return parse_resreq(text)
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgtp]?)(?:i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as "512Mi", "1G", "2048"; raises ValueError."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"bad size {text!r}; expected a number with an optional unit such as 512Mi or 2G")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _count(value: str, entry: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError(f"bad resource entry {entry!r}; expected a whole number")
+    return int(value)
 
 
 class ApplicationSchema(Struct):
