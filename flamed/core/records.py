@@ -1,8 +1,8 @@
 """Durable records: every change to the session manager's state is one of these.
 
-The controller never mutates state directly: it builds a record and calls
-`ClusterState.apply(record)`, and the same record goes to the write-ahead log (the `Persist`
-effect). Replaying the log through `apply` therefore rebuilds exactly the state that was
+No part of the core mutates state directly: it builds a record and commits it
+(`Turn.commit`, which calls `ClusterState.apply(record)`), and the same record goes to the
+write-ahead log. Replaying the log through `apply` therefore rebuilds exactly the state that was
 acknowledged (invariant I8). Records are batched where tasks are concerned (one record for
 many created, dispatched or finished tasks) so the log keeps up with the task rate.
 

@@ -1,7 +1,7 @@
 """Executor placement: which sessions get executors, on which nodes (DESIGN 7, FLAME.md 2.5).
 
-A pure function: `plan(view, now)` reads a snapshot and returns decisions; the controller turns
-them into records and commands. Flame's three actions, in their intended order:
+A pure function: `plan(view, now)` reads a snapshot and returns decisions; the dispatcher
+(dispatch.py) turns them into records and commands. Flame's three actions, in their intended order:
 
 - Dispatch/Allocate (one step here): sessions are served in order of higher priority first,
   then lower dominant share (DRF), then age. A session below its demand first gets a free Idle
