@@ -284,7 +284,7 @@ class SessionRequests:
         if request.watch:
             self._check_watch_room(turn, peer, client, request.request_id, count)
             self._watch_results(turn, peer, client, request, task_ids)
-            turn.state.touched.setdefault(session.id, set()).update(task_ids)  # the terminal ones now
+            turn.state.touch(session.id, task_ids)  # the terminal ones are pushed now
         return fe.TasksCreated(session_id=session.id, task_ids=task_ids)
 
     def _watch_results(

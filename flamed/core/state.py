@@ -191,7 +191,9 @@ class ClusterState:
             case r.NodeDrainChanged():
                 self.nodes[record.name].drained = record.drained
 
-    def _touch(self, session_id: str, task_ids: list[int]) -> None:
+    def touch(self, session_id: str, task_ids: list[int]) -> None:
+        """Mark tasks of the session as changed for the watches (`apply` does for every record;
+        a repeated `CreateTasks{watch}` does without a record, to have results pushed again)."""
         touched = self.touched.get(session_id)
         if touched is None:
             touched = self.touched[session_id] = set()
@@ -212,7 +214,7 @@ class ClusterState:
         ids = [t.id for t in new]
         session.pending.extend(ids)
         session.counts[TaskState.Pending] += len(new)
-        self._touch(session.id, ids)
+        self.touch(session.id, ids)
 
     def _tasks_dispatched(self, record: r.TasksDispatched) -> None:
         session = self.sessions[record.session_id]
@@ -233,7 +235,7 @@ class ClusterState:
                 pending.popleft()
         else:
             session.pending = deque(t for t in pending if t not in dispatched)
-        self._touch(session.id, record.task_ids)
+        self.touch(session.id, record.task_ids)
 
     def _tasks_finished(self, record: r.TasksFinished) -> None:
         session = self.sessions[record.session_id]
@@ -245,7 +247,7 @@ class ClusterState:
             task.message = finish.message
             task.completion_time = record.time
             self._release_task(task)
-        self._touch(session.id, [f.task_id for f in record.tasks])
+        self.touch(session.id, [f.task_id for f in record.tasks])
 
     def _tasks_requeued(self, record: r.TasksRequeued) -> None:
         session = self.sessions[record.session_id]
@@ -257,7 +259,7 @@ class ClusterState:
                 task.retry_count += 1
                 task.add_event(Event(code=0, message=f"Task was retried: {record.reason}", creation_time=record.time))
             session.pending.appendleft(task_id)
-        self._touch(session.id, record.task_ids)
+        self.touch(session.id, record.task_ids)
 
     def _pending_failed(self, record: r.PendingTasksFailed) -> None:
         session = self.sessions[record.session_id]
@@ -269,7 +271,7 @@ class ClusterState:
             task.completion_time = record.time
         session.pending.clear()
         session.bind_paused = True
-        self._touch(session.id, failed)
+        self.touch(session.id, failed)
 
     def _release_task(self, task: TaskEntry) -> None:
         executor = self.executors.get(task.executor_id) if task.executor_id else None
@@ -286,7 +288,7 @@ class ClusterState:
             session._move(task, TASK.next(task.state, TaskTrigger.cancel))
             task.completion_time = record.time
         session.pending.clear()
-        self._touch(session.id, cancelled)
+        self.touch(session.id, cancelled)
 
     def _executor_changed(self, record: r.ExecutorChanged) -> None:
         executor = self.executors[record.executor_id]

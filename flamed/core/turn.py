@@ -88,7 +88,7 @@ class NodeCommands(Protocol):
 class Turn:
     """One input's view of the core (see the module rules)."""
 
-    __slots__ = ("_dispatch", "_nodes", "_observers", "config", "counters", "now", "outbox", "state")
+    __slots__ = ("_counters", "_dispatch", "_nodes", "_observers", "_outbox", "config", "now", "state")
 
     def __init__(
         self,
@@ -105,8 +105,8 @@ class Turn:
         self.state = state
         self.config = config
         self.now = now
-        self.outbox = outbox
-        self.counters = counters
+        self._outbox = outbox
+        self._counters = counters
         self._observers = observers
         self._dispatch = dispatch
         self._nodes = nodes
@@ -119,7 +119,7 @@ class Turn:
         for observer in self._observers:
             observer.note(record, state)
         state.apply(record)
-        self.outbox.records.append(record)
+        self._outbox.records.append(record)
 
     def send(self, node: str, command: be.ExecutorCommand) -> None:
         """Queue `command` for `node` (dropped unless its link is Connected: node links)."""
@@ -127,14 +127,14 @@ class Turn:
 
     def push_node(self, peer: bytes, message: be.Message) -> None:
         """A frame for backend peer `peer`, sent at the end of the loop turn."""
-        self.outbox.node_messages.append((peer, message))
+        self._outbox.node_messages.append((peer, message))
 
     def reply(self, peer: bytes, message: fe.Message) -> None:
         """A message for frontend peer `peer`, sent at the end of the loop turn."""
-        self.outbox.replies.append((peer, message))
+        self._outbox.replies.append((peer, message))
 
     def count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] += amount
+        self._counters[name] += amount
 
     # ------------------------------------------------------------------ the dispatcher's notes
 
