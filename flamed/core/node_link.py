@@ -88,11 +88,24 @@ class NodeLink:
         self.connection = CONNECTION.next(self.connection, trigger)
 
     def copy(self) -> NodeLink:
-        """The link as it is now, as a separate object (a checkpoint keeps these)."""
+        """The link as it is now, as a separate object (a checkpoint keeps these; it is taken
+        after every durable turn, for every link, so it is spelled out rather than a loop)."""
         twin = NodeLink.__new__(NodeLink)
-        for slot in NodeLink.__slots__:
-            setattr(twin, slot, getattr(self, slot))
+        twin.name = self.name
+        twin.peer = self.peer
+        twin.incarnation = self.incarnation
+        twin.epoch = self.epoch
+        twin.connection = self.connection
+        twin.last_seen = self.last_seen
+        twin.last_sent = self.last_sent
+        twin.send_seq = self.send_seq
+        twin.recv_seq = self.recv_seq
+        twin.ack = self.ack
+        twin.drain_deadline = self.drain_deadline
         twin.commands = list(self.commands)
+        twin.stopping = self.stopping
+        twin.features = self.features
+        twin.key = self.key
         return twin
 
 
