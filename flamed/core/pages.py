@@ -31,7 +31,7 @@ def task_bytes(task: Task) -> int:
     if task.output:
         size += len(task.output)
     if task.executor_id:
-        size += len(task.executor_id)
+        size += len(task.executor_id.encode())
     if task.message:
         size += len(task.message.encode())
     for event in task.events:
