@@ -14,13 +14,12 @@ is closed at interpreter exit. Errors are `FlameError` (see `flamed.client.error
 
 from __future__ import annotations
 
-import atexit
-import threading
 from typing import Any
 
 from flamed.client.cache import ObjectRef, delete_objects, get_object, patch_object, put_object, update_object
 from flamed.client.cluster_feed import ClusterFeed
 from flamed.client.connection import Connection, open_connection, session_spec, short_name
+from flamed.client.default import connect, connection, disconnect
 from flamed.client.errors import FlameError, FlameErrorCode
 from flamed.client.progress import progress
 from flamed.client.session import Session
@@ -65,6 +64,7 @@ __all__ = [
     "create_session",
     "delete_objects",
     "delete_session",
+    "disconnect",
     "get_application",
     "get_object",
     "get_session",
@@ -83,48 +83,6 @@ __all__ = [
     "update_application",
     "update_object",
 ]
-
-_lock = threading.Lock()
-_default: Connection | None = None
-
-
-def connect(addr: str | None = None, timeout: float | None = None) -> Connection:
-    """Connect the default connection to `addr` (see `open_connection`), replacing any other."""
-    global _default
-    connection = open_connection(addr, timeout=timeout)
-    with _lock:
-        old, _default = _default, connection
-    if old is not None:
-        old.close()
-    return connection
-
-
-def connection() -> Connection:
-    """The default connection, connected on first use."""
-    global _default  # noqa: PLW0603 - see connect()
-    with _lock:
-        if _default is not None and not _default.closed:
-            return _default
-    created = open_connection()
-    with _lock:
-        if _default is None or _default.closed:
-            _default = created
-            return created
-        current = _default
-    created.close()
-    return current
-
-
-def disconnect() -> None:
-    """Close the default connection (done at interpreter exit too)."""
-    global _default
-    with _lock:
-        old, _default = _default, None
-    if old is not None:
-        old.close()
-
-
-atexit.register(disconnect)
 
 
 class FlameContext:

@@ -167,7 +167,7 @@ def cache_endpoint() -> str:
     env = os.environ.get("FLAME_CACHE_ENDPOINT")
     if env:
         return env
-    from flamed.client import connection  # the default connection: connects on first use
+    from flamed.client.default import connection  # the default connection: connects on first use
 
     conn = connection()
     if not conn.cache_endpoint:
