@@ -281,10 +281,14 @@ class TasksReply(Message):
 class TaskUpdates(Message):
     """A push for a `WatchTasks` request: the tasks whose state changed (or, first, all of them).
     Paged like `TasksReply`; `more` says that further pages of this update follow at once (the
-    first push of a big watch is many pages)."""
+    first push of a big watch is many pages). `final`: the watch is over and nothing more comes
+    under this request id (its tasks are all terminal, its session closed, or, with `reason`
+    saying so, its session was deleted); a final push may carry no task."""
 
     tasks: list[Task]
     more: bool = False
+    final: bool = False
+    reason: str = ""
 
 
 class NodesReply(Message):

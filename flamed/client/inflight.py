@@ -5,7 +5,8 @@
 - a reply completes and forgets its request; an `Error` reply becomes a `FlameError`, on the
   future or on every sink of the batch;
 - a `TaskUpdates` push goes to the sinks of its watch; a sink that says it is done, or a task
-  in a terminal state, is dropped, and a watch with no sinks left is closed;
+  in a terminal state, is dropped, and a watch with no sinks left is closed; a `final` push
+  closes it whatever is left (those sinks fail with its reason);
 - an `Error` under a watch's request id (unknown session or task) ends the watch;
 - a `TasksCreated` for a batch that asked for results opens its watch under the same request
   id; `dispatch` returns it as an `OpenWatch` for the thread to follow; a second `TasksCreated`
@@ -134,6 +135,12 @@ class InFlight:
             watch = self.watches.get(request_id)
             if watch is not None:
                 self._on_updates(request_id, watch, reply.tasks)
+                if reply.final and request_id in self.watches:
+                    # The server ended the watch with tasks still unfinished here (their session
+                    # was deleted): nothing more will come for them.
+                    del self.watches[request_id]
+                    why = reply.reason or "the session manager ended the watch"
+                    _fail_watch(watch, FlameError(FlameErrorCode.INVALID_STATE, why))
                 return None
         if self.streams:
             stream = self.streams.get(request_id)

@@ -16,7 +16,11 @@ Rules:
   `FOLD_AFTER` into a *sweep*, a range of ids pushed again in order, so it holds O(1);
 - a watch on ids ends when every one of them was pushed terminal; a whole-session watch when
   its session is closed and everything is pushed; any watch when its session is deleted (a
-  watch belongs to the session *entry* it was opened on, not to a later session of that id);
+  watch belongs to the session *entry* it was opened on, not to a later session of that id).
+  Its end is said: its last page carries `final`, or an empty `TaskUpdates{final}` follows
+  (with `reason` when the session was deleted), so a client can tell an ended watch from a lost
+  connection. A watch forgotten with its peer, or ended by a rollback (answered with an error),
+  gets none;
 - the ids watched are counted per client and in all, for the limits; whole-session watches
   count none. A watch lives as long as its peer: it is forgotten with it (`drop_peer`).
 Nothing here touches state.
@@ -160,6 +164,8 @@ class Watches:
         self.total_watched = 0
         #: after `take_pushes`: a peer that may read still has pages due (push again soon)
         self.more = False
+        #: empty final pushes of watches that ended, sent with the next `take_pushes`
+        self.finals: list[tuple[bytes, TaskUpdates]] = []
 
     def __len__(self) -> int:
         return sum(len(w) for w in self.by_peer.values())
@@ -251,7 +257,12 @@ class Watches:
     def drop_session(self, session_id: str) -> None:
         """The session is being deleted: its watches are over (and must not keep it alive)."""
         for watch in list(self.by_session.get(session_id, ())):
-            self._drop(watch)
+            self._end(watch, f"session {session_id} was deleted")
+
+    def _end(self, watch: Watch, reason: str = "") -> None:
+        """Forget `watch` and tell its client it is over (an empty final push)."""
+        self._drop(watch)
+        self.finals.append((watch.peer, TaskUpdates(request_id=watch.request_id, tasks=[], final=True, reason=reason)))
 
     def end(self, keys: set[tuple[bytes, int]], sessions: Mapping[str, SessionEntry]) -> None:
         """After a turn was rolled back (`sessions` re-read from disk): forget the watches
@@ -289,16 +300,16 @@ class Watches:
             session = state.sessions.get(session_id)
             for watch in list(watches):
                 if session is None or watch.entry is not session:
-                    self._drop(watch)
+                    self._end(watch, f"session {session_id} was deleted")
                 elif watch.changed(task_ids, session):
                     self._due(watch)
                 elif not watch.has_work() and watch.finished(session):
-                    self._drop(watch)
+                    self._end(watch)
 
     def take_pushes(self, state: ClusterState, congested: Callable[[bytes], bool]) -> list[tuple[bytes, TaskUpdates]]:
         """The pages due now, for every peer that is not `congested`, within each peer's
         per-turn budget; finished watches end."""
-        pushes: list[tuple[bytes, TaskUpdates]] = []
+        pushes, self.finals = self.finals, []
         self.more = False
         for peer in list(self.due):
             if congested(peer):
@@ -309,20 +320,29 @@ class Watches:
                 session = state.sessions.get(watch.session_id)
                 if session is not watch.entry:
                     session = None  # deleted (and maybe created again): the watch is over
+                push: TaskUpdates | None = None
                 while session is not None and budget > 0 and watch.has_work():
                     push, size = self._page(session, watch)
                     pushes.append((peer, push))
                     budget -= size
                 if not watch.has_work() or session is None:
                     due.pop(watch, None)
-                    if session is None or watch.finished(session):
-                        self._drop(watch)
+                    if session is None:
+                        self._end(watch, f"session {watch.session_id} was deleted")
+                    elif watch.finished(session):
+                        if push is not None:
+                            push.final = True  # its last page says so
+                            self._drop(watch)
+                        else:
+                            self._end(watch)
                 if budget <= 0:
                     break
             if not due:
                 self.due.pop(peer, None)
             else:
                 self.more = True
+        pushes.extend(self.finals)  # ends noted while pushing (a deleted session's watches)
+        self.finals = []
         return pushes
 
     def _page(self, session: SessionEntry, watch: Watch) -> tuple[TaskUpdates, int]:

@@ -342,3 +342,20 @@ def test_a_repeated_tasks_created_leaves_the_open_watch_alone(conn: Connection, 
     session = conn.create_session("app")
     futures = [session.run(f"in-{i}".encode()) for i in range(20)]
     assert [f.result(10) for f in futures] == [f"in-{i}".encode()[::-1] for i in range(20)]
+
+
+@pytest.mark.timeout(20)
+def test_a_final_push_ends_a_watch_whose_tasks_are_unfinished(conn: Connection, fake: FakeSessionManager) -> None:
+    """The session manager says a watch is over (its session was deleted): the watcher fails
+    with that reason at once instead of waiting for updates that will never come."""
+    session = conn.create_session("app")
+
+    def ended(request: fe.WatchTasks) -> list[fe.Message]:
+        running = [Task(id=i, session_id=request.session_id, state=WireTaskState.Running) for i in request.task_ids]
+        return [fe.TaskUpdates(tasks=running), fe.TaskUpdates(tasks=[], final=True, reason="session s was deleted")]
+
+    fake.handlers[fe.WatchTasks] = ended
+    watcher = session.watch_task(1)
+    assert next(watcher).state is TaskState.RUNNING
+    with pytest.raises(FlameError, match="session s was deleted"):
+        next(watcher)
