@@ -14,9 +14,9 @@ Everything here is pure: no socket, no clock, no lock. The I/O thread sends what
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
 
 from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, StreamCommand, Watch
+from flamed.client.futures import TaskFuture
 from flamed.client.sinks import Sink, set_result
 from protocol import frontend as fe
 
@@ -91,8 +91,8 @@ def hand_out_ids(parts: list[Create], task_ids: list[int]) -> dict[int, list[Sin
         if part.sinks is not None:
             for task_id, sink in zip(ids, part.sinks, strict=True):
                 sinks[task_id] = [sink]
-                if type(sink) is Future:
-                    sink.task_id = task_id  # type: ignore[attr-defined]  # documented on Session.run
+                if isinstance(sink, TaskFuture):
+                    sink.task_id = task_id
         if part.future is not None:
             set_result(part.future, ids)
     return sinks

@@ -38,6 +38,7 @@ import msgspec
 from flamed.client.batching import batches, create_request, take_turn
 from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, Watch, fail_command
 from flamed.client.errors import FlameError, FlameErrorCode, no_reply, unreachable
+from flamed.client.futures import TaskFuture
 from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate, split_sinks
 from flamed.client.sinks import Sink
 from flamed.client.streams import Stream
@@ -133,7 +134,7 @@ class IoThread:
 
     def run(self, session_id: str, data: bytes | None) -> Future[Any]:
         """Create a task; the future completes as `complete_run` says."""
-        future: Future[Any] = Future()
+        future: Future[Any] = TaskFuture()
         self._submit(Run(session_id, data, future))
         return future
 

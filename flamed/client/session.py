@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from flamed.client.errors import FlameError, FlameErrorCode
+from flamed.client.futures import TaskFuture
 from flamed.client.io_thread import IoThread
 from flamed.client.types import SessionState, Task, TaskState, task_from_wire, to_datetime
 from protocol import frontend as fe
@@ -161,7 +162,7 @@ class Session:
     def run_many(self, inputs: Iterable[bytes | None]) -> list[Future[bytes | None]]:
         """`run` for many inputs in one request."""
         checked = [_check_input(i) for i in inputs]
-        futures: list[Future[bytes | None]] = [Future() for _ in checked]
+        futures: list[Future[bytes | None]] = [TaskFuture() for _ in checked]
         if checked:
             self._connection.io.create_tasks(self.id, checked, list(futures))
         return futures

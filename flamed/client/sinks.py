@@ -61,16 +61,16 @@ def complete_run(future: Future[Any], task: Task) -> bool:
 
 
 def update_sink(sink: Sink, task: Task) -> bool:
-    if type(sink) is Future:
+    if isinstance(sink, Future):
         return complete_run(sink, task)
-    return sink.update(task)  # type: ignore[union-attr]
+    return sink.update(task)
 
 
 def fail_sink(sink: Sink, error: BaseException) -> None:
-    if type(sink) is Future:
+    if isinstance(sink, Future):
         set_exception(sink, error)
     else:
-        sink.fail(error)  # type: ignore[union-attr]
+        sink.fail(error)
 
 
 def set_result(future: Future[Any], value: object) -> None:

@@ -1,0 +1,97 @@
+"""The futures of task runs: a `concurrent.futures.Future` that costs less to make.
+
+A plain `Future` builds a `threading.Condition` (a lock, an `RLock` and a deque) when it is
+created. A client that runs a million tasks makes a million futures, most of them finished by the
+time anyone looks at them, and those conditions were a third of the client's CPU per task and
+most of the objects its garbage collector walked (issue 21).
+
+`TaskFuture` makes its condition the first time a thread needs one: to wait for it, to add a
+callback, to cancel it, or to take part in `concurrent.futures.wait` / `as_completed`. Until then
+the I/O thread completes it under one module-wide lock that also guards the making of
+conditions, so a thread that starts waiting either sees the result or owns the condition that the
+completion then notifies. Reads of a finished future (`done`, `result`, `exception`) take no lock:
+a finished future never changes again.
+
+It stays a `concurrent.futures.Future` in every way a caller can see (isinstance, `wait`,
+`as_completed`, callbacks, cancellation); tests/client/test_futures.py checks it against the
+standard library's functions under concurrency.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Guards the moment a TaskFuture gets its condition against a completion without one.
+_making = threading.Lock()
+_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+
+
+class TaskFuture(Future[T]):
+    """A `Future` whose `threading.Condition` is made only when a thread needs it."""
+
+    def __init__(self) -> None:  # the base class's __init__ would make the condition
+        self.task_id: int | None = None  # set once the task exists (documented on Session.run)
+        self._lazy_condition: threading.Condition | None = None
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
+
+    @property
+    def _condition(self) -> threading.Condition:
+        condition = self._lazy_condition
+        if condition is None:
+            with _making:
+                if self._lazy_condition is None:
+                    self._lazy_condition = threading.Condition()
+                condition = self._lazy_condition
+        return condition
+
+    @_condition.setter
+    def _condition(self, condition: threading.Condition) -> None:
+        self._lazy_condition = condition
+
+    def _complete_alone(self, result: Any, exception: BaseException | None) -> bool:
+        """Finish the future here if no thread holds its condition yet; False if one may."""
+        with _making:
+            if self._lazy_condition is not None:
+                return False
+            if self._state in _DONE:
+                raise InvalidStateError(f"{self._state}: <TaskFuture at {id(self):#x}>")  # not repr: it takes the lock
+            self._result = result
+            self._exception = exception
+            self._state = FINISHED
+        # No condition means no waiter and no callback yet: wait(), as_completed() and
+        # add_done_callback() all take the condition first. A callback added from now on sees
+        # FINISHED and runs at once.
+        return True
+
+    def set_result(self, result: T) -> None:
+        if not self._complete_alone(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if exception is None or not self._complete_alone(None, exception):
+            super().set_exception(exception)
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state == FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            result: T = self._result
+            return result
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == FINISHED:
+            return self._exception
+        return super().exception(timeout)
