@@ -111,10 +111,12 @@ class NodeLink:
 
 @dataclass(frozen=True)
 class LinksCheckpoint:
-    """The link table at the end of a durable turn: for each node name, the live link object
-    then and a copy of it as it was (see `NodeLinks.restore`)."""
+    """The link table at the end of a durable turn, as the links changed since: for each node
+    name whose link changed, the live link object then and a copy of it as it was, or None if
+    there was no link of that name (see `NodeLinks.checkpoint` and `restore`). It fills as the
+    next turn runs; only the latest checkpoint can be restored."""
 
-    links: Mapping[str, tuple[NodeLink, NodeLink]]
+    undo: dict[str, tuple[NodeLink, NodeLink] | None]
 
 
 class Readiness:
