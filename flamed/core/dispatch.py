@@ -142,8 +142,11 @@ class Dispatcher:
         if self.schedule_requested:
             self.schedule_requested = False
             self.next_schedule = turn.now.mono + self.config.schedule_interval
-            self._schedule(turn, nodes)
-            self._rebalance(turn, nodes)
+            if turn.state.executors or any(s.state is SessionState.Open for s in turn.state.sessions.values()):
+                self._schedule(turn, nodes)
+                self._rebalance(turn, nodes)
+            # else nothing to plan (no executor to release, no session to serve): an idle
+            # cluster's planning was a view of every node ten times a second.
 
     # ------------------------------------------------------------------ dispatch
 

@@ -30,7 +30,7 @@ Rules that keep a stale peer from corrupting state:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import assert_never
 
 from flamed.core import identity, registration, views
@@ -53,6 +53,9 @@ log = logging.getLogger("flamed.session_manager")
 LinkMessage = be.Heartbeat | be.Reports | be.Goodbye
 
 #: Recovery counters, in `GetStats` as `<name>_total` from the start (zero until they move).
+# Links are judged and sent heartbeats this many times per heartbeat interval (see NodeLinks).
+SCANS_PER_INTERVAL = 10
+
 RECOVERY_COUNTERS = (
     "registrations",
     "reregistrations",
@@ -80,6 +83,12 @@ class NodeLinks:
         # The links as they were at the last checkpoint, kept when they first change after it
         # (None: there was no link of that name). See `checkpoint`.
         self._undo: dict[str, tuple[NodeLink, NodeLink] | None] = {}
+        # Links are judged (silence, drains) and sent heartbeats in a scan every
+        # heartbeat_interval / SCANS_PER_INTERVAL; between scans a turn touches only the links
+        # that have commands to send (`_due`), so a turn costs what it does, not the cluster's size.
+        self._next_scan = 0.0
+        self._next_judgement = 0.0
+        self._due: set[str] = set()
         self._stalls = Stalls(config.heartbeat_interval, self._silence_limit)
         self._refusals = RefusalLog()
 
@@ -307,13 +316,28 @@ class NodeLinks:
         link = self._links.get(node)
         if link is not None and link.connection is ConnectionState.Connected:
             link.commands.append(command)
+            self._due.add(node)
+
+    @property
+    def _scan_period(self) -> float:
+        return self.config.heartbeat_interval / SCANS_PER_INTERVAL
 
     def flush(self, turn: Turn) -> None:
         """End of a loop turn: each Connected link's queued commands in one `Commands` frame,
-        or a heartbeat when nothing was sent to it for a heartbeat interval."""
+        or a heartbeat when nothing was sent to it for a heartbeat interval (looked for in a scan,
+        so it may go up to a scan period late)."""
         interval = self.config.heartbeat_interval
         now = turn.now.mono
-        for link in self._links.values():
+        links: Iterable[NodeLink | None]
+        if now >= self._next_scan:
+            self._next_scan = now + self._scan_period
+            links = list(self._links.values())
+        else:
+            links = [self._links.get(name) for name in self._due]
+        self._due.clear()
+        for link in links:
+            if link is None:
+                continue
             if link.connection is not ConnectionState.Connected or link.peer is None:
                 link.commands.clear()
                 continue
@@ -333,7 +357,8 @@ class NodeLinks:
     # ------------------------------------------------------------------ timers
 
     def tick(self, turn: Turn) -> None:
-        """Judge the links: silent ones go Unknown, drains that ran out are cleaned up."""
+        """Judge the links (once a scan period): silent ones go Unknown, drains that ran out
+        are cleaned up."""
         now = turn.now.mono
         stalled = self._stalls.tick(now)
         if stalled is not None:
@@ -344,6 +369,9 @@ class NodeLinks:
                 )
                 log.warning(why, stalled, self._silence_limit)
             return
+        if now < self._next_judgement:
+            return
+        self._next_judgement = now + self._scan_period
         for link in list(self._links.values()):
             if link.connection is ConnectionState.Connected and now - link.last_seen > self._silence_limit:
                 self._silence(turn, link, f"no message for {now - link.last_seen:.1f}s")
@@ -389,15 +417,12 @@ class NodeLinks:
         turn.schedule_soon()
 
     def next_deadline(self) -> float:
-        deadlines = [self._stalls.next_deadline(watching=bool(self._links))]
-        interval = self.config.heartbeat_interval
-        for link in self._links.values():
-            if link.connection is ConnectionState.Connected:
-                deadlines.append(link.last_seen + self._silence_limit + 0.001)
-                deadlines.append(link.last_sent + interval)
-            elif link.drain_deadline is not None:
-                deadlines.append(link.drain_deadline)
-        return min(deadlines)
+        """The next scan while there are links (every silence, drain and heartbeat to send is
+        found by one), else only the stall watch's."""
+        stalls = self._stalls.next_deadline(watching=bool(self._links))
+        if not self._links:
+            return stalls
+        return min(stalls, max(self._next_scan, self._next_judgement))
 
     # ------------------------------------------------------------------ views
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
+from flamed.core.links import SCANS_PER_INTERVAL
 from flamed.core.node_link import NodeLink
 from protocol import backend as be
+from protocol.types import NodeState
 from tests.unit.core_harness import Harness
 
 
@@ -56,3 +61,33 @@ def test_a_checkpoint_keeps_only_the_links_a_turn_touches_and_restores_the_table
     assert h.ctl.links.registered_as(n2.peer) is not None  # its connection is known again
     assert h.ctl.links.registered_as(n4.peer) is None
     assert n3.epoch == before["n3"][3]
+
+
+def test_heartbeats_and_silence_are_found_by_scans_within_a_scan_period() -> None:
+    """Links are scanned ten times a heartbeat interval instead of on every turn: breaks if a
+    node waits longer than an interval plus a scan period for a heartbeat, or a silent node is
+    judged later than the liveness limit plus a scan period (or sooner than the limit)."""
+    h = Harness(heartbeat_interval=1.0, heartbeat_liveness=3)
+    period = 1.0 / SCANS_PER_INTERVAL
+    nodes = [h.add_node(f"n{i}") for i in range(3)]
+    heard: dict[str, list[float]] = {node.name: [] for node in nodes}
+    for node in nodes:
+        receive = node.receive
+
+        def recording(message: be.Message, name: str = node.name, receive: Any = receive) -> None:
+            if isinstance(message, be.Heartbeat):
+                heard[name].append(h.t)
+            receive(message)
+
+        setattr(node, "receive", recording)  # noqa: B010  (a dataclass method, wrapped to record)
+    h.advance(3.0, step=0.01)
+    for times in heard.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 2 and max(gaps) <= 1.0 + period + 1e-6, gaps
+    silent_from = h.t
+    nodes[2].online = False
+    while h.state.nodes["n2"].state is NodeState.Ready:
+        h.advance(0.01, step=0.01)
+        assert h.t - silent_from < 3.0 + 2 * period + 0.5, "a silent node was not judged in time"
+    assert h.t - silent_from >= 3.0 - 0.01 - 1e-6  # not before the liveness limit
+    assert h.state.nodes["n0"].state is NodeState.Ready
