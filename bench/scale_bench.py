@@ -1,8 +1,9 @@
 """Scale benchmark: one real session manager, many executor managers, a task workload.
 
-The executor managers are simulated in this process (one DEALER each, speaking the backend
-protocol as a real one does: register, heartbeat every interval, answer every command, complete
-launched tasks at once), so 200 of them fit on a 2-core machine. Measured:
+The executor managers are simulated (one DEALER each, speaking the backend protocol as a real
+one does: register, heartbeat every interval, answer every command, complete launched tasks at
+once) by simulator processes of about 1,000 nodes each (`--sim-procs`; one process cannot host
+more: a ZeroMQ context's sockets, and its own loop would fall behind). Measured:
 
 - session-manager CPU (from /proc) while idle with all nodes and under the task workload;
 - frontend round trip (Ping) p50/p99 under load: how responsive the loop stays;
@@ -10,7 +11,7 @@ launched tasks at once), so 200 of them fit on a 2-core machine. Measured:
 - false Unknown transitions: nodes that heartbeat on time but were marked Unknown (must be 0);
 - scheduling ramp-up: seconds until every node holds an executor of the session.
 
-Usage: python bench/scale_bench.py [--nodes 200] [--slots 2] [--tasks 100000] [--quick]
+Usage: python bench/scale_bench.py [--nodes 200] [--slots 2] [--tasks 100000] [--sim-procs N] [--quick]
 Writes bench/results/scale.json.
 """
 
@@ -21,7 +22,9 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -161,53 +164,78 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def run(nodes: int, slots: int, tasks: int, idle_seconds: float) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="flscale-", dir="/tmp"))
-    frontend, backend = f"ipc://{workdir}/fe", f"ipc://{workdir}/be"
-    config = workdir / "flame.toml"
-    config.write_text(f"[recovery]\nheartbeat_interval = {HEARTBEAT}\nheartbeat_liveness = 3\n")
-    argv = [sys.executable, "-m", "flamed", "session-manager", "--frontend", frontend, "--backend", backend]
-    argv += ["--state-dir", str(workdir / "state"), "--config", str(config), "--log-level", "warning"]
-    sm = subprocess.Popen(argv, cwd=ROOT)
+def simulate(backend: str, first: int, count: int, slots: int) -> None:
+    """A simulator process: `count` nodes that register, heartbeat and answer until SIGTERM,
+    then one JSON line on stdout: the worst lateness of a heartbeat behind its schedule."""
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, count + 64)
     codec = manager_message_codec()
-    fleet = [FakeNode(ctx, backend, f"node-{i:03d}", slots) for i in range(nodes)]
+    fleet = [FakeNode(ctx, backend, f"node-{first + i:05d}", slots) for i in range(count)]
     by_sock = {n.sock: n for n in fleet}
     poller = zmq.Poller()
     for n in fleet:
         poller.register(n.sock, zmq.POLLIN)
-    client = Client(ctx, frontend)
-    results: dict[str, Any] = {"nodes": nodes, "slots": slots, "tasks": tasks}
+        n.register()
+    while not stop:
+        now = time.monotonic()
+        for sock, _ in poller.poll(20):
+            node = by_sock[sock]  # type: ignore[index]
+            while True:
+                try:
+                    frames = node.sock.recv_multipart(zmq.DONTWAIT)
+                except zmq.Again:
+                    break
+                node.handle(codec.decode(frames), now)
+        for node in fleet:
+            node.beat(now)
+    print(json.dumps({"late_max": max((n.late for n in fleet), default=0.0)}), flush=True)
+    ctx.destroy(0)
 
-    def pump(seconds: float, also: Any = None) -> None:
+
+def run(nodes: int, slots: int, tasks: int, idle_seconds: float, sim_procs: int) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="flscale-", dir="/tmp"))
+    frontend, backend = f"ipc://{workdir}/fe", f"ipc://{workdir}/be"
+    config = workdir / "flame.toml"
+    config.write_text(f"[recovery]\nheartbeat_interval = {HEARTBEAT}\nheartbeat_liveness = 3\n")
+    # One descriptor per node connection in the session manager and in the simulators.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, nodes + 1024)), hard))
+    argv = [sys.executable, "-m", "flamed", "session-manager", "--frontend", frontend, "--backend", backend]
+    argv += ["--state-dir", str(workdir / "state"), "--config", str(config), "--log-level", "warning"]
+    sm = subprocess.Popen(argv, cwd=ROOT)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    client = Client(ctx, frontend)
+    results: dict[str, Any] = {"nodes": nodes, "slots": slots, "tasks": tasks, "simulator_processes": sim_procs}
+    simulators: list[subprocess.Popen[str]] = []
+
+    def probe_until(seconds: float, done: Any) -> None:
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            now = time.monotonic()
-            for sock, _ in poller.poll(20):
-                node = by_sock[sock]  # type: ignore[index]
-                while True:
-                    try:
-                        frames = node.sock.recv_multipart(zmq.DONTWAIT)
-                    except zmq.Again:
-                        break
-                    node.handle(codec.decode(frames), now)
-            for node in fleet:
-                node.beat(now)
-            if also is not None and also():
-                return
+        while time.monotonic() < end and not done():
+            time.sleep(0.05)
 
     try:
         client.call({"type": "Hello", "protocol_version": PROTOCOL_VERSION})
         started = time.monotonic()
-        for node in fleet:
-            node.register()
+        share = -(-nodes // sim_procs)
+        for first in range(0, nodes, share):
+            cmd = [sys.executable, __file__, "--simulate", backend, str(first), str(min(share, nodes - first))]
+            simulators.append(subprocess.Popen([*cmd, "--slots", str(slots)], stdout=subprocess.PIPE, text=True))
         ready = lambda: sum(1 for n in client.call({"type": "ListNodes"})["nodes"] if n["state"] == "Ready") == nodes  # noqa: E731
-        pump(60, ready)
+        probe_until(120, ready)
         results["register_all_s"] = round(time.monotonic() - started, 3)
 
         cpu0, t0 = cpu_seconds(sm.pid), time.monotonic()
-        pump(idle_seconds)
+        time.sleep(idle_seconds)
         results["sm_cpu_idle_percent"] = round(100 * (cpu_seconds(sm.pid) - cpu0) / (time.monotonic() - t0), 1)
+        idle_stats = client.call({"type": "GetStats"})["stats"]
+        results["false_unknown_idle"] = int(idle_stats.get("nodes_silent_total", 0))
 
         client.call({"type": "CreateSession", "session_id": "scale", "spec": {"application": "flmping"}})
         created = client.call({"type": "CreateTasks", "session_id": "scale", "inputs": [None] * tasks})
@@ -237,7 +265,7 @@ def run(nodes: int, slots: int, tasks: int, idle_seconds: float) -> dict[str, An
             session = probe.call({"type": "GetSession", "session_id": "scale"})["session"]
             return bool(session.get("succeed", 0) == tasks)
 
-        pump(600, finished)
+        probe_until(600, finished)
         elapsed = time.monotonic() - t0
         results["workload_s"] = round(elapsed, 3)
         results["tasks_per_s"] = round(tasks / elapsed)
@@ -249,13 +277,20 @@ def run(nodes: int, slots: int, tasks: int, idle_seconds: float) -> dict[str, An
         results["every_node_used_after_s"] = round(spread_at[0], 3) if spread_at else None
         stats = client.call({"type": "GetStats"})["stats"]
         results["false_unknown"] = int(stats.get("nodes_silent_total", 0))
-        # A node the session manager saw silent although it sent on time is a false Unknown;
-        # a heartbeat this process sent late (it hosts every node) is the simulation's fault.
-        results["simulated_heartbeat_late_s_max"] = round(max(n.late for n in fleet), 3)
         results["nodes_not_ready"] = int(stats.get("nodes_notready", 0))
         results["registrations"] = int(stats.get("registrations_total", 0))
         results["node_message_gaps"] = int(stats.get("node_message_gaps_total", 0))
     finally:
+        late = 0.0
+        for simulator in simulators:
+            simulator.terminate()
+        for simulator in simulators:
+            out, _ = simulator.communicate(timeout=30)
+            for line in out.splitlines():
+                late = max(late, json.loads(line)["late_max"])
+        # A node the session manager saw silent although it sent on time is a false Unknown;
+        # a heartbeat a simulator sent late (it hosts many nodes) is the simulation's fault.
+        results["simulated_heartbeat_late_s_max"] = round(late, 3)
         sm.terminate()
         sm.wait(30)
         ctx.destroy(0)
@@ -269,11 +304,17 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measurement")
+    parser.add_argument("--sim-procs", type=int, default=0, help="simulator processes (default: 1 per 1,000 nodes)")
     parser.add_argument("--quick", action="store_true", help="50 nodes, 10,000 tasks, 3 s idle")
+    parser.add_argument("--simulate", nargs=3, metavar=("BACKEND", "FIRST", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.simulate:
+        simulate(args.simulate[0], int(args.simulate[1]), int(args.simulate[2]), args.slots)
+        return 0
     if args.quick:
         args.nodes, args.tasks, args.idle = 50, 10_000, 3.0
-    results = run(args.nodes, args.slots, args.tasks, args.idle)
+    sim_procs = args.sim_procs or max(1, -(-args.nodes // 1000))
+    results = run(args.nodes, args.slots, args.tasks, args.idle, sim_procs)
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
     for key, value in results.items():
         print(f"{key:28} {value}")
