@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from flamed.client.cache import ObjectRef
-from tests.integration.daemons import Daemons, RawClient, wait_for
+from tests.support.daemons import Daemons, RawClient
+from tests.support.waiting import wait_for
 
 #: chunk_size of the test caches: objects above it are streamed
 CHUNK = 64 * 1024

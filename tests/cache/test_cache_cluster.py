@@ -15,7 +15,8 @@ from flamed import client as flame
 from flamed.client.cache import ObjectRef, get_object, put_object
 from flamed.service import Session
 from tests.cache.conftest import cache_stats, configure, fresh, wait_cache_ready
-from tests.integration.daemons import REPO, Daemons, wait_for
+from tests.support.daemons import REPO, Daemons
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -23,7 +24,7 @@ SERVICES = REPO / "tests" / "cache" / "services"
 
 
 @pytest.fixture
-def cluster(cache_daemons: Daemons, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemons]:
+def cache_cluster(cache_daemons: Daemons, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemons]:
     """Session manager, object cache, one executor manager; this process's SDK connected, and
     told nothing about the cache (it must learn it from the session manager)."""
     monkeypatch.delenv("FLAME_CACHE_ENDPOINT")
@@ -50,12 +51,12 @@ def register(name: str, script: str, **attrs: object) -> None:
     )
 
 
-def test_common_data_by_reference_and_the_node_local_copy(cluster: Daemons) -> None:
+def test_common_data_by_reference_and_the_node_local_copy(cache_cluster: Daemons) -> None:
     """A 16 MB object is the common data of two sessions, one after the other, on one node: the
     first instance reads it from the cache and leaves a node-local copy; the second instance
     (another process) reads that copy, not the network. Both learned the cache's endpoint from
     their executor manager, and the client from the session manager."""
-    assert flame.connection().cache_endpoint == cluster.cache
+    assert flame.connection().cache_endpoint == cache_cluster.cache
     register("refs", "ref_svc.py", max_instances=1, delay_release=30.0)  # one instance per session
     array = np.arange(2_000_000, dtype=np.float64)
     ref = put_object("refs/shared", {"name": "weights", "array": array})
@@ -67,12 +68,12 @@ def test_common_data_by_reference_and_the_node_local_copy(cluster: Daemons) -> N
         session.close()
     first, again, second, _ = facts
     assert all(f["name"] == "weights" and f["sum"] == float(array.sum()) for f in facts)
-    assert first["endpoint"] == cluster.cache and first["writeable"]
+    assert first["endpoint"] == cache_cluster.cache and first["writeable"]
     assert first["local_hits"] == 0 and again["pid"] == first["pid"] and again["local_hits"] == 0  # its own copy
     assert second["pid"] != first["pid"] and second["local_hits"] == 1
 
 
-def test_deleting_a_session_removes_its_objects(cluster: Daemons) -> None:
+def test_deleting_a_session_removes_its_objects(cache_cluster: Daemons) -> None:
     """Objects under `<app>/<session>` go once the session is deleted; objects of a session
     that never existed (a name only) stay. Would break if the cache deleted on "not found"
     alone, or never looked."""
@@ -81,7 +82,7 @@ def test_deleting_a_session_removes_its_objects(cluster: Daemons) -> None:
     doomed = [put_object(f"keeper/{session_id}", i) for i in range(3)]
     kept = put_object("keeper/shared", "stays")
     flame.create_session("keeper", session_id=session_id)
-    wait_for("the cache to see the session alive", lambda: cache_stats(cluster)["sessions_live"] >= 1)
+    wait_for("the cache to see the session alive", lambda: cache_stats(cache_cluster)["sessions_live"] >= 1)
     flame.close_session(session_id)
     assert get_object(fresh(doomed[0])) == 0  # closed is not deleted
     flame.delete_session(session_id)
@@ -98,13 +99,13 @@ def test_deleting_a_session_removes_its_objects(cluster: Daemons) -> None:
         with pytest.raises(flame.FlameError):
             get_object(fresh(ref))
     assert get_object(fresh(kept)) == "stays"
-    assert cache_stats(cluster)["sessions_removed_total"] == 1
-    assert (cluster.dir / "cache-state" / "live").exists() and not list(
-        (cluster.dir / "cache-state" / "live").iterdir()
+    assert cache_stats(cache_cluster)["sessions_removed_total"] == 1
+    assert (cache_cluster.dir / "cache-state" / "live").exists() and not list(
+        (cache_cluster.dir / "cache-state" / "live").iterdir()
     )
 
 
-def test_an_agent_session_shares_its_context_with_its_instances(cluster: Daemons) -> None:
+def test_an_agent_session_shares_its_context_with_its_instances(cache_cluster: Daemons) -> None:
     """flamepy's service API end to end: objects in and out, the context written by the
     instance (an async entrypoint) read by the client, the session reopened by id, an
     entrypoint's exception reaching the caller, the context manager closing the session."""
@@ -128,11 +129,11 @@ def test_an_agent_session_shares_its_context_with_its_instances(cluster: Daemons
         assert plain.context() is None and plain.invoke(("context",)) is None
 
 
-def test_the_readme_cache_example_runs(cluster: Daemons) -> None:
+def test_the_readme_cache_example_runs(cache_cluster: Daemons) -> None:
     """The object-cache example of the README, as printed, against a cluster with a cache."""
     from tests.integration.test_readme import block_with, run
 
-    done = run(block_with("flame.put_object("), cluster.dir, cluster.frontend)
+    done = run(block_with("flame.put_object("), cache_cluster.dir, cache_cluster.frontend)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["(1000, 1000)", "[{'step': 1}]", "3 [1. 1. 1.]"]
 

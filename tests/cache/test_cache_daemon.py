@@ -18,7 +18,8 @@ from flamed.client.cache import ObjectRef, get_object, patch_object, put_object,
 from flamed.storage.objects import ObjectFiles
 from protocol.codec import HEADER
 from tests.cache.conftest import CHUNK, cache_stats, configure, fresh, wait_cache_ready
-from tests.integration.daemons import Daemons, RawClient, wait_for
+from tests.support.daemons import Daemons, RawClient
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -12,8 +12,9 @@ import zmq.auth
 
 from flamed.cli.flamed import main
 from tests.cache.conftest import configure
-from tests.integration.daemons import Daemons, RawClient, wait_for
 from tests.integration.test_security import REFUSED_WITHIN, Keys
+from tests.support.daemons import Daemons, RawClient
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

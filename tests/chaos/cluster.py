@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tests.chaos.hosts import Hosts
 from tests.chaos.plan import SESSION_MANAGER, Settings
-from tests.integration.daemons import REPO, processes_with
+from tests.support.daemons import REPO, processes_with
 
 SERVICE = Path(__file__).resolve().parent / "services" / "journal_service.py"
 APPLICATION = "chaos"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from tests.integration.daemons import free_port
 from tests.recovery.netns import Link, NetnsUnavailable, namespace_exists, unavailable
+from tests.support.daemons import free_port
 
 #: namespace and interface names `flc<tag>`; addresses 10.214.x.y/30 (the recovery tests use 213)
 PREFIX = "flc"

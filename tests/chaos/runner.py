@@ -29,7 +29,7 @@ from tests.chaos.hosts import Hosts, make_hosts
 from tests.chaos.observer import Observer
 from tests.chaos.plan import SESSION_MANAGER, Fault, FaultKind, Plan, Submission
 from tests.chaos.workload import Workload, session_id
-from tests.integration.daemons import wait_for
+from tests.support.waiting import wait_for
 
 Say = Callable[[str], None]
 #: where a kept run leaves its evidence

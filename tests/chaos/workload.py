@@ -24,7 +24,7 @@ from flamed.client.session import iter_wire_tasks
 from protocol.types import Task
 from tests.chaos.cluster import APPLICATION, SERVICE
 from tests.chaos.plan import Plan, Submission
-from tests.integration.daemons import REPO
+from tests.support.daemons import REPO
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from flamed.client.cluster_feed import Connected, Disconnected, FeedItem, Livene
 from protocol import frontend as fe
 from protocol.types import ConnectionState, Node, NodeState, ResourceRequirement
 from tests.client.fake_sm import FakeSessionManager
-from tests.integration.daemons import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,12 +14,13 @@ import time
 import pytest
 
 from flamed.client import Connection, FlameError, FlameErrorCode
-from tests.integration.daemons import REPO, Daemons, free_port
 from tests.integration.test_security import Keys
+from tests.support.daemons import REPO, Daemons, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.mark.integration
 def test_flmctl_with_nothing_listening_fails_fast_with_one_line() -> None:
     """`flmctl --endpoint <nothing listening> list -n`: exit 1, one line saying nothing answers,
     no traceback; well before the 30 s client timeout (the subprocess would time out first)."""

@@ -12,7 +12,7 @@ import pkgutil
 import tomllib
 
 import flamed
-from tests.integration.daemons import REPO
+from tests.support.daemons import REPO
 
 #: What the SDK may import of flamed (itself and the transport), and the TUI (the SDK's client).
 SDK = {"flamed.client", "flamed.service", "flamed.cache", "flamed.transport"}

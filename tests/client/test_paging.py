@@ -17,7 +17,7 @@ from protocol import frontend as fe
 from protocol.types import Task, TaskState
 from tests.client.fake_sm import FakeSessionManager
 from tests.client.test_sdk import Restarting
-from tests.integration.daemons import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

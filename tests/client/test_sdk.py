@@ -14,7 +14,7 @@ from protocol.errors import ErrorCode
 from protocol.types import SessionSpec, Task
 from protocol.types import TaskState as WireTaskState
 from tests.client.fake_sm import FakeSessionManager
-from tests.integration.daemons import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

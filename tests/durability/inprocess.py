@@ -11,7 +11,7 @@ from typing import Any
 from flamed.config import Config
 from flamed.session_manager import SessionManager, SessionManagerOptions
 from flamed.storage import Storage
-from tests.integration.daemons import RawClient
+from tests.support.daemons import RawClient
 
 
 class InProcess:

@@ -11,26 +11,22 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.daemons import Daemons, RawClient, wait_for
+from tests.support.daemons import Daemons, RawClient
+from tests.support.waiting import wait_for
 
 ROUNDS = 8
 IN_FLIGHT = 4
 
 
 @pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    d = Daemons()
-    # Snapshots every few hundred records, so kills also land around snapshot writes.
-    d.config.write_text(d.config.read_text() + "[storage]\nsnapshot_records = 300\n")
-    try:
-        yield d
-    finally:
-        print(d.dump_logs())
-        d.cleanup()
+def crash_daemons(daemons: Daemons) -> Daemons:
+    """`daemons` whose session manager snapshots every few hundred records, so kills also land
+    around snapshot writes."""
+    daemons.config.write_text(daemons.config.read_text() + "[storage]\nsnapshot_records = 300\n")
+    return daemons
 
 
 def start(daemons: Daemons) -> RawClient:
@@ -52,10 +48,10 @@ def start(daemons: Daemons) -> RawClient:
 
 @pytest.mark.integration
 @pytest.mark.timeout(240)
-def test_sigkill_never_loses_an_acknowledged_task(daemons: Daemons) -> None:
+def test_sigkill_never_loses_an_acknowledged_task(crash_daemons: Daemons) -> None:
     rng = random.Random(20261124)
     acknowledged: dict[int, bytes] = {}
-    client = start(daemons)
+    client = start(crash_daemons)
     assert (
         client.call({"type": "CreateSession", "session_id": "crash", "spec": {"application": "flmping"}})["type"]
         == "SessionReply"
@@ -76,11 +72,11 @@ def test_sigkill_never_loses_an_acknowledged_task(daemons: Daemons) -> None:
             for task_id, data in zip(reply["task_ids"], inputs, strict=True):
                 assert task_id not in acknowledged
                 acknowledged[task_id] = data
-        daemons.procs["sm"].send_signal(signal.SIGKILL)  # requests still in flight
-        daemons.procs["sm"].wait(10)
+        crash_daemons.procs["sm"].send_signal(signal.SIGKILL)  # requests still in flight
+        crash_daemons.procs["sm"].wait(10)
         client.sock.close(0)
 
-        client = start(daemons)
+        client = start(crash_daemons)
         tasks = client.list_tasks("crash")
         found = {t["id"]: (t["input"], t["state"]) for t in tasks}
         lost = [tid for tid, data in acknowledged.items() if found.get(tid, (None,))[0] != data]
@@ -93,21 +89,21 @@ def test_sigkill_never_loses_an_acknowledged_task(daemons: Daemons) -> None:
         f"durable but unacknowledged after each kill: {unacknowledged}"
     )
     client.sock.close(0)
-    assert "recovered" in daemons.log("sm")
-    assert daemons.stop("sm") == 0
+    assert "recovered" in crash_daemons.log("sm")
+    assert crash_daemons.stop("sm") == 0
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(240)
-def test_sigkill_never_loses_a_recorded_result(daemons: Daemons) -> None:
+def test_sigkill_never_loses_a_recorded_result(crash_daemons: Daemons) -> None:
     """Same, with an executor manager running the tasks: every result a client has seen as
     Succeed is still there, with the same output, after each restart, and in the end every
     acknowledged task completes once the executor manager has re-registered."""
     rounds = 5
     rng = random.Random(7)
-    client = start(daemons)
-    daemons.start_executor_manager("n1", 2)
-    daemons.wait_ready_nodes(1)
+    client = start(crash_daemons)
+    crash_daemons.start_executor_manager("n1", 2)
+    crash_daemons.wait_ready_nodes(1)
     assert (
         client.call({"type": "CreateSession", "session_id": "res", "spec": {"application": "flmping"}})["type"]
         == "SessionReply"
@@ -131,10 +127,10 @@ def test_sigkill_never_loses_a_recorded_result(daemons: Daemons) -> None:
             reply = client.call({"type": "CreateTasks", "session_id": "res", "inputs": inputs})
             acknowledged.update(zip(reply["task_ids"], inputs, strict=True))
             record_results()
-        daemons.procs["sm"].send_signal(signal.SIGKILL)
-        daemons.procs["sm"].wait(10)
+        crash_daemons.procs["sm"].send_signal(signal.SIGKILL)
+        crash_daemons.procs["sm"].wait(10)
         client.sock.close(0)
-        client = start(daemons)
+        client = start(crash_daemons)
         found = record_results()
         lost = [tid for tid, out in recorded.items() if found.get(tid) != ("Succeed", out)]
         assert not lost, f"round {round_no}: recorded results lost or changed: {lost[:5]}"
@@ -158,5 +154,5 @@ def test_sigkill_never_loses_a_recorded_result(daemons: Daemons) -> None:
         f"{len(recorded)} results recorded, 0 lost"
     )
     client.sock.close(0)
-    daemons.stop("n1")
-    assert daemons.stop("sm") == 0
+    crash_daemons.stop("n1")
+    assert crash_daemons.stop("sm") == 0

@@ -16,7 +16,7 @@ from tests.durability.inprocess import InProcess
 
 
 @pytest.fixture
-def sm(tmp_path: Path) -> Iterator[InProcess]:
+def in_process(tmp_path: Path) -> Iterator[InProcess]:
     process = InProcess(tmp_path / "state", snapshot_records=5)
     try:
         yield process
@@ -24,33 +24,33 @@ def sm(tmp_path: Path) -> Iterator[InProcess]:
         process.cleanup()
 
 
-def views(sm: InProcess) -> dict[str, Any]:
-    sessions = sm.call({"type": "ListSessions"})["sessions"]
-    tasks = {s["id"]: sm.call({"type": "ListTasks", "session_id": s["id"]})["tasks"] for s in sessions}
-    apps = sm.call({"type": "ListApplications"})["applications"]
+def views(in_process: InProcess) -> dict[str, Any]:
+    sessions = in_process.call({"type": "ListSessions"})["sessions"]
+    tasks = {s["id"]: in_process.call({"type": "ListTasks", "session_id": s["id"]})["tasks"] for s in sessions}
+    apps = in_process.call({"type": "ListApplications"})["applications"]
     return {"sessions": sessions, "tasks": tasks, "applications": apps}
 
 
 @pytest.mark.timeout(60)
-def test_state_survives_a_clean_restart_with_snapshots(sm: InProcess) -> None:
-    sm.start()
+def test_state_survives_a_clean_restart_with_snapshots(in_process: InProcess) -> None:
+    in_process.start()
     for s in range(3):
-        reply = sm.call({"type": "CreateSession", "session_id": f"s{s}", "spec": {"application": "flmping"}})
+        reply = in_process.call({"type": "CreateSession", "session_id": f"s{s}", "spec": {"application": "flmping"}})
         assert reply["type"] == "SessionReply", reply
         for batch in range(4):
             inputs = [f"{s}/{batch}/{i}".encode() for i in range(50)]
-            reply = sm.call({"type": "CreateTasks", "session_id": f"s{s}", "inputs": inputs})
+            reply = in_process.call({"type": "CreateTasks", "session_id": f"s{s}", "inputs": inputs})
             assert reply["type"] == "TasksCreated", reply
-    assert sm.call({"type": "CloseSession", "session_id": "s2"})["type"] == "SessionReply"
-    before = views(sm)
-    stats = sm.call({"type": "GetStats"})
-    assert stats["info"]["storage_state_dir"] == str(sm.state_dir)
+    assert in_process.call({"type": "CloseSession", "session_id": "s2"})["type"] == "SessionReply"
+    before = views(in_process)
+    stats = in_process.call({"type": "GetStats"})
+    assert stats["info"]["storage_state_dir"] == str(in_process.state_dir)
     assert stats["stats"]["storage_snapshots"] >= 1  # snapshot_records=5: several were written
-    sm.stop()
+    in_process.stop()
 
-    manager = sm.start()
+    manager = in_process.start()
     assert manager.recovered is not None
-    after = views(sm)
+    after = views(in_process)
     assert after == before
     assert sum(len(t) for t in after["tasks"].values()) == 600
     assert {t["input"] for t in after["tasks"]["s1"]} == {f"1/{b}/{i}".encode() for b in range(4) for i in range(50)}
@@ -59,19 +59,19 @@ def test_state_survives_a_clean_restart_with_snapshots(sm: InProcess) -> None:
 @pytest.mark.timeout(60)
 def test_state_survives_without_a_clean_stop(tmp_path: Path) -> None:
     """No snapshot at close: the storage is dropped without `SessionManager.close` writing one."""
-    sm = InProcess(tmp_path / "state")
+    in_process = InProcess(tmp_path / "state")
     try:
-        manager = sm.start()
-        sm.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})
-        sm.call({"type": "CreateTasks", "session_id": "s", "inputs": [b"a", None, b"c"]})
-        before = views(sm)
+        manager = in_process.start()
+        in_process.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})
+        in_process.call({"type": "CreateTasks", "session_id": "s", "inputs": [b"a", None, b"c"]})
+        before = views(in_process)
         assert manager.storage is not None
         manager.storage.close()  # what a crash leaves: the log, no final snapshot
         manager.storage = None
-        sm.stop()
-        manager = sm.start()
+        in_process.stop()
+        manager = in_process.start()
         assert manager.recovered is not None and manager.recovered.snapshot_seq == 0
         assert manager.recovered.records_replayed >= 3
-        assert views(sm) == before
+        assert views(in_process) == before
     finally:
-        sm.cleanup()
+        in_process.cleanup()

@@ -22,7 +22,7 @@ from tests.durability.inprocess import InProcess
 
 
 @pytest.fixture
-def sm(tmp_path: Path) -> Iterator[InProcess]:
+def in_process(tmp_path: Path) -> Iterator[InProcess]:
     process = InProcess(tmp_path / "state")
     try:
         yield process
@@ -30,16 +30,16 @@ def sm(tmp_path: Path) -> Iterator[InProcess]:
         process.cleanup()
 
 
-def create(sm: InProcess, session_id: str, inputs: list[bytes]) -> dict[str, Any]:
-    return sm.call({"type": "CreateTasks", "session_id": session_id, "inputs": inputs})
+def create(in_process: InProcess, session_id: str, inputs: list[bytes]) -> dict[str, Any]:
+    return in_process.call({"type": "CreateTasks", "session_id": session_id, "inputs": inputs})
 
 
-def all_tasks(sm: InProcess, session_id: str) -> list[dict[str, Any]]:
+def all_tasks(in_process: InProcess, session_id: str) -> list[dict[str, Any]]:
     """Every task of the session, following the `ListTasks` pages."""
     tasks: list[dict[str, Any]] = []
     cursor = 0
     while True:
-        reply = sm.call({"type": "ListTasks", "session_id": session_id, "cursor": cursor})
+        reply = in_process.call({"type": "ListTasks", "session_id": session_id, "cursor": cursor})
         tasks.extend(reply["tasks"])
         cursor = reply.get("next_cursor", 0)
         if not cursor:
@@ -48,13 +48,12 @@ def all_tasks(sm: InProcess, session_id: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(60)
 def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
-    sm: InProcess, monkeypatch: pytest.MonkeyPatch
+    in_process: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manager = sm.start()
-    assert sm.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})["type"] == (
-        "SessionReply"
-    )
-    assert create(sm, "s", [b"a", b"b"])["task_ids"] == [1, 2]
+    manager = in_process.start()
+    created = in_process.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})
+    assert created["type"] == "SessionReply", created
+    assert create(in_process, "s", [b"a", b"b"])["task_ids"] == [1, 2]
     storage = manager.storage
     assert storage is not None
     real_commit = storage.commit
@@ -64,26 +63,26 @@ def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
         raise StorageError("cannot write to wal-1.log: No space left on device")
 
     monkeypatch.setattr(storage, "commit", full_disk)
-    reply = sm.call({"type": "CreateTasks", "session_id": "s", "inputs": [b"c"], "watch": True})
+    reply = in_process.call({"type": "CreateTasks", "session_id": "s", "inputs": [b"c"], "watch": True})
     assert reply["type"] == "Error" and reply["code"] == "StorageUnavailable", reply
     assert "No space left on device" in reply["message"] and "nothing was changed" in reply["message"]
     # The refused CreateTasks{watch} leaves no watch behind: task id 3 goes to the next task,
     # whose result must not be pushed under the failed request's id.
     assert len(manager.controller.watches) == 0
-    reply = sm.call({"type": "CreateSession", "session_id": "t", "spec": {"application": "flmping"}})
+    reply = in_process.call({"type": "CreateSession", "session_id": "t", "spec": {"application": "flmping"}})
     assert reply["code"] == "StorageUnavailable", reply
     # Reads are served from a state equal to the disk: the refused changes are not there.
-    session = sm.call({"type": "GetSession", "session_id": "s"})["session"]
+    session = in_process.call({"type": "GetSession", "session_id": "s"})["session"]
     assert session["pending"] == 2
-    assert sm.call({"type": "GetSession", "session_id": "t"})["code"] == "NotFound"
-    assert sm.call({"type": "GetStats"})["info"]["storage_write_failure"].startswith("cannot write")
+    assert in_process.call({"type": "GetSession", "session_id": "t"})["code"] == "NotFound"
+    assert in_process.call({"type": "GetStats"})["info"]["storage_write_failure"].startswith("cannot write")
 
     monkeypatch.setattr(storage, "commit", real_commit)  # space is back
-    assert create(sm, "s", [b"c"])["task_ids"] == [3]
-    acknowledged = all_tasks(sm, "s")
-    sm.stop()
-    sm.start()
-    assert all_tasks(sm, "s") == acknowledged
+    assert create(in_process, "s", [b"c"])["task_ids"] == [3]
+    acknowledged = all_tasks(in_process, "s")
+    in_process.stop()
+    in_process.start()
+    assert all_tasks(in_process, "s") == acknowledged
     assert [t["input"] for t in acknowledged] == [b"a", b"b", b"c"]
 
 
@@ -101,20 +100,22 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.integration
+@pytest.mark.root
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(os.geteuid() != 0, reason="a small tmpfs needs root; the injected failure test covers the logic")
 def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "disk", "2m") as disk:
-        sm = InProcess(disk / "state", snapshot_records=1_000_000)
+        in_process = InProcess(disk / "state", snapshot_records=1_000_000)
         try:
-            sm.start()
-            sm.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})
+            in_process.start()
+            in_process.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})
             acknowledged: list[bytes] = []
             refused = 0
             payload = os.urandom(60_000)
             for i in range(60):  # ~3.6 MB of inputs into 2 MB: the disk fills up
                 data = payload + i.to_bytes(4, "big")
-                reply = create(sm, "s", [data])
+                reply = create(in_process, "s", [data])
                 if reply["type"] == "TasksCreated":
                     assert reply["task_ids"] == [len(acknowledged) + 1]
                     acknowledged.append(data)
@@ -122,17 +123,17 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path) -> None:
                     assert reply["code"] == "StorageUnavailable", reply
                     refused += 1
             assert refused > 0 and acknowledged
-            tasks = all_tasks(sm, "s")
+            tasks = all_tasks(in_process, "s")
             assert [t["input"] for t in tasks] == acknowledged  # memory == what was acknowledged
             # Space returns: the log holds all the disk, so make room by growing the tmpfs.
             subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
-            reply = create(sm, "s", [b"after"])
+            reply = create(in_process, "s", [b"after"])
             assert reply["type"] == "TasksCreated", reply
             acknowledged.append(b"after")
-            sm.stop()
-            sm.start()
-            tasks = all_tasks(sm, "s")
+            in_process.stop()
+            in_process.start()
+            tasks = all_tasks(in_process, "s")
             assert [t["input"] for t in tasks] == acknowledged
         finally:
-            sm.cleanup()
+            in_process.cleanup()
             shutil.rmtree(disk / "state", ignore_errors=True)

@@ -18,9 +18,10 @@ import pytest
 
 from protocol import backend as be
 from protocol.errors import ErrorCode
-from tests.em.conftest import ExecutorManagerProcess, FakeSessionManager
+from tests.support.daemons import ExecutorManagerProcess
+from tests.support.fake_backend import FakeSessionManager
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def next_registration(sm: FakeSessionManager, timeout: float = 10.0) -> tuple[bytes, be.RegisterNode]:

@@ -14,7 +14,7 @@ from flamed.executor_manager.executors import LocalExecutor, Phase
 from flamed.executor_manager.instances import Instance
 from protocol import instance as im
 from protocol.types import ResourceRequirement
-from tests.em.conftest import session, tasks
+from tests.em.contexts import session, tasks
 
 PID = 4242
 

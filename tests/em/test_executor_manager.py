@@ -12,33 +12,13 @@ from protocol import backend as be
 from protocol.codec import PROTOCOL_VERSION
 from protocol.errors import ErrorCode
 from protocol.types import TaskState
-from tests.em.conftest import (
-    RESREQ,
-    ExecutorManagerProcess,
-    FakeSessionManager,
-    flmping_app,
-    new_id,
-    probe_app,
-    session,
-    tasks,
-    wait_for,
-)
+from tests.em.contexts import RESREQ, bind, completed, flmping_app, new_id, of_type, probe_app, session, tasks
+from tests.support.daemons import ExecutorManagerProcess
+from tests.support.fake_backend import FakeSessionManager
+from tests.support.waiting import wait_for
 
-
-def completed(reports: list[be.ExecutorReport]) -> list[be.TaskCompleted]:
-    return [r for r in reports if isinstance(r, be.TaskCompleted)]
-
-
-def of_type(kind: type, reports: list[be.ExecutorReport]) -> list[object]:
-    return [r for r in reports if isinstance(r, kind)]
-
-
-def bind(sm: FakeSessionManager, executor_id: str, session_id: str, app: be.ApplicationContext, **kw: object) -> None:
-    sm.command(
-        be.CreateExecutor(executor_id=executor_id, resreq=RESREQ),
-        be.BindExecutor(executor_id=executor_id, session=session(session_id, **kw), application=app),  # type: ignore[arg-type]
-    )
-    sm.wait_reports("ExecutorBound", lambda rs: of_type(be.ExecutorBound, rs) or of_type(be.ExecutorBindFailed, rs))
+# Every test here starts a real executor manager (and its instances).
+pytestmark = pytest.mark.integration
 
 
 def bound_probe(executor_id: str, running: list[be.TaskAssignment]) -> be.ExecutorAssignment:

@@ -18,7 +18,7 @@ from flamed.transport.dropped import DroppedFrames
 from protocol import codec
 from protocol import instance as im
 from protocol.types import ResourceRequirement
-from tests.em.conftest import session, tasks
+from tests.em.contexts import session, tasks
 
 
 @pytest.fixture

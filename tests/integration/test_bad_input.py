@@ -10,7 +10,8 @@ import pytest
 import zmq
 
 from protocol.codec import HEADER
-from tests.integration.daemons import Daemons, RawClient, wait_for
+from tests.support.daemons import Daemons, RawClient
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

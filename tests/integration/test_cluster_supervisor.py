@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemons import Daemons, wait_for
+from tests.support.daemons import Daemons
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

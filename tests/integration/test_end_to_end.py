@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemons import REPO, SERVICES, Daemons, processes_with, wait_for
+from tests.integration.daemons import SERVICES
+from tests.support.daemons import REPO, Daemons, processes_with
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from flamed.client import ApplicationAttributes, Connection
-from tests.integration.daemons import REPO, Daemons
+from tests.support.daemons import REPO, Daemons
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

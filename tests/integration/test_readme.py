@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemons import REPO, Daemons
+from tests.support.daemons import REPO, Daemons
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -16,7 +16,8 @@ import pytest
 import zmq.auth
 
 from flamed.cli.flamed import main
-from tests.integration.daemons import Daemons, RawClient, free_port, wait_for
+from tests.support.daemons import Daemons, RawClient, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -156,7 +157,6 @@ def test_keygen_writes_private_files_in_a_private_directory(tmp_path: Path) -> N
 
 
 def test_plain_mode_on_a_public_address_logs_a_loud_warning(daemons: Daemons) -> None:
-
     from flamed.config import is_local_endpoint
 
     assert is_local_endpoint("tcp://127.0.0.1:8080") and is_local_endpoint("ipc:///run/x")

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from flamed.client import ApplicationAttributes, Connection, FlameError
-from tests.integration.daemons import SERVICES, Daemons
+from tests.integration.daemons import SERVICES
+from tests.support.daemons import Daemons
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

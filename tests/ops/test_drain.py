@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.daemons import REPO, Daemons, RawClient, wait_for
+from tests.support.daemons import REPO, Daemons, RawClient
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -12,7 +12,8 @@ import pytest
 
 from flamed.config import ConfigError
 from flamed.metrics import parse_address, render
-from tests.integration.daemons import Daemons, free_port, wait_for
+from tests.support.daemons import Daemons, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,6 +69,7 @@ def _scrape(url: str) -> str:
         return str(response.read().decode())
 
 
+@pytest.mark.integration
 def test_session_manager_metrics_move_between_scrapes(daemons: Daemons) -> None:
     """Would break if the endpoint blocked the loop, served a stale copy or broke the format."""
     port = free_port()

@@ -15,7 +15,7 @@ import pytest
 from flamed import __version__
 from flamed.cli.flamed import status_lines
 from flamed.client import Connection
-from tests.integration.daemons import REPO, Daemons, free_port
+from tests.support.daemons import REPO, Daemons, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,6 +54,7 @@ def test_status_shows_version_uptime_nodes_sessions_and_storage(daemons: Daemons
     assert raw["stats"]["uptime_seconds"] > 0 and raw["info"]["server_version"] == __version__
 
 
+@pytest.mark.integration
 def test_status_with_nothing_listening_fails_in_one_line() -> None:
     """Exit 1 with one line naming the endpoint, no traceback."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"

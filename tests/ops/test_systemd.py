@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 
 from flamed.notify import Notifier
-from tests.integration.daemons import Daemons, wait_for
+from tests.support.daemons import Daemons
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "unit", ["flame-session-manager.service", "flame-executor-manager.service", "flame-object-cache.service"]
 )
@@ -112,6 +114,7 @@ def _watchdog_keeps_coming_and_stops_when_the_loop_does(daemons: Daemons, name: 
     wait_for("pings again after SIGCONT", lambda: fake.count("WATCHDOG=1") > frozen, timeout=10)
 
 
+@pytest.mark.integration
 def test_session_manager_is_ready_after_replay_and_pings_the_watchdog(daemons: Daemons) -> None:
     """READY=1 must follow the replay (STATUS=replaying ...) and come once; a stopped loop
     must stop the pings, or systemd could not catch a hung daemon."""
@@ -132,6 +135,7 @@ def test_session_manager_is_ready_after_replay_and_pings_the_watchdog(daemons: D
         fake.close()
 
 
+@pytest.mark.integration
 def test_executor_manager_is_ready_and_pings_the_watchdog(daemons: Daemons) -> None:
     daemons.start_session_manager()
     fake = _under_fake_systemd(daemons, "n1")
@@ -144,6 +148,7 @@ def test_executor_manager_is_ready_and_pings_the_watchdog(daemons: Daemons) -> N
         fake.close()
 
 
+@pytest.mark.integration
 def test_object_cache_is_ready_after_its_scan_and_pings_the_watchdog(daemons: Daemons) -> None:
     """READY=1 after the state directory is scanned (STATUS=scanning ...) and the socket is
     bound; pings from the loop; STOPPING=1 on SIGTERM."""

@@ -20,7 +20,8 @@ from typing import TypeVar
 from flamed.client import Connection
 from protocol import frontend as fe
 from protocol.types import ApplicationSpec, Node, SessionSpec, Task, TaskState
-from tests.integration.daemons import REPO, Daemons, wait_for
+from tests.support.daemons import REPO, Daemons
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -75,6 +76,12 @@ class Cluster:
         if self._conn is not None:
             self._conn.close()
         self._conn = Connection(self.d.frontend, timeout=20.0)
+
+    def close(self) -> None:
+        """Close this test's client connection (the daemons are the `daemons` fixture's)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     @property
     def conn(self) -> Connection:

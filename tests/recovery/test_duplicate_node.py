@@ -14,8 +14,8 @@ from tests.recovery.cluster import Cluster, alive, since
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
-def test_duplicate_node_name_is_refused_then_taken_over_after_the_holder_dies(cluster: Cluster) -> None:
-    c = cluster
+def test_duplicate_node_name_is_refused_then_taken_over_after_the_holder_dies(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     holder = c.node("n1").incarnation
@@ -37,11 +37,11 @@ def test_duplicate_node_name_is_refused_then_taken_over_after_the_holder_dies(cl
     c.record("i duplicate node name", takeover_after_holder_died=took_over)
 
 
-def test_a_paused_holder_that_lost_its_name_kills_its_instances_when_it_resumes(cluster: Cluster) -> None:
+def test_a_paused_holder_that_lost_its_name_kills_its_instances_when_it_resumes(journal_cluster: Cluster) -> None:
     """The holder pauses long enough for a second executor manager to take the name over;
     the session manager retries its task there. When the holder resumes it is refused, and
     the instances it still runs are orphans: they must be killed, not left running (I5)."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()

@@ -27,8 +27,8 @@ def _states_while(c: Cluster, node: str, seconds: float) -> list[tuple[float, st
     return seen
 
 
-def test_glitch_shorter_than_detection_changes_nothing(cluster: Cluster) -> None:
-    c = cluster
+def test_glitch_shorter_than_detection_changes_nothing(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
     c.session()
@@ -48,8 +48,8 @@ def test_glitch_shorter_than_detection_changes_nothing(cluster: Cluster) -> None
     c.record("a glitch < detection", paused=DETECTION / 2)
 
 
-def test_glitch_longer_than_detection_shorter_than_drain_reruns_nothing(cluster: Cluster) -> None:
-    c = cluster
+def test_glitch_longer_than_detection_shorter_than_drain_reruns_nothing(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
     c.session()

@@ -27,8 +27,8 @@ def _one_task_on_n1(c: Cluster, seconds: float, slots: int = 1) -> int:
     return task_id
 
 
-def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(cluster: Cluster) -> None:
-    c = cluster
+def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     task_id = _one_task_on_n1(c, 2.0)
     (first,) = c.runs()
     assert first.ppid == c.pid("n1")
@@ -77,12 +77,12 @@ def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(clus
     print(f"c: the late completion was {fate}")
 
 
-def test_a_node_frozen_past_the_transport_timeout_rejoins(cluster: Cluster) -> None:
+def test_a_node_frozen_past_the_transport_timeout_rejoins(journal_cluster: Cluster) -> None:
     """n1 frozen 10 s: longer than the drain and than ZeroMQ's own heartbeat timeout (6 s), so
     the session manager has closed its side of the connection when n1 resumes, reconnects and
     registers again. Breaks if n1 does not get back in (never Ready again), if its task is not
     rerun exactly once, or if its late result is recorded over the rerun's."""
-    c = cluster
+    c = journal_cluster
     task_id = _one_task_on_n1(c, 1.0)
     t0 = time.monotonic()
     c.signal("n1", signal.SIGSTOP)
@@ -99,8 +99,8 @@ def test_a_node_frozen_past_the_transport_timeout_rejoins(cluster: Cluster) -> N
     c.record("n1 frozen 10 s", ready_after_resume=ready_again)
 
 
-def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(cluster: Cluster) -> None:
-    c = cluster
+def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()
@@ -122,8 +122,8 @@ def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(c
     c.record("d EM crash + quick restart", rerun_started=rerun_at)
 
 
-def test_a_task_whose_node_keeps_dying_fails_at_the_retry_limit(cluster: Cluster) -> None:
-    c = cluster
+def test_a_task_whose_node_keeps_dying_fails_at_the_retry_limit(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()
@@ -146,10 +146,10 @@ def test_a_task_whose_node_keeps_dying_fails_at_the_retry_limit(cluster: Cluster
     c.record("g node keeps dying", failed_after=failed_at)
 
 
-def test_graceful_stop_finishes_the_running_task_then_the_node_is_cleaned_up_at_once(cluster: Cluster) -> None:
+def test_graceful_stop_finishes_the_running_task_then_the_node_is_cleaned_up_at_once(journal_cluster: Cluster) -> None:
     """SIGTERM drains: the running task finishes where it is, queued ones are handed back
     unstarted (no retry counted); the goodbye makes the node NotReady at once."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()
@@ -173,12 +173,12 @@ def test_graceful_stop_finishes_the_running_task_then_the_node_is_cleaned_up_at_
     c.record(f"h graceful EM stop (task 2 ran on {where})", exited=exited, cleanup=not_ready_at)
 
 
-def test_a_draining_node_is_offered_no_work_and_its_queue_runs_elsewhere(cluster: Cluster) -> None:
+def test_a_draining_node_is_offered_no_work_and_its_queue_runs_elsewhere(journal_cluster: Cluster) -> None:
     """SIGTERM on a node with a long task and a queue: the session manager learns at once that
     the node is stopping and offers it no executor, bind or task; the queue it hands back runs
     on n2 with no retry counted. Breaks if binds keep bouncing off the draining node (a hot
     loop of refused binds, thousands of messages, until its goodbye)."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
     c.session()
@@ -204,8 +204,8 @@ def test_a_draining_node_is_offered_no_work_and_its_queue_runs_elsewhere(cluster
     assert during_drain < 100, during_drain
 
 
-def test_second_sigterm_stops_at_once_and_the_task_reruns_elsewhere(cluster: Cluster) -> None:
-    c = cluster
+def test_second_sigterm_stops_at_once_and_the_task_reruns_elsewhere(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     task_id = _one_task_on_n1(c, 3.0)
     (first,) = c.runs()
     t0 = time.monotonic()

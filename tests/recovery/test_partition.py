@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from protocol.types import TaskState
-from tests.integration.daemons import Daemons, free_port
 from tests.recovery.cluster import CONFIG, DETECTION, DRAIN, Cluster, alive, since
 from tests.recovery.netns import Link
+from tests.support.daemons import Daemons, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

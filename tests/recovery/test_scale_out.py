@@ -16,8 +16,8 @@ from tests.recovery.cluster import Cluster, since
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
-def test_a_node_that_joins_a_running_session_takes_a_share_of_its_queued_tasks(cluster: Cluster) -> None:
-    c = cluster
+def test_a_node_that_joins_a_running_session_takes_a_share_of_its_queued_tasks(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()
@@ -40,8 +40,8 @@ def test_a_node_that_joins_a_running_session_takes_a_share_of_its_queued_tasks(c
     c.record("scale-out: node joins a running session", n2_ready=n2_ready, first_on_n2=first_on_n2, all_done=all_done)
 
 
-def test_an_executor_taken_for_a_higher_priority_session_hands_its_queue_back(cluster: Cluster) -> None:
-    c = cluster
+def test_an_executor_taken_for_a_higher_priority_session_hands_its_queue_back(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session("low")

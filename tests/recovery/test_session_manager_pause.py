@@ -36,10 +36,10 @@ def _states_until(c: Cluster, node: str, done: float) -> list[str]:
 
 
 @pytest.mark.parametrize("pause", [DETECTION + 1.0, max(DRAIN, ZMTP_TIMEOUT) + 2.0])
-def test_a_paused_session_manager_blames_no_node_and_runs_no_task_twice(cluster: Cluster, pause: float) -> None:
+def test_a_paused_session_manager_blames_no_node_and_runs_no_task_twice(journal_cluster: Cluster, pause: float) -> None:
     """A pause longer than detection, then one longer than the drain and the ZMTP timeout: the
     task that finished meanwhile is recorded once, from its first run; the node stays Ready."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()

@@ -22,8 +22,8 @@ def _restart_sm(c: Cluster) -> float:
     return t0
 
 
-def test_session_manager_crash_and_restart_runs_no_task_twice(cluster: Cluster) -> None:
-    c = cluster
+def test_session_manager_crash_and_restart_runs_no_task_twice(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
     c.session()
@@ -47,8 +47,8 @@ def test_session_manager_crash_and_restart_runs_no_task_twice(cluster: Cluster) 
     c.record("e SM crash + restart", node_ready_again=ready_at, all_done=done_at)
 
 
-def test_a_node_that_never_returns_after_a_restart_is_cleaned_up_after_the_drain(cluster: Cluster) -> None:
-    c = cluster
+def test_a_node_that_never_returns_after_a_restart_is_cleaned_up_after_the_drain(journal_cluster: Cluster) -> None:
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()
@@ -79,10 +79,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_no_hot_loop_while_the_session_manager_is_away_and_instances_keep_running(cluster: Cluster) -> None:
+def test_no_hot_loop_while_the_session_manager_is_away_and_instances_keep_running(journal_cluster: Cluster) -> None:
     """I6: with the session manager gone the executor manager backs off (little CPU), keeps its
     instance (and the task in it) running, and registers again when it is back."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     c.session()

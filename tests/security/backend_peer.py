@@ -17,7 +17,7 @@ import zmq
 import zmq.auth
 
 from protocol.codec import HEADER, PROTOCOL_VERSION
-from tests.integration.daemons import RawClient
+from tests.support.daemons import RawClient
 
 
 def curve_of(keys_dir: Path, name: str) -> tuple[bytes, bytes, bytes]:

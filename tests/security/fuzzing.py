@@ -20,7 +20,8 @@ from typing import Any
 import msgspec
 import zmq
 
-from tests.integration.daemons import Daemons, RawClient, wait_for
+from tests.support.daemons import Daemons, RawClient
+from tests.support.waiting import wait_for
 
 BASELINE_APP = "fuzz-base-app"
 BASELINE_SESSION = "fuzz-baseline-session-7f3a91"

@@ -24,25 +24,11 @@ from protocol import frontend as fe
 from protocol import instance as im
 from protocol.codec import HEADER, client_request_codec, encode, instance_message_codec
 from protocol.types import TaskState
-from tests.em.conftest import (
-    RESREQ,
-    SERVICES,
-    ExecutorManagerProcess,
-    FakeSessionManager,
-    em,
-    new_id,
-    probe_app,
-    session,
-    sm,
-    tasks,
-    workdir,
-)
-from tests.em.test_executor_manager import bind, completed, of_type
-from tests.integration.conftest import cluster
-from tests.integration.daemons import REPO, Daemons, wait_for
+from tests.em.contexts import RESREQ, SERVICES, bind, completed, new_id, of_type, probe_app, session, tasks
+from tests.support.daemons import REPO, Daemons, ExecutorManagerProcess
+from tests.support.fake_backend import FakeSessionManager
+from tests.support.waiting import wait_for
 from tui.feed import Disconnected, FeedItem, LiveFeed
-
-__all__ = ["cluster", "em", "sm", "workdir"]  # fixtures used here (`daemons` comes from conftest.py)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -115,6 +101,7 @@ def test_the_session_manager_drops_deep_frames_on_its_backend(cluster: Daemons) 
     assert cluster.alive("sm") and cluster.alive("n1")
 
 
+@pytest.mark.integration
 def test_the_executor_manager_drops_deep_frames_from_the_session_manager(
     sm: FakeSessionManager, em: ExecutorManagerProcess
 ) -> None:
@@ -128,6 +115,7 @@ def test_the_executor_manager_drops_deep_frames_from_the_session_manager(
     assert em.process.poll() is None
 
 
+@pytest.mark.integration
 def test_the_executor_manager_drops_deep_frames_from_a_stranger_on_its_instance_socket(
     sm: FakeSessionManager, em: ExecutorManagerProcess
 ) -> None:
@@ -154,6 +142,7 @@ def test_the_executor_manager_drops_deep_frames_from_a_stranger_on_its_instance_
     assert em.process.poll() is None
 
 
+@pytest.mark.integration
 def test_an_instance_skips_deep_frames_from_its_executor_manager(tmp_path: Path) -> None:
     """The instance side (flamed.service.run): the test plays the executor manager, sends deep
     frames before and between the commands, and the instance serves the session to the end."""

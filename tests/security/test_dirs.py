@@ -24,7 +24,8 @@ import pytest
 
 from flamed.executor_manager.node import instance_socket_path, remove_instance_socket
 from flamed.private_dirs import UnsafeDirectory, ensure_private_dir
-from tests.integration.daemons import Daemons, wait_for
+from tests.support.daemons import Daemons
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -16,14 +16,12 @@ a node loaded at a restart.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from protocol import frontend as fe
 from protocol.types import SessionSpec, TaskState
-from tests.integration.daemons import Daemons
 from tests.recovery.cluster import HEARTBEAT, Cluster
 from tests.security.backend_peer import BackendPeer, register_message
 
@@ -32,16 +30,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 COMMON = b"COMMON-DATA-ONLY-THE-NODE-MAY-SEE"
 SECONDS = [3.0000041, 3.0000042, 3.0000043, 3.0000044]  # inputs b"3.000004N": easy to spot in a leak
 LEAK = b"3.000004"
-
-
-@pytest.fixture
-def cluster(daemons: Daemons) -> Iterator[Cluster]:
-    """The recovery scenarios' cluster (journal application, small timeouts), no node yet."""
-    c = Cluster(daemons)
-    c.start_sm()
-    c.register_app()
-    yield c
-    c.conn.close()
 
 
 def _session_with_secrets(c: Cluster, seconds: list[float]) -> list[int]:
@@ -77,11 +65,11 @@ def _assert_nothing_leaked(impostor: BackendPeer) -> None:
 
 
 def test_a_registration_reusing_a_live_nodes_incarnation_is_refused_and_its_completions_ignored(
-    cluster: Cluster,
+    journal_cluster: Cluster,
 ) -> None:
     """Same incarnation, another connection, no secret: refused with Unauthorized; no snapshot,
     no task input or common data reaches it; its forged completions record nothing."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
     _session_with_secrets(c, SECONDS)
@@ -103,13 +91,13 @@ def test_a_registration_reusing_a_live_nodes_incarnation_is_refused_and_its_comp
 
 
 def test_a_restarted_session_manager_refuses_a_forged_registration_and_goodbye_and_takes_the_node_back(
-    cluster: Cluster,
+    journal_cluster: Cluster,
 ) -> None:
     """The secret's hash is durable: after a session-manager restart (log replay), the node
     loaded as Unknown refuses a registration and a goodbye that only know its public
     incarnation and epoch; the real executor manager comes back and keeps its running task
     (RFE384: the matched executors are kept, nothing is retried)."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
     _session_with_secrets(c, SECONDS[:1])
@@ -139,13 +127,13 @@ def test_a_restarted_session_manager_refuses_a_forged_registration_and_goodbye_a
 
 
 def test_a_registration_that_cannot_prove_it_is_the_holder_keeps_none_of_the_nodes_executors(
-    cluster: Cluster,
+    journal_cluster: Cluster,
 ) -> None:
     """A new incarnation that lists the holder's executor ids (ListExecutors shows them), sent
     once the holder has been quiet long enough for a restart to take the name: taken, at most,
     as a restarted executor manager, which keeps nothing; its snapshot carries no task and its
     forged completions are stale. The tasks are retried and end with their real outputs."""
-    c = cluster
+    c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
     _session_with_secrets(c, SECONDS[:2])

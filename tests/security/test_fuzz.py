@@ -25,11 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.codec import HEADER
-from tests.integration.daemons import Daemons, wait_for
 from tests.security import fuzzing
 from tests.security.hostile_frames import BACKEND as BACKEND_TEMPLATES
 from tests.security.hostile_frames import FRONTEND as FRONTEND_TEMPLATES
 from tests.security.hostile_frames import HostileFrames
+from tests.support.daemons import Daemons
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -15,21 +15,10 @@ import pytest
 
 from protocol import backend as be
 from protocol.types import TaskState
-from tests.em.conftest import (
-    ExecutorManagerProcess,
-    FakeSessionManager,
-    em,
-    new_id,
-    probe_app,
-    sm,
-    tasks,
-    wait_for,
-    workdir,
-)
-from tests.em.test_executor_manager import bind, completed, of_type
-from tests.integration.daemons import Daemons
-
-__all__ = ["em", "sm", "workdir"]  # fixtures of tests/em used here (`daemons` comes from conftest.py)
+from tests.em.contexts import bind, completed, new_id, of_type, probe_app, tasks
+from tests.support.daemons import Daemons, ExecutorManagerProcess
+from tests.support.fake_backend import FakeSessionManager
+from tests.support.waiting import wait_for
 
 SERVICE = Path(__file__).parent / "services" / "misbehaving.py"
 
@@ -59,6 +48,7 @@ def of_executor(reports: list[be.ExecutorReport], executor_id: str) -> list[be.T
     return [c for c in completed(reports) if c.executor_id == executor_id]
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_a_deep_frame_from_a_starting_instance_fails_its_bind_and_the_node_lives(
     sm: FakeSessionManager, em: ExecutorManagerProcess
@@ -81,6 +71,7 @@ def test_a_deep_frame_from_a_starting_instance_fails_its_bind_and_the_node_lives
     assert em.process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     ("attack", "reason"),
@@ -118,6 +109,7 @@ def test_an_instance_that_floods_or_sends_garbage_is_killed_and_its_task_fails(
     assert em.process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_an_instance_cannot_speak_for_another_executor(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
     """An instance that learned another executor's id connects with it as routing id and sends
@@ -144,6 +136,7 @@ def test_an_instance_cannot_speak_for_another_executor(sm: FakeSessionManager, e
     assert em.process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_a_session_whose_instances_keep_misbehaving_is_no_longer_bound_on_the_node(
     sm: FakeSessionManager, em: ExecutorManagerProcess

@@ -18,9 +18,10 @@ import time
 
 import pytest
 
-from tests.integration.daemons import Daemons, wait_for
 from tests.integration.test_security import Keys
 from tests.security.backend_peer import node_row, stat
+from tests.support.daemons import Daemons
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

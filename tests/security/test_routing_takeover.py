@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.daemons import Daemons, RawClient, wait_for
 from tests.integration.test_security import Keys
 from tests.security.backend_peer import BackendPeer, curve_of, node_row, register_message, stat
+from tests.support.daemons import Daemons, RawClient
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

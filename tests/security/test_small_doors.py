@@ -31,8 +31,9 @@ import zmq.auth
 from flamed.config import ConfigError, parse_config
 from flamed.transport.refusal_log import REFUSAL_WINDOW, RefusalLog
 from flamed.transport.security import CLIENTS, ZAP_ENDPOINT, AllowList, ZapHandler
-from tests.integration.daemons import Daemons, free_port, wait_for
 from tests.integration.test_security import Keys
+from tests.support.daemons import Daemons, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -24,7 +24,8 @@ import pytest
 from flamed.client.text import is_printable, printable
 from protocol import frontend as fe
 from protocol.types import Event, Task, TaskState
-from tests.integration.daemons import Daemons, wait_for
+from tests.support.daemons import Daemons
+from tests.support.waiting import wait_for
 from tests.tui.fake_cluster import WALL, Clock, node, session, snapshot
 from tui.app import FlameTui
 from tui.feed import Connected, FakeFeed

@@ -227,6 +227,7 @@ _HOLDER = (
 )
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_lock_held_by_another_process_and_freed_by_its_death(state_dir: Path) -> None:
     """Another process holding the directory is named by pid; after it is SIGKILLed the lock is

@@ -157,6 +157,7 @@ _FSIZE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_file_size_limit_in_a_real_process(state_dir: Path) -> None:
     """A real short write (RLIMIT_FSIZE) in a separate process: the batch is refused and undone,

@@ -58,6 +58,7 @@ def status(app: FlameTui) -> str:
 
 
 def test_snapshot_fills_every_view_and_updates_change_rows_in_place() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         assert keys(app, "nodes") == ["node-a", "node-b"]
         assert cell(app, "nodes", "node-a", "state") == "Ready"
@@ -82,6 +83,7 @@ def test_snapshot_fills_every_view_and_updates_change_rows_in_place() -> None:
 
 
 def test_number_keys_and_tab_switch_views() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         for key, view in (("2", "executors"), ("3", "sessions"), ("5", "events"), ("1", "nodes")):
             await pilot.press(key)
@@ -96,6 +98,7 @@ def test_number_keys_and_tab_switch_views() -> None:
 
 
 def test_filter_narrows_the_view_and_escape_clears_it() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("3", "slash", *"render")
         assert keys(app, "sessions") == ["render-7"]
@@ -113,6 +116,7 @@ def test_filter_narrows_the_view_and_escape_clears_it() -> None:
 
 
 def test_sort_cycles_columns_and_keeps_new_rows_in_order() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("3", "s")
         assert keys(app, "sessions") == ["batch-1", "old-3", "render-7"]
@@ -128,6 +132,7 @@ def test_sort_cycles_columns_and_keeps_new_rows_in_order() -> None:
 
 
 def test_pause_freezes_the_tables_and_resume_catches_up() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("p")
         assert "PAUSED" in status(app)
@@ -146,6 +151,7 @@ def test_pause_freezes_the_tables_and_resume_catches_up() -> None:
 
 
 def test_enter_drills_from_node_to_executors_to_session_to_tasks_and_escape_goes_back() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("enter")  # node-a
         assert app.view == "executors"
@@ -171,6 +177,7 @@ def test_enter_drills_from_node_to_executors_to_session_to_tasks_and_escape_goes
 
 
 def test_disconnected_banner_says_how_old_the_data_is_and_reconnect_clears_it() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         assert "connected" in status(app) and "DISCONNECTED" not in status(app)
         clock.t += 12
@@ -189,6 +196,7 @@ def test_disconnected_banner_says_how_old_the_data_is_and_reconnect_clears_it() 
 
 
 def test_heartbeat_age_grows_between_pushes_and_help_and_close_session_confirm() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         clock.t += 7
         app.refresh_clock()
@@ -207,6 +215,7 @@ def test_heartbeat_age_grows_between_pushes_and_help_and_close_session_confirm()
 
 
 def test_event_log_appends_new_events_and_keeps_a_bounded_history() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         event = fe.ClusterEvent(
             time=WALL, kind="node", subject="node-b", message="silent: Unknown (no message for 4.1s)"
@@ -224,6 +233,7 @@ def test_event_log_appends_new_events_and_keeps_a_bounded_history() -> None:
 
 
 def test_drain_and_undrain_ask_first_and_the_link_column_says_drained() -> None:
+
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("d", "n")
         assert feed.drained == []

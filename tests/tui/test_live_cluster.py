@@ -17,12 +17,9 @@ from collections.abc import Callable
 import pytest
 from textual.pilot import Pilot
 
-from tests.integration.conftest import cluster, daemons
-from tests.integration.daemons import Daemons, free_port
+from tests.support.daemons import Daemons, free_port
 from tui.app import FlameTui
 from tui.feed import LiveFeed
-
-__all__ = ["cluster", "daemons"]  # the fixtures this module uses
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
