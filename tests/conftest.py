@@ -10,7 +10,8 @@ import pytest
 
 from tests.support.guards import ADVICE, forbid_processes
 
-pytest_plugins = ["tests.support.fixtures"]
+# pytester: tests/test_suite_rules.py runs a small suite in-process to check the guard below.
+pytest_plugins = ["pytester", "tests.support.fixtures"]
 
 
 @pytest.fixture(autouse=True)

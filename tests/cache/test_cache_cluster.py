@@ -139,6 +139,8 @@ def test_the_readme_cache_example_runs(cache_cluster: Daemons) -> None:
 
 
 def test_agent_session_argument_errors_are_flamepys() -> None:
+    """Breaks if the agent Session's argument errors stop matching flamepy's (neither or both of name and
+    session_id)."""
     with pytest.raises(ValueError, match="Either 'name' or 'session_id' must be provided"):
         Session(name=None, session_id=None)
     with pytest.raises(ValueError, match="Cannot provide both 'name' and 'session_id'"):

@@ -207,6 +207,8 @@ def test_a_large_object_streams_in_chunks_and_comes_back_without_copies(cache_da
 
 
 def test_an_upload_that_stops_halfway_is_dropped_and_its_room_given_back(cache_daemons: Daemons) -> None:
+    """Breaks if an abandoned upload keeps its reserved room past upload_timeout, or a chunk sent after it
+    expired is accepted."""
     start(cache_daemons, upload_timeout=0.5, max_bytes=1024 * 1024)
     with RawClient(cache_daemons.cache) as raw:
         reply = raw.call({"type": "PutObject", "key": "a/s/half", "data": b"x" * 10, "size": 1000 * 1000})

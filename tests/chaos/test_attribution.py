@@ -178,12 +178,14 @@ def test_a_start_on_an_executor_already_removed_is_a_stale_start_even_after_a_lo
 
 
 def test_a_rerun_with_no_fault_around_is_unexpected() -> None:
+    """Breaks if the chaos checker excuses a rerun that no fault explains."""
     e = evidence([fault(0, FaultKind.em_kill, "n1", 10.0, 1.0)], [run(1, "n1", "e1", 40.0), run(1, "n1", "e3", 50.0)])
     rerun = only(attribute(e, WINDOW))
     assert (rerun.fault, rerun.expected, rerun.reason) == (None, False, NO_RETRY)
 
 
 def test_a_kill_of_another_node_does_not_explain_a_rerun() -> None:
+    """Breaks if a kill on one node is taken to explain a rerun of a task on another node."""
     e = evidence(
         [fault(0, FaultKind.em_kill, "n2", 100.0, 3.0)],
         [run(1, "n1", "e1", 99.0), run(1, "n3", "e3", 101.0)],
@@ -232,6 +234,8 @@ def test_node_transitions_out_of_order_are_caught_and_a_goodbye_is_allowed() -> 
 
 
 def test_two_different_terminal_records_of_a_task_break_i2() -> None:
+    """Breaks if the chaos checker accepts a task recorded terminal twice, or reopened after it was terminal
+    (invariant I2)."""
     e = evidence([], [])
     e.terminal = {("s", 1): [TerminalRecord("Succeed", 10, ""), TerminalRecord("Succeed", 12, "")]}
     assert not recorded_once(e).ok

@@ -31,12 +31,16 @@ def rooms() -> set[str]:
 
 
 def test_every_room_of_flamed_is_either_the_sdk_or_forbidden_to_it() -> None:
+    """Breaks if a package added under flamed/ is neither part of the SDK nor named in the sdk-layering
+    contract (the SDK could import it unchecked)."""
     forbidden = set(contracts()["sdk-layering"]["forbidden_modules"])  # type: ignore[arg-type]
     assert rooms() - SDK <= forbidden, sorted(rooms() - SDK - forbidden)
     assert not forbidden & SDK
 
 
 def test_every_room_of_flamed_but_the_client_is_forbidden_to_the_tui() -> None:
+    """Breaks if a package added under flamed/ is not named in the tui-on-sdk contract, or the TUI may import
+    zmq."""
     forbidden = set(contracts()["tui-on-sdk"]["forbidden_modules"])  # type: ignore[arg-type]
     assert rooms() - TUI <= forbidden, sorted(rooms() - TUI - forbidden)
     assert "zmq" in forbidden and not forbidden & TUI

@@ -49,6 +49,8 @@ def start(daemons: Daemons) -> RawClient:
 @pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_sigkill_never_loses_an_acknowledged_task(crash_daemons: Daemons) -> None:
+    """Breaks if a session manager killed with SIGKILL (requests in flight) loses an acknowledged task or its
+    input after the restart."""
     rng = random.Random(20261124)
     acknowledged: dict[int, bytes] = {}
     client = start(crash_daemons)

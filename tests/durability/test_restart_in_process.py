@@ -33,6 +33,8 @@ def views(in_process: InProcess) -> dict[str, Any]:
 
 @pytest.mark.timeout(60)
 def test_state_survives_a_clean_restart_with_snapshots(in_process: InProcess) -> None:
+    """Breaks if sessions, tasks or applications differ after a clean stop and restart with snapshots written
+    along the way."""
     in_process.start()
     for s in range(3):
         reply = in_process.call({"type": "CreateSession", "session_id": f"s{s}", "spec": {"application": "flmping"}})

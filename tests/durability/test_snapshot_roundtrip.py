@@ -53,6 +53,8 @@ def scenario(seed: int) -> Harness:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("seed", range(12))
 def test_snapshot_round_trip_equals_replay(seed: int) -> None:
+    """Breaks if a state restored from a snapshot taken mid-stream, plus the rest of the log, differs from the
+    state replayed from the whole log."""
     h = scenario(seed)
     replayed = ClusterState()
     payloads = [_encoder.encode(rec) for rec in h.records]
@@ -76,6 +78,7 @@ def test_snapshot_round_trip_equals_replay(seed: int) -> None:
 
 @pytest.mark.timeout(30)
 def test_bad_snapshot_bytes_raise_a_named_error() -> None:
+    """Breaks if a snapshot that does not decode raises something else than SnapshotFormatError saying so."""
     from flamed.core.snapshot import SnapshotFormatError
 
     with pytest.raises(SnapshotFormatError, match="does not decode"):

@@ -50,6 +50,8 @@ def all_tasks(in_process: InProcess, session_id: str) -> list[dict[str, Any]]:
 def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
     in_process: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Breaks if a failed commit is acknowledged, leaves a watch behind, or stops the session manager serving
+    once the disk works again."""
     manager = in_process.start()
     created = in_process.call({"type": "CreateSession", "session_id": "s", "spec": {"application": "flmping"}})
     assert created["type"] == "SessionReply", created
@@ -105,6 +107,8 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(os.geteuid() != 0, reason="a small tmpfs needs root; the injected failure test covers the logic")
 def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path) -> None:
+    """Breaks if, on a really full disk, a task is acknowledged without being durable, or memory and disk
+    disagree after a restart."""
     with small_tmpfs(tmp_path / "disk", "2m") as disk:
         in_process = InProcess(disk / "state", snapshot_records=1_000_000)
         try:

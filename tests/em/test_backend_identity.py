@@ -37,6 +37,8 @@ def next_registration(sm: FakeSessionManager, timeout: float = 10.0) -> tuple[by
 def test_a_lost_link_is_registered_again_on_a_new_connection_with_the_same_secret(
     sm: FakeSessionManager, em: ExecutorManagerProcess
 ) -> None:
+    """Breaks if the executor manager reuses its routing id after a lost link, derives it from its incarnation,
+    logs its secret, or changes incarnation or secret on the way."""
     first = sm.register()
     first_peer = sm.peer
     assert len(first.secret) >= 40 and first.secret not in em.log()
@@ -56,5 +58,7 @@ def test_a_lost_link_is_registered_again_on_a_new_connection_with_the_same_secre
 def test_an_unanswered_registration_is_tried_again_on_a_new_connection(
     sm: FakeSessionManager, em: ExecutorManagerProcess
 ) -> None:
+    """Breaks if an unanswered registration is retried on the same connection (a dead one would never reach a
+    session manager)."""
     peers = [next_registration(sm)[0] for _ in range(3)]
     assert len(set(peers)) == 3, peers

@@ -91,6 +91,8 @@ def test_results_count_only_for_tasks_held_once_each(results: list[tuple[int, in
 
 
 def test_results_in_any_order_for_held_tasks_are_legal() -> None:
+    """Breaks if an instance's results for tasks it holds are refused because they come in another order than
+    the tasks were given."""
     outcomes = [im.TaskOutcome(task_id=2, attempt=1, ok=True), im.TaskOutcome(task_id=1, attempt=1, ok=False)]
     assert conduct.check(executor_in(Stage.Serving), im.TaskResults(results=outcomes)) is Stage.Serving
 

@@ -30,6 +30,8 @@ def run_task(client: RawClient, session_id: str) -> dict[str, object]:
 
 
 def test_frontend_answers_bad_frames_with_errors_and_keeps_serving(cluster: Daemons) -> None:
+    """Breaks if a bad frame or request on the frontend gets no typed Error (with its request id when it can be
+    read), or stops the session manager serving."""
     with cluster.client() as client:
         bad: list[tuple[list[bytes], str, str]] = [
             ([b"garbage"], "BadMessage", "expected 2 frames"),
@@ -68,6 +70,8 @@ def test_frontend_answers_bad_frames_with_errors_and_keeps_serving(cluster: Daem
 
 
 def test_backend_refuses_bad_frames_and_impostors_and_keeps_serving(cluster: Daemons) -> None:
+    """Breaks if bad frames or a heartbeat from an unregistered peer on the backend are not refused, or stop
+    the cluster from running a task."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(cluster.backend)
@@ -103,6 +107,7 @@ def test_backend_refuses_bad_frames_and_impostors_and_keeps_serving(cluster: Dae
     ],
 )
 def test_bad_command_lines_exit_with_a_one_line_reason(argv: list[str], words: str) -> None:
+    """Breaks if a bad command line exits 0, prints a traceback, or does not say what is wrong."""
     result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
     assert words in result.stderr, result.stderr
@@ -110,6 +115,7 @@ def test_bad_command_lines_exit_with_a_one_line_reason(argv: list[str], words: s
 
 
 def test_bad_config_file_is_named_with_its_key(tmp_path: object, daemons: Daemons) -> None:
+    """Breaks if a daemon started with a misspelled config key runs anyway, or exits without naming the key."""
     daemons.config.write_text("[recovery]\nheartbeat_intervall = 1.0\n")
     proc = daemons.start_session_manager()
     assert proc.wait(30) == 2

@@ -32,6 +32,8 @@ def register_recorder(flame: object, journal: Path, **attrs: object) -> None:
 
 
 def test_sdk_runs_a_service_written_here(cluster: Daemons, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Breaks if the SDK cannot register an application, run tasks through a service with common data, report a
+    failed task's message, close the session (the instance leaves), and unregister."""
     from flamed import client as flame
 
     monkeypatch.setenv("FLAME_ENDPOINT", cluster.frontend)
@@ -66,6 +68,7 @@ def _read(path: Path) -> str:
 def test_a_task_whose_instance_dies_fails_with_a_message_that_says_so(
     cluster: Daemons, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Breaks if a task whose instance exits hangs, or fails without saying the instance exited."""
     from flamed import client as flame
 
     flame.connect(cluster.frontend)
@@ -81,6 +84,7 @@ def test_a_task_whose_instance_dies_fails_with_a_message_that_says_so(
 
 
 def test_two_executor_managers_share_one_session(daemons: Daemons) -> None:
+    """Breaks if one session's tasks do not spread over two nodes, or some do not succeed."""
     from flamed import client as flame
 
     daemons.start_session_manager()
@@ -106,6 +110,8 @@ def test_two_executor_managers_share_one_session(daemons: Daemons) -> None:
 
 
 def test_flamed_cluster_runs_flmping_and_stops_cleanly_on_sigterm(daemons: Daemons) -> None:
+    """Breaks if `flamed cluster` cannot run flmping, flmctl cannot list its nodes, or it does not stop cleanly
+    on SIGTERM."""
     proc = daemons.spawn(
         "cluster",
         "cluster",

@@ -33,6 +33,7 @@ def flmctl(d: Daemons, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_register_update_unregister_say_what_they_did(cluster: Daemons) -> None:
+    """Breaks if flmctl register, update or unregister fails or does not say in one line what it did."""
     app = cluster.dir / "app.yaml"
     app.write_text("metadata: {name: hello}\nspec: {command: /bin/true}\n")
     done = flmctl(cluster, "register", "-f", str(app))

@@ -80,6 +80,8 @@ def ready_nodes(keys: Keys) -> list[str]:
 
 
 def test_clients_without_key_or_with_unknown_key_are_refused_and_a_listed_key_is_served(daemons: Daemons) -> None:
+    """Breaks if a CURVE session manager serves a plain client or an unlisted key, refuses a listed one, or
+    does not re-read its allow-list when the directory changes."""
     keys = Keys(daemons)
     daemons.start_session_manager()
     with keys.client("alice") as client:
@@ -94,6 +96,8 @@ def test_clients_without_key_or_with_unknown_key_are_refused_and_a_listed_key_is
 
 
 def test_node_key_as_client_and_client_key_as_node_are_refused(daemons: Daemons) -> None:
+    """Breaks if a node's key is served on the client frontend, or a client's key gets a node registered on the
+    backend."""
     keys = Keys(daemons)
     daemons.start_session_manager()
     assert refused(keys.client("n1", REFUSED_WITHIN)), "a node key was served on the frontend"
@@ -106,6 +110,7 @@ def test_node_key_as_client_and_client_key_as_node_are_refused(daemons: Daemons)
 
 
 def test_a_node_key_cannot_register_another_node(daemons: Daemons) -> None:
+    """Breaks if a node's key can register under another node's name (the mismatch must be refused and logged)."""
     keys = Keys(daemons)
     daemons.start_session_manager()
     daemons.start_executor_manager("n2", 1, "--config", str(keys.em_config("n1")))  # n1's key, claims n2
@@ -116,6 +121,7 @@ def test_a_node_key_cannot_register_another_node(daemons: Daemons) -> None:
 
 
 def test_cluster_runs_a_task_over_curve(daemons: Daemons) -> None:
+    """Breaks if a whole cluster with CURVE on both sockets cannot run a task end to end."""
     keys = Keys(daemons)
     daemons.start_session_manager()
     daemons.start_executor_manager("n1", 1, "--config", str(keys.em_config("n1")))
@@ -132,6 +138,8 @@ def test_cluster_runs_a_task_over_curve(daemons: Daemons) -> None:
 
 
 def test_a_secret_key_readable_by_others_stops_the_session_manager(daemons: Daemons) -> None:
+    """Breaks if the session manager starts with a secret key readable by group or others, or fails without
+    saying to chmod 600 it."""
     keys = Keys(daemons)
     secret = keys.dir / "server.key_secret"
     secret.chmod(0o644)
@@ -142,6 +150,8 @@ def test_a_secret_key_readable_by_others_stops_the_session_manager(daemons: Daem
 
 
 def test_keygen_writes_private_files_in_a_private_directory(tmp_path: Path) -> None:
+    """Breaks if flamed keygen writes keys others can read, overwrites an existing key, or writes into a
+    directory others can read."""
     out = tmp_path / "curve"
     assert main(["keygen", "--out", str(out), "--name", "n1"]) == 0
     assert out.stat().st_mode & 0o777 == 0o700
@@ -157,6 +167,8 @@ def test_keygen_writes_private_files_in_a_private_directory(tmp_path: Path) -> N
 
 
 def test_plain_mode_on_a_public_address_logs_a_loud_warning(daemons: Daemons) -> None:
+    """Breaks if a plain (no CURVE) frontend on a public address starts without a SECURITY WARNING, or local
+    addresses are taken for public ones."""
     from flamed.config import is_local_endpoint
 
     assert is_local_endpoint("tcp://127.0.0.1:8080") and is_local_endpoint("ipc:///run/x")
@@ -168,6 +180,8 @@ def test_plain_mode_on_a_public_address_logs_a_loud_warning(daemons: Daemons) ->
 
 
 def test_the_sdk_takes_its_keys_from_the_config_file(daemons: Daemons, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Breaks if the SDK ignores the CURVE keys of its config file (given, or found through $FLAME_CONF), or a
+    refused key is not a FlameError naming the allow-list."""
     from flamed.client import FlameError, open_connection
 
     keys = Keys(daemons)

@@ -45,6 +45,8 @@ def _every_key_changed() -> Config:
 
 
 def test_every_key_round_trips(tmp_path: Path) -> None:
+    """Breaks if a config key is lost or changed on the way to TOML and back (every key set to a non-default
+    value)."""
     changed = _every_key_changed()
     assert all(
         getattr(getattr(changed, s), k) != getattr(getattr(Config(), s), k)
@@ -58,6 +60,7 @@ def test_every_key_round_trips(tmp_path: Path) -> None:
 
 
 def test_example_config_is_valid_and_lists_every_key() -> None:
+    """Breaks if the shipped example config does not load, or misses or invents a key of some section."""
     raw = tomllib.loads(EXAMPLE.read_text())
     load_config(str(EXAMPLE))
     for section in Config.__struct_fields__:
@@ -78,6 +81,7 @@ def test_example_config_is_valid_and_lists_every_key() -> None:
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str, expected: str) -> None:
+    """Breaks if a bad config value fails without naming the key, what was expected and the file."""
     path = tmp_path / "flame.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
@@ -87,6 +91,8 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str, expected: 
 
 
 def test_config_show_names_the_source_of_each_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Breaks if `flamed config show` does not say where each value comes from (file or default), or its output
+    is not itself a valid config."""
     path = tmp_path / "flame.toml"
     path.write_text('[cluster]\nname = "prod"\n')
     text = show_config(str(path))
@@ -98,6 +104,7 @@ def test_config_show_names_the_source_of_each_value(tmp_path: Path, capsys: pyte
 
 
 def test_config_show_with_a_bad_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Breaks if `flamed config show` on a bad file does not exit 2 naming the bad key."""
     path = tmp_path / "flame.toml"
     path.write_text("[cluster]\nbogus = 1\n")
     with pytest.raises(SystemExit) as caught:

@@ -31,6 +31,8 @@ def _ask(ctl: Controller, request: fe.ClientRequest) -> fe.Message:
 
 
 def test_drain_is_a_record_that_replays_and_snapshots() -> None:
+    """Breaks if draining a node is not durable (one record, replayed and kept in snapshots), a second drain
+    writes again, or undrain or the counters do not follow."""
     ctl = _controller()
     reply = _ask(ctl, fe.DrainNode(name="n1"))
     assert isinstance(reply, fe.NodeReply) and reply.node.drained
@@ -55,6 +57,7 @@ def test_drain_is_a_record_that_replays_and_snapshots() -> None:
 
 
 def test_drain_of_an_unknown_node_is_not_found() -> None:
+    """Breaks if draining an unknown node is not an error naming it, or still writes a record."""
     ctl = _controller()
     reply = _ask(ctl, fe.DrainNode(name="nope"))
     assert isinstance(reply, fe.Error) and "nope" in reply.message

@@ -46,6 +46,8 @@ def check_exposition(text: str) -> dict[str, float]:
 
 
 def test_render_labels_states_and_types_counters() -> None:
+    """Breaks if the Prometheus exposition loses the state label (states at 0 included), a counter's _total
+    name, or a gauge's value."""
     text = render({"tasks_pending": 3, "tasks_created_total": 7, "nodes_ready": 1, "storage_log_bytes": 1.5})
     samples = check_exposition(text)
     assert samples['flame_tasks{state="Pending"}'] == 3
@@ -55,6 +57,8 @@ def test_render_labels_states_and_types_counters() -> None:
 
 
 def test_parse_address() -> None:
+    """Breaks if --metrics addresses (host:port, :port, port) are read wrong, or a bad one is not refused
+    naming the option."""
     assert parse_address("127.0.0.1:9100") == ("127.0.0.1", 9100)
     assert parse_address(":9100") == ("0.0.0.0", 9100)
     assert parse_address("9100") == ("127.0.0.1", 9100)

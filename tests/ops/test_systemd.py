@@ -47,6 +47,7 @@ def test_unit_passes_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
 
 
 def test_notifier_is_a_no_op_without_notify_socket() -> None:
+    """Breaks if a daemon not started by systemd (no NOTIFY_SOCKET) tries to notify or asks for a watchdog."""
     notifier = Notifier({})
     assert not notifier.enabled and not notifier.ready("x") and notifier.watchdog_interval() is None
 
@@ -64,6 +65,7 @@ def test_notifier_reaches_an_abstract_socket() -> None:
 
 
 def test_watchdog_usec_for_another_pid_is_ignored() -> None:
+    """Breaks if a daemon pings a watchdog that systemd set up for another process (WATCHDOG_PID)."""
     notifier = Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
     assert notifier.watchdog_interval() is None
 
@@ -137,6 +139,8 @@ def test_session_manager_is_ready_after_replay_and_pings_the_watchdog(daemons: D
 
 @pytest.mark.integration
 def test_executor_manager_is_ready_and_pings_the_watchdog(daemons: Daemons) -> None:
+    """Breaks if the executor manager under systemd does not say READY once registered, stops pinging the
+    watchdog while running, or never says it is connected."""
     daemons.start_session_manager()
     fake = _under_fake_systemd(daemons, "n1")
     try:

@@ -105,6 +105,8 @@ MANAGER: list[be.Message] = [
     ],
 )
 def test_every_link_round_trips(messages: list[msgspec.Struct], codec: object) -> None:
+    """Breaks if a message of any link does not decode to what was encoded, or its frames do not start with the
+    protocol header."""
     for message in messages:
         frames = encode(message)
         assert frames[0] == HEADER
@@ -135,6 +137,8 @@ def test_cache_fields_are_optional_for_older_peers() -> None:
 
 
 def test_a_plain_msgpack_map_from_another_language_decodes() -> None:
+    """Breaks if a request written as a plain MessagePack map (as another language's client sends it) is not
+    decoded."""
     payload = msgspec.msgpack.encode({"type": "GetSession", "session_id": "s1", "request_id": 5})
     request = client_request_codec().decode([HEADER, payload])
     assert request == fe.GetSession(session_id="s1", request_id=5)
@@ -154,6 +158,8 @@ def test_a_plain_msgpack_map_from_another_language_decodes() -> None:
     ],
 )
 def test_bad_frames_raise_frame_errors_that_say_why(frames: list[bytes], code: ErrorCode, words: str) -> None:
+    """Breaks if a bad frame raises something else than a FrameError with the right code and a message that
+    says why."""
     with pytest.raises(FrameError) as caught:
         client_request_codec().decode(frames)
     assert caught.value.code is code
@@ -161,11 +167,14 @@ def test_bad_frames_raise_frame_errors_that_say_why(frames: list[bytes], code: E
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    """Breaks if a field added by a newer peer makes an older one refuse the message."""
     payload = msgspec.msgpack.encode({"type": "Ping", "request_id": 1, "added_in_v1_1": True})
     assert client_request_codec().decode([HEADER, payload]) == fe.Ping(request_id=1)
 
 
 def test_the_request_id_of_an_undecodable_request_can_still_be_read() -> None:
+    """Breaks if the error reply to an undecodable request cannot carry its request id (or reading it from
+    garbage raises)."""
     payload = msgspec.msgpack.encode({"type": "GetSession", "session_id": 5, "request_id": 77})
     assert peek_request_id([HEADER, payload]) == 77
     assert peek_request_id([HEADER, b"\xc1"]) == 0

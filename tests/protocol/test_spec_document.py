@@ -36,11 +36,13 @@ def members(union: object) -> list[str]:
     ],
 )
 def test_every_message_type_is_documented(union: object) -> None:
+    """Breaks if a message type of this union is missing from PROTOCOL.md."""
     missing = [name for name in members(union) if f"`{name}" not in SPEC]
     assert not missing, f"PROTOCOL.md does not describe {missing}"
 
 
 def test_every_error_code_and_state_is_documented() -> None:
+    """Breaks if an error code or a state value is missing from PROTOCOL.md."""
     for enum in (ErrorCode, TaskState, SessionState, ExecutorState, NodeState, ConnectionState):
         missing = [m.value for m in enum if f"`{m.value}`" not in SPEC]
         assert not missing, f"PROTOCOL.md does not list {enum.__name__} values {missing}"

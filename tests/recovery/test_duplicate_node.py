@@ -15,6 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def test_duplicate_node_name_is_refused_then_taken_over_after_the_holder_dies(journal_cluster: Cluster) -> None:
+    """Breaks if a second executor manager takes a live node's name, is not told why, or does not take the name
+    over once the holder dies."""
     c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")

@@ -28,6 +28,8 @@ def _states_while(c: Cluster, node: str, seconds: float) -> list[tuple[float, st
 
 
 def test_glitch_shorter_than_detection_changes_nothing(journal_cluster: Cluster) -> None:
+    """Breaks if an executor manager paused for less than the detection time is seen as anything but Ready, or
+    any task is retried."""
     c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
@@ -49,6 +51,8 @@ def test_glitch_shorter_than_detection_changes_nothing(journal_cluster: Cluster)
 
 
 def test_glitch_longer_than_detection_shorter_than_drain_reruns_nothing(journal_cluster: Cluster) -> None:
+    """Breaks if a node paused past detection but within the drain is not shown Unknown and Draining, or, once
+    back, loses its executors or reruns a task."""
     c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")

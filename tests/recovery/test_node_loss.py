@@ -28,6 +28,8 @@ def _one_task_on_n1(c: Cluster, seconds: float, slots: int = 1) -> int:
 
 
 def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(journal_cluster: Cluster) -> None:
+    """Breaks if a node frozen past the drain is not cleaned up and its task rerun on n2, or, when it comes
+    back, its old instance survives or its late completion is recorded."""
     c = journal_cluster
     task_id = _one_task_on_n1(c, 2.0)
     (first,) = c.runs()
@@ -100,6 +102,8 @@ def test_a_node_frozen_past_the_transport_timeout_rejoins(journal_cluster: Clust
 
 
 def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(journal_cluster: Cluster) -> None:
+    """Breaks if an executor manager killed and restarted at once leaves its instance alive, or its task is
+    rerun other than exactly once."""
     c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
@@ -123,6 +127,8 @@ def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(j
 
 
 def test_a_task_whose_node_keeps_dying_fails_at_the_retry_limit(journal_cluster: Cluster) -> None:
+    """Breaks if a task whose node dies on every attempt is retried past task_retry_limit, or fails without
+    saying so."""
     c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
@@ -205,6 +211,8 @@ def test_a_draining_node_is_offered_no_work_and_its_queue_runs_elsewhere(journal
 
 
 def test_second_sigterm_stops_at_once_and_the_task_reruns_elsewhere(journal_cluster: Cluster) -> None:
+    """Breaks if a second SIGTERM does not stop the executor manager at once (killing its instance), or its
+    task is not rerun on n2."""
     c = journal_cluster
     task_id = _one_task_on_n1(c, 3.0)
     (first,) = c.runs()

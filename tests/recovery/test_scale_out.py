@@ -17,6 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 def test_a_node_that_joins_a_running_session_takes_a_share_of_its_queued_tasks(journal_cluster: Cluster) -> None:
+    """Breaks if a node that joins a running session gets none of the tasks queued ahead on the first node, or
+    a task runs twice."""
     c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")
@@ -41,6 +43,8 @@ def test_a_node_that_joins_a_running_session_takes_a_share_of_its_queued_tasks(j
 
 
 def test_an_executor_taken_for_a_higher_priority_session_hands_its_queue_back(journal_cluster: Cluster) -> None:
+    """Breaks if a higher-priority session waits for every task queued ahead on the executor it takes, or a
+    handed-back task runs twice."""
     c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")

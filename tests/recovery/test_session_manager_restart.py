@@ -23,6 +23,8 @@ def _restart_sm(c: Cluster) -> float:
 
 
 def test_session_manager_crash_and_restart_runs_no_task_twice(journal_cluster: Cluster) -> None:
+    """Breaks if a session manager killed and restarted loses a result, reruns a task, or does not take its
+    live node back by a new registration."""
     c = journal_cluster
     c.start_em("n1", 2)
     c.wait_node("n1", "Ready")
@@ -48,6 +50,8 @@ def test_session_manager_crash_and_restart_runs_no_task_twice(journal_cluster: C
 
 
 def test_a_node_that_never_returns_after_a_restart_is_cleaned_up_after_the_drain(journal_cluster: Cluster) -> None:
+    """Breaks if, after a restart, a node that never returns is cleaned up before the drain or never, or its
+    task is not rerun on the other node."""
     c = journal_cluster
     c.start_em("n1", 1)
     c.wait_node("n1", "Ready")

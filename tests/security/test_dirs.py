@@ -88,6 +88,8 @@ def test_executor_manager_refuses_a_runtime_dir_under_a_parent_others_can_write(
 
 
 def test_session_manager_refuses_a_state_dir_others_can_write(daemons: Daemons) -> None:
+    """Breaks if the session manager starts on a state directory group or others can write, or does not say to
+    chmod 700 it (and writes nothing there)."""
     state = loose_dir(daemons.dir / "state", 0o770)
     log = refused(daemons, "sm", daemons.start_session_manager())
     assert f"flamed: error: state directory {state} is writable by group or others (mode 0770)" in log
@@ -97,6 +99,8 @@ def test_session_manager_refuses_a_state_dir_others_can_write(daemons: Daemons) 
 
 @needs_root
 def test_session_manager_refuses_a_state_dir_owned_by_another_user(daemons: Daemons) -> None:
+    """Breaks if the session manager starts on a state directory owned by another user, or does not say how to
+    fix it."""
     state = loose_dir(daemons.dir / "state", 0o700, owner=NOBODY)
     log = refused(daemons, "sm", daemons.start_session_manager())
     assert f"uid {NOBODY}" in log and f"run: chown root {state} && chmod 700 {state}" in log

@@ -313,6 +313,8 @@ def test_config_numbers_must_be_finite_and_bounded(toml: dict[str, Any], words: 
 
 
 def test_a_session_manager_refuses_a_nan_in_its_config(daemons: Daemons) -> None:
+    """Breaks if a session manager starts with NaN as a duration in its config instead of exiting 2 naming the
+    key."""
     daemons.config.write_text("[recovery]\nheartbeat_interval = nan\n")
     proc = daemons.start_session_manager()
     assert proc.wait(30) == 2

@@ -22,6 +22,8 @@ def store(files: ObjectFiles, key: str, data: bytes, kind: int = BASE, version: 
 
 
 def test_committed_parts_are_found_again_with_their_bytes(tmp_path: Path) -> None:
+    """Breaks if a reopened object cache does not find its committed parts (kind, version, size, bytes) and
+    live sessions again."""
     files = ObjectFiles.open(tmp_path)
     store(files, "a/s/o", b"hello world")
     store(files, "a/s/o", b"!", DELTA, 2)
@@ -53,6 +55,8 @@ def test_a_torn_part_is_set_aside_and_the_rest_stands(tmp_path: Path) -> None:
 
 
 def test_a_bit_flip_in_the_header_or_a_wrong_name_is_caught(tmp_path: Path) -> None:
+    """Breaks if a part file with a damaged header, or renamed to another version, is served instead of
+    reported broken."""
     files = ObjectFiles.open(tmp_path)
     flipped = store(files, "a/s/x", b"data")
     renamed = store(files, "a/s/y", b"data")
@@ -86,6 +90,7 @@ def test_leftovers_of_an_interrupted_write_or_update_are_removed(tmp_path: Path)
 
 
 def test_one_object_cache_per_state_directory(tmp_path: Path) -> None:
+    """Breaks if two object caches can open the same state directory."""
     files = ObjectFiles.open(tmp_path)
     with pytest.raises(LockedError):
         ObjectFiles.open(tmp_path)
@@ -93,6 +98,7 @@ def test_one_object_cache_per_state_directory(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Breaks if a part whose write failed is left in the bucket (it would be found on the next scan)."""
     files = ObjectFiles.open(tmp_path)
     writer = files.writer("a/s/o")
     writer.append(b"abc")

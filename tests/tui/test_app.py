@@ -58,6 +58,8 @@ def status(app: FlameTui) -> str:
 
 
 def test_snapshot_fills_every_view_and_updates_change_rows_in_place() -> None:
+    """Breaks if a cluster snapshot leaves a view empty, or an update adds a duplicate row instead of changing
+    the row in place."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         assert keys(app, "nodes") == ["node-a", "node-b"]
@@ -83,6 +85,7 @@ def test_snapshot_fills_every_view_and_updates_change_rows_in_place() -> None:
 
 
 def test_number_keys_and_tab_switch_views() -> None:
+    """Breaks if the number keys or tab / shift+tab do not switch to (and focus) the view they name."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         for key, view in (("2", "executors"), ("3", "sessions"), ("5", "events"), ("1", "nodes")):
@@ -98,6 +101,8 @@ def test_number_keys_and_tab_switch_views() -> None:
 
 
 def test_filter_narrows_the_view_and_escape_clears_it() -> None:
+    """Breaks if the / filter does not narrow the rows, an update brings a filtered-out row back, or escape
+    does not clear the filter."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("3", "slash", *"render")
@@ -116,6 +121,8 @@ def test_filter_narrows_the_view_and_escape_clears_it() -> None:
 
 
 def test_sort_cycles_columns_and_keeps_new_rows_in_order() -> None:
+    """Breaks if s does not cycle the sort (ascending, descending, next column) or rows added later are not put
+    in sorted order."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("3", "s")
@@ -132,6 +139,7 @@ def test_sort_cycles_columns_and_keeps_new_rows_in_order() -> None:
 
 
 def test_pause_freezes_the_tables_and_resume_catches_up() -> None:
+    """Breaks if updates change the tables while paused, or resuming does not show what arrived meanwhile."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("p")
@@ -151,6 +159,8 @@ def test_pause_freezes_the_tables_and_resume_catches_up() -> None:
 
 
 def test_enter_drills_from_node_to_executors_to_session_to_tasks_and_escape_goes_back() -> None:
+    """Breaks if enter does not drill node -> executors -> session -> tasks (watching that session), or escape
+    does not walk back and drop the scope."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("enter")  # node-a
@@ -177,6 +187,8 @@ def test_enter_drills_from_node_to_executors_to_session_to_tasks_and_escape_goes
 
 
 def test_disconnected_banner_says_how_old_the_data_is_and_reconnect_clears_it() -> None:
+    """Breaks if a lost feed blanks the data or does not say how old it is, or a reconnect leaves the banner
+    up."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         assert "connected" in status(app) and "DISCONNECTED" not in status(app)
@@ -196,6 +208,8 @@ def test_disconnected_banner_says_how_old_the_data_is_and_reconnect_clears_it() 
 
 
 def test_heartbeat_age_grows_between_pushes_and_help_and_close_session_confirm() -> None:
+    """Breaks if heartbeat ages freeze between pushes, help does not open, or closing a session does not ask
+    first (n keeps it, y closes it)."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         clock.t += 7
@@ -215,6 +229,7 @@ def test_heartbeat_age_grows_between_pushes_and_help_and_close_session_confirm()
 
 
 def test_event_log_appends_new_events_and_keeps_a_bounded_history() -> None:
+    """Breaks if new events are not appended, or the event log grows past its 500-row bound."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         event = fe.ClusterEvent(
@@ -233,6 +248,7 @@ def test_event_log_appends_new_events_and_keeps_a_bounded_history() -> None:
 
 
 def test_drain_and_undrain_ask_first_and_the_link_column_says_drained() -> None:
+    """Breaks if drain or undrain acts without a yes, or a drained node's link column does not say drained."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         await pilot.press("d", "n")

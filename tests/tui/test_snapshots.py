@@ -39,15 +39,18 @@ def loaded(*extra: object) -> Callable[[Pilot[None]], object]:
 
 
 def test_nodes_view_with_an_unknown_node(snap_compare: Callable[..., bool]) -> None:
+    """Breaks if the Nodes view with an Unknown node no longer looks as in its SVG snapshot."""
     update = fe.ClusterUpdates(nodes=[node("node-b", NodeState.Unknown, age=6.2, bound=1)])
     assert snap_compare(make_app(Clock()), terminal_size=(80, 24), run_before=loaded(update))
 
 
 def test_sessions_view(snap_compare: Callable[..., bool]) -> None:
+    """Breaks if the Sessions view no longer looks as in its SVG snapshot."""
     assert snap_compare(make_app(Clock()), terminal_size=(80, 24), press=["3"], run_before=loaded())
 
 
 def test_disconnected_banner(snap_compare: Callable[..., bool]) -> None:
+    """Breaks if the banner shown after the feed is lost no longer looks as in its SVG snapshot."""
     clock = Clock()
     app = make_app(clock)
 

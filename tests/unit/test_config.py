@@ -12,6 +12,7 @@ pytestmark = pytest.mark.timeout(10)
 
 
 def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Breaks if the defaults used without any config file change (frontend, retry limit, fsync)."""
     monkeypatch.delenv("FLAME_CONF", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     config = load_config(None)
@@ -31,11 +32,13 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ],
 )
 def test_bad_values_name_the_key(raw: dict[str, object], words: str) -> None:
+    """Breaks if a bad value is accepted, or refused without naming its key."""
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
         parse_config(raw)
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    """Breaks if a config file that is not TOML, or is missing, fails without saying so."""
     bad = tmp_path / "flame.toml"
     bad.write_text("[cluster\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -45,6 +48,8 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_endpoint_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Breaks if the client endpoint is not taken from the argument, then $FLAME_ENDPOINT, then the config
+    file, in that order."""
     conf = tmp_path / "flame.toml"
     conf.write_text('[client]\nendpoint = "tcp://10.0.0.1:8080"\n')
     monkeypatch.delenv("FLAME_ENDPOINT", raising=False)
@@ -56,5 +61,6 @@ def test_endpoint_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 @pytest.mark.parametrize("endpoint", ["http://h:8080", "tcp://", "h:8080", "tcp://h:port"])
 def test_bad_endpoints_are_refused(endpoint: str) -> None:
+    """Breaks if something that is not a ZeroMQ endpoint is accepted as one."""
     with pytest.raises(ConfigError):
         check_endpoint(endpoint, "--frontend")

@@ -30,6 +30,8 @@ def task_states(h: Harness, session_id: str) -> list[TaskState]:
 
 
 def test_hundred_tasks_run_to_completion_with_their_outputs() -> None:
+    """Breaks if tasks are lost, run out of order of their ids, lose their outputs, or the session's counts
+    disagree with its tasks."""
     h = cluster()
     assert isinstance(h.session("s1"), fe.SessionReply)
     ids = h.tasks("s1", [str(i).encode() for i in range(100)])
@@ -45,6 +47,8 @@ def test_hundred_tasks_run_to_completion_with_their_outputs() -> None:
 
 
 def test_tasks_spread_over_every_executor_of_two_nodes() -> None:
+    """Breaks if dispatch leaves a node idle while another queues the work, or drops or duplicates a task
+    across nodes."""
     h = cluster(nodes=2, slots=2)
     h.session("s1")
     for node in h.nodes.values():
@@ -61,6 +65,8 @@ def test_tasks_spread_over_every_executor_of_two_nodes() -> None:
 
 
 def test_failed_task_keeps_the_service_message_in_its_events() -> None:
+    """Breaks if a failed task loses the service's error message, or one failure spoils the other tasks of its
+    session."""
     h = cluster()
     next(iter(h.nodes.values())).fail_inputs.add(b"bad")
     h.session("s1")
@@ -74,6 +80,8 @@ def test_failed_task_keeps_the_service_message_in_its_events() -> None:
 
 
 def test_close_cancels_pending_tasks_and_releases_executors_after_delay() -> None:
+    """Breaks if closing a session leaves its pending tasks pending, or still accepts new tasks (InvalidState
+    expected)."""
     h = cluster(nodes=0)
     h.session("s1")
     h.tasks("s1", [None] * 5)
@@ -86,6 +94,7 @@ def test_close_cancels_pending_tasks_and_releases_executors_after_delay() -> Non
 
 
 def test_idle_executors_are_released_after_delay_release() -> None:
+    """Breaks if executors of a closed session are kept past the application's delay_release."""
     h = Harness()
     h.request(fe.RegisterApplication(name="app", spec=ApplicationSpec(command="true", delay_release=2.0)))
     h.add_node("n1", 2)
@@ -100,6 +109,7 @@ def test_idle_executors_are_released_after_delay_release() -> None:
 
 
 def test_watch_pushes_updates_until_the_tasks_are_terminal() -> None:
+    """Breaks if WatchTasks does not push each watched task's final state to the watcher."""
     h = cluster()
     node = next(iter(h.nodes.values()))
     node.auto_run = False
@@ -217,6 +227,8 @@ def test_create_tasks_sent_again_with_its_key_creates_nothing() -> None:
 
 
 def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
+    """Breaks if an unknown id or a bad argument gets another error code (or none, or an empty message), or a
+    session can be created twice."""
     h = cluster()
     cases: list[tuple[fe.Message, ErrorCode]] = [
         (fe.GetSession(session_id="nope"), ErrorCode.NotFound),
@@ -239,6 +251,8 @@ def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
 
 
 def test_open_session_checks_the_spec_of_an_existing_session() -> None:
+    """Breaks if OpenSession accepts another spec for an existing session, fails to create a new one, or opens
+    a missing one without a spec."""
     h = cluster()
     h.session("s1", min_instances=0)
     same = h.request(fe.OpenSession(session_id="s1", spec=SessionSpec(application="flmping")))
@@ -252,6 +266,8 @@ def test_open_session_checks_the_spec_of_an_existing_session() -> None:
 
 
 def test_silent_node_goes_unknown_then_not_ready_and_its_tasks_run_elsewhere() -> None:
+    """Breaks if a silent node is not Unknown after the liveness window and NotReady after the drain, or its
+    tasks do not rerun on the other node."""
     h = cluster(nodes=2, slots=1, heartbeat_interval=1.0, heartbeat_liveness=3, drain_timeout=5.0)
     n1, n2 = list(h.nodes.values())
     n1.auto_run = n2.auto_run = False
@@ -272,6 +288,8 @@ def test_silent_node_goes_unknown_then_not_ready_and_its_tasks_run_elsewhere() -
 
 
 def test_stale_epoch_and_sequence_gap_are_fenced() -> None:
+    """Breaks if a message from an old epoch or after a sequence gap is taken instead of answered with
+    Reregister."""
     h = cluster()
     node = next(iter(h.nodes.values()))
     h.ctl.handle_node(node.peer, be.Heartbeat(epoch=node.epoch - 1, seq=node.seq + 1), h.now())
@@ -283,6 +301,8 @@ def test_stale_epoch_and_sequence_gap_are_fenced() -> None:
 
 
 def test_a_second_live_manager_with_the_same_name_is_refused() -> None:
+    """Breaks if a second executor manager may register under a live node's name instead of getting
+    DuplicateNode."""
     h = cluster()
     h.add_node("n1", 4, incarnation="other")
     intruder = next(n for n in h.nodes.values() if n.incarnation == "other")
@@ -291,6 +311,7 @@ def test_a_second_live_manager_with_the_same_name_is_refused() -> None:
 
 
 def test_completion_from_a_stale_attempt_is_ignored() -> None:
+    """Breaks if a completion naming another attempt finishes the task or is not counted as rejected."""
     h = cluster(nodes=1, slots=1)
     node = next(iter(h.nodes.values()))
     node.auto_run = False
@@ -308,6 +329,8 @@ def test_completion_from_a_stale_attempt_is_ignored() -> None:
 
 
 def test_reregistration_without_executors_retries_their_tasks() -> None:
+    """Breaks if a node that comes back without its executors leaves their running tasks stuck instead of
+    retrying them."""
     h = cluster(nodes=1, slots=2, task_retry_limit=3)
     node = next(iter(h.nodes.values()))
     node.auto_run = False
@@ -327,6 +350,8 @@ def test_reregistration_without_executors_retries_their_tasks() -> None:
 
 
 def test_a_task_that_always_kills_its_executor_fails_after_the_retry_limit() -> None:
+    """Breaks if a task whose instance always dies is retried forever, or fails without the exit reason in its
+    events."""
     h = cluster(nodes=1, slots=1, task_retry_limit=2)
     node = next(iter(h.nodes.values()))
     node.auto_run = False
@@ -350,6 +375,8 @@ def test_a_task_that_always_kills_its_executor_fails_after_the_retry_limit() -> 
 
 
 def test_goodbye_cleans_the_node_up_at_once() -> None:
+    """Breaks if a node's Goodbye does not make it NotReady and release its executors at once (without waiting
+    out the drain)."""
     h = cluster(nodes=1)
     node = next(iter(h.nodes.values()))
     h.session("s1")

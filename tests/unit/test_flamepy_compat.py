@@ -31,6 +31,7 @@ def test_state_enums_convert_to_flamepys_numbers_and_equal_our_values() -> None:
 
 
 def test_resource_requirement_from_string() -> None:
+    """Breaks if ResourceRequirement.from_string reads flamepy's strings differently, or accepts a bad one."""
     parsed = flame.ResourceRequirement.from_string("cpu=2, mem=4g, gpu=1")
     assert parsed == flame.ResourceRequirement(cpu=2, memory=4 << 30, gpu=1)
     assert flame.ResourceRequirement.from_string("cpu=3").memory == flame.ResourceRequirement().memory

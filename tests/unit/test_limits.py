@@ -20,6 +20,8 @@ def error(reply: fe.Message, code: ErrorCode, key: str) -> None:
 
 
 def test_task_input_over_the_limit_is_refused_and_creates_no_task() -> None:
+    """Breaks if a task input over limits.max_task_input_size is accepted, or its request creates part of its
+    tasks."""
     h = cluster(max_task_input_size=8)
     h.session("s1")
     reply = h.request(fe.CreateTasks(session_id="s1", inputs=[b"ok", b"x" * 9]))
@@ -29,6 +31,7 @@ def test_task_input_over_the_limit_is_refused_and_creates_no_task() -> None:
 
 
 def test_common_data_over_the_limit_is_refused() -> None:
+    """Breaks if common data over limits.max_common_data_size is accepted, or data at the limit refused."""
     h = cluster(max_common_data_size=4)
     error(h.session("s1", common_data=b"12345"), ErrorCode.TooLarge, "limits.max_common_data_size")
     assert "s1" not in h.state.sessions
@@ -36,6 +39,8 @@ def test_common_data_over_the_limit_is_refused() -> None:
 
 
 def test_task_output_over_the_limit_fails_the_task_with_a_message() -> None:
+    """Breaks if an output over limits.max_task_output_size is stored, or the task fails without naming the
+    limit."""
     h = cluster(max_task_output_size=4)  # the fake node echoes the input as the output
     h.session("s1")
     h.tasks("s1", [b"1234", b"12345"])
@@ -47,6 +52,7 @@ def test_task_output_over_the_limit_fails_the_task_with_a_message() -> None:
 
 
 def test_sessions_and_tasks_per_session_limits() -> None:
+    """Breaks if max_sessions or max_tasks_per_session can be exceeded, or the error does not name the limit."""
     h = cluster(max_sessions=2, max_tasks_per_session=3)
     h.session("s1")
     h.session("s2")
@@ -59,6 +65,8 @@ def test_sessions_and_tasks_per_session_limits() -> None:
 
 
 def test_watches_per_client_and_subscribers_are_capped() -> None:
+    """Breaks if a client can open more watches than max_watches_per_client, the cap is not per client, or
+    max_subscribers can be exceeded (renewing a subscription is not a new one)."""
     h = cluster(max_watches_per_client=2, max_subscribers=1)
     h.session("s1")
     h.tasks("s1", [b""])

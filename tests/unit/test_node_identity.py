@@ -63,6 +63,8 @@ def impostor_of(node: FakeNode, incarnation: str | None = None) -> FakeNode:
 
 
 def test_the_secret_is_kept_only_as_a_hash_and_the_hash_is_checked() -> None:
+    """Breaks if a node's secret is stored as itself, or a wrong or empty secret, or another incarnation,
+    passes for the same process."""
     h, node, _ = cluster()
     entry = h.state.nodes["n1"]
     assert entry.secret_hash == secret_hash(SECRET) != SECRET and len(entry.secret_hash) == 64
@@ -141,6 +143,8 @@ def test_a_restarted_session_manager_checks_the_secret_of_the_node_that_comes_ba
 
 
 def test_a_goodbye_with_the_secret_after_a_restart_cleans_the_node_up() -> None:
+    """Breaks if a restarted session manager ignores a node's Goodbye that carries the right secret (the node
+    would wait out the drain)."""
     h, node, _ = cluster()
     h.ctl = Controller(h.ctl.config, h.state, new_id=h.ctl.new_id)
     h.ctl.start(h.now())
@@ -163,6 +167,7 @@ def test_an_older_executor_manager_without_a_secret_is_known_by_its_incarnation(
 
 
 def test_a_connection_registered_as_one_node_cannot_register_another() -> None:
+    """Breaks if one connection, registered as n1, can also register n2 (it must be Unauthorized)."""
     h, node, _ = cluster()
     other = FakeNode("n2", 2)
     other.peer = node.peer
@@ -173,6 +178,8 @@ def test_a_connection_registered_as_one_node_cannot_register_another() -> None:
 
 
 def test_curve_a_link_answers_only_to_the_key_that_registered_it_and_stops_when_it_is_revoked() -> None:
+    """Breaks if a node's link takes messages signed by another CURVE key, or keeps sending to a node whose key
+    was revoked."""
     h = Harness(heartbeat_interval=1.0, heartbeat_liveness=3, drain_timeout=5.0)
     n1 = FakeNode("n1", 2)
     register(h, n1, "s", sender=Sender(N2_KEY, "n2"))  # n2's key claims n1
@@ -196,6 +203,7 @@ def test_curve_a_link_answers_only_to_the_key_that_registered_it_and_stops_when_
 
 
 def test_clients_never_see_the_secret_or_its_hash() -> None:
+    """Breaks if ListNodes, GetNode or a cluster subscription leaks a node's secret or its hash to a client."""
     h, _, _ = cluster()
     hashed = secret_hash(SECRET).encode()
     for request in (fe.ListNodes(), fe.GetNode(name="n1"), fe.SubscribeCluster()):

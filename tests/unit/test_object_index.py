@@ -42,6 +42,8 @@ def test_versions_grow_with_every_write_and_a_put_clears_the_deltas() -> None:
 
 
 def test_a_patch_needs_the_object_and_stops_at_the_delta_limit() -> None:
+    """Breaks if a patch of a missing object is accepted, or patches go past cache.max_deltas (an update must
+    fold them so patching works again)."""
     index = Index(max_bytes=1000, max_object_size=100, max_deltas=2)
     with pytest.raises(CacheError) as missing:
         index.admit("a/s/none", WriteKind.Patch, 1)
@@ -81,6 +83,8 @@ def test_writes_in_progress_hold_their_room() -> None:
 
 
 def test_objects_larger_than_the_limits_are_refused_with_the_key_to_change() -> None:
+    """Breaks if an object over cache.max_object_size or cache.max_bytes is accepted, or refused without naming
+    the key to change."""
     index = Index(max_bytes=1000, max_object_size=100, max_deltas=10)
     with pytest.raises(CacheError) as caught:
         index.admit("a/s/big", WriteKind.Put, 101)
@@ -102,6 +106,8 @@ def test_a_patch_whose_object_was_evicted_meanwhile_is_refused_at_commit() -> No
 
 
 def test_loading_keeps_the_newest_writes_last_to_evict_and_prefixes_match() -> None:
+    """Breaks if loading parts from disk loses the eviction order (oldest write first), an object's latest
+    version or size, or prefix matching."""
     index = Index(max_bytes=1000, max_object_size=100, max_deltas=10)
     parts = [
         StoredPart("a/s1/new", BASE, 1, 7, 5, 0, Path("/x"), 0, mtime=30.0),

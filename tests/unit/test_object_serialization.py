@@ -34,6 +34,7 @@ def test_large_buffers_travel_out_of_band_and_come_back_as_views() -> None:
 
 
 def test_chunks_cover_the_payload_in_order() -> None:
+    """Breaks if a serialized payload's chunks exceed their size, or do not join back to the payload."""
     payload = dumps([os.urandom(1000), np.arange(5000), "tail"])
     for size in (1, 7, 4096, payload.size, payload.size * 2):
         chunks = payload.chunks(size)
@@ -41,6 +42,7 @@ def test_chunks_cover_the_payload_in_order() -> None:
 
 
 def test_a_payload_that_is_not_ours_or_cut_short_is_refused() -> None:
+    """Breaks if bytes that are not our format, or a truncated payload, are unpickled instead of refused."""
     with pytest.raises(ValueError, match="bad magic"):
         loads(b"\x80\x05junk")
     data = dumps(np.arange(100)).join()
@@ -49,6 +51,7 @@ def test_a_payload_that_is_not_ours_or_cut_short_is_refused() -> None:
 
 
 def test_object_refs_encode_and_decode() -> None:
+    """Breaks if an ObjectRef does not survive encoding, or garbage decodes as one."""
     ref = ObjectRef(endpoint="tcp://h:8082", key="a/s/o", version=3)
     assert ObjectRef.decode(ref.encode()) == ref
     with pytest.raises(FlameError, match="not an encoded ObjectRef"):
@@ -73,6 +76,7 @@ def test_local_copies_are_found_by_stamp_version_and_size(tmp_path: Path) -> Non
 
 
 def test_local_copies_stay_within_their_budget(tmp_path: Path) -> None:
+    """Breaks if node-local object copies grow past max_bytes, or the oldest are not the ones evicted."""
     copies = LocalCopies(tmp_path, max_bytes=2500)
     for i in range(5):
         copies.store(f"a/s/o{i}", 1, 1, True, [bytes(1000)])

@@ -100,6 +100,7 @@ def assert_n2_gets_nothing(h: Harness, n1: FakeNode) -> None:
 
 
 def test_no_recall_when_rebalancing_is_off() -> None:
+    """Breaks if tasks are recalled for a joining node although rebalance_after is 0 (off)."""
     assert_n2_gets_nothing(*cluster(rebalance_after=0.0))
 
 

@@ -27,12 +27,15 @@ def cluster(nodes: int = 1, slots: int = 2, **config: object) -> Harness:
 
 
 def test_every_recovery_counter_is_in_the_stats_from_the_start() -> None:
+    """Breaks if a recovery counter appears in the stats only once it first moves (dashboards need it at 0)."""
     stats = Harness().ctl.stats()
     for name in RECOVERY_COUNTERS:
         assert stats[f"{name}_total"] == 0.0, name
 
 
 def test_completion_naming_another_attempt_or_executor_is_rejected_and_counted() -> None:
+    """Breaks if a completion naming another attempt or an unknown executor, or a repeated one, changes the
+    task instead of being rejected and counted."""
     h = cluster()
     (task_id,) = h.tasks("s1", [b"x"])
     node = next(iter(h.nodes.values()))
@@ -60,6 +63,8 @@ def test_completion_naming_another_attempt_or_executor_is_rejected_and_counted()
 
 
 def test_cleanup_retries_then_fails_at_the_limit_with_the_counters_moving() -> None:
+    """Breaks if a lost node's task is not retried on another node, is retried past task_retry_limit, or the
+    recovery counters do not move."""
     h = cluster(task_retry_limit=1)
     (task_id,) = h.tasks("s1", [b"x"])
     for round_ in range(2):
@@ -83,6 +88,8 @@ def test_cleanup_retries_then_fails_at_the_limit_with_the_counters_moving() -> N
 
 
 def test_a_glitch_re_registration_keeps_executors_and_counts_a_reregistration() -> None:
+    """Breaks if a node that comes back within the drain loses its executors, or its tasks are retried instead
+    of finishing where they were."""
     h = cluster()
     h.tasks("s1", [b"x", b"y"])
     node = next(iter(h.nodes.values()))
@@ -116,6 +123,8 @@ def test_a_session_blocked_with_executors_on_an_unknown_node_does_not_thrash() -
 
 
 def test_plan_never_unbinds_a_session_executor_for_the_same_session() -> None:
+    """Breaks if the scheduler unbinds or rebinds executors of a session for that same session (churn when a
+    node is lost)."""
     r = ResourceRequirement(cpu=1, memory=1)
     session = scheduler.SessionView(
         "s1", 0, 0, r, pending=3, running=4, min_instances=0, max_instances=None, delay_release=0

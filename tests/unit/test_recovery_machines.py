@@ -53,29 +53,35 @@ NODE_LEGAL, NODE_ILLEGAL = _split(NODE_EXPECTED, NodeState, NodeTrigger)  # type
 
 
 def test_tables_are_exactly_the_expected_ones() -> None:
+    """Breaks if an edge is added to or removed from the connection or node table without this specification
+    changing too."""
     assert CONNECTION.table == CONNECTION_EXPECTED
     assert NODE.table == NODE_EXPECTED
 
 
 @pytest.mark.parametrize(("state", "trigger", "target"), CONN_LEGAL, ids=str)
 def test_connection_legal_edge(state: ConnectionState, trigger: ConnectionTrigger, target: ConnectionState) -> None:
+    """Breaks if a legal connection move is refused or leads to another state than the table says."""
     assert CONNECTION.allows(state, trigger)
     assert CONNECTION.next(state, trigger) is target
 
 
 @pytest.mark.parametrize(("state", "trigger"), CONN_ILLEGAL, ids=str)
 def test_connection_illegal_edge(state: ConnectionState, trigger: ConnectionTrigger) -> None:
+    """Breaks if an illegal connection move is allowed instead of raising InvalidTransition."""
     _assert_refused(CONNECTION, state, trigger)
 
 
 @pytest.mark.parametrize(("state", "trigger", "target"), NODE_LEGAL, ids=str)
 def test_node_legal_edge(state: NodeState, trigger: NodeTrigger, target: NodeState) -> None:
+    """Breaks if a legal node move is refused or leads to another state than the table says."""
     assert NODE.allows(state, trigger)
     assert NODE.next(state, trigger) is target
 
 
 @pytest.mark.parametrize(("state", "trigger"), NODE_ILLEGAL, ids=str)
 def test_node_illegal_edge(state: NodeState, trigger: NodeTrigger) -> None:
+    """Breaks if an illegal node move is allowed instead of raising InvalidTransition."""
     _assert_refused(NODE, state, trigger)
 
 
@@ -88,11 +94,14 @@ def _assert_refused(machine: Machine, state: object, trigger: object) -> None:  
 
 
 def test_closed_is_terminal_and_every_trigger_on_it_is_refused() -> None:
+    """Breaks if a Closed connection can move again."""
     for trigger in ConnectionTrigger:
         assert not CONNECTION.allows(C.Closed, trigger)
 
 
 def test_node_can_only_reach_not_ready_through_cleanup_and_leave_it_by_registering() -> None:
+    """Breaks if a node becomes NotReady other than by cleanup, or leaves NotReady other than by registering
+    again."""
     into = {s for (s, t), target in NODE_EXPECTED.items() if target is N.NotReady}
     assert {t for (s, t), target in NODE_EXPECTED.items() if target is N.NotReady} == {NT.cleaned_up}
     assert into == {N.Ready, N.Unknown}

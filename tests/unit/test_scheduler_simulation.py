@@ -59,6 +59,7 @@ def held(h: Harness) -> Counter[str]:
 
 
 def test_a_session_fills_a_free_cluster_in_a_few_cycles() -> None:
+    """Breaks if one session needs more than 5 scheduling cycles to fill 80 free slots."""
     h = simulation(nodes=20, slots=4)
     h.session("big", application="app")
     h.tasks("big", [None] * 10_000)
@@ -71,6 +72,7 @@ def test_a_session_fills_a_free_cluster_in_a_few_cycles() -> None:
 
 
 def test_equal_sessions_get_equal_shares() -> None:
+    """Breaks if four equal sessions do not converge to equal shares, or the shares drift afterwards."""
     h = simulation(nodes=4, slots=4)
     for name in ("a", "b", "c", "d"):
         h.session(name, application="app")
@@ -87,6 +89,8 @@ def test_equal_sessions_get_equal_shares() -> None:
 
 
 def test_a_new_session_gets_its_share_back_from_one_holding_the_cluster() -> None:
+    """Breaks if a new session never gets its fair share from one holding the cluster, or the old session's
+    tasks fail or are cancelled on the way."""
     h = simulation(nodes=4, slots=4)
     h.session("old", application="app")
     h.tasks("old", [None] * 5_000)
@@ -106,6 +110,7 @@ def test_a_new_session_gets_its_share_back_from_one_holding_the_cluster() -> Non
 
 
 def test_higher_priority_takes_the_cluster_as_tasks_finish() -> None:
+    """Breaks if a higher-priority session does not take every executor as the lower one's tasks finish."""
     h = simulation(nodes=2, slots=4)
     h.session("low", application="app")
     h.tasks("low", [None] * 5_000)

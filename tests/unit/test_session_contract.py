@@ -67,6 +67,7 @@ def test_open_of_a_closed_session_is_invalid_argument() -> None:
 
 
 def test_hello_of_another_version_is_version_mismatch() -> None:
+    """Breaks if a Hello of another protocol version is accepted instead of answered with VersionMismatch."""
     h = cluster()
     refused = error(h.request(fe.Hello(protocol_version=2, client="future")))
     assert refused.code is ErrorCode.VersionMismatch

@@ -82,6 +82,7 @@ def test_unsubscribe_and_ping_renewal() -> None:
 
 
 def test_failed_tasks_make_one_event_per_batch() -> None:
+    """Breaks if a failed task makes no event for cluster subscribers, or spoils the other tasks of its batch."""
     h = cluster()
     node = next(iter(h.nodes.values()))
     node.fail_inputs = {b"bad"}
