@@ -109,7 +109,7 @@ def _local_worker(encoded: list[bytes], runs: int, local_dir: str, queue: Any) -
     for data in encoded:
         ref = ObjectRef.decode(data)
         get_object(fresh(ref))
-        results.append(timed(lambda ref=ref: get_object(fresh(ref)), runs))  # type: ignore[misc]
+        results.append(timed(lambda ref=ref: get_object(fresh(ref)), runs))
     queue.put(results)
 
 
@@ -128,12 +128,12 @@ def sizes_case(cluster: Cluster, sizes: list[int], workdir: Path, kind: str) -> 
     for size in sizes:
         runs = 200 if size <= KB else 20 if size <= MB else 3
         data = payload(size, kind)
-        put = timed(lambda data=data: put_object("bench/sizes", data), runs)  # type: ignore[misc]
+        put = timed(lambda data=data: put_object("bench/sizes", data), runs)
         ref = put_object("bench/sizes", data)
         assert same(get_object(fresh(ref)), data)
-        remote = timed(lambda ref=ref: get_object(fresh(ref)), runs)  # type: ignore[misc]
+        remote = timed(lambda ref=ref: get_object(fresh(ref)), runs)
         get_object(ref)
-        current = timed(lambda ref=ref: get_object(ref), min(runs * 5, 200))  # type: ignore[misc]
+        current = timed(lambda ref=ref: get_object(ref), min(runs * 5, 200))
         encoded.append(ref.encode())
         rows.append({"size_bytes": size, "put": put, "get_remote": remote, "get_current": current})
     ctx = multiprocessing.get_context("spawn")

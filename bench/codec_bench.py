@@ -12,6 +12,7 @@ what only a hostile or newer peer sends (a field we do not know): those are walk
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -63,7 +64,7 @@ def cases() -> list[tuple[str, Any, Any]]:
     assignments = [be.TaskAssignment(task_id=i, attempt=1, input=text(20)) for i in range(32)]
     launch = be.LaunchTasks(executor_id="3f9a0c1d", session_id="s", tasks=assignments)
     tasks = [Task(id=i, session_id="s", state=TaskState.Succeed, output=text(40)) for i in range(200)]
-    inputs = [text(20) for _ in range(1000)]
+    inputs: list[bytes | None] = [text(20) for _ in range(1000)]
     requests, replies = codec.client_request_codec(), codec.server_reply_codec()
     nodes, managers = codec.node_message_codec(), codec.manager_message_codec()
     instances, commands = codec.instance_message_codec(), codec.instance_command_codec()
@@ -129,9 +130,8 @@ def main() -> int:
     print(f"{'message':46} {'bytes':>9} {'msgspec us':>11} {'codec us':>9} {'extra':>7}  decided by")
     for name, dec, message in cases():
         payload = message.payload if isinstance(message, Unknown) else codec.encode_payload(message)
-        raw = dec._decoder.decode
-        plain = per_call(lambda raw=raw, payload=payload: raw(payload), args.seconds)
-        checked = per_call(lambda dec=dec, payload=payload: dec.decode_payload(payload), args.seconds)
+        plain = per_call(functools.partial(dec._decoder.decode, payload), args.seconds)
+        checked = per_call(functools.partial(dec.decode_payload, payload), args.seconds)
         row = {
             "message": name,
             "bytes": len(payload),

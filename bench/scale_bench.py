@@ -186,7 +186,7 @@ def simulate(backend: str, first: int, count: int, slots: int) -> None:
     while not stop:
         now = time.monotonic()
         for sock, _ in poller.poll(20):
-            node = by_sock[sock]  # type: ignore[index]
+            node = by_sock[sock]
             while True:
                 try:
                     frames = node.sock.recv_multipart(zmq.DONTWAIT)

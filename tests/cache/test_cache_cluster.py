@@ -13,6 +13,7 @@ import pytest
 
 from flamed import client as flame
 from flamed.client.cache import ObjectRef, get_object, put_object
+from flamed.client.default import connection as default_connection
 from flamed.service import Session
 from tests.cache.conftest import cache_stats, configure, fresh, wait_cache_ready
 from tests.support.daemons import REPO, Daemons
@@ -46,7 +47,7 @@ def register(name: str, script: str, **attrs: object) -> None:
             command=sys.executable,
             arguments=[str(SERVICES / script)],
             environments={"PYTHONPATH": str(REPO)},
-            **attrs,  # type: ignore[arg-type]
+            **attrs,  # type: ignore[arg-type]  # the test's keyword arguments, passed on untyped
         ),
     )
 
@@ -56,21 +57,27 @@ def test_common_data_by_reference_and_the_node_local_copy(cache_cluster: Daemons
     first instance reads it from the cache and leaves a node-local copy; the second instance
     (another process) reads that copy, not the network. Both learned the cache's endpoint from
     their executor manager, and the client from the session manager."""
-    assert flame.connection().cache_endpoint == cache_cluster.cache
+    assert default_connection().cache_endpoint == cache_cluster.cache
     register("refs", "ref_svc.py", max_instances=1, delay_release=30.0)  # one instance per session
     array = np.arange(2_000_000, dtype=np.float64)
     ref = put_object("refs/shared", {"name": "weights", "array": array})
     facts = []
     for _ in range(2):
         session = flame.create_session("refs", common_data=ref.encode())
-        facts.append(pickle.loads(session.invoke(b"")))
-        facts.append(pickle.loads(session.invoke(b"")))
+        for _ in range(2):
+            output = session.invoke(b"")
+            assert output is not None
+            facts.append(pickle.loads(output))
         session.close()
     first, again, second, _ = facts
     assert all(f["name"] == "weights" and f["sum"] == float(array.sum()) for f in facts)
-    assert first["endpoint"] == cache_cluster.cache and first["writeable"]
-    assert first["local_hits"] == 0 and again["pid"] == first["pid"] and again["local_hits"] == 0  # its own copy
-    assert second["pid"] != first["pid"] and second["local_hits"] == 1
+    assert first["endpoint"] == cache_cluster.cache
+    assert first["writeable"]
+    assert first["local_hits"] == 0
+    assert again["pid"] == first["pid"]
+    assert again["local_hits"] == 0  # its own copy
+    assert second["pid"] != first["pid"]
+    assert second["local_hits"] == 1
 
 
 def test_deleting_a_session_removes_its_objects(cache_cluster: Daemons) -> None:
@@ -100,9 +107,8 @@ def test_deleting_a_session_removes_its_objects(cache_cluster: Daemons) -> None:
             get_object(fresh(ref))
     assert get_object(fresh(kept)) == "stays"
     assert cache_stats(cache_cluster)["sessions_removed_total"] == 1
-    assert (cache_cluster.dir / "cache-state" / "live").exists() and not list(
-        (cache_cluster.dir / "cache-state" / "live").iterdir()
-    )
+    assert (cache_cluster.dir / "cache-state" / "live").exists()
+    assert not list((cache_cluster.dir / "cache-state" / "live").iterdir())
 
 
 def test_an_agent_session_shares_its_context_with_its_instances(cache_cluster: Daemons) -> None:
@@ -116,17 +122,21 @@ def test_an_agent_session_shares_its_context_with_its_instances(cache_cluster: D
         assert session.context() == ["a", "b"]
         assert session.invoke(("context",)) == ["a", "b"]
         session_id = session.id()
-        assert session_id is not None and session_id.startswith("agent-")
+        assert session_id is not None
+        assert session_id.startswith("agent-")
         reopened = Session(session_id=session_id)
-        assert reopened.id() == session_id and reopened.invoke(("say", "c")) == ("echo", "c")
+        assert reopened.id() == session_id
+        assert reopened.invoke(("say", "c")) == ("echo", "c")
         assert session.context() == ["a", "b", "c"]
         with pytest.raises(flame.FlameError, match="refused x"):
             session.invoke(("fail", "x"))
     assert flame.get_session(session_id).state == flame.SessionState.CLOSED
     ref = ObjectRef.decode(flame.get_session(session_id).common_data() or b"")
-    assert ref.key.startswith(f"agent/{session_id}/") and get_object(fresh(ref)) == ["a", "b", "c"]
+    assert ref.key.startswith(f"agent/{session_id}/")
+    assert get_object(fresh(ref)) == ["a", "b", "c"]
     with Session("agent") as plain:  # no context: the instance sees None
-        assert plain.context() is None and plain.invoke(("context",)) is None
+        assert plain.context() is None
+        assert plain.invoke(("context",)) is None
 
 
 def test_the_readme_cache_example_runs(cache_cluster: Daemons) -> None:

@@ -119,11 +119,13 @@ def test_the_size_cap_evicts_the_least_recently_used(cache_daemons: Daemons) -> 
     get_object(refs[0])  # the oldest is now the most recently used
     refs += [put_object("app/cap", os.urandom(100 * 1024)) for _ in range(2)]
     stats = cache_stats(cache_daemons)
-    assert stats["bytes"] <= 450 * 1024 and stats["evictions_total"] == 2
+    assert stats["bytes"] <= 450 * 1024
+    assert stats["evictions_total"] == 2
     for gone in refs[1:3]:
         with pytest.raises(FlameError) as caught:
             get_object(fresh(gone))
-        assert caught.value.code is FlameErrorCode.NOT_FOUND and "evicted" in caught.value.message
+        assert caught.value.code is FlameErrorCode.NOT_FOUND
+        assert "evicted" in caught.value.message
     for ref in [refs[0], *refs[3:]]:
         assert len(get_object(fresh(ref))) == 100 * 1024
 
@@ -159,24 +161,30 @@ def test_bad_keys_and_oversized_objects_get_clear_errors(cache_daemons: Daemons)
     for bad in ("no-session", "a/b/c", "a/*", "../x/s", "a/", "a/s\x00"):
         with pytest.raises(ValueError, match=r"invalid|must not") as caught:
             put_object(bad, 1)
-        assert isinstance(caught.value, FlameError) and caught.value.code is FlameErrorCode.INVALID_ARGUMENT
+        assert isinstance(caught.value, FlameError)
+        assert caught.value.code is FlameErrorCode.INVALID_ARGUMENT
     with pytest.raises(FlameError) as big:
         put_object("app/big", os.urandom(300 * 1024))
-    assert "cache.max_object_size" in big.value.message and "307,2" in big.value.message
+    assert "cache.max_object_size" in big.value.message
+    assert "307,2" in big.value.message
     ref = put_object("app/deltas", 0)
     patch_object(ref, 1)
     patch_object(ref, 2)
     with pytest.raises(FlameError) as full:
         patch_object(ref, 3)
-    assert "cache.max_deltas" in full.value.message and "update_object" in full.value.message
+    assert "cache.max_deltas" in full.value.message
+    assert "update_object" in full.value.message
     with pytest.raises(FlameError) as missing:
         patch_object(ObjectRef(cache_daemons.cache, "app/none/none"), 1)
     assert missing.value.code is FlameErrorCode.NOT_FOUND
     with RawClient(cache_daemons.cache) as raw:
         reply = raw.call({"type": "PutObject", "key": "a/../b", "data": b"x"})
-        assert reply["type"] == "Error" and reply["code"] == "InvalidArgument" and ".." in reply["message"]
+        assert reply["type"] == "Error"
+        assert reply["code"] == "InvalidArgument"
+        assert ".." in reply["message"]
         reply = raw.call({"type": "PutObject", "key": "a/s/o", "data": b"x", "size": 300 * 1024})
-        assert reply["code"] == "TooLarge" and "cache.max_object_size" in reply["message"]
+        assert reply["code"] == "TooLarge"
+        assert "cache.max_object_size" in reply["message"]
         reply = raw.call({"type": "ReadChunk", "key": "a/s/o", "version": 1, "offset": 0, "length": 10})
         assert reply["code"] == "NotFound"
         raw.send_frames([HEADER, b"\x82\xa4type\xa9PutObject\xa3key\x91" + b"\x91" * 50 + b"\xc0"])
@@ -198,12 +206,15 @@ def test_a_large_object_streams_in_chunks_and_comes_back_without_copies(cache_da
     array = np.random.default_rng(1).random(3_000_000)
     ref = put_object("app/large", {"a": array, "meta": "x"})
     back = get_object(fresh(ref))
-    assert back["meta"] == "x" and np.array_equal(back["a"], array)
-    assert back["a"].flags.writeable and back["a"].base is not None  # a view, not a copy
+    assert back["meta"] == "x"
+    assert np.array_equal(back["a"], array)
+    assert back["a"].flags.writeable
+    assert back["a"].base is not None  # a view, not a copy
     stats = cache_stats(cache_daemons)
     assert stats["chunks_read_total"] >= 24_000_000 // CHUNK
     again = update_object(ref, {"a": array[:10], "meta": "y"})
-    assert again.version == 2 and get_object(again)["meta"] == "y"
+    assert again.version == 2
+    assert get_object(again)["meta"] == "y"
 
 
 def test_an_upload_that_stops_halfway_is_dropped_and_its_room_given_back(cache_daemons: Daemons) -> None:

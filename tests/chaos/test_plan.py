@@ -20,7 +20,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 
 def _bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("chaos_bench", BENCH)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -151,7 +151,8 @@ def test_parse_applications_multi_document() -> None:
     assert echo.environments == {"FOO": "bar"}
     assert echo.arguments == ["--fast"]
     assert echo.delay_release == 5.0
-    assert echo.schema is not None and echo.schema.input == '{"type": "string"}'
+    assert echo.schema is not None
+    assert echo.schema.input == '{"type": "string"}'
     assert apps[1][1].shim is Shim.Wasm
 
 
@@ -211,10 +212,13 @@ def test_flmctl_commands_against_a_fake_server(conn: Connection) -> None:
         return flmctl.run_command(conn, args)
 
     created = run("create", "-a", "app")
-    assert created is not None and created.startswith("Session app-") and created.endswith(" was created.")
+    assert created is not None
+    assert created.startswith("Session app-")
+    assert created.endswith(" was created.")
     assert run("close", "-s", "s1") == "Session s1 was closed."
     listed = run("list", "-s")
-    assert listed is not None and listed.splitlines()[1].split()[0] == "s1"
+    assert listed is not None
+    assert listed.splitlines()[1].split()[0] == "s1"
 
 
 @pytest.mark.timeout(10)

@@ -21,11 +21,15 @@ def test_a_future_completed_before_anyone_looks_never_makes_a_condition() -> Non
     failed: TaskFuture[bytes] = TaskFuture()
     ok.set_result(b"out")
     failed.set_exception(ValueError("boom"))
-    assert ok.done() and ok.result() == b"out" and ok.exception() is None
-    assert failed.done() and isinstance(failed.exception(), ValueError)
+    assert ok.done()
+    assert ok.result() == b"out"
+    assert ok.exception() is None
+    assert failed.done()
+    assert isinstance(failed.exception(), ValueError)
     with pytest.raises(ValueError, match="boom"):
         failed.result()
-    assert ok._lazy_condition is None and failed._lazy_condition is None
+    assert ok._lazy_condition is None
+    assert failed._lazy_condition is None
     assert isinstance(ok, Future)
 
 
@@ -37,7 +41,9 @@ def test_completing_twice_or_after_cancel_is_refused_as_for_a_plain_future() -> 
     with pytest.raises(InvalidStateError):
         future.set_result(2)
     cancelled: TaskFuture[int] = TaskFuture()
-    assert cancelled.cancel() and cancelled.cancelled() and cancelled.done()
+    assert cancelled.cancel()
+    assert cancelled.cancelled()
+    assert cancelled.done()
     with pytest.raises(InvalidStateError):
         cancelled.set_result(3)
 

@@ -50,7 +50,7 @@ def paged(total: int, size: int, cursors: bool = True) -> object:
 def test_list_tasks_fetches_pages_lazily_in_order(fake: FakeSessionManager) -> None:
     """The first page at once (an unknown session raises at the call), the next ones only as
     the iterator reaches them, each from the cursor the previous reply gave."""
-    fake.handlers[fe.ListTasks] = paged(10, 3)  # type: ignore[assignment]
+    fake.handlers[fe.ListTasks] = paged(10, 3)  # type: ignore[assignment]  # paged() builds a handler typed for ListTasks only
     with Connection(fake.endpoint, timeout=5.0) as conn:
         session = conn.create_session("app")
         tasks = session.list_tasks()
@@ -64,7 +64,7 @@ def test_list_tasks_fetches_pages_lazily_in_order(fake: FakeSessionManager) -> N
 
 def test_list_tasks_from_a_server_without_pages_is_one_page(fake: FakeSessionManager) -> None:
     """An older session manager sends no `next_cursor`: its one reply is the whole list."""
-    fake.handlers[fe.ListTasks] = paged(5, 0, cursors=False)  # type: ignore[assignment]
+    fake.handlers[fe.ListTasks] = paged(5, 0, cursors=False)  # type: ignore[assignment]  # paged() builds a handler typed for ListTasks only
     with Connection(fake.endpoint, timeout=5.0) as conn:
         assert [t.id for t in conn.create_session("app").list_tasks()] == [1, 2, 3, 4, 5]
     assert len(fake.of_type(fe.ListTasks)) == 1

@@ -36,7 +36,9 @@ def test_waits_for_all_and_counts_failures_on_the_bar() -> None:
     assert all(f.done() for f in done)
     assert [f.exception() is None for f in done] == [True, False, True, False, True]
     text = out.getvalue()
-    assert "5/5" in text and "2 failed" in text and "demo" in text, text
+    assert "5/5" in text, text
+    assert "2 failed" in text, text
+    assert "demo" in text, text
 
 
 def test_draws_nothing_off_a_terminal_unless_asked() -> None:

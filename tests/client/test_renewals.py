@@ -56,7 +56,11 @@ def test_renewals_resend_sent_watches_in_chunks_streams_and_repeatable_calls_onl
         (3, "SubscribeCluster"),
         (5, "GetSession"),
     ]
-    chunks = [m.task_ids for _, m in again[:3]]  # type: ignore[attr-defined]
-    assert [len(c) for c in chunks] == [MAX_WATCH_IDS, MAX_WATCH_IDS, 5] and chunks[0][0] == 1
-    assert set(flight.watches) == {1, 2, 100, 101} and not big.sent and not read.sent
-    assert subscribed.queued and flight.renewals(lambda: next(ids)) == []
+    chunks = [m.task_ids for _, m in again[:3]]  # type: ignore[attr-defined]  # the first three sent are WatchTasks (asserted above)
+    assert [len(c) for c in chunks] == [MAX_WATCH_IDS, MAX_WATCH_IDS, 5]
+    assert chunks[0][0] == 1
+    assert set(flight.watches) == {1, 2, 100, 101}
+    assert not big.sent
+    assert not read.sent
+    assert subscribed.queued
+    assert flight.renewals(lambda: next(ids)) == []

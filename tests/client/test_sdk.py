@@ -37,7 +37,7 @@ def test_run_futures_complete_with_outputs(conn: Connection) -> None:
     session = conn.create_session("app")
     futures = [session.run(f"in-{i}".encode()) for i in range(500)]
     assert [f.result(10) for f in futures] == [f"in-{i}".encode()[::-1] for i in range(500)]
-    assert sorted(f.task_id for f in futures) == list(range(1, 501))  # type: ignore[attr-defined]
+    assert sorted(f.task_id for f in futures) == list(range(1, 501))  # type: ignore[attr-defined]  # the SDK's futures carry task_id, which Future does not declare
 
 
 @pytest.mark.timeout(20)
@@ -151,7 +151,7 @@ def test_get_application_missing_is_none(conn: Connection, fake: FakeSessionMana
 def test_common_data_must_be_bytes(conn: Connection) -> None:
     """Breaks if a str common_data is silently sent (flamepy rejects it)."""
     with pytest.raises(FlameError) as caught:
-        conn.create_session("app", "text")  # type: ignore[arg-type]
+        conn.create_session("app", "text")  # type: ignore[arg-type]  # a str on purpose: it must be refused
     assert caught.value.code is FlameErrorCode.INVALID_ARGUMENT
 
 
@@ -274,7 +274,7 @@ def test_watches_are_renewed_after_reconnect(restarting: Restarting) -> None:
         assert future.result(10) is None  # the new server knows no input: output None
         (watch,) = second.of_type(fe.WatchTasks)
         assert watch.request_id == first.of_type(fe.CreateTasks)[0].request_id
-        assert watch.task_ids == [future.task_id]  # type: ignore[attr-defined]
+        assert watch.task_ids == [future.task_id]  # type: ignore[attr-defined]  # the SDK's futures carry task_id, which Future does not declare
 
 
 @pytest.mark.timeout(20)
@@ -291,7 +291,8 @@ def test_a_batch_whose_reply_was_lost_is_sent_again_with_its_key(restarting: Res
         assert future.result(10) == b"cba"
         (sent,) = first.of_type(fe.CreateTasks)
         (again,) = second.of_type(fe.CreateTasks)
-        assert sent.key and (again.key, again.request_id) == (sent.key, sent.request_id)
+        assert sent.key
+        assert (again.key, again.request_id) == (sent.key, sent.request_id)
 
 
 @pytest.mark.timeout(20)

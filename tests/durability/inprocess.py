@@ -46,7 +46,8 @@ class InProcess:
 
     def call(self, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """Send a request and run the manager's loop until its reply arrives."""
-        assert self.manager is not None and self.client is not None
+        assert self.manager is not None
+        assert self.client is not None
         request_id = self.client.send(message)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -72,7 +72,8 @@ def test_state_survives_without_a_clean_stop(tmp_path: Path) -> None:
         manager.storage = None
         in_process.stop()
         manager = in_process.start()
-        assert manager.recovered is not None and manager.recovered.snapshot_seq == 0
+        assert manager.recovered is not None
+        assert manager.recovered.snapshot_seq == 0
         assert manager.recovered.records_replayed >= 3
         assert views(in_process) == before
     finally:

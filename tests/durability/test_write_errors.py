@@ -66,8 +66,10 @@ def test_injected_commit_failure_refuses_the_change_and_keeps_serving(
 
     monkeypatch.setattr(storage, "commit", full_disk)
     reply = in_process.call({"type": "CreateTasks", "session_id": "s", "inputs": [b"c"], "watch": True})
-    assert reply["type"] == "Error" and reply["code"] == "StorageUnavailable", reply
-    assert "No space left on device" in reply["message"] and "nothing was changed" in reply["message"]
+    assert reply["type"] == "Error", reply
+    assert reply["code"] == "StorageUnavailable", reply
+    assert "No space left on device" in reply["message"]
+    assert "nothing was changed" in reply["message"]
     # The refused CreateTasks{watch} leaves no watch behind: task id 3 goes to the next task,
     # whose result must not be pushed under the failed request's id.
     assert len(manager.controller.watches) == 0
@@ -126,7 +128,8 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path) -> None:
                 else:
                     assert reply["code"] == "StorageUnavailable", reply
                     refused += 1
-            assert refused > 0 and acknowledged
+            assert refused > 0
+            assert acknowledged
             tasks = all_tasks(in_process, "s")
             assert [t["input"] for t in tasks] == acknowledged  # memory == what was acknowledged
             # Space returns: the log holds all the disk, so make room by growing the tmpfs.

@@ -4,11 +4,15 @@ application contexts, task assignments, fresh ids."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from protocol import backend as be
 from protocol.types import ResourceRequirement
 from tests.support.fake_backend import FakeSessionManager
+
+R = TypeVar("R")
 
 #: the test services of tests/em (probe_service.py)
 SERVICES = Path(__file__).parent / "services"
@@ -36,7 +40,7 @@ def probe_app() -> be.ApplicationContext:
     )
 
 
-def tasks(inputs: list[bytes | None], first: int = 1) -> list[be.TaskAssignment]:
+def tasks(inputs: Sequence[bytes | None], first: int = 1) -> list[be.TaskAssignment]:
     """Assignments (attempt 1) of tasks `first`, `first + 1`, ... with these inputs."""
     return [be.TaskAssignment(task_id=first + i, attempt=1, input=data) for i, data in enumerate(inputs)]
 
@@ -49,7 +53,7 @@ def completed(reports: list[be.ExecutorReport]) -> list[be.TaskCompleted]:
     return [r for r in reports if isinstance(r, be.TaskCompleted)]
 
 
-def of_type(kind: type, reports: list[be.ExecutorReport]) -> list[object]:
+def of_type(kind: type[R], reports: list[be.ExecutorReport]) -> list[R]:
     """The reports of type `kind` among `reports`."""
     return [r for r in reports if isinstance(r, kind)]
 
@@ -58,6 +62,6 @@ def bind(sm: FakeSessionManager, executor_id: str, session_id: str, app: be.Appl
     """Create and bind `executor_id` to `session_id` of `app`; wait until it is bound or failed."""
     sm.command(
         be.CreateExecutor(executor_id=executor_id, resreq=RESREQ),
-        be.BindExecutor(executor_id=executor_id, session=session(session_id, **kw), application=app),  # type: ignore[arg-type]
+        be.BindExecutor(executor_id=executor_id, session=session(session_id, **kw), application=app),  # type: ignore[arg-type]  # the tests' SessionContext keywords, passed on untyped
     )
     sm.wait_reports("ExecutorBound", lambda rs: of_type(be.ExecutorBound, rs) or of_type(be.ExecutorBindFailed, rs))

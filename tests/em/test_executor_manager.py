@@ -53,7 +53,8 @@ def test_flmping_tasks_run_and_the_executor_is_released(sm: FakeSessionManager, 
     assert [c.task_id for c in done] == list(range(1, 51))
     assert all(c.state is TaskState.Succeed for c in done)
     message = json.loads(done[-1].output or b"")["message"]
-    assert message.startswith("Completed on ") and message.endswith(" memory")
+    assert message.startswith("Completed on ")
+    assert message.endswith(" memory")
     assert em.instances(), "the instance should be running while bound"
 
     sm.command(be.UnbindExecutor(executor_id=executor_id))
@@ -90,8 +91,8 @@ def test_a_recall_hands_back_the_tasks_the_instance_was_not_given(
     sm.command(be.RecallTasks(executor_id=executor_id, session_id="s1", count=10))
     answers = sm.wait_reports("two answers", lambda rs: len(of_type(be.TasksReturned, rs)) >= 2 and rs)
     other, mine = of_type(be.TasksReturned, answers)
-    assert (other.session_id, other.unstarted) == ("other", [])  # type: ignore[attr-defined]
-    returned = [k.task_id for k in mine.unstarted]  # type: ignore[attr-defined]
+    assert (other.session_id, other.unstarted) == ("other", [])
+    returned = [k.task_id for k in mine.unstarted]
     assert returned == [6, 5, 4, 3]  # the instance holds 1 and 2 (its window for slow tasks)
     # Tasks run in order: a recalled task still queued would complete before this one.
     sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([None], first=7)))
@@ -108,10 +109,12 @@ def test_a_raising_task_fails_and_the_instance_goes_on(sm: FakeSessionManager, e
     sm.command(be.LaunchTasks(executor_id=executor_id, session_id="s1", tasks=tasks([b"a", b"boom", b"c"])))
     done = sm.wait_reports("3 completions", lambda rs: len(completed(rs)) >= 3 and completed(rs))
     by_id = {c.task_id: c for c in done}
-    assert by_id[1].state is TaskState.Succeed and by_id[1].output == b"a"
+    assert by_id[1].state is TaskState.Succeed
+    assert by_id[1].output == b"a"
     assert by_id[2].state is TaskState.Failed
     assert by_id[2].message == "ValueError: boom input"
-    assert by_id[3].state is TaskState.Succeed and by_id[3].output == b"c"
+    assert by_id[3].state is TaskState.Succeed
+    assert by_id[3].output == b"c"
 
 
 @pytest.mark.timeout(60)
@@ -122,8 +125,8 @@ def test_on_session_enter_failure_is_a_bind_failure(sm: FakeSessionManager, em: 
     bind(sm, executor_id, "s1", probe_app(), common_data=b"refuse")
     failed = of_type(be.ExecutorBindFailed, sm.reports)
     assert failed, sm.reports
-    assert failed[0].code == 12  # type: ignore[attr-defined]
-    assert "refusing this session" in failed[0].message  # type: ignore[attr-defined]
+    assert failed[0].code == 12
+    assert "refusing this session" in failed[0].message
     sm.wait_reports("ExecutorUnbound", lambda rs: of_type(be.ExecutorUnbound, rs))
     wait_for("the instance to exit", lambda: not em.instances())
 
@@ -190,7 +193,8 @@ def test_a_death_deep_in_the_window_blames_one_task_then_the_culprit(
     blamed = blamed_tasks(unbound.reason)
     assert len(blamed) == 1, unbound.reason
     assert max(blamed) <= 20
-    assert not (finished & unstarted) and not (blamed & (finished | unstarted))
+    assert not (finished & unstarted)
+    assert not (blamed & (finished | unstarted))
     assert finished | blamed | unstarted == set(range(1, 41))
     assert all(t < min(blamed) for t in finished)
     wait_for("the instance to be gone", lambda: not em.instances())
@@ -359,4 +363,5 @@ def test_refused_as_a_duplicate_it_kills_the_instances_it_no_longer_owns(
     sm.send(be.Error(code=ErrorCode.DuplicateNode, message="node name 'n1' is held by a live executor manager"))
     wait_for("the orphan instance to be killed", lambda: not em.instances())
     again = sm.wait_message(be.RegisterNode)
-    assert again.executors == [] and again.incarnation == first.incarnation
+    assert again.executors == []
+    assert again.incarnation == first.incarnation

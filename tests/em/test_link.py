@@ -57,7 +57,8 @@ def test_completions_are_kept_until_acknowledged_and_resent_if_still_wanted() ->
     assert [c.task_id for _, c in link.unacked] == [3, 4]
     resend = link.take_for_resend({("e1", 3, 1), ("e1", 4, 1), ("e2", 9, 1)})
     assert [c.task_id for c in resend] == [3, 4]
-    assert not link.unacked and link.not_resent == []
+    assert not link.unacked
+    assert link.not_resent == []
     link.keep(0, [completion(5)])  # a late completion of a task the snapshot gave to another node
     assert link.take_for_resend({("e1", 3, 1)}) == []
     assert [c.task_id for c in link.not_resent] == [5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import msgspec
 import pytest
@@ -53,26 +54,30 @@ def test_frontend_answers_bad_frames_with_errors_and_keeps_serving(cluster: Daem
             assert reply["code"] == code, (frames[:2], reply)
             assert words in reply["message"], (frames[:2], reply)
         typed = client.call({"type": "GetSession", "session_id": ["x"], "request_id": 99})
-        assert typed["request_id"] == 99 and typed["code"] == "BadMessage"
-        for request, code in [
+        assert typed["request_id"] == 99
+        assert typed["code"] == "BadMessage"
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"type": "GetSession", "session_id": "no-such-session"}, "NotFound"),
             ({"type": "CreateTasks", "session_id": "no-such-session", "inputs": [b""]}, "NotFound"),
             ({"type": "CreateSession", "session_id": "s", "spec": {"application": "no-such-app"}}, "NotFound"),
             ({"type": "GetApplication", "name": "no-such-app"}, "NotFound"),
             ({"type": "CreateSession", "session_id": "a b/c", "spec": {"application": "flmping"}}, "InvalidArgument"),
-        ]:
+        ]
+        for request, code in cases:
             reply = client.call(request)
-            assert reply["type"] == "Error" and reply["code"] == code, (request, reply)
+            assert reply["type"] == "Error", (request, reply)
+            assert reply["code"] == code, (request, reply)
             assert reply["message"]
         task = run_task(client, "after-bad-frontend")
         assert task["state"] == "Succeed", task
-    assert cluster.alive("sm") and cluster.alive("n1")
+    assert cluster.alive("sm")
+    assert cluster.alive("n1")
 
 
 def test_backend_refuses_bad_frames_and_impostors_and_keeps_serving(cluster: Daemons) -> None:
     """Breaks if bad frames or a heartbeat from an unregistered peer on the backend are not refused, or stop
     the cluster from running a task."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(cluster.backend)
     try:
@@ -85,13 +90,15 @@ def test_backend_refuses_bad_frames_and_impostors_and_keeps_serving(cluster: Dae
             sock.send_multipart(frames)
             assert sock.poll(10_000), f"no answer to {frames}"
             reply = msgspec.msgpack.decode(sock.recv_multipart()[1])
-            assert reply["type"] == "Error" and reply["code"] in ("BadMessage", "Reregister"), reply
+            assert reply["type"] == "Error", reply
+            assert reply["code"] in ("BadMessage", "Reregister"), reply
     finally:
         sock.close(0)
     with cluster.client() as client:
         task = run_task(client, "after-bad-backend")
         assert task["state"] == "Succeed", task
-    assert cluster.alive("sm") and cluster.alive("n1")
+    assert cluster.alive("sm")
+    assert cluster.alive("n1")
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,8 @@ def test_an_executor_manager_that_cannot_start_stops_the_cluster(daemons: Daemon
     proc = daemons.spawn("cluster", *cluster_args(daemons, daemons.dir / "state"))
     assert proc.wait(timeout=40) == 1
     log = daemons.log("cluster")
-    assert "failed to start" in log and "executor manager" in log, log
+    assert "failed to start" in log, log
+    assert "executor manager" in log, log
     wait_for("no process left", lambda: not daemons.leftovers(), timeout=15)
 
 

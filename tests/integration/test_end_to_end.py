@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -18,11 +19,11 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 
-def register_recorder(flame: object, journal: Path, **attrs: object) -> None:
+def register_recorder(flame: ModuleType, journal: Path, **attrs: object) -> None:
     client = flame
-    client.register_application(  # type: ignore[attr-defined]
+    client.register_application(
         "recorder",
-        client.ApplicationAttributes(  # type: ignore[attr-defined]
+        client.ApplicationAttributes(
             command=sys.executable,
             arguments=[str(SERVICES / "recorder.py"), str(journal)],
             environments={"PYTHONPATH": str(REPO)},
@@ -55,7 +56,12 @@ def test_sdk_runs_a_service_written_here(cluster: Daemons, monkeypatch: pytest.M
 
     session.close()
     assert flame.get_session(session.id).state == flame.SessionState.Closed
-    lines = wait_for("the instance to leave the session", lambda: "leave" in _read(journal) and _read(journal))
+
+    def left() -> str | None:
+        text = _read(journal)
+        return text if "leave" in text else None
+
+    lines = wait_for("the instance to leave the session", left)
     assert lines.splitlines() == [f"enter {session.id}", "leave"]
     flame.unregister_application("recorder")
     assert flame.get_application("recorder") is None
@@ -147,7 +153,8 @@ def test_flamed_cluster_runs_flmping_and_stops_cleanly_on_sigterm(daemons: Daemo
         timeout=60,
         check=False,
     )
-    assert listed.returncode == 0 and "Ready" in listed.stdout, listed
+    assert listed.returncode == 0, listed
+    assert "Ready" in listed.stdout, listed
     assert len(processes_with(daemons.marker)) >= 3  # supervisor, session manager, executor managers
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

@@ -64,7 +64,8 @@ def test_a_closed_pipe_is_not_an_error(cluster: Daemons) -> None:
         )
     finally:
         os.close(write_end)
-    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 0
 
 
@@ -78,4 +79,6 @@ def test_view_task_shows_output_failure_and_json(cluster: Daemons) -> None:
     assert "Output:        7 bytes: echo me" in done.stdout, done.stdout
     assert "Attempt:       1 (0 retries)" in done.stdout, done.stdout
     raw = json.loads(flmctl(cluster, "view", "-s", session.id, "-t", "1", "-o", "json").stdout)
-    assert raw["id"] == 1 and raw["state"] == "Succeed" and raw["application"] == "flmping"
+    assert raw["id"] == 1
+    assert raw["state"] == "Succeed"
+    assert raw["application"] == "flmping"

@@ -146,7 +146,8 @@ def test_a_secret_key_readable_by_others_stops_the_session_manager(daemons: Daem
     proc = daemons.start_session_manager()
     assert proc.wait(30) == 1
     log = daemons.log("sm")
-    assert f"chmod 600 {secret}" in log and "readable by group or others" in log, log
+    assert f"chmod 600 {secret}" in log, log
+    assert "readable by group or others" in log, log
 
 
 def test_keygen_writes_private_files_in_a_private_directory(tmp_path: Path) -> None:
@@ -157,7 +158,8 @@ def test_keygen_writes_private_files_in_a_private_directory(tmp_path: Path) -> N
     assert out.stat().st_mode & 0o777 == 0o700
     assert (out / "n1.key_secret").stat().st_mode & 0o777 == 0o600
     public, secret = zmq.auth.load_certificate(out / "n1.key_secret")
-    assert secret is not None and zmq.curve_public(secret) == public
+    assert secret is not None
+    assert zmq.curve_public(secret) == public
     assert zmq.auth.load_certificate(out / "n1.key")[1] is None
     assert main(["keygen", "--out", str(out), "--name", "n1"]) == 1  # never overwrites a key
     open_dir = tmp_path / "open"
@@ -171,8 +173,10 @@ def test_plain_mode_on_a_public_address_logs_a_loud_warning(daemons: Daemons) ->
     addresses are taken for public ones."""
     from flamed.config import is_local_endpoint
 
-    assert is_local_endpoint("tcp://127.0.0.1:8080") and is_local_endpoint("ipc:///run/x")
-    assert is_local_endpoint("tcp://[::1]:1") and not is_local_endpoint("tcp://0.0.0.0:8080")
+    assert is_local_endpoint("tcp://127.0.0.1:8080")
+    assert is_local_endpoint("ipc:///run/x")
+    assert is_local_endpoint("tcp://[::1]:1")
+    assert not is_local_endpoint("tcp://0.0.0.0:8080")
     daemons.frontend = f"tcp://0.0.0.0:{free_port()}"
     daemons.start_session_manager()
     wait_for("the warning", lambda: "SECURITY WARNING: frontend tcp://0.0.0.0:" in daemons.log("sm"))

@@ -87,7 +87,9 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str, expected: 
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
     message = str(caught.value)
-    assert key in message and expected.lower() in message.lower() and str(path) in message, message
+    assert key in message, message
+    assert expected.lower() in message.lower(), message
+    assert str(path) in message, message
 
 
 def test_config_show_names_the_source_of_each_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,7 +35,8 @@ def test_drain_is_a_record_that_replays_and_snapshots() -> None:
     writes again, or undrain or the counters do not follow."""
     ctl = _controller()
     reply = _ask(ctl, fe.DrainNode(name="n1"))
-    assert isinstance(reply, fe.NodeReply) and reply.node.drained
+    assert isinstance(reply, fe.NodeReply)
+    assert reply.node.drained
     assert [type(x) for x in ctl.outbox.records] == [r.NodeDrainChanged]
     _ask(ctl, fe.DrainNode(name="n1"))  # idempotent: no second record
     assert len(ctl.outbox.records) == 1
@@ -51,14 +52,17 @@ def test_drain_is_a_record_that_replays_and_snapshots() -> None:
     assert decode_state(encode_state(ctl.state)).nodes["n1"].drained
 
     reply = _ask(ctl, fe.UndrainNode(name="n1"))
-    assert isinstance(reply, fe.NodeReply) and not reply.node.drained
+    assert isinstance(reply, fe.NodeReply)
+    assert not reply.node.drained
     assert not decode_state(encode_state(ctl.state)).nodes["n1"].drained
-    assert ctl.counters["node_drains"] == 1 and ctl.counters["node_undrains"] == 1
+    assert ctl.counters["node_drains"] == 1
+    assert ctl.counters["node_undrains"] == 1
 
 
 def test_drain_of_an_unknown_node_is_not_found() -> None:
     """Breaks if draining an unknown node is not an error naming it, or still writes a record."""
     ctl = _controller()
     reply = _ask(ctl, fe.DrainNode(name="nope"))
-    assert isinstance(reply, fe.Error) and "nope" in reply.message
+    assert isinstance(reply, fe.Error)
+    assert "nope" in reply.message
     assert not ctl.outbox.records

@@ -45,13 +45,16 @@ def test_status_shows_version_uptime_nodes_sessions_and_storage(daemons: Daemons
     done = flamed("status", "--endpoint", daemons.frontend)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert f"flamed {__version__}" in out and ", up " in out, out
+    assert f"flamed {__version__}" in out, out
+    assert ", up " in out, out
     assert "1 Ready" in out, out
     assert "1 open, 1 closed" in out, out
     assert str(daemons.dir / "state") in out, out
     raw = json.loads(flamed("status", "--endpoint", daemons.frontend, "--json").stdout)
-    assert raw["stats"]["nodes_ready"] == 1 and raw["stats"]["sessions_open"] == 1
-    assert raw["stats"]["uptime_seconds"] > 0 and raw["info"]["server_version"] == __version__
+    assert raw["stats"]["nodes_ready"] == 1
+    assert raw["stats"]["sessions_open"] == 1
+    assert raw["stats"]["uptime_seconds"] > 0
+    assert raw["info"]["server_version"] == __version__
 
 
 @pytest.mark.integration
@@ -60,7 +63,8 @@ def test_status_with_nothing_listening_fails_in_one_line() -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     done = flamed("status", "--endpoint", endpoint)
     assert done.returncode == 1
-    assert done.stderr.count("\n") == 1 and f"nothing answers at {endpoint}" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"nothing answers at {endpoint}" in done.stderr, done.stderr
 
 
 def test_status_lines_without_storage_say_memory_only() -> None:

@@ -41,7 +41,8 @@ def test_unit_passes_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [analyze, "verify", str(tmp_path / unit)], capture_output=True, text=True, timeout=60, check=False
     )
-    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    assert result.returncode == 0, result.stderr
+    assert not result.stderr.strip(), result.stderr
     for directive in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes", "User=flame"):
         assert directive in text
 
@@ -49,7 +50,9 @@ def test_unit_passes_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
 def test_notifier_is_a_no_op_without_notify_socket() -> None:
     """Breaks if a daemon not started by systemd (no NOTIFY_SOCKET) tries to notify or asks for a watchdog."""
     notifier = Notifier({})
-    assert not notifier.enabled and not notifier.ready("x") and notifier.watchdog_interval() is None
+    assert not notifier.enabled
+    assert not notifier.ready("x")
+    assert notifier.watchdog_interval() is None
 
 
 def test_notifier_reaches_an_abstract_socket() -> None:

@@ -24,7 +24,7 @@ from protocol.types import TaskState
 
 pytestmark = pytest.mark.timeout(60)
 
-ALL_CODECS = [
+ALL_CODECS: list[codec.Codec[Any]] = [
     codec.client_request_codec(),
     codec.server_reply_codec(),
     codec.node_message_codec(),
@@ -212,7 +212,7 @@ def test_unknown_fields_inside_nested_structs_do_not_fit() -> None:
     """Strictness reaches every level: a nested struct (TaskKey in ExecutorUnbound, inside a
     merged union) with an extra field does not fit."""
     shapes = Shapes(be.NodeMessage)
-    unbound = {"type": "ExecutorUnbound", "executor_id": "e", "reason": "r"}
+    unbound: dict[str, object] = {"type": "ExecutorUnbound", "executor_id": "e", "reason": "r"}
     message = {"type": "Reports", "epoch": 1, "seq": 1, "reports": [unbound]}
     assert shapes.fits(msgspec.msgpack.encode(message))
     unbound["unstarted"] = [{"task_id": 1, "attempt": 1, "extra": [[[1]]]}]

@@ -54,7 +54,9 @@ def test_the_old_forms_decode_with_the_defaults() -> None:
     task = {"id": 1, "session_id": "s1", "state": "Succeed"}
     old_reply = msgspec.msgpack.encode({"type": "TasksReply", "tasks": [task], "request_id": 1})
     decoded = server_reply_codec().decode([HEADER, old_reply])
-    assert isinstance(decoded, fe.TasksReply) and decoded.next_cursor == 0
+    assert isinstance(decoded, fe.TasksReply)
+    assert decoded.next_cursor == 0
     old_push = msgspec.msgpack.encode({"type": "TaskUpdates", "tasks": [task], "request_id": 1})
     pushed = server_reply_codec().decode([HEADER, old_push])
-    assert isinstance(pushed, fe.TaskUpdates) and pushed.more is False
+    assert isinstance(pushed, fe.TaskUpdates)
+    assert pushed.more is False

@@ -192,7 +192,26 @@ class Cluster:
         return time.monotonic()
 
     def wait_started(self, count: int, timeout: float = 30.0) -> list[Run]:
-        return self.wait(f"{count} task starts", lambda: (r := self.runs()) and len(r) >= count and r, timeout)
+        """Wait until `count` invocations have started; all the starts so far."""
+
+        def started() -> list[Run] | None:
+            runs = self.runs()
+            return runs if len(runs) >= count else None
+
+        return self.wait(f"{count} task starts", started, timeout)
+
+    def wait_gone(self, what: str, pid: int, timeout: float = 30.0) -> None:
+        """Wait until process `pid` is gone (exited and reaped, or a zombie)."""
+        self.wait(what, lambda: not alive(pid), timeout)
+
+    def wait_start(self, what: str, task_id: int, nth: int, session_id: str = "s1", timeout: float = 30.0) -> Run:
+        """Wait until task `task_id` has started `nth` times (1: the first run); that start."""
+
+        def started() -> Run | None:
+            starts = self.starts_of(task_id, session_id)
+            return starts[nth - 1] if len(starts) >= nth else None
+
+        return self.wait(what, started, timeout)
 
     def wait_tasks(self, state: TaskState, session_id: str = "s1", timeout: float = 40.0) -> list[Task]:
         def done() -> list[Task] | None:

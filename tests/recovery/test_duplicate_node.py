@@ -24,7 +24,8 @@ def test_duplicate_node_name_is_refused_then_taken_over_after_the_holder_dies(jo
     c.start_em("n1", 1, proc="n1-second")
     c.wait("the refusal in the second one's log", lambda: "refused" in c.d.log("n1-second"), timeout=10)
     log = c.d.log("n1-second")
-    assert "is held by a live executor manager" in log and "--node-name" in log, log[-2000:]
+    assert "is held by a live executor manager" in log, log[-2000:]
+    assert "--node-name" in log, log[-2000:]
     assert c.stat("duplicate_nodes_refused") >= 1
     time.sleep(1.5)  # still refused while the holder is live: nothing changes
     node = c.node("n1")
@@ -54,7 +55,7 @@ def test_a_paused_holder_that_lost_its_name_kills_its_instances_when_it_resumes(
     try:
         c.start_em("n1", 1, proc="n1-second")
         c.wait("the second one to take the name over", lambda: c.node("n1").incarnation != holder, timeout=10)
-        rerun = c.wait("the rerun", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+        rerun = c.wait_start("the rerun", task_id, 2)
         assert rerun.ppid == c.pid("n1-second")
     finally:
         c.signal("n1", signal.SIGCONT)
@@ -63,5 +64,6 @@ def test_a_paused_holder_that_lost_its_name_kills_its_instances_when_it_resumes(
     killed = since(t0)
     (task,) = c.wait_tasks(TaskState.Succeed)
     assert (task.attempt, task.retry_count) == (2, 1)
-    assert c.node("n1").incarnation != holder and c.node_state("n1") == "Ready"
+    assert c.node("n1").incarnation != holder
+    assert c.node_state("n1") == "Ready"
     c.record("i' paused holder loses its name", orphan_killed_after_resume=killed)

@@ -46,7 +46,9 @@ def test_glitch_shorter_than_detection_changes_nothing(journal_cluster: Cluster)
     assert [(t.attempt, t.retry_count) for t in tasks] == [(1, 0), (1, 0)]
     assert [len(c.starts_of(t.id)) for t in tasks] == [1, 1]
     assert c.node_state("n1") == "Ready"
-    assert c.stat("nodes_silent") == 0 and c.stat("node_cleanups") == 0 and c.stat("tasks_retried") == 0
+    assert c.stat("nodes_silent") == 0
+    assert c.stat("node_cleanups") == 0
+    assert c.stat("tasks_retried") == 0
     c.record("a glitch < detection", paused=DETECTION / 2)
 
 
@@ -66,9 +68,12 @@ def test_glitch_longer_than_detection_shorter_than_drain_reruns_nothing(journal_
         unknown_at = c.wait_node("n1", "Unknown", timeout=DETECTION + 3) - t0
         node = c.node("n1")
         assert node.connection is ConnectionState.Draining
-        assert node.last_heartbeat_age is not None and node.last_heartbeat_age > DETECTION
+        assert node.last_heartbeat_age is not None
+        assert node.last_heartbeat_age > DETECTION
         row = flmctl.node_table([node]).splitlines()[1].split()
-        assert row[2] == "Unknown" and row[-2] == "Draining" and float(row[-1].rstrip("s")) >= DETECTION - 0.1
+        assert row[2] == "Unknown"
+        assert row[-2] == "Draining"
+        assert float(row[-1].rstrip("s")) >= DETECTION - 0.1
         time.sleep(max(0.0, 3.0 - since(t0)))
     finally:
         c.signal("n1", signal.SIGCONT)
@@ -79,11 +84,14 @@ def test_glitch_longer_than_detection_shorter_than_drain_reruns_nothing(journal_
     assert [(t.attempt, t.retry_count) for t in tasks] == [(1, 0), (1, 0)]
     assert [len(c.starts_of(t.id)) for t in tasks] == [1, 1]
     assert [t.output for t in tasks] == [b"1.0", b"4.0"]
-    assert c.stat("node_cleanups") == 0 and c.stat("tasks_retried") == 0
+    assert c.stat("node_cleanups") == 0
+    assert c.stat("tasks_retried") == 0
     assert c.stat("nodes_silent") == 1
-    assert c.stat("registrations") == registrations + 1 and c.stat("reregistrations") == 1
+    assert c.stat("registrations") == registrations + 1
+    assert c.stat("reregistrations") == 1
     node = c.node("n1")
     assert node.connection is ConnectionState.Connected
-    assert node.last_heartbeat_age is not None and node.last_heartbeat_age < DETECTION
+    assert node.last_heartbeat_age is not None
+    assert node.last_heartbeat_age < DETECTION
     assert len(c.executors_on("n1")) == 2
     c.record("b detection < glitch < drain", detection=unknown_at, paused=resumed, ready_again=ready_at)

@@ -41,17 +41,20 @@ def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(jour
     try:
         unknown_at = c.wait_node("n1", "Unknown", timeout=DETECTION + 3) - t0
         not_ready_at = c.wait_node("n1", "NotReady", timeout=DRAIN + 3) - t0
-        rerun = c.wait("the rerun on n2", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+        rerun = c.wait_start("the rerun on n2", task_id, 2)
         rerun_at = since(t0)
         assert rerun.ppid == c.pid("n2")
         assert c.executors_on("n1") == []
         task = c.task(task_id)
-        assert task.retry_count == 1 and task.attempt == 2
+        assert task.retry_count == 1
+        assert task.attempt == 2
     finally:
         c.signal("n1", signal.SIGCONT)
     ready_again = c.wait_node("n1", "Ready", timeout=10) - t0
     (task,) = c.wait_tasks(TaskState.Succeed)
-    assert task.attempt == 2 and task.retry_count == 1  # the completion recorded is n2's
+    # The completion recorded is n2's.
+    assert task.attempt == 2
+    assert task.retry_count == 1
     # The late node's old executors and instances are gone, its late completion refused.
     c.wait("n1's old instance to be killed", lambda: not alive(first.pid), timeout=10)
     assert not set(c.executors_on("n1")) & set(old_executors)
@@ -68,7 +71,8 @@ def test_outage_longer_than_drain_reruns_elsewhere_and_fences_the_late_node(jour
 
     fate = c.wait("the late completion to be refused", late_completion_refused, timeout=5)
     assert len(c.starts_of(task_id)) == 2
-    assert c.stat("node_cleanups") == 1 and c.stat("tasks_retried") == 1
+    assert c.stat("node_cleanups") == 1
+    assert c.stat("tasks_retried") == 1
     c.record(
         "c outage > drain",
         detection=unknown_at,
@@ -114,15 +118,17 @@ def test_executor_manager_crash_and_quick_restart_reruns_the_task_exactly_once(j
     c.kill("n1")
     c.wait("the instance to die with its executor manager", lambda: not alive(first.pid), timeout=5)
     c.start_em("n1", 1)
-    rerun = c.wait("the rerun", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+    rerun = c.wait_start("the rerun", task_id, 2)
     rerun_at = since(t0)
-    assert rerun.ppid == c.pid("n1") and rerun.pid != first.pid
+    assert rerun.ppid == c.pid("n1")
+    assert rerun.pid != first.pid
     (task,) = c.wait_tasks(TaskState.Succeed)
     assert (task.attempt, task.retry_count) == (2, 1)
     time.sleep(DETECTION)  # nothing else comes
     assert len(c.starts_of(task_id)) == 2
     assert c.node_state("n1") == "Ready"
-    assert c.stat("tasks_retried") == 1 and c.stat("node_cleanups") == 0
+    assert c.stat("tasks_retried") == 1
+    assert c.stat("node_cleanups") == 0
     c.record("d EM crash + quick restart", rerun_started=rerun_at)
 
 
@@ -136,19 +142,21 @@ def test_a_task_whose_node_keeps_dying_fails_at_the_retry_limit(journal_cluster:
     (task_id,) = c.submit("s1", [60.0])
     t0 = time.monotonic()
     for attempt in range(1, RETRY_LIMIT + 2):
-        runs = c.wait(f"run {attempt}", lambda n=attempt: len(c.starts_of(task_id)) >= n and c.starts_of(task_id))
-        assert len(runs) == attempt
+        run = c.wait_start(f"run {attempt}", task_id, attempt)
+        assert len(c.starts_of(task_id)) == attempt
         c.kill("n1")
-        c.wait("the instance to die", lambda pid=runs[-1].pid: not alive(pid), timeout=5)
+        c.wait_gone("the instance to die", run.pid, timeout=5)
         c.start_em("n1", 1)
     (task,) = c.wait_tasks(TaskState.Failed)
     failed_at = since(t0)
     assert task.retry_count == RETRY_LIMIT
-    assert task.message is not None and "retry limit" in task.message, task.message
+    assert task.message is not None, task.message
+    assert "retry limit" in task.message, task.message
     assert any("retry limit" in (e.message or "") for e in task.events), task.events
     time.sleep(1.0)
     assert len(c.starts_of(task_id)) == RETRY_LIMIT + 1
-    assert c.stat("tasks_failed_retry_limit") == 1 and c.stat("tasks_retried") == RETRY_LIMIT
+    assert c.stat("tasks_failed_retry_limit") == 1
+    assert c.stat("tasks_retried") == RETRY_LIMIT
     c.record("g node keeps dying", failed_after=failed_at)
 
 
@@ -173,8 +181,10 @@ def test_graceful_stop_finishes_the_running_task_then_the_node_is_cleaned_up_at_
     assert [(t.attempt, t.retry_count) for t in tasks] == [(1, 0), (1, 0)]
     assert [len(c.starts_of(t.id)) for t in tasks] == [1, 1]
     assert c.starts_of(1)[0].ppid == c.pid("n1")
-    assert not alive(first.pid) and c.executors_on("n1") == []
-    assert c.stat("nodes_silent") == 0 and c.stat("tasks_retried") == 0
+    assert not alive(first.pid)
+    assert c.executors_on("n1") == []
+    assert c.stat("nodes_silent") == 0
+    assert c.stat("tasks_retried") == 0
     where = "n1" if c.starts_of(2)[0].ppid == c.pid("n1") else "n2"
     c.record(f"h graceful EM stop (task 2 ran on {where})", exited=exited, cleanup=not_ready_at)
 
@@ -221,7 +231,7 @@ def test_second_sigterm_stops_at_once_and_the_task_reruns_elsewhere(journal_clus
     time.sleep(0.3)
     c.signal("n1", signal.SIGTERM)
     not_ready_at = c.wait_node("n1", "NotReady", timeout=DETECTION) - t0
-    rerun = c.wait("the rerun on n2", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+    rerun = c.wait_start("the rerun on n2", task_id, 2)
     rerun_at = since(t0)
     assert rerun.ppid == c.pid("n2")
     c.d.procs["n1"].wait(10)
@@ -229,5 +239,6 @@ def test_second_sigterm_stops_at_once_and_the_task_reruns_elsewhere(journal_clus
     assert c.executors_on("n1") == []
     (task,) = c.wait_tasks(TaskState.Succeed)
     assert (task.attempt, task.retry_count) == (2, 1)
-    assert c.stat("nodes_silent") == 0 and c.stat("node_cleanups") == 1
+    assert c.stat("nodes_silent") == 0
+    assert c.stat("node_cleanups") == 1
     c.record("h' EM stopped at once (2nd SIGTERM)", cleanup=not_ready_at, rerun_started=rerun_at)

@@ -64,20 +64,24 @@ def test_cut_longer_than_the_drain_reruns_elsewhere_and_the_node_rejoins_clean(l
     try:
         unknown_at = c.wait_node("n1", "Unknown", timeout=DETECTION + 3) - t0
         not_ready_at = c.wait_node("n1", "NotReady", timeout=DRAIN + 3) - t0
-        rerun = c.wait("the rerun on n2", lambda: len(c.starts_of(task_id)) == 2 and c.starts_of(task_id)[1])
+        rerun = c.wait_start("the rerun on n2", task_id, 2)
         rerun_at = since(t0)
         assert rerun.ppid == c.pid("n2")
         # n1 did not stop: its copy still runs, out of the session manager's sight (I3).
-        assert alive(first.pid) and c.d.alive("n1")
+        assert alive(first.pid)
+        assert c.d.alive("n1")
         assert c.executors_on("n1") == []
     finally:
         link.heal()
     ready_again = c.wait_node("n1", "Ready", timeout=20) - t0
     c.wait("n1's orphan instance to be killed", lambda: not alive(first.pid), timeout=15)
     (task,) = c.wait_tasks(TaskState.Succeed)
-    assert task.attempt == 2 and task.retry_count == 1  # n2's completion, not n1's late one
+    # n2's completion, not n1's late one.
+    assert task.attempt == 2
+    assert task.retry_count == 1
     assert len(c.starts_of(task_id)) == 2
-    assert c.stat("node_cleanups") == 1 and c.stat("tasks_retried") == 1
+    assert c.stat("node_cleanups") == 1
+    assert c.stat("tasks_retried") == 1
     c.record(
         "partition > drain",
         detection=unknown_at,
@@ -107,10 +111,12 @@ def test_cut_shorter_than_the_drain_reruns_nothing(link: Link, daemons: Daemons)
         link.heal()
     ready_again = c.wait_node("n1", "Ready", timeout=drain) - t0
     (task,) = c.wait_tasks(TaskState.Succeed, timeout=30)
-    assert task.attempt == 1 and task.retry_count == 0
+    assert task.attempt == 1
+    assert task.retry_count == 0
     assert [r.pid for r in c.starts_of(task_id)] == [first.pid]  # ran once, where it started
     assert alive(first.pid)  # the instance was kept: its executor is still the node's
-    assert c.stat("node_cleanups") == 0 and c.stat("tasks_retried") == 0
+    assert c.stat("node_cleanups") == 0
+    assert c.stat("tasks_retried") == 0
     c.record("partition < drain", detection=unknown_at, ready_again=ready_again)
 
 

@@ -36,8 +36,10 @@ def test_a_node_that_joins_a_running_session_takes_a_share_of_its_queued_tasks(j
     assert [(t.retry_count, t.output) for t in tasks] == [(0, b"1.0")] * 6
     assert [len(c.starts_of(t)) for t in task_ids] == [1] * 6  # each ran once
     on_n2 = {r.task for r in c.runs() if r.ppid == n2}
-    assert first and on_n2, on_n2  # (2-3 here; without the recall, none)
-    assert c.stat("tasks_returned") >= len(on_n2) and c.stat("tasks_retried") == 0
+    assert first, on_n2  # (2-3 here; without the recall, none)
+    assert on_n2, on_n2
+    assert c.stat("tasks_returned") >= len(on_n2)
+    assert c.stat("tasks_retried") == 0
     assert c.stat("task_recalls") >= 1
     c.record("scale-out: node joins a running session", n2_ready=n2_ready, first_on_n2=first_on_n2, all_done=all_done)
 
@@ -62,8 +64,10 @@ def test_an_executor_taken_for_a_higher_priority_session_hands_its_queue_back(jo
     # most if a low task ended before the high session was scheduled.
     high_start = c.starts_of(high_id, "high")[0].time
     before = sorted(r.task for r in c.runs() if r.session == "low" and r.time < high_start)
-    assert before == low_ids[: len(before)] and len(before) <= 3, before
+    assert before == low_ids[: len(before)], before
+    assert len(before) <= 3, before
     assert all(len(c.starts_of(t, "low")) <= 1 for t in low_ids)
     assert high.retry_count == 0
-    assert c.stat("tasks_returned") >= 3 and c.stat("tasks_retried") == 0
+    assert c.stat("tasks_returned") >= 3
+    assert c.stat("tasks_retried") == 0
     c.record("reclaim: higher-priority session takes the executor", high_done=high_done)

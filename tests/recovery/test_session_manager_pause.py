@@ -59,6 +59,7 @@ def test_a_paused_session_manager_blames_no_node_and_runs_no_task_twice(journal_
     assert states == ["Ready"], states
     assert (task.attempt, task.retry_count) == (1, 0)
     assert len(c.starts_of(task_id)) == 1
-    assert c.stat("node_cleanups") == 0 and c.stat("tasks_retried") == 0
+    assert c.stat("node_cleanups") == 0
+    assert c.stat("tasks_retried") == 0
     assert c.stat("session_manager_stalls") >= 1
     c.record(f"SM frozen {pause:.0f}s", result_recorded_after_resume=done_at)

@@ -34,11 +34,14 @@ class BackendPeer:
     def __init__(
         self, endpoint: str, routing_id: bytes | None = None, curve: tuple[bytes, bytes, bytes] | None = None
     ) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTING_ID, routing_id or b"x-" + os.urandom(8).hex().encode())
         if curve is not None:
-            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
+            server, public, secret = curve
+            self.sock.setsockopt(zmq.CURVE_SERVERKEY, server)
+            self.sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            self.sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
         self.sock.connect(endpoint)
         #: every raw payload received (to look for leaked bytes) and its decoded form
         self.raw: list[bytes] = []

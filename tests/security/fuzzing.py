@@ -71,7 +71,7 @@ class Doors:
     def __init__(self, endpoints: dict[str, str], per_door: int = 3, seed: int = 7) -> None:
         self.rng = random.Random(seed)
         self.sockets: dict[str, list[zmq.Socket[bytes]]] = {}
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         for door, endpoint in endpoints.items():
             self.sockets[door] = []
             for i in range(per_door):

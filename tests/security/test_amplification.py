@@ -42,7 +42,7 @@ def session_with_tasks(client: RawClient, session_id: str, inputs: list[bytes | 
 
 def deaf_client(endpoint: str) -> zmq.Socket[bytes]:
     """A client that never reads: its own socket buffers next to nothing (RCVHWM 1)."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, 1)
     sock.connect(endpoint)
@@ -68,10 +68,12 @@ def test_an_oversized_watch_is_refused_with_limit_exceeded(daemons: Daemons) -> 
         session_with_tasks(client, "w", [None] * (MAX_WATCH_TASK_IDS + 1))
         ids = list(range(1, MAX_WATCH_TASK_IDS + 2))
         reply = client.call({"type": "WatchTasks", "session_id": "w", "task_ids": ids})
-        assert reply["type"] == "Error" and reply["code"] == "LimitExceeded", str(reply)[:300]
+        assert reply["type"] == "Error", str(reply)[:300]
+        assert reply["code"] == "LimitExceeded", str(reply)[:300]
         assert "limits.max_watch_task_ids" in reply["message"]
         reply = client.call({"type": "WatchTasks", "session_id": "w", "task_ids": ids[:-1]})
-        assert reply["type"] == "TaskUpdates" and 0 < len(reply["tasks"]) <= MAX_PAGE_TASKS
+        assert reply["type"] == "TaskUpdates"
+        assert 0 < len(reply["tasks"]) <= MAX_PAGE_TASKS
 
 
 def test_a_clients_watched_ids_are_capped_and_another_client_still_watches(daemons: Daemons) -> None:
@@ -87,7 +89,8 @@ def test_a_clients_watched_ids_are_capped_and_another_client_still_watches(daemo
             "TaskUpdates"
         )
         reply = first.call({"type": "WatchTasks", "session_id": "w", "task_ids": list(range(61, 121))})
-        assert reply["type"] == "Error" and reply["code"] == "LimitExceeded", reply
+        assert reply["type"] == "Error", reply
+        assert reply["code"] == "LimitExceeded", reply
         assert "limits.max_watched_tasks_per_client" in reply["message"]
         reply = second.call({"type": "WatchTasks", "session_id": "w", "task_ids": list(range(61, 121))})
         assert reply["type"] == "TaskUpdates", reply
@@ -106,7 +109,8 @@ def test_list_tasks_is_paged_and_the_cursor_walks_the_session_exactly_once(daemo
         request: dict[str, Any] = {"type": "ListTasks", "session_id": "p"}  # as an old client sends it
         while True:
             client.send(request)
-            frames = wait_for("a page", lambda: client.sock.poll(20_000) and client.sock.recv_multipart())
+            assert client.sock.poll(20_000), "no page within 20 s"
+            frames = client.sock.recv_multipart()
             reply = msgspec.msgpack.decode(frames[1])
             assert reply["type"] == "TasksReply", str(reply)[:300]
             assert 1 <= len(reply["tasks"]) <= MAX_PAGE_TASKS

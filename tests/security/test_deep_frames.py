@@ -41,7 +41,7 @@ DEEP_PAYLOADS = [
 
 
 def dealer(endpoint: str, routing_id: bytes | None = None) -> zmq.Socket[bytes]:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if routing_id is not None:
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
@@ -50,7 +50,7 @@ def dealer(endpoint: str, routing_id: bytes | None = None) -> zmq.Socket[bytes]:
 
 
 def router(endpoint: str) -> zmq.Socket[bytes]:
-    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(endpoint)
     return sock
@@ -98,7 +98,8 @@ def test_the_session_manager_drops_deep_frames_on_its_backend(cluster: Daemons) 
             return task if task["state"] == "Succeed" else None
 
         wait_for("the task", finished)
-    assert cluster.alive("sm") and cluster.alive("n1")
+    assert cluster.alive("sm")
+    assert cluster.alive("n1")
 
 
 @pytest.mark.integration
@@ -170,7 +171,8 @@ def test_an_instance_skips_deep_frames_from_its_executor_manager(tmp_path: Path)
             sock.send_multipart([token, HEADER, payload])
         sock.send_multipart([token, *encode(im.InvokeTasks(tasks=tasks([b"still here"])))])
         results = decode(receive(sock)[1:])
-        assert isinstance(results, im.TaskResults) and results.results[0].output == b"still here"
+        assert isinstance(results, im.TaskResults)
+        assert results.results[0].output == b"still here"
         sock.send_multipart([token, *encode(im.LeaveSession())])
         assert isinstance(decode(receive(sock)[1:]), im.SessionLeft)
         assert process.wait(20) == 0
@@ -225,7 +227,12 @@ def test_the_dashboard_feed_skips_deep_frames_and_goes_on(tmp_path: Path) -> Non
     server = router(endpoint)
     items: queue.Queue[FeedItem] = queue.Queue()
     feed = LiveFeed(endpoint, silence=30.0)
-    feed.start(lambda batch: [items.put(item) for item in batch] and None)
+
+    def collect(batch: list[FeedItem]) -> None:
+        for item in batch:
+            items.put(item)
+
+    feed.start(collect)
     try:
         requests = client_request_codec()
         subscription = None

@@ -103,7 +103,8 @@ def test_session_manager_refuses_a_state_dir_owned_by_another_user(daemons: Daem
     fix it."""
     state = loose_dir(daemons.dir / "state", 0o700, owner=NOBODY)
     log = refused(daemons, "sm", daemons.start_session_manager())
-    assert f"uid {NOBODY}" in log and f"run: chown root {state} && chmod 700 {state}" in log
+    assert f"uid {NOBODY}" in log
+    assert f"run: chown root {state} && chmod 700 {state}" in log
 
 
 @needs_root
@@ -130,7 +131,8 @@ def test_readable_state_dir_is_tightened_with_a_warning_and_everything_created_i
     assert f"state directory {state} was open to group or others (mode 0755); tightened to 0700" in daemons.log("sm")
     assert mode(state) == 0o700
     files = list(state.iterdir())
-    assert files and all(mode(f) & 0o077 == 0 for f in files), {f.name: oct(mode(f)) for f in files}
+    assert files, {f.name: oct(mode(f)) for f in files}
+    assert all(mode(f) & 0o077 == 0 for f in files), {f.name: oct(mode(f)) for f in files}
     runtime = daemons.dir / "rt-n1"
     assert mode(runtime) == 0o700
     sockets = wait_for("the instance socket", lambda: [p for p in runtime.iterdir() if p.is_socket()])
@@ -141,8 +143,10 @@ def test_a_runtime_dir_too_deep_for_a_socket_gets_a_private_one(tmp_path: Path) 
     """The fallback for a long path is a fresh 0700 directory, not a predictable name in /tmp."""
     deep = tmp_path / ("d" * 120)
     path = instance_socket_path(deep, "n1")
-    assert len(str(path)) <= 100 and path.parent != deep
-    assert mode(path.parent) == 0o700 and path.parent.stat().st_uid == os.geteuid()
+    assert len(str(path)) <= 100
+    assert path.parent != deep
+    assert mode(path.parent) == 0o700
+    assert path.parent.stat().st_uid == os.geteuid()
     remove_instance_socket(path, deep)
     assert not path.parent.exists()
 
@@ -152,5 +156,9 @@ def test_systemd_units_create_private_directories() -> None:
     tighten it (and say so) at every start."""
     sm = (UNITS / "flame-session-manager.service").read_text()
     em = (UNITS / "flame-executor-manager.service").read_text()
-    assert "StateDirectoryMode=0700" in sm and "RuntimeDirectoryMode=0700" in sm and "UMask=0077" in sm
-    assert "RuntimeDirectoryMode=0700" in em and "CacheDirectoryMode=0700" in em and "UMask=0077" in em
+    assert "StateDirectoryMode=0700" in sm
+    assert "RuntimeDirectoryMode=0700" in sm
+    assert "UMask=0077" in sm
+    assert "RuntimeDirectoryMode=0700" in em
+    assert "CacheDirectoryMode=0700" in em
+    assert "UMask=0077" in em

@@ -114,7 +114,8 @@ def test_a_restarted_session_manager_refuses_a_forged_registration_and_goodbye_a
             answer = impostor.wait_for_type({"Registered", "Error"}, 5.0)
             impostor.send({"type": "Goodbye", "epoch": node.epoch, "seq": 1, "incarnation": node.incarnation})
             impostor.collect(0.5)
-        assert answer is not None and (answer["type"], answer.get("code")) == ("Error", "Unauthorized"), answer
+        assert answer is not None, answer
+        assert (answer["type"], answer.get("code")) == ("Error", "Unauthorized"), answer
         _assert_nothing_leaked(impostor)
         assert c.node_state("n1") == "Unknown", "a forged goodbye cleaned the node up"
     finally:

@@ -105,7 +105,7 @@ def test_hypothesis_frames_do_not_crash_or_corrupt_the_session_manager(daemons: 
     with daemons.config.open("a") as f:
         f.write(f"[limits]\nmax_message_size = {MAX_MESSAGE}\n")
     sm = daemons.start_session_manager()
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with daemons.client() as client:
         fuzzing.prepare(client)
         before = fuzzing.snapshot(client, [])
@@ -229,5 +229,6 @@ def test_hostile_frames_on_every_door_leave_the_cluster_up_and_unchanged(daemons
 
         work = wait_for("the running session's tasks", work_done, timeout=120)
         assert [(t["state"], t.get("output")) for t in work] == [("Succeed", data) for data in inputs]
-    assert sm.poll() is None and node.poll() is None
+    assert sm.poll() is None
+    assert node.poll() is None
     print(f"fuzz: {doors.sent} messages ({doors.bytes:,} bytes) and {CI_FROM_INSTANCES} from instances")

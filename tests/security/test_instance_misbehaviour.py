@@ -33,7 +33,7 @@ def unbound_report(sm: FakeSessionManager, executor_id: str) -> be.ExecutorUnbou
         lambda rs: [r for r in rs if isinstance(r, be.ExecutorUnbound) and r.executor_id == executor_id],
         timeout=30,
     )
-    return found[0]  # type: ignore[no-any-return]
+    return found[0]  # type: ignore[no-any-return]  # wait_reports returns Any (see FakeSessionManager)
 
 
 def run_one(sm: FakeSessionManager, executor_id: str, session_id: str, task_id: int) -> be.TaskCompleted:
@@ -41,7 +41,7 @@ def run_one(sm: FakeSessionManager, executor_id: str, session_id: str, task_id: 
     sm.command(be.LaunchTasks(executor_id=executor_id, session_id=session_id, tasks=tasks([b"ok"], first=task_id)))
     mine = f"task {task_id} on {executor_id}"
     done = sm.wait_reports(mine, lambda rs: [c for c in of_executor(rs, executor_id) if c.task_id == task_id])
-    return done[0]  # type: ignore[no-any-return]
+    return done[0]  # type: ignore[no-any-return]  # wait_reports returns Any (see FakeSessionManager)
 
 
 def of_executor(reports: list[be.ExecutorReport], executor_id: str) -> list[be.TaskCompleted]:
@@ -61,8 +61,9 @@ def test_a_deep_frame_from_a_starting_instance_fails_its_bind_and_the_node_lives
     bind(sm, bad, "s-bad", misbehaving_app("deep-at-start"))
     failed = of_type(be.ExecutorBindFailed, sm.reports)
     assert len(failed) == 1, sm.reports
-    assert failed[0].code == 19  # type: ignore[attr-defined]
-    assert "does not decode" in failed[0].message and "nested deeper than" in failed[0].message  # type: ignore[attr-defined]
+    assert failed[0].code == 19
+    assert "does not decode" in failed[0].message
+    assert "nested deeper than" in failed[0].message
     unbound_report(sm, bad)
     wait_for("the bad instance to be gone", lambda: not em.instances())
     sm.reports.clear()
@@ -101,7 +102,8 @@ def test_an_instance_that_floods_or_sends_garbage_is_killed_and_its_task_fails(
     assert [k.task_id for k in unbound.unstarted] == [2]
     failure = of_executor(sm.reports, attacker)
     assert [(c.task_id, c.state) for c in failure] == [(1, TaskState.Failed)]
-    assert failure[0].message is not None and reason in failure[0].message
+    assert failure[0].message is not None
+    assert reason in failure[0].message
     assert "killed" in failure[0].message
     done = sm.wait_reports("the victim's tasks", lambda rs: len(of_executor(rs, victim)) == 2 and rs)
     outputs = [(c.task_id, c.output) for c in of_executor(done, victim)]
@@ -126,13 +128,15 @@ def test_an_instance_cannot_speak_for_another_executor(sm: FakeSessionManager, e
     forge = f"forge:{victim}:1".encode()
     sm.command(be.LaunchTasks(executor_id=impostor, session_id="s-impostor", tasks=tasks([forge])))
     unbound = unbound_report(sm, impostor)
-    assert "routing id" in unbound.reason and "not its own" in unbound.reason, unbound
+    assert "routing id" in unbound.reason, unbound
+    assert "not its own" in unbound.reason, unbound
     done = sm.wait_reports("the victim's task", lambda rs: of_executor(rs, victim))
     assert [(c.task_id, c.output) for c in done] == [(1, b"slept")]
     assert not [c for c in completed(sm.reports) if c.output == b"FORGED"]
     sm.command(be.LaunchTasks(executor_id=victim, session_id="s-victim", tasks=tasks([b"still mine"], first=2)))
     again = sm.wait_reports("the victim's next task", lambda rs: [c for c in completed(rs) if c.task_id == 2])
-    assert again[0].executor_id == victim and again[0].output == b"still mine"
+    assert again[0].executor_id == victim
+    assert again[0].output == b"still mine"
     assert em.process.poll() is None
 
 
@@ -150,15 +154,15 @@ def test_a_session_whose_instances_keep_misbehaving_is_no_longer_bound_on_the_no
         sm.reports.clear()
         bind(sm, executor_id, "s-bad", misbehaving_app("deep-at-start"))
         failed = of_type(be.ExecutorBindFailed, sm.reports)
-        assert "does not decode" in failed[0].message, (attempt, failed)  # type: ignore[attr-defined]
+        assert "does not decode" in failed[0].message, (attempt, failed)
         unbound_report(sm, executor_id)
         wait_for("the bad instance to be gone", lambda: not em.instances())
     sm.reports.clear()
     bind(sm, executor_id, "s-bad", misbehaving_app("deep-at-start"))
     refused = of_type(be.ExecutorBindFailed, sm.reports)
-    assert refused[0].code == 19  # type: ignore[attr-defined]
-    assert "killed for misbehaving 3 times on this node" in refused[0].message  # type: ignore[attr-defined]
-    assert "not bound here again" in refused[0].message  # type: ignore[attr-defined]
+    assert refused[0].code == 19
+    assert "killed for misbehaving 3 times on this node" in refused[0].message
+    assert "not bound here again" in refused[0].message
     assert not em.instances()
     sm.reports.clear()
     bind(sm, executor_id, "s-good", probe_app())
@@ -193,7 +197,8 @@ def test_the_crash_loop_ends_with_bind_failures_recorded_and_the_node_up(daemons
         assert len(failures) >= 5, events
         assert any("does not decode" in str(e["message"]) for e in failures), failures
         task = client.call({"type": "GetTask", "session_id": "loop", "task_id": 1})["task"]
-        assert task["state"] == "Failed" and "does not decode" in task.get("message", ""), task
+        assert task["state"] == "Failed", task
+        assert "does not decode" in task.get("message", ""), task
         assert node.poll() is None, daemons.log("n1")[-3000:]
         assert [n["state"] for n in client.call({"type": "ListNodes"})["nodes"]] == ["Ready"]
         created = client.call({"type": "CreateSession", "session_id": "fine", "spec": {"application": "flmping"}})

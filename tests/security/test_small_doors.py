@@ -89,7 +89,8 @@ def test_a_handshake_flood_is_logged_once_per_window_with_a_count(daemons: Daemo
     lines = daemons.log("sm").splitlines()
     full = [line for line in lines if (m := REFUSAL_LINE.search(line)) and m.group(1) == "clients"]
     summaries = [line for line in lines if SUMMARY_LINE.search(line)]
-    assert len(full) == 1 and len(summaries) <= 2, "\n".join(full + summaries)  # nodes: at most one more
+    assert len(full) == 1, "\n".join(full + summaries)  # nodes: at most one more
+    assert len(summaries) <= 2, "\n".join(full + summaries)
     with keys.client("alice") as alice:
         assert alice.call({"type": "Ping"})["type"] == "Pong"
 
@@ -128,7 +129,8 @@ def test_zap_refusals_are_counted_exactly_and_logged_per_window(
         handler.close()
         ctx.term()
     messages = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert len(messages) == 2 and messages[1].startswith("refused 999 more clients connections in the last 6.0 s")
+    assert len(messages) == 2
+    assert messages[1].startswith("refused 999 more clients connections in the last 6.0 s")
     assert messages[1].endswith("last from 10.0.0.9 (CURVE key yINZ3yIN...: not in the allow-list)")
     assert handler.refused == 1000
 
@@ -288,7 +290,8 @@ def test_numbers_that_are_not_sane_are_refused_naming_the_field(
     daemons.start_session_manager()
     with daemons.client() as client:
         reply = client.call(message)
-        assert reply["type"] == "Error" and reply["code"] == "InvalidArgument", reply
+        assert reply["type"] == "Error", reply
+        assert reply["code"] == "InvalidArgument", reply
         assert words in reply["message"], reply
         assert client.call({"type": "ListSessions"})["sessions"] == []
         assert "a" not in [a["name"] for a in client.call({"type": "ListApplications"})["applications"]]
@@ -339,4 +342,5 @@ def test_command_line_numbers_are_bounded(argv: list[str], words: str) -> None:
         [sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL
     )
     assert result.returncode == 2, result.stderr
-    assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

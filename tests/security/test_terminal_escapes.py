@@ -115,17 +115,24 @@ def test_flmctl_prints_wire_strings_escaped(daemons: Daemons) -> None:
     listing = flmctl(daemons, "list", "-a")
     assert_terminal_safe(listing)
     assert len(listing.strip().split("\n")) == 1 + applications  # a header, then one row each
-    assert "\\x1b]52;c;" in listing and "\\r\\nflmping" in listing and "\\u202egnp.exe" in listing
+    assert "\\x1b]52;c;" in listing
+    assert "\\r\\nflmping" in listing
+    assert "\\u202egnp.exe" in listing
 
     view = flmctl(daemons, "view", "-a", "hostile")
     assert_terminal_safe(view, layout_tabs=True)
-    assert "\\x1b]0;owned\\x07\\x1b[2J" in view and "\\x9b31m" in view and "\\x00\\x7f" in view
-    assert "\\u2066" in view and "Input: \\x1b]0;pwn\\x07" in view
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in view
+    assert "\\x9b31m" in view
+    assert "\\x00\\x7f" in view
+    assert "\\u2066" in view
+    assert "Input: \\x1b]0;pwn\\x07" in view
 
     nodes = flmctl(daemons, "list", "-n")
     assert_terminal_safe(nodes)
-    assert len(nodes.strip().split("\n")) == 2 and "FORGED-ROW" in nodes
-    assert "\\x1b]0;owned\\x07host" in nodes and "linux\\u202etxt.exe" in nodes
+    assert len(nodes.strip().split("\n")) == 2
+    assert "FORGED-ROW" in nodes
+    assert "\\x1b]0;owned\\x07host" in nodes
+    assert "linux\\u202etxt.exe" in nodes
 
     assert_terminal_safe(flmctl(daemons, "view", "-n", "evil"), layout_tabs=True)
     assert_terminal_safe(flmctl(daemons, "list", "-s"))
@@ -138,9 +145,11 @@ def test_names_with_a_trailing_newline_or_controls_are_refused(daemons: Daemons,
     daemons.start_session_manager()
     with daemons.client() as client:
         created = client.call({"type": "CreateSession", "session_id": name, "spec": {"application": "flmping"}})
-        assert created["type"] == "Error" and created["code"] == "InvalidArgument", created
+        assert created["type"] == "Error", created
+        assert created["code"] == "InvalidArgument", created
         registered = client.call({"type": "RegisterApplication", "name": name, "spec": {"command": "/bin/true"}})
-        assert registered["type"] == "Error" and registered["code"] == "InvalidArgument", registered
+        assert registered["type"] == "Error", registered
+        assert registered["code"] == "InvalidArgument", registered
         sessions = client.call({"type": "ListSessions"})["sessions"]
         assert [s["id"] for s in sessions] == []
     assert_terminal_safe(flmctl(daemons, "list", "-s"))
@@ -191,7 +200,9 @@ def test_tui_shows_wire_strings_escaped_and_never_as_markup() -> None:
             await pilot.press("5")
             await pilot.pause()
             events = screen_text("events")
-            assert "task\\x1b[1m" in events and "[b]s1[/b]" in events and "\\x1b]52;c;" in events, events
+            assert "task\\x1b[1m" in events, events
+            assert "[b]s1[/b]" in events, events
+            assert "\\x1b]52;c;" in events, events
             status = str(app.query_one("#status").render())
             assert printable(OSC_TITLE) in status
             for text in (nodes, sessions, shown, events, status):
@@ -210,7 +221,9 @@ def test_printable_escapes_every_terminal_control_and_nothing_else() -> None:
     dangerous += [chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]]
     for char in dangerous:
         escaped = printable(f"a{char}b")
-        assert escaped.startswith("a\\") and escaped.endswith("b") and is_printable(escaped), repr(char)
+        assert escaped.startswith("a\\"), repr(char)
+        assert escaped.endswith("b"), repr(char)
+        assert is_printable(escaped), repr(char)
     assert printable("\x1b]0;t\x07\r\n\t") == "\\x1b]0;t\\x07\\r\\n\\t"
     assert printable("\u202e\x9b") == "\\u202e\\x9b"
     ordinary = "café 東京 🔥 C:\\temp [b]x[/b] a-b_c.d ~!@#$%^&*()"

@@ -44,7 +44,8 @@ def test_any_truncation_yields_a_prefix_and_a_torn_tail(records: list[bytes], da
     if cut in boundaries:
         assert scan.damage is None
     else:
-        assert scan.damage is not None and scan.damage.torn
+        assert scan.damage is not None
+        assert scan.damage.torn
 
 
 @pytest.mark.timeout(60)
@@ -55,7 +56,8 @@ def test_junk_after_the_frames_is_a_torn_tail(records: list[bytes], junk: bytes)
     full = _segment(1, records) + junk
     scan = scan_frames(full, 1)
     assert scan.count == len(records)
-    assert scan.damage is not None and scan.damage.torn
+    assert scan.damage is not None
+    assert scan.damage.torn
 
 
 @pytest.mark.timeout(60)
@@ -70,4 +72,5 @@ def test_frames_hidden_in_payloads_do_not_fool_the_scan(records: list[bytes], da
     cut = data.draw(st.integers(min_value=len(full) - len(records[-1]) + 6, max_value=len(full) - 1))
     scan = scan_frames(full[:cut], 1)
     assert scan.count == len(records) - 1
-    assert scan.damage is not None and scan.damage.torn
+    assert scan.damage is not None
+    assert scan.damage.torn

@@ -116,7 +116,8 @@ def test_junk_after_the_last_record_is_cut(open_storage: Open, state_dir: Path, 
     storage = open_storage()
     recovery = storage.recover()
     assert list(recovery.records) == records
-    assert recovery.broken_file is not None and recovery.broken_file.read_bytes() == tail
+    assert recovery.broken_file is not None
+    assert recovery.broken_file.read_bytes() == tail
     write(storage, [b"after repair"])
     storage.close()
     assert list(open_storage().recover().records) == [*records, b"after repair"]
@@ -234,7 +235,8 @@ def test_lock_held_by_another_process_and_freed_by_its_death(state_dir: Path) ->
     free at once; breaks if a stale LOCK file could block a restart after a crash."""
     with subprocess.Popen([sys.executable, "-c", _HOLDER, str(state_dir)], stdout=subprocess.PIPE, text=True) as holder:
         try:
-            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "holding\n"
             with pytest.raises(LockedError, match=rf"in use by pid {holder.pid}"):
                 Storage.open(state_dir)
         finally:

@@ -33,8 +33,10 @@ def test_committed_parts_are_found_again_with_their_bytes(tmp_path: Path) -> Non
     scan = again.scan()
     assert {(p.key, p.kind, p.version, p.size) for p in scan.parts} == {("a/s/o", BASE, 1, 11), ("a/s/o", DELTA, 2, 1)}
     base = next(p for p in scan.parts if p.kind == BASE)
-    assert again.read(base, 0, 100) == b"hello world" and again.read(base, 6, 3) == b"wor"
-    assert scan.live == {"a/s"} and not scan.broken
+    assert again.read(base, 0, 100) == b"hello world"
+    assert again.read(base, 6, 3) == b"wor"
+    assert scan.live == {"a/s"}
+    assert not scan.broken
     again.close()
 
 
@@ -48,8 +50,11 @@ def test_a_torn_part_is_set_aside_and_the_rest_stands(tmp_path: Path) -> None:
         f.truncate(os.path.getsize(torn) - 20)
     files = ObjectFiles.open(tmp_path)
     scan = files.scan()
-    assert [p.key for p in scan.parts] == ["a/s/good"] and good.exists()
-    assert len(scan.broken) == 1 and scan.broken[0].name.endswith(".broken") and not torn.exists()
+    assert [p.key for p in scan.parts] == ["a/s/good"]
+    assert good.exists()
+    assert len(scan.broken) == 1
+    assert scan.broken[0].name.endswith(".broken")
+    assert not torn.exists()
     assert files.scan().broken == []  # set aside once, never read again
     files.close()
 
@@ -67,7 +72,8 @@ def test_a_bit_flip_in_the_header_or_a_wrong_name_is_caught(tmp_path: Path) -> N
     renamed.rename(renamed.with_name(renamed.name.replace("-00000000000000000001", "-00000000000000000009")))
     files = ObjectFiles.open(tmp_path)
     scan = files.scan()
-    assert scan.parts == [] and len(scan.broken) == 2
+    assert scan.parts == []
+    assert len(scan.broken) == 2
     files.close()
 
 

@@ -206,10 +206,13 @@ class RawClient:
 
     def __init__(self, endpoint: str, timeout: float = 20.0, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
         """`curve`: (server public, own public, own secret) Z85 keys for a CURVE session manager."""
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if curve is not None:
-            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
+            server, public, secret = curve
+            self.sock.setsockopt(zmq.CURVE_SERVERKEY, server)
+            self.sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+            self.sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
         self.sock.connect(endpoint)
         self.timeout = timeout
         self.next_id = 1

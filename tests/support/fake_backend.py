@@ -73,7 +73,8 @@ class FakeSessionManager:
     def wait_reports(
         self, what: str, condition: Callable[[list[be.ExecutorReport]], Any], timeout: float = 20.0
     ) -> Any:
-        """Receive until `condition(self.reports)` holds and return its value."""
+        """Receive until `condition(self.reports)` holds and return its value (Any: conditions
+        return lists of one report type or another, which a type variable would join to object)."""
 
         def holds() -> Any:
             value = condition(self.reports)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from protocol import frontend as fe
 from protocol.types import (
     ConnectionState,
@@ -47,7 +49,9 @@ def node(name: str, state: NodeState = NodeState.Ready, age: float = 0.4, bound:
 
 
 def session(sid: str, app: str = "flmping", state: SessionState = SessionState.Open, **counts: int) -> Session:
-    return Session(id=sid, spec=SessionSpec(application=app), state=state, creation_time=WALL - 65_000, **counts)
+    """Session `sid`, created 65 s before WALL, with these task counts (succeed=..., running=...)."""
+    made = Session(id=sid, spec=SessionSpec(application=app), state=state, creation_time=WALL - 65_000)
+    return msgspec.structs.replace(made, **counts)
 
 
 def executor(eid: str, node_name: str, sid: str | None, tasks: list[int]) -> Executor:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import pytest
+from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 
 from protocol import frontend as fe
@@ -50,7 +51,7 @@ def cell(app: FlameTui, view: str, key: str, column: str) -> str:
 
 def keys(app: FlameTui, view: str) -> list[str]:
     table = app.table(view)
-    return [str(table.coordinate_to_cell_key((row, 0)).row_key.value) for row in range(table.row_count)]
+    return [str(table.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value) for row in range(table.row_count)]
 
 
 def status(app: FlameTui) -> str:
@@ -65,7 +66,8 @@ def test_snapshot_fills_every_view_and_updates_change_rows_in_place() -> None:
         assert keys(app, "nodes") == ["node-a", "node-b"]
         assert cell(app, "nodes", "node-a", "state") == "Ready"
         assert sorted(keys(app, "sessions")) == ["batch-1", "old-3", "render-7"]
-        assert len(keys(app, "executors")) == 3 and app.table("events").row_count == 2
+        assert len(keys(app, "executors")) == 3
+        assert app.table("events").row_count == 2
         app.apply_feed(
             fe.ClusterUpdates(
                 nodes=[node("node-b", NodeState.Unknown, age=6.0)],
@@ -79,7 +81,8 @@ def test_snapshot_fills_every_view_and_updates_change_rows_in_place() -> None:
         assert cell(app, "sessions", "batch-1", "succeed") == "990"
         app.apply_feed(fe.ClusterUpdates(removed_sessions=["old-3"], removed_executors=["e1b"]))
         await pilot.pause()
-        assert "old-3" not in keys(app, "sessions") and "e1b" not in keys(app, "executors")
+        assert "old-3" not in keys(app, "sessions")
+        assert "e1b" not in keys(app, "executors")
 
     run(scenario)
 
@@ -171,11 +174,13 @@ def test_enter_drills_from_node_to_executors_to_session_to_tasks_and_escape_goes
         assert app.view == "sessions"
         assert app.table("sessions").current_key() == "batch-1"
         await pilot.press("enter")
-        assert app.view == "tasks" and feed.watched == ["batch-1"]
+        assert app.view == "tasks"
+        assert feed.watched == ["batch-1"]
         app.apply_feed(tasks())
         await pilot.pause()
         assert sorted(keys(app, "tasks"), key=int) == ["10", "11", "12"]
-        assert cell(app, "tasks", "11", "attempt") == "2" and cell(app, "tasks", "11", "retries") == "1"
+        assert cell(app, "tasks", "11", "attempt") == "2"
+        assert cell(app, "tasks", "11", "retries") == "1"
         assert cell(app, "tasks", "10", "duration") == "0.5s"
         await pilot.press("escape")
         assert app.view == "sessions"
@@ -191,18 +196,22 @@ def test_disconnected_banner_says_how_old_the_data_is_and_reconnect_clears_it() 
     up."""
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
-        assert "connected" in status(app) and "DISCONNECTED" not in status(app)
+        assert "connected" in status(app)
+        assert "DISCONNECTED" not in status(app)
         clock.t += 12
         app.apply_feed(Disconnected("fake://cluster", "no message for 3.5s"))
         await pilot.pause()
         text = status(app)
-        assert "DISCONNECTED" in text and "12s old" in text and "reconnecting" in text
+        assert "DISCONNECTED" in text
+        assert "12s old" in text
+        assert "reconnecting" in text
         assert app.screen.has_class("stale")
         assert cell(app, "nodes", "node-a", "state") == "Ready"  # last data kept, not blanked
         app.apply_feed(Connected("fake://cluster", "flame"))
         app.apply_feed(snapshot())
         await pilot.pause()
-        assert "DISCONNECTED" not in status(app) and not app.screen.has_class("stale")
+        assert "DISCONNECTED" not in status(app)
+        assert not app.screen.has_class("stale")
 
     run(scenario)
 
@@ -284,10 +293,12 @@ def test_running_counts_one_task_per_executor_and_the_rest_as_queued() -> None:
         done = msgspec.structs.replace(tasks().tasks[0], state=TaskState.Succeed, completion_time=WALL)
         app.apply_feed(fe.TaskUpdates(tasks=[done]))
         await pilot.pause()
-        assert cell(app, "tasks", "13", "state") == "Running" and cell(app, "tasks", "14", "state") == "Queued"
+        assert cell(app, "tasks", "13", "state") == "Running"
+        assert cell(app, "tasks", "14", "state") == "Queued"
         app.apply_feed(fe.ClusterUpdates(executors=[executor("e1a", "node-a", "batch-1", [13, 14])]))
         await pilot.pause()
-        assert cell(app, "tasks", "13", "state") == "Running" and cell(app, "tasks", "14", "state") == "Queued"
+        assert cell(app, "tasks", "13", "state") == "Running"
+        assert cell(app, "tasks", "14", "state") == "Queued"
 
     run(scenario)
 
@@ -307,14 +318,18 @@ def test_any_task_of_a_big_session_can_be_reached_by_page_state_or_filter() -> N
             many[i - 1] = Task(id=i, session_id="batch-1", state=TaskState.Running, executor_id=f"x{i}")
         app.apply_feed(fe.TaskUpdates(tasks=many))
         await pilot.pause()
-        assert len(keys(app, "tasks")) == 1000 and "page 1/3" in status(app)
+        assert len(keys(app, "tasks")) == 1000
+        assert "page 1/3" in status(app)
         await pilot.press("right_square_bracket", "right_square_bracket")
-        assert "page 3/3" in status(app) and "2403" in keys(app, "tasks")
+        assert "page 3/3" in status(app)
+        assert "2403" in keys(app, "tasks")
         await pilot.press("left_square_bracket")
-        assert "page 2/3" in status(app) and "2403" not in keys(app, "tasks")
+        assert "page 2/3" in status(app)
+        assert "2403" not in keys(app, "tasks")
         await pilot.press("f")  # Running only
         assert sorted(keys(app, "tasks")) == ["2401", "2402", "2403", "2404"]
-        assert "4 Running tasks" in status(app) and "page" not in status(app).split("|")[1]
+        assert "4 Running tasks" in status(app)
+        assert "page" not in status(app).split("|")[1]
         await pilot.press(*["f"] * len(TASK_PHASES))  # every state again
         assert len(keys(app, "tasks")) == 1000
         await pilot.press("slash", *"2499", "enter")
@@ -341,9 +356,11 @@ def test_the_sparkline_is_empty_without_data_and_starts_at_zero() -> None:
 
     async def scenario(app: FlameTui, pilot: Pilot[None], feed: FakeFeed, clock: Clock) -> None:
         shown = str(app.query_one("#spark").render())
-        assert "no data yet" in shown and not set(shown) & set(BARS.strip()), shown
+        assert "no data yet" in shown, shown
+        assert not set(shown) & set(BARS.strip()), shown
         blank = spark_text([], width=10, height=2).plain
-        assert blank.splitlines()[0] == " " * 10 and "no data" in blank
+        assert blank.splitlines()[0] == " " * 10
+        assert "no data" in blank
         steady = spark_text([20.0, 20.0, 20.0], width=10, height=2).plain.splitlines()
         assert steady == ["       ███", "       ███"], steady
         idle = spark_text([0.0, 0.0], width=10, height=2).plain.splitlines()
@@ -359,4 +376,5 @@ def test_a_bad_endpoint_is_one_line_and_exit_status_2(capsys: pytest.CaptureFixt
     traceback) and starts no dashboard."""
     assert main(["--endpoint", "bogus"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'bogus' is not an endpoint" in err, err
+    assert err.count("\n") == 1, err
+    assert "'bogus' is not an endpoint" in err, err

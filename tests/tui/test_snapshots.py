@@ -32,7 +32,7 @@ def loaded(*extra: object) -> Callable[[Pilot[None]], object]:
         app.apply_feed(Connected(app.feed.endpoint, "flame"))
         app.apply_feed(snapshot())
         for item in extra:
-            app.apply_feed(item)  # type: ignore[arg-type]
+            app.apply_feed(item)  # type: ignore[arg-type]  # extra feed items come in as object
         await pilot.pause()
 
     return run_before
@@ -55,7 +55,7 @@ def test_disconnected_banner(snap_compare: Callable[..., bool]) -> None:
     app = make_app(clock)
 
     async def run_before(pilot: Pilot[None]) -> None:
-        await loaded()(pilot)  # type: ignore[misc]
+        await loaded()(pilot)  # type: ignore[misc]  # loaded() returns Pilot's run_before callable, typed loosely
         clock.t += 42
         app.apply_feed(Disconnected(app.feed.endpoint, "no message for 3.5s"))
         await pilot.pause()

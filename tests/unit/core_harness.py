@@ -8,17 +8,18 @@ input, unbind, release), so whole scenarios run in milliseconds.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from flamed.core.config import CoreConfig
 from flamed.core.controller import Controller
+from flamed.core.node_link import LinkView
 from flamed.core.state import ClusterState
 from flamed.core.turn import Now, Outbox
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol.codec import PROTOCOL_VERSION
-from protocol.types import NodeInfo, ResourceRequirement, SessionSpec, TaskState
+from protocol.types import Node, NodeInfo, NodeState, ResourceRequirement, SessionSpec, TaskState
 
 WALL0 = 1_760_000_000_000
 
@@ -74,7 +75,8 @@ class FakeNode:
             case be.Error():
                 self.errors.append(message)
             case be.Heartbeat() | be.Commands():
-                assert message.epoch == self.epoch and message.seq == self.recv_seq + 1, message
+                assert message.epoch == self.epoch, message
+                assert message.seq == self.recv_seq + 1, message
                 self.recv_seq = message.seq
                 if isinstance(message, be.Commands):
                     for command in message.commands:
@@ -171,7 +173,7 @@ class FakeNode:
 class Harness:
     def __init__(self, **config: object) -> None:
         ids = itertools.count(1)
-        self.config = CoreConfig(**config)  # type: ignore[arg-type]
+        self.config = CoreConfig(**config)  # type: ignore[arg-type]  # the tests' config keywords, passed on untyped
         self.ctl = Controller(self.config, new_id=lambda: f"e{next(ids)}")
         self.t = 0.0
         self.nodes: dict[bytes, FakeNode] = {}
@@ -183,11 +185,31 @@ class Harness:
     def state(self) -> ClusterState:
         return self.ctl.state
 
+    def link(self, name: str) -> LinkView:
+        """Node `name`'s current link (it must have one)."""
+        link = self.ctl.link(name)
+        assert link is not None, f"node {name} has no link"
+        return link
+
+    def view(self, name: str) -> Node:
+        """Node `name` as clients see it now (it must exist)."""
+        node = self.ctl.node_view(name, self.t)
+        assert node is not None, f"no node {name}"
+        return node
+
+    def node_state(self, name: str) -> NodeState:
+        """Node `name`'s state now (a call, so a type checker does not carry an earlier check over)."""
+        return self.state.nodes[name].state
+
+    def task_state(self, session_id: str, task_id: int) -> TaskState:
+        """Task `task_id`'s state now (a call, so a type checker does not carry an earlier check over)."""
+        return self.state.sessions[session_id].tasks[task_id - 1].state
+
     def now(self) -> Now:
         return Now(mono=self.t, wall=WALL0 + int(self.t * 1000))
 
     def add_node(self, name: str, slots: int = 4, **kwargs: object) -> FakeNode:
-        node = FakeNode(name, slots, **kwargs)  # type: ignore[arg-type]
+        node = FakeNode(name, slots, **kwargs)  # type: ignore[arg-type]  # the tests' FakeNode keywords, passed on untyped
         self.nodes[node.peer] = node
         self.ctl.handle_node(node.peer, node.register_message(), self.now())
         self.pump()
@@ -200,7 +222,7 @@ class Harness:
 
     def request(self, request: fe.Message, peer: bytes = b"client") -> fe.Message:
         request.request_id = next(self.request_ids)
-        self.ctl.handle_client(peer, request, self.now())  # type: ignore[arg-type]
+        self.ctl.handle_client(peer, request, self.now())  # type: ignore[arg-type]  # any frontend message, also ones the daemon's decoder would refuse
         self.pump()
         for reply in self.replies.get(peer, []):
             if reply.request_id == request.request_id:
@@ -253,9 +275,10 @@ class Harness:
             self.pump()
 
     def session(self, session_id: str = "s1", application: str = "flmping", **spec: object) -> fe.Message:
-        return self.request(fe.CreateSession(session_id=session_id, spec=SessionSpec(application=application, **spec)))  # type: ignore[arg-type]
+        spec_ = SessionSpec(application=application, **spec)  # type: ignore[arg-type]  # the tests' keywords, untyped
+        return self.request(fe.CreateSession(session_id=session_id, spec=spec_))
 
-    def tasks(self, session_id: str, inputs: list[bytes | None]) -> list[int]:
-        reply = self.request(fe.CreateTasks(session_id=session_id, inputs=inputs))
+    def tasks(self, session_id: str, inputs: Sequence[bytes | None]) -> list[int]:
+        reply = self.request(fe.CreateTasks(session_id=session_id, inputs=list(inputs)))
         assert isinstance(reply, fe.TasksCreated), reply
         return reply.task_ids

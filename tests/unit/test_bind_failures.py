@@ -52,7 +52,8 @@ def test_pending_tasks_fail_with_the_bind_failure_reason_at_the_retry_limit() ->
     reply = h.request(fe.GetSession(session_id="s1"))
     assert isinstance(reply, fe.SessionReply)
     assert any("retry limit reached" in (e.message or "") for e in reply.session.events)
-    assert reply.session.failed == 2 and reply.session.pending == 0
+    assert reply.session.failed == 2
+    assert reply.session.pending == 0
 
 
 def test_a_later_task_tries_to_bind_again_and_runs_once_the_node_can_start_it() -> None:
@@ -82,7 +83,7 @@ def test_the_pause_survives_a_restart_through_log_and_snapshot() -> None:
     assert any(isinstance(rec, r.PendingTasksFailed) for rec in h.records)
     replayed = ClusterState()
     for record in h.records:
-        replayed.apply(record)  # type: ignore[arg-type]
+        replayed.apply(record)  # type: ignore[arg-type]  # Harness.records holds the outbox's records as object
     for state in (replayed, decode_state(encode_state(replayed))):
         session = state.sessions["s1"]
         assert session.bind_paused

@@ -75,7 +75,7 @@ def test_failed_task_keeps_the_service_message_in_its_events() -> None:
     reply = h.request(fe.GetTask(session_id="s1", task_id=2))
     assert isinstance(reply, fe.TaskReply)
     assert reply.task.state is TaskState.Failed
-    assert any("ValueError: boom" in e.message for e in reply.task.events)
+    assert any("ValueError: boom" in (e.message or "") for e in reply.task.events or [])
     assert h.state.sessions["s1"].tasks[0].state is TaskState.Succeed
 
 
@@ -90,7 +90,8 @@ def test_close_cancels_pending_tasks_and_releases_executors_after_delay() -> Non
     assert closed.session.state is SessionState.Closed
     assert task_states(h, "s1") == [TaskState.Cancelled] * 5
     refused = h.request(fe.CreateTasks(session_id="s1", inputs=[None]))
-    assert isinstance(refused, fe.Error) and refused.code is ErrorCode.InvalidState
+    assert isinstance(refused, fe.Error)
+    assert refused.code is ErrorCode.InvalidState
 
 
 def test_idle_executors_are_released_after_delay_release() -> None:
@@ -138,7 +139,7 @@ def test_create_with_watch_pushes_each_result_once_when_terminal() -> None:
     h.advance(0.5)
     replies = [m for m in h.replies[b"runner"] if m.request_id == 777]
     assert isinstance(replies[0], fe.TasksCreated)
-    pushed = [t for m in replies[1:] for t in m.tasks]  # type: ignore[attr-defined]
+    pushed = [t for m in replies[1:] for t in m.tasks]  # type: ignore[attr-defined]  # every push after the first reply is a TaskUpdates (asserted next)
     assert all(isinstance(m, fe.TaskUpdates) for m in replies[1:])
     assert sorted(t.id for t in pushed) == [1, 2, 3]
     assert {t.state for t in pushed} == {TaskState.Succeed}
@@ -175,7 +176,8 @@ def test_a_stopping_node_is_offered_no_executors_binds_or_tasks() -> None:
     n1.commands.clear()
     h.advance(0.5)
     view = h.ctl.node_view("n1", h.t)
-    assert view is not None and view.stopping
+    assert view is not None
+    assert view.stopping
     n2.auto_run = True  # n2 works through the queue; n1 still holds what it had
     h.advance(2.0)
     offered = [c for c in n1.commands if isinstance(c, be.CreateExecutor | be.BindExecutor | be.LaunchTasks)]
@@ -197,7 +199,8 @@ def test_a_node_registering_while_it_stops_is_offered_nothing_from_the_start() -
     h.tasks("s1", [b"x"] * 4)
     h.pump()
     view = h.ctl.node_view("n1", h.t)
-    assert view is not None and view.stopping
+    assert view is not None
+    assert view.stopping
     assert not [c for c in node.commands if isinstance(c, be.CreateExecutor | be.BindExecutor | be.LaunchTasks)]
 
 
@@ -208,22 +211,26 @@ def test_create_tasks_sent_again_with_its_key_creates_nothing() -> None:
     h = cluster()
     h.session("s1")
     first = h.request(fe.CreateTasks(session_id="s1", inputs=[b"a", b"b"], key="k1"))
-    assert isinstance(first, fe.TasksCreated) and first.task_ids == [1, 2]
+    assert isinstance(first, fe.TasksCreated)
+    assert first.task_ids == [1, 2]
     h.advance(0.5)  # both done
     again = fe.CreateTasks(session_id="s1", inputs=[b"a", b"b"], key="k1", watch=True)
     again.request_id = 4242
     h.ctl.handle_client(b"client", again, h.now())
     h.pump()
     replies = [m for m in h.replies[b"client"] if m.request_id == 4242]
-    assert isinstance(replies[0], fe.TasksCreated) and replies[0].task_ids == [1, 2]
-    pushed = {t.id: t.output for m in replies[1:] for t in m.tasks}  # type: ignore[attr-defined]
+    assert isinstance(replies[0], fe.TasksCreated)
+    assert replies[0].task_ids == [1, 2]
+    pushed = {t.id: t.output for m in replies[1:] for t in m.tasks}  # type: ignore[attr-defined]  # every push after the first reply is a TaskUpdates
     assert pushed == {1: b"a", 2: b"b"}
     assert len(h.state.sessions["s1"].tasks) == 2
     wrong = h.request(fe.CreateTasks(session_id="s1", inputs=[b"a"], key="k1"))
-    assert isinstance(wrong, fe.Error) and wrong.code is ErrorCode.InvalidArgument
+    assert isinstance(wrong, fe.Error)
+    assert wrong.code is ErrorCode.InvalidArgument
     h.request(fe.CloseSession(session_id="s1"))
     late = h.request(fe.CreateTasks(session_id="s1", inputs=[b"a", b"b"], key="k1"))
-    assert isinstance(late, fe.TasksCreated) and late.task_ids == [1, 2]
+    assert isinstance(late, fe.TasksCreated)
+    assert late.task_ids == [1, 2]
 
 
 def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
@@ -247,7 +254,8 @@ def test_unknown_ids_and_bad_arguments_get_typed_errors() -> None:
         assert reply.message
     h.session("s1")
     again = h.session("s1")
-    assert isinstance(again, fe.Error) and again.code is ErrorCode.AlreadyExists
+    assert isinstance(again, fe.Error)
+    assert again.code is ErrorCode.AlreadyExists
 
 
 def test_open_session_checks_the_spec_of_an_existing_session() -> None:
@@ -258,11 +266,13 @@ def test_open_session_checks_the_spec_of_an_existing_session() -> None:
     same = h.request(fe.OpenSession(session_id="s1", spec=SessionSpec(application="flmping")))
     assert isinstance(same, fe.SessionReply)
     other = h.request(fe.OpenSession(session_id="s1", spec=SessionSpec(application="flmping", priority=5)))
-    assert isinstance(other, fe.Error) and other.code is ErrorCode.InvalidArgument
+    assert isinstance(other, fe.Error)
+    assert other.code is ErrorCode.InvalidArgument
     created = h.request(fe.OpenSession(session_id="s2", spec=SessionSpec(application="flmping")))
     assert isinstance(created, fe.SessionReply)
     missing = h.request(fe.OpenSession(session_id="s3"))
-    assert isinstance(missing, fe.Error) and missing.code is ErrorCode.NotFound
+    assert isinstance(missing, fe.Error)
+    assert missing.code is ErrorCode.NotFound
 
 
 def test_silent_node_goes_unknown_then_not_ready_and_its_tasks_run_elsewhere() -> None:
@@ -274,17 +284,18 @@ def test_silent_node_goes_unknown_then_not_ready_and_its_tasks_run_elsewhere() -
     h.session("s1")
     h.tasks("s1", [None] * 4)
     h.advance(0.5)
-    assert any(n1.queued.values()) and any(n2.queued.values())
+    assert any(n1.queued.values())
+    assert any(n2.queued.values())
     n1.online = False
     h.advance(3.5)
-    assert h.ctl.node_view("n1", h.t).state is NodeState.Unknown  # type: ignore[union-attr]
+    assert h.view("n1").state is NodeState.Unknown
     h.advance(6.0)
-    assert h.ctl.node_view("n1", h.t).state is NodeState.NotReady  # type: ignore[union-attr]
+    assert h.view("n1").state is NodeState.NotReady
     assert all(e.node != "n1" for e in h.state.executors.values())
     n2.auto_run = True
     h.advance(1.0)
     assert task_states(h, "s1") == [TaskState.Succeed] * 4
-    assert h.ctl.node_view("n2", h.t).state is NodeState.Ready  # type: ignore[union-attr]
+    assert h.view("n2").state is NodeState.Ready
 
 
 def test_stale_epoch_and_sequence_gap_are_fenced() -> None:
@@ -294,10 +305,12 @@ def test_stale_epoch_and_sequence_gap_are_fenced() -> None:
     node = next(iter(h.nodes.values()))
     h.ctl.handle_node(node.peer, be.Heartbeat(epoch=node.epoch - 1, seq=node.seq + 1), h.now())
     h.pump()
-    assert node.errors and node.errors[-1].code is ErrorCode.Reregister
+    assert node.errors
+    assert node.errors[-1].code is ErrorCode.Reregister
     h.ctl.handle_node(node.peer, be.Heartbeat(epoch=node.epoch, seq=node.seq + 5), h.now())
     h.pump()
-    assert len(node.errors) == 2 and node.errors[-1].code is ErrorCode.Reregister
+    assert len(node.errors) == 2
+    assert node.errors[-1].code is ErrorCode.Reregister
 
 
 def test_a_second_live_manager_with_the_same_name_is_refused() -> None:
@@ -306,7 +319,8 @@ def test_a_second_live_manager_with_the_same_name_is_refused() -> None:
     h = cluster()
     h.add_node("n1", 4, incarnation="other")
     intruder = next(n for n in h.nodes.values() if n.incarnation == "other")
-    assert intruder.errors and intruder.errors[-1].code is ErrorCode.DuplicateNode
+    assert intruder.errors
+    assert intruder.errors[-1].code is ErrorCode.DuplicateNode
     assert not intruder.registered
 
 
@@ -371,7 +385,7 @@ def test_a_task_that_always_kills_its_executor_fails_after_the_retry_limit() -> 
         h.pump()
     task = h.state.sessions["s1"].tasks[0]
     assert task.state is TaskState.Failed
-    assert any("instance exited with code 1" in e.message for e in task.events), task.events
+    assert any("instance exited with code 1" in (e.message or "") for e in task.events or []), task.events
 
 
 def test_goodbye_cleans_the_node_up_at_once() -> None:
@@ -385,5 +399,5 @@ def test_goodbye_cleans_the_node_up_at_once() -> None:
     node.seq += 1
     h.ctl.handle_node(node.peer, be.Goodbye(epoch=node.epoch, seq=node.seq), h.now())
     h.pump()
-    assert h.ctl.node_view("n1", h.t).state is NodeState.NotReady  # type: ignore[union-attr]
+    assert h.view("n1").state is NodeState.NotReady
     assert not [e for e in h.state.executors.values() if e.state is not ExecutorState.Released]

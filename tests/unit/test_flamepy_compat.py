@@ -18,16 +18,24 @@ def test_state_enums_convert_to_flamepys_numbers_and_equal_our_values() -> None:
     """flamepy's e2e suite does `int(flamepy.TaskState.FAILED)` at import time to match task
     event codes; a StrEnum without `__int__` raised ValueError."""
     assert [int(s) for s in (flame.TaskState.PENDING, flame.TaskState.RUNNING, flame.TaskState.SUCCEED)] == [0, 1, 2]
-    assert int(flame.TaskState.FAILED) == 3 and int(flame.TaskState.Cancelled) == 4
-    assert int(flame.SessionState.OPEN) == 0 and int(flame.SessionState.CLOSED) == 1
-    assert int(flame.ApplicationState.DISABLED) == 1 and int(flame.Shim.WASM) == 1
-    assert flame.TaskState.FAILED == "Failed" and flame.TaskState.FAILED is flame.TaskState.Failed
-    assert flame.TaskState(3) is flame.TaskState.Failed and flame.Shim(0) is flame.Shim.Host
+    assert int(flame.TaskState.FAILED) == 3
+    assert int(flame.TaskState.Cancelled) == 4
+    assert int(flame.SessionState.OPEN) == 0
+    assert int(flame.SessionState.CLOSED) == 1
+    assert int(flame.ApplicationState.DISABLED) == 1
+    assert int(flame.Shim.WASM) == 1
+    # Looked up by name: mypy takes the alias FAILED for a member of its own, not Failed.
+    assert flame.TaskState["FAILED"] == "Failed"
+    assert flame.TaskState["FAILED"] is flame.TaskState.Failed
+    # flamepy's code builds states from numbers, which a StrEnum's signature does not allow
+    # (_Numbered._missing_ maps them): so do these calls, with the type checker told so.
+    assert flame.TaskState(3) is flame.TaskState.Failed  # type: ignore[arg-type]  # a number, as flamepy passes
+    assert flame.Shim(0) is flame.Shim.Host  # type: ignore[arg-type]  # a number, as flamepy passes
     assert flame.TaskState("Running") is flame.TaskState.RUNNING
-    with pytest.raises(ValueError):
-        flame.TaskState(9)
-    with pytest.raises(ValueError):
-        flame.TaskState(True)  # a bool is not a state number
+    with pytest.raises(ValueError, match="9 is not a valid TaskState"):
+        flame.TaskState(9)  # type: ignore[arg-type]  # a number out of range
+    with pytest.raises(ValueError, match="True is not a valid TaskState"):
+        flame.TaskState(True)  # type: ignore[arg-type]  # a bool is not a state number
 
 
 def test_resource_requirement_from_string() -> None:
@@ -36,7 +44,7 @@ def test_resource_requirement_from_string() -> None:
     assert parsed == flame.ResourceRequirement(cpu=2, memory=4 << 30, gpu=1)
     assert flame.ResourceRequirement.from_string("cpu=3").memory == flame.ResourceRequirement().memory
     for bad in ("", "cpu", "cpu=x", "disk=1"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"bad resource entry|unknown resource"):
             flame.ResourceRequirement.from_string(bad)
 
 

@@ -67,7 +67,8 @@ def test_the_secret_is_kept_only_as_a_hash_and_the_hash_is_checked() -> None:
     passes for the same process."""
     h, node, _ = cluster()
     entry = h.state.nodes["n1"]
-    assert entry.secret_hash == secret_hash(SECRET) != SECRET and len(entry.secret_hash) == 64
+    assert entry.secret_hash == secret_hash(SECRET) != SECRET
+    assert len(entry.secret_hash) == 64
     assert same_process(entry, node.incarnation, SECRET)
     assert not same_process(entry, node.incarnation, "guess")
     assert not same_process(entry, node.incarnation, "")
@@ -86,8 +87,10 @@ def test_a_registration_with_the_public_incarnation_but_no_secret_is_refused() -
         assert h.state.nodes["n1"].state is state
         impostor = impostor_of(node)
         register(h, impostor, "guess", executors=sorted(node.executors))
-        assert not impostor.registered and [e.code for e in impostor.errors] == [ErrorCode.Unauthorized]
-        assert h.state.nodes["n1"].epoch == epoch and h.ctl.link("n1").peer == node.peer
+        assert not impostor.registered
+        assert [e.code for e in impostor.errors] == [ErrorCode.Unauthorized]
+        assert h.state.nodes["n1"].epoch == epoch
+        assert h.link("n1").peer == node.peer
     assert h.ctl.counters["node_impersonations_refused"] == 2
     assert {t.state for t in h.state.sessions["s1"].tasks} == {TaskState.Running}
 
@@ -101,7 +104,8 @@ def test_the_same_executor_manager_on_a_new_connection_keeps_its_executors() -> 
     node.peer = b"n1/new-connection"
     register(h, node, SECRET)
     assert [sorted(a.executor_id for a in node.registered[-1].executors)] == [held]
-    assert h.ctl.link("n1").peer == b"n1/new-connection" and h.ctl.registered_as(b"n1/inc-1") is None
+    assert h.link("n1").peer == b"n1/new-connection"
+    assert h.ctl.registered_as(b"n1/inc-1") is None
     assert {t.state for t in h.state.sessions["s1"].tasks} == {TaskState.Running}
 
 
@@ -113,7 +117,8 @@ def test_a_new_incarnation_after_the_holder_fell_silent_keeps_nothing_it_lists()
     restarted = impostor_of(node, incarnation="inc-2")
     register(h, restarted, "another secret", executors=sorted(node.executors))
     (snapshot,) = restarted.registered
-    assert snapshot.executors == [] and b"input" not in msgspec.msgpack.encode(snapshot)
+    assert snapshot.executors == []
+    assert b"input" not in msgspec.msgpack.encode(snapshot)
     tasks = h.state.sessions["s1"].tasks
     assert [t.retry_count for t in tasks] == [1] * len(ids)  # retried (and dispatched again)
 
@@ -124,7 +129,7 @@ def test_a_restarted_session_manager_checks_the_secret_of_the_node_that_comes_ba
     h, node, _ = cluster()
     replayed = ClusterState()
     for record in h.records:
-        replayed.apply(record)  # type: ignore[arg-type]
+        replayed.apply(record)  # type: ignore[arg-type]  # Harness.records holds the outbox's records as object
     for state in (replayed, decode_state(encode_state(h.state))):
         assert state.nodes["n1"].secret_hash == secret_hash(SECRET)
     h.ctl = Controller(h.ctl.config, decode_state(encode_state(h.state)), new_id=h.ctl.new_id)
@@ -134,7 +139,8 @@ def test_a_restarted_session_manager_checks_the_secret_of_the_node_that_comes_ba
     goodbye = be.Goodbye(epoch=node.epoch, seq=node.seq + 1, incarnation=node.incarnation, secret="guess")
     h.ctl.handle_node(impostor.peer, goodbye, h.now())
     h.pump()
-    assert not impostor.registered and [e.code for e in impostor.errors] == [ErrorCode.Unauthorized] * 2
+    assert not impostor.registered
+    assert [e.code for e in impostor.errors] == [ErrorCode.Unauthorized] * 2
     assert h.state.nodes["n1"].state is NodeState.Unknown
     register(h, node, SECRET)
     assert len(node.registered[-1].executors) == 2
@@ -163,7 +169,8 @@ def test_an_older_executor_manager_without_a_secret_is_known_by_its_incarnation(
     assert h.state.nodes["n1"].secret_hash == ""
     node.peer = b"n1/second-connection"
     register(h, node)
-    assert len(node.registered) == 2 and not node.errors
+    assert len(node.registered) == 2
+    assert not node.errors
 
 
 def test_a_connection_registered_as_one_node_cannot_register_another() -> None:
@@ -183,18 +190,20 @@ def test_curve_a_link_answers_only_to_the_key_that_registered_it_and_stops_when_
     h = Harness(heartbeat_interval=1.0, heartbeat_liveness=3, drain_timeout=5.0)
     n1 = FakeNode("n1", 2)
     register(h, n1, "s", sender=Sender(N2_KEY, "n2"))  # n2's key claims n1
-    assert not n1.registered and n1.errors[-1].code is ErrorCode.Unauthorized
+    assert not n1.registered
+    assert n1.errors[-1].code is ErrorCode.Unauthorized
     register(h, n1, "s", sender=Sender(N1_KEY, "n1"))
-    assert n1.registered and h.ctl.link("n1").key == N1_KEY
+    assert n1.registered
+    assert h.link("n1").key == N1_KEY
     beat = be.Heartbeat(epoch=n1.epoch, seq=1)
     for sender in (Sender(N2_KEY, "n2"), Sender("M" * 40, "n1"), PLAIN):  # another node; n1.key replaced
         h.ctl.handle_node(n1.peer, beat, h.now(), sender)
     h.pump()
     assert [e.code for e in n1.errors[-3:]] == [ErrorCode.Unauthorized] * 3
-    assert h.ctl.link("n1").recv_seq == 0
+    assert h.link("n1").recv_seq == 0
     assert h.ctl.counters["node_key_mismatches"] == 4
     h.ctl.handle_node(n1.peer, beat, h.now(), Sender(N1_KEY, "n1"))
-    assert h.ctl.link("n1").recv_seq == 1
+    assert h.link("n1").recv_seq == 1
     h.ctl.keys_changed(lambda key, node: key == N1_KEY and node == "n2", h.now())  # n1.key now names n2
     assert h.state.nodes["n1"].state is NodeState.Unknown
     h.ctl.links.send("n1", be.ReleaseExecutor(executor_id="e1"))
@@ -208,7 +217,8 @@ def test_clients_never_see_the_secret_or_its_hash() -> None:
     hashed = secret_hash(SECRET).encode()
     for request in (fe.ListNodes(), fe.GetNode(name="n1"), fe.SubscribeCluster()):
         payload = msgspec.msgpack.encode(h.request(request))
-        assert SECRET.encode() not in payload and hashed not in payload, request
+        assert SECRET.encode() not in payload, request
+        assert hashed not in payload, request
 
 
 def test_the_hash_is_a_new_field_with_a_default_in_records_and_snapshots() -> None:
@@ -233,6 +243,8 @@ def test_a_flood_of_forged_registrations_is_each_refused_and_counted_but_logged_
         h.t += 1.5
         h.ctl.handle_node(impostor.peer, forged, h.now())
         h.pump()
-    assert len(impostor.errors) == 101 and h.ctl.counters["node_impersonations_refused"] == 101
+    assert len(impostor.errors) == 101
+    assert h.ctl.counters["node_impersonations_refused"] == 101
     lines = [r.getMessage() for r in caplog.records if "refused RegisterNode" in r.getMessage()]
-    assert len(lines) == 2 and "(99 more refused since the last such line)" in lines[1], lines
+    assert len(lines) == 2, lines
+    assert "(99 more refused since the last such line)" in lines[1], lines

@@ -34,10 +34,16 @@ def test_versions_grow_with_every_write_and_a_put_clears_the_deltas() -> None:
     write(index, "a/s/o", WriteKind.Patch, 1)
     write(index, "a/s/o", WriteKind.Patch, 1)
     entry = index.peek("a/s/o")
-    assert entry is not None and entry.version == 3 and len(entry.deltas) == 2 and entry.size == 12
+    assert entry is not None
+    assert entry.version == 3
+    assert len(entry.deltas) == 2
+    assert entry.size == 12
     update, _ = write(index, "a/s/o", WriteKind.Update, 20)
     entry = index.peek("a/s/o")
-    assert entry is not None and update.version == 4 and entry.deltas == [] and index.bytes == 20
+    assert entry is not None
+    assert update.version == 4
+    assert entry.deltas == []
+    assert index.bytes == 20
     assert update.stamp == first.stamp  # the same object, a newer version
 
 
@@ -47,13 +53,15 @@ def test_a_patch_needs_the_object_and_stops_at_the_delta_limit() -> None:
     index = Index(max_bytes=1000, max_object_size=100, max_deltas=2)
     with pytest.raises(CacheError) as missing:
         index.admit("a/s/none", WriteKind.Patch, 1)
-    assert missing.value.code is ErrorCode.NotFound and "put it before patching" in missing.value.message
+    assert missing.value.code is ErrorCode.NotFound
+    assert "put it before patching" in missing.value.message
     write(index, "a/s/o", WriteKind.Put, 1)
     write(index, "a/s/o", WriteKind.Patch, 1)
     write(index, "a/s/o", WriteKind.Patch, 1)
     with pytest.raises(CacheError) as full:
         index.admit("a/s/o", WriteKind.Patch, 1)
-    assert full.value.code is ErrorCode.LimitExceeded and "cache.max_deltas" in full.value.message
+    assert full.value.code is ErrorCode.LimitExceeded
+    assert "cache.max_deltas" in full.value.message
     write(index, "a/s/o", WriteKind.Update, 1)  # an update folds them: patches work again
     write(index, "a/s/o", WriteKind.Patch, 1)
 
@@ -67,7 +75,8 @@ def test_the_least_recently_used_objects_are_evicted_to_stay_under_the_cap() -> 
     assert index.get("a/s/a") is not None  # read: now the most recently used
     _, evicted = write(index, "a/s/e", WriteKind.Put, 40)
     assert evicted == ["a/s/b", "a/s/c"]
-    assert sorted(index.entries) == ["a/s/a", "a/s/d", "a/s/e"] and index.bytes == 90 <= index.max_bytes
+    assert sorted(index.entries) == ["a/s/a", "a/s/d", "a/s/e"]
+    assert index.bytes == 90 <= index.max_bytes
     assert index.counters["evictions"] == 2
 
 
@@ -77,7 +86,8 @@ def test_writes_in_progress_hold_their_room() -> None:
     index.admit("a/s/x", WriteKind.Put, 60)
     with pytest.raises(CacheError) as caught:
         index.admit("a/s/y", WriteKind.Put, 60)
-    assert caught.value.code is ErrorCode.LimitExceeded and "in progress" in caught.value.message
+    assert caught.value.code is ErrorCode.LimitExceeded
+    assert "in progress" in caught.value.message
     index.release(60)
     index.admit("a/s/y", WriteKind.Put, 60)
 
@@ -88,11 +98,13 @@ def test_objects_larger_than_the_limits_are_refused_with_the_key_to_change() -> 
     index = Index(max_bytes=1000, max_object_size=100, max_deltas=10)
     with pytest.raises(CacheError) as caught:
         index.admit("a/s/big", WriteKind.Put, 101)
-    assert caught.value.code is ErrorCode.TooLarge and "cache.max_object_size" in caught.value.message
+    assert caught.value.code is ErrorCode.TooLarge
+    assert "cache.max_object_size" in caught.value.message
     small = Index(max_bytes=50, max_object_size=100, max_deltas=10)
     with pytest.raises(CacheError) as whole:
         small.admit("a/s/big", WriteKind.Put, 60)
-    assert whole.value.code is ErrorCode.TooLarge and "cache.max_bytes" in whole.value.message
+    assert whole.value.code is ErrorCode.TooLarge
+    assert "cache.max_bytes" in whole.value.message
 
 
 def test_a_patch_whose_object_was_evicted_meanwhile_is_refused_at_commit() -> None:
@@ -118,7 +130,10 @@ def test_loading_keeps_the_newest_writes_last_to_evict_and_prefixes_match() -> N
     index.load(parts)
     assert list(index.entries) == ["a/s1/old", "b/s2/x", "a/s1/new"]
     old = index.peek("a/s1/old")
-    assert old is not None and old.version == 4 and index.bytes == 13
+    assert old is not None
+    assert old.version == 4
+    assert index.bytes == 13
     assert sorted(index.matching("a/*")) == ["a/s1/new", "a/s1/old"]
-    assert index.matching("b/s2") == ["b/s2/x"] and index.matching("a/s1/new") == ["a/s1/new"]
+    assert index.matching("b/s2") == ["b/s2/x"]
+    assert index.matching("a/s1/new") == ["a/s1/new"]
     assert index.sessions() == {"a/s1", "b/s2"}

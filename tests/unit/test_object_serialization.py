@@ -27,10 +27,12 @@ def test_large_buffers_travel_out_of_band_and_come_back_as_views() -> None:
     assert any(np.shares_memory(np.frombuffer(p, dtype=np.uint8), array) for p in payload.pieces if p.nbytes)
     received = bytearray(payload.join())
     back = loads(received)
-    assert np.array_equal(back["array"], array) and back["array"].flags.writeable
+    assert np.array_equal(back["array"], array)
+    assert back["array"].flags.writeable
     assert np.shares_memory(back["array"], np.frombuffer(received, dtype=np.uint8))
     assert back["array"].ctypes.data % ALIGN == (np.frombuffer(received, dtype=np.uint8).ctypes.data % ALIGN)
-    assert back["table"].equals(table) and back["f"](1) == 2
+    assert back["table"].equals(table)
+    assert back["f"](1) == 2
 
 
 def test_chunks_cover_the_payload_in_order() -> None:
@@ -38,7 +40,8 @@ def test_chunks_cover_the_payload_in_order() -> None:
     payload = dumps([os.urandom(1000), np.arange(5000), "tail"])
     for size in (1, 7, 4096, payload.size, payload.size * 2):
         chunks = payload.chunks(size)
-        assert all(c.nbytes <= size for c in chunks) and b"".join(chunks) == payload.join()
+        assert all(c.nbytes <= size for c in chunks)
+        assert b"".join(chunks) == payload.join()
 
 
 def test_a_payload_that_is_not_ours_or_cut_short_is_refused() -> None:
@@ -64,11 +67,13 @@ def test_local_copies_are_found_by_stamp_version_and_size(tmp_path: Path) -> Non
     copies = LocalCopies(tmp_path, max_bytes=1 << 20)
     copies.store("a/s/o", 7, 1, True, [b"base-", memoryview(b"one")])
     view = copies.open("a/s/o", 7, 1, 8, True)
-    assert view is not None and bytes(view) == b"base-one"
+    assert view is not None
+    assert bytes(view) == b"base-one"
     view[0:1] = b"B"  # copy-on-write: the file is untouched
     assert bytes(copies.open("a/s/o", 7, 1, 8, True) or b"") == b"base-one"
     assert copies.open("a/s/o", 8, 1, 8, True) is None  # the object was created again
-    assert copies.open("a/s/o", 7, 2, 8, True) is None and copies.open("a/s/o", 7, 1, 9, True) is None
+    assert copies.open("a/s/o", 7, 2, 8, True) is None
+    assert copies.open("a/s/o", 7, 1, 9, True) is None
     copies.store("a/s/o", 7, 2, False, [b"delta"])
     copies.store("a/s/o", 7, 3, True, [b"new base"])  # supersedes the older base and delta
     names = sorted(p.name for p in copies.path("a/s/o", 7, 3, True).parent.iterdir())
@@ -83,4 +88,5 @@ def test_local_copies_stay_within_their_budget(tmp_path: Path) -> None:
         os.utime(copies.path(f"a/s/o{i}", 1, 1, True), (i, i))
     copies.store("a/s/last", 1, 1, True, [bytes(1000)])
     kept = sorted(p.parent.name for p in tmp_path.rglob("*.part"))
-    assert len(kept) == 2 and copies.open("a/s/last", 1, 1, 1000, True) is not None
+    assert len(kept) == 2
+    assert copies.open("a/s/last", 1, 1, 1000, True) is not None

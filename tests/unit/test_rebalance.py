@@ -39,18 +39,21 @@ def test_a_node_that_joins_a_running_session_gets_a_share_of_its_queued_tasks() 
     assert queued(n1) == [1, 2, 3, 4, 5, 6]
     n2 = h.add_node("n2", 1, auto_run=False)
     h.advance(0.3, step=0.05)  # n2's executor is bound and idle, not yet for `rebalance_after`
-    assert recalls(n1) == [] and queued(n2) == []
+    assert recalls(n1) == []
+    assert queued(n2) == []
     h.advance(0.5, step=0.05)
     (recall,) = recalls(n1)
     assert (recall.session_id, recall.count) == ("s1", 3)
     assert (queued(n1), queued(n2)) == ([1, 2, 3], [4, 5, 6])  # the last queued move
-    assert h.ctl.counters["tasks_returned"] == 3 and h.ctl.counters["tasks_retried"] == 0
+    assert h.ctl.counters["tasks_returned"] == 3
+    assert h.ctl.counters["tasks_retried"] == 0
     for node in (n1, n2):
         node.auto_run = True
     h.advance(1.0, step=0.05)
     tasks = h.state.sessions["s1"].tasks
     assert [(t.state, t.retry_count, t.output) for t in tasks] == [(TaskState.Succeed, 0, b"%d" % i) for i in range(6)]
-    assert len(recalls(n1)) == 1 and recalls(n2) == []
+    assert len(recalls(n1)) == 1
+    assert recalls(n2) == []
 
 
 def test_a_recall_answered_with_nothing_is_not_repeated_at_once() -> None:
@@ -82,7 +85,8 @@ def test_a_reclaimed_executor_hands_back_what_it_has_not_started() -> None:
     assert (recall.session_id, recall.count) == ("low", 9)
     assert queued(n1) == [1]  # the one running stays
     low = h.state.sessions["low"]
-    assert len(low.pending) == 9 and all(t.retry_count == 0 for t in low.tasks)
+    assert len(low.pending) == 9
+    assert all(t.retry_count == 0 for t in low.tasks)
     n1.auto_run = True
     h.advance(1.0, step=0.05)
     assert [t.state for t in h.state.sessions["high"].tasks] == [TaskState.Succeed]
@@ -96,7 +100,9 @@ def assert_n2_gets_nothing(h: Harness, n1: FakeNode) -> None:
     h.advance(0.5, step=0.05)
     n2 = h.add_node("n2", 1, auto_run=False)
     h.advance(2.0, step=0.05)
-    assert recalls(n1) == [] and queued(n2) == [] and len(queued(n1)) == 6
+    assert recalls(n1) == []
+    assert queued(n2) == []
+    assert len(queued(n1)) == 6
 
 
 def test_no_recall_when_rebalancing_is_off() -> None:

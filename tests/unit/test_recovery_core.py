@@ -58,7 +58,7 @@ def test_completion_naming_another_attempt_or_executor_is_rejected_and_counted()
         be.TaskCompleted(executor_id=executor_id, session_id="s1", task_id=task_id, attempt=1, state=TaskState.Failed)
     )
     h.pump()
-    assert h.state.sessions["s1"].tasks[0].state is TaskState.Succeed
+    assert h.task_state("s1", task_id) is TaskState.Succeed
     assert h.ctl.counters["stale_completions_rejected"] == 3
 
 
@@ -80,8 +80,10 @@ def test_cleanup_retries_then_fails_at_the_limit_with_the_counters_moving() -> N
             h.advance(0.5)
             assert h.state.sessions["s1"].tasks[0].state is TaskState.Running
     task = h.state.sessions["s1"].tasks[task_id - 1]
-    assert task.state is TaskState.Failed and task.retry_count == 1
-    assert task.message is not None and "retry limit" in task.message
+    assert task.state is TaskState.Failed
+    assert task.retry_count == 1
+    assert task.message is not None
+    assert "retry limit" in task.message
     counters = h.ctl.counters
     assert (counters["node_cleanups"], counters["nodes_silent"]) == (2, 2)
     assert (counters["tasks_retried"], counters["tasks_failed_retry_limit"]) == (1, 1)
@@ -100,7 +102,8 @@ def test_a_glitch_re_registration_keeps_executors_and_counts_a_reregistration() 
     h.reregister(node)
     assert h.state.nodes[node.name].state is NodeState.Ready
     assert sorted(e.id for e in h.state.executors.values() if e.node == node.name) == held
-    assert h.ctl.counters["reregistrations"] == 1 and h.ctl.counters["tasks_retried"] == 0
+    assert h.ctl.counters["reregistrations"] == 1
+    assert h.ctl.counters["tasks_retried"] == 0
     node.run_tasks()
     h.pump()
     assert [t.state for t in h.state.sessions["s1"].tasks] == [TaskState.Succeed] * 2
@@ -117,7 +120,7 @@ def test_a_session_blocked_with_executors_on_an_unknown_node_does_not_thrash() -
     h.add_node("n2", 2, auto_run=False)
     h.add_node("n3", 2, auto_run=False)
     h.advance(4.0)  # n1 Unknown; pump() raises if the controller does not settle
-    assert h.state.nodes["n1"].state is NodeState.Unknown
+    assert h.node_state("n1") is NodeState.Unknown
     bound = [e for e in h.state.executors.values() if e.node != "n1" and e.state is ExecutorState.Bound]
     assert len(bound) == 4
 
@@ -137,7 +140,8 @@ def test_plan_never_unbinds_a_session_executor_for_the_same_session() -> None:
         scheduler.NodeView("ok", ResourceRequirement(cpu=2, memory=2), 2, ready=True),
     ]
     plan = scheduler.plan(scheduler.ClusterView([session], executors, nodes), 0.0)
-    assert plan.unbind == [] and plan.bind == []
+    assert plan.unbind == []
+    assert plan.bind == []
 
 
 def test_no_task_is_dispatched_to_an_executor_on_a_node_that_is_not_ready() -> None:
@@ -152,7 +156,7 @@ def test_no_task_is_dispatched_to_an_executor_on_a_node_that_is_not_ready() -> N
     assert {e.node for e in h.state.executors.values() if e.state is ExecutorState.Bound} == {"n1", "n2"}
     n1.online = False
     h.advance(3.5)
-    assert h.state.nodes["n1"].state is NodeState.Unknown
+    assert h.node_state("n1") is NodeState.Unknown
     h.tasks("s1", [b"c", b"d", b"e"])
     h.advance(0.5)
     on_n1 = [e for e in h.state.executors.values() if e.node == "n1"]
@@ -180,8 +184,9 @@ def test_a_pause_of_the_session_manager_is_not_blamed_on_its_nodes() -> None:
     h.t += 12.0  # frozen: longer than detection (3 s) and the drain (5 s); no tick, nothing read
     h.ctl.tick(h.now())  # the first tick after the pause comes before the queued heartbeats
     h.advance(1.0)
-    assert h.state.nodes["n1"].state is NodeState.Ready
-    assert h.ctl.counters["nodes_silent"] == 0 and h.ctl.counters["node_cleanups"] == 0
+    assert h.node_state("n1") is NodeState.Ready
+    assert h.ctl.counters["nodes_silent"] == 0
+    assert h.ctl.counters["node_cleanups"] == 0
     assert h.ctl.counters["session_manager_stalls"] == 1
     assert h.state.sessions["s1"].tasks[task_id - 1].state is TaskState.Running
 
@@ -195,11 +200,11 @@ def test_a_node_that_died_during_the_pause_is_still_found_out() -> None:
     node.online = False
     h.t += 12.0
     h.ctl.tick(h.now())
-    assert h.state.nodes["n1"].state is NodeState.Ready
+    assert h.node_state("n1") is NodeState.Ready
     h.advance(3.5)
-    assert h.state.nodes["n1"].state is NodeState.Unknown
+    assert h.node_state("n1") is NodeState.Unknown
     h.advance(5.5)
-    assert h.state.nodes["n1"].state is NodeState.NotReady
+    assert h.node_state("n1") is NodeState.NotReady
 
 
 def test_an_overloaded_session_manager_still_finds_a_dead_node() -> None:
@@ -209,7 +214,7 @@ def test_an_overloaded_session_manager_still_finds_a_dead_node() -> None:
     h.advance(1.0)
     next(iter(h.nodes.values())).online = False
     h.advance(30.0, step=2.5)  # every tick 2.5 s after the one before: each one a stall
-    assert h.state.nodes["n1"].state is NodeState.NotReady
+    assert h.node_state("n1") is NodeState.NotReady
     assert h.ctl.counters["session_manager_stalls"] >= 2
 
 
@@ -234,7 +239,8 @@ def test_a_goodbye_to_a_restarted_session_manager_cleans_the_node_up_at_once() -
     h.ctl.handle_node(n1.peer, be.Goodbye(epoch=n1.epoch, seq=n1.seq, incarnation=n1.incarnation), h.now())
     h.pump()
     assert [h.state.nodes[n].state for n in ("n1", "n2")] == [NodeState.NotReady, NodeState.Unknown]
-    assert h.ctl.counters["node_cleanups"] == 1 and list(h.state.executors) == []
+    assert h.ctl.counters["node_cleanups"] == 1
+    assert list(h.state.executors) == []
     task = h.state.sessions["s1"].tasks[task_id - 1]
     assert (task.state, task.retry_count) == (TaskState.Pending, 1)
 
@@ -252,7 +258,8 @@ def test_registrations_queued_during_a_pause_are_answered_once() -> None:
     tries = [(n1.peer, n1.register_message()) for _ in range(3)]
     h.ctl.handle_nodes([tries[0], (n2.peer, beat), tries[1], tries[2]], h.now())
     h.pump()
-    assert len(n1.registered) == 1 and n1.epoch == epoch_before + 1 == h.state.max_epoch
+    assert len(n1.registered) == 1
+    assert n1.epoch == epoch_before + 1 == h.state.max_epoch
     assert len(h.records) - records_before == 1  # one NodeRegistered
     assert h.ctl.counters["registrations_superseded"] == 2
-    assert h.ctl.link("n2").recv_seq == n2.seq  # the others' messages are handled as before
+    assert h.link("n2").recv_seq == n2.seq  # the others' messages are handled as before

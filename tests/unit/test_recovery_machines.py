@@ -7,6 +7,9 @@ table must be a change to this file too.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
+from enum import Enum
+from typing import TypeVar
 
 import pytest
 
@@ -17,6 +20,9 @@ from protocol.types import ConnectionState, NodeState
 
 C, CT = ConnectionState, ConnectionTrigger
 N, NT = NodeState, NodeTrigger
+
+S = TypeVar("S", bound=Enum)
+G = TypeVar("G", bound=Enum)
 
 CONNECTION_EXPECTED = {
     (C.Connected, CT.silence): C.Draining,
@@ -37,19 +43,18 @@ NODE_EXPECTED = {
 }
 
 
-def _all_edges(states: type, triggers: type) -> list[tuple[object, object]]:
-    return list(itertools.product(list(states), list(triggers)))
-
-
-def _split(expected: dict[tuple[object, object], object], states: type, triggers: type) -> tuple[list, list]:  # type: ignore[type-arg]
-    edges = _all_edges(states, triggers)
+def _split(
+    expected: Mapping[tuple[S, G], S], states: type[S], triggers: type[G]
+) -> tuple[list[tuple[S, G, S]], list[tuple[S, G]]]:
+    """Every (state, trigger) pair of two enums: the legal ones with their target, the others."""
+    edges = list(itertools.product(states, triggers))
     legal = [(s, t, expected[(s, t)]) for s, t in edges if (s, t) in expected]
     illegal = [(s, t) for s, t in edges if (s, t) not in expected]
     return legal, illegal
 
 
-CONN_LEGAL, CONN_ILLEGAL = _split(CONNECTION_EXPECTED, ConnectionState, ConnectionTrigger)  # type: ignore[arg-type]
-NODE_LEGAL, NODE_ILLEGAL = _split(NODE_EXPECTED, NodeState, NodeTrigger)  # type: ignore[arg-type]
+CONN_LEGAL, CONN_ILLEGAL = _split(CONNECTION_EXPECTED, ConnectionState, ConnectionTrigger)
+NODE_LEGAL, NODE_ILLEGAL = _split(NODE_EXPECTED, NodeState, NodeTrigger)
 
 
 def test_tables_are_exactly_the_expected_ones() -> None:
@@ -85,12 +90,14 @@ def test_node_illegal_edge(state: NodeState, trigger: NodeTrigger) -> None:
     _assert_refused(NODE, state, trigger)
 
 
-def _assert_refused(machine: Machine, state: object, trigger: object) -> None:  # type: ignore[type-arg]
+def _assert_refused(machine: Machine[S, G], state: S, trigger: G) -> None:
     assert not machine.allows(state, trigger)
     with pytest.raises(InvalidTransition) as caught:
         machine.next(state, trigger)
-    assert caught.value.state == state and caught.value.trigger == trigger
-    assert str(state) in str(caught.value) and str(trigger) in str(caught.value)
+    assert caught.value.state == state
+    assert caught.value.trigger == trigger
+    assert str(state) in str(caught.value)
+    assert str(trigger) in str(caught.value)
 
 
 def test_closed_is_terminal_and_every_trigger_on_it_is_refused() -> None:

@@ -162,7 +162,7 @@ class Recovery(RuleBasedStateMachine):
         (I8), every node Unknown with its drain timer started now (R8)."""
         durable = ClusterState()
         for record in self.h.records:
-            durable.apply(record)  # type: ignore[arg-type]
+            durable.apply(record)  # type: ignore[arg-type]  # Harness.records holds the outbox's records as object
         assert encode_state(durable) == encode_state(self.h.state)  # I8
         old = self.h.ctl
         ctl = Controller(old.config, durable, new_id=old.new_id)
@@ -245,7 +245,8 @@ class Recovery(RuleBasedStateMachine):
                 assert holders == [executor.id]
                 assert state.nodes[executor.node].state in (NodeState.Ready, NodeState.Unknown)
             if task.state is TaskState.Failed:
-                assert task.message and "retry limit" in task.message
+                assert task.message
+                assert "retry limit" in task.message
         assert counts == session.counts
         assert sorted(session.pending) == [t.id for t in session.tasks if t.state is TaskState.Pending]
 

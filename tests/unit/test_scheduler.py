@@ -22,13 +22,17 @@ def session(sid: str, pending: int = 0, running: int = 0, **kw: object) -> Sessi
         "delay_release": 5.0,
     }
     fields.update(kw)
-    return SessionView(id=sid, pending=pending, running=running, **fields)  # type: ignore[arg-type]
+    return SessionView(id=sid, pending=pending, running=running, **fields)  # type: ignore[arg-type]  # the tests' SessionView fields, passed on untyped
 
 
-def node(name: str, cpus: int = 4, **kw: object) -> NodeView:
+def node(name: str, cpus: int = 4, *, drained: bool = False) -> NodeView:
     return NodeView(
-        name=name, capacity=ResourceRequirement(cpu=cpus, memory=cpus << 30), max_executors=cpus, ready=True, **kw
-    )  # type: ignore[arg-type]
+        name=name,
+        capacity=ResourceRequirement(cpu=cpus, memory=cpus << 30),
+        max_executors=cpus,
+        ready=True,
+        drained=drained,
+    )
 
 
 def bound(eid: str, node_name: str, sid: str, in_flight: int = 0, idle_since: float | None = None) -> ExecutorView:
@@ -123,7 +127,9 @@ def test_dominant_share_counts_memory_and_gpu() -> None:
     decisions = plan(ClusterView(sessions, [], nodes), 0.0)
     got = {s: sum(1 for _, t in decisions.create if t == s) for s in ("mem", "gpu", "cpu")}
     # mem: 4 GiB of 16 = 1/4 share each; gpu: 1 of 2 GPUs = 1/2 each; cpu: 1/8 each.
-    assert got["gpu"] <= 2 and got["mem"] <= 4 and got["cpu"] >= got["mem"], got
+    assert got["gpu"] <= 2, got
+    assert got["mem"] <= 4, got
+    assert got["cpu"] >= got["mem"], got
 
 
 def test_gpu_requests_on_a_cluster_without_gpus_get_nothing() -> None:

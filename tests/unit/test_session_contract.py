@@ -37,13 +37,16 @@ def test_close_with_running_tasks_is_refused_with_invalid_state() -> None:
     h.tasks("s1", [b"x"])
     h.advance(0.5)
     refused = error(h.request(fe.CloseSession(session_id="s1")))
-    assert refused.code is ErrorCode.InvalidState and "running" in refused.message
+    assert refused.code is ErrorCode.InvalidState
+    assert "running" in refused.message
     node.auto_run = True
     h.advance(0.5)
     closed = h.request(fe.CloseSession(session_id="s1"))
-    assert isinstance(closed, fe.SessionReply) and closed.session.state is SessionState.Closed
+    assert isinstance(closed, fe.SessionReply)
+    assert closed.session.state is SessionState.Closed
     again = h.request(fe.CloseSession(session_id="s1"))
-    assert isinstance(again, fe.SessionReply) and again.session.completion_time == closed.session.completion_time
+    assert isinstance(again, fe.SessionReply)
+    assert again.session.completion_time == closed.session.completion_time
 
 
 def test_open_session_does_not_compare_common_data() -> None:
@@ -52,9 +55,11 @@ def test_open_session_does_not_compare_common_data() -> None:
     h = cluster()
     h.request(fe.CreateSession(session_id="s1", spec=SessionSpec(application="app", common_data=b"first")))
     reply = h.request(fe.OpenSession(session_id="s1", spec=SessionSpec(application="app", common_data=b"other")))
-    assert isinstance(reply, fe.SessionReply) and reply.session.spec.common_data == b"first"
+    assert isinstance(reply, fe.SessionReply)
+    assert reply.session.spec.common_data == b"first"
     mismatch = error(h.request(fe.OpenSession(session_id="s1", spec=SessionSpec(application="app", priority=3))))
-    assert mismatch.code is ErrorCode.InvalidArgument and "priority differs" in mismatch.message
+    assert mismatch.code is ErrorCode.InvalidArgument
+    assert "priority differs" in mismatch.message
 
 
 def test_open_of_a_closed_session_is_invalid_argument() -> None:
@@ -63,7 +68,8 @@ def test_open_of_a_closed_session_is_invalid_argument() -> None:
     h.session("s1", application="app")
     h.request(fe.CloseSession(session_id="s1"))
     refused = error(h.request(fe.OpenSession(session_id="s1")))
-    assert refused.code is ErrorCode.InvalidArgument and "not open" in refused.message
+    assert refused.code is ErrorCode.InvalidArgument
+    assert "not open" in refused.message
 
 
 def test_hello_of_another_version_is_version_mismatch() -> None:

@@ -10,13 +10,14 @@ import pytest
 
 from protocol import frontend as fe
 from protocol.types import NodeState, TaskState
+from tests.unit.core_harness import Harness
 from tests.unit.test_controller_flow import cluster
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def pushes(h: object, peer: bytes = b"tui") -> list[fe.ClusterUpdates]:
-    return [m for m in h.replies.get(peer, []) if isinstance(m, fe.ClusterUpdates)]  # type: ignore[attr-defined]
+def pushes(h: Harness, peer: bytes = b"tui") -> list[fe.ClusterUpdates]:
+    return [m for m in h.replies.get(peer, []) if isinstance(m, fe.ClusterUpdates)]
 
 
 def test_snapshot_then_coalesced_updates_with_sessions_executors_and_events() -> None:
@@ -34,7 +35,8 @@ def test_snapshot_then_coalesced_updates_with_sessions_executors_and_events() ->
     assert 2 <= len(updates) <= 2.0 / 0.25 + 1, len(updates)  # coalesced: not one per turn (40 turns)
     assert all(u.request_id == snapshot.request_id for u in updates)
     sessions = {s.id: s for u in updates for s in u.sessions}
-    assert sessions["s1"].succeed == 50 and sessions["s1"].events == []
+    assert sessions["s1"].succeed == 50
+    assert sessions["s1"].events == []
     assert {e.id for u in updates for e in u.executors} == set(h.state.executors)
     assert any(u.stats.get("tasks_completed_total") == 50 for u in updates)
     assert any(e.kind == "session" and "created" in e.message for u in updates for e in u.events)

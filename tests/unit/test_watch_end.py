@@ -24,7 +24,7 @@ def cluster() -> Harness:
 
 def watch(h: Harness, request: fe.WatchTasks, peer: bytes = b"watcher", request_id: int = 7) -> None:
     request.request_id = request_id
-    h.ctl.handle_client(peer, request, h.now())  # type: ignore[arg-type]
+    h.ctl.handle_client(peer, request, h.now())
     h.pump()
 
 
@@ -40,7 +40,8 @@ def test_a_whole_session_watch_ends_with_a_final_push_when_the_session_closes() 
     watch(h, fe.WatchTasks(session_id="s1"))
     h.request(fe.CloseSession(session_id="s1"))
     pushes = updates(h)
-    assert [p.final for p in pushes].count(True) == 1 and pushes[-1].final, pushes
+    assert [p.final for p in pushes].count(True) == 1, pushes
+    assert pushes[-1].final, pushes
     assert {t.state for p in pushes for t in p.tasks} >= {TaskState.Cancelled}
     assert len(h.ctl.watches) == 0
 
@@ -54,7 +55,9 @@ def test_a_watch_on_ids_marks_its_last_page_final() -> None:
     watch(h, fe.WatchTasks(session_id="s1", task_ids=ids))
     h.advance(1.0)
     pushes = updates(h)
-    assert pushes[-1].final and pushes[-1].tasks and pushes[-1].tasks[-1].state is TaskState.Succeed, pushes
+    assert pushes[-1].final, pushes
+    assert pushes[-1].tasks, pushes
+    assert pushes[-1].tasks[-1].state is TaskState.Succeed, pushes
     assert not any(p.final for p in pushes[:-1])
 
 
@@ -71,4 +74,6 @@ def test_a_deleted_session_ends_its_watches_with_the_reason() -> None:
     h.ctl.peer_flow(b"watcher", Flow.clear)
     h.pump()
     last = updates(h)[-1]
-    assert last.final and last.reason == "session s1 was deleted" and not last.tasks, last
+    assert last.final, last
+    assert last.reason == "session s1 was deleted", last
+    assert not last.tasks, last

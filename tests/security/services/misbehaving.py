@@ -42,7 +42,7 @@ def own_id() -> bytes:
 
 def send(routing_id: bytes, payloads: list[bytes], raw: list[bytes] | None = None) -> None:
     """Send `[HEADER, payload]` for each payload (or the one message `raw`) under `routing_id`."""
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.setsockopt(zmq.LINGER, 5000)
     sock.setsockopt(zmq.SNDHWM, 0)
