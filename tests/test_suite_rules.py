@@ -13,6 +13,7 @@ the tests run (tests/support/guards.py).
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,9 +26,10 @@ TESTS = Path(__file__).resolve().parent
 WRAPPERS = {"Iterator", "Generator", "Iterable", "AsyncIterator", "AsyncGenerator"}
 
 
-def sources() -> list[tuple[Path, ast.Module]]:
-    """Every Python file under tests/, parsed."""
-    return [(path, ast.parse(path.read_text(), str(path))) for path in sorted(TESTS.rglob("*.py"))]
+@functools.cache
+def sources() -> tuple[tuple[Path, ast.Module], ...]:
+    """Every Python file under tests/, parsed (once for the three rules that read them)."""
+    return tuple((path, ast.parse(path.read_text(), str(path))) for path in sorted(TESTS.rglob("*.py")))
 
 
 def functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
