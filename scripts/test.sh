@@ -8,4 +8,5 @@ scripts/setup.sh dev
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/lint-imports  # the import contracts in pyproject.toml (DESIGN.md section 2)
+.venv/bin/python scripts/import_cycles.py  # no import cycle anywhere in protocol, flamed, tui
 .venv/bin/python -m pytest "$@"

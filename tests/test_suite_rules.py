@@ -112,8 +112,9 @@ def test_wait_for_is_written_once() -> None:
 
 def test_a_process_started_without_the_integration_mark_fails_the_test(pytester: pytest.Pytester) -> None:
     """Breaks if a test without the integration mark can start a process (directly, or inside
-    code that swallows the error) and pass: the fast lane would start daemons again. A marked
-    test is left alone (checked without starting anything: the guard is not installed)."""
+    code that swallows the error) and pass: the fast lane would start daemons again. A bare fork
+    (a daemon writing a snapshot off its loop) is allowed; a marked test is left alone (checked
+    without starting anything: the guard is not installed)."""
     pytester.makeconftest(
         "import pytest\n"
         "from tests.conftest import _processes_need_the_integration_mark\n"
@@ -121,6 +122,7 @@ def test_a_process_started_without_the_integration_mark_fails_the_test(pytester:
         "    config.addinivalue_line('markers', 'integration: starts processes')\n"
     )
     pytester.makepyfile(
+        "import os\n"
         "import subprocess\n"
         "import pytest\n"
         "AT_IMPORT = subprocess.Popen._execute_child\n"
@@ -131,13 +133,19 @@ def test_a_process_started_without_the_integration_mark_fails_the_test(pytester:
         "        subprocess.run(['true'], check=True)\n"
         "    except Exception:\n"
         "        pass\n"
+        "def test_forks_without_exec():\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "    assert os.waitpid(pid, 0)[1] == 0\n"
         "@pytest.mark.integration\n"
         "def test_marked():\n"
         "    assert subprocess.Popen._execute_child is AT_IMPORT\n"
     )
     # The snapshot plugins keep session-wide state that a nested session would clobber.
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:textual-snapshot", "-p", "no:syrupy")
-    # test_runs_true fails in its call and its teardown; test_swallows_it passes its call, fails its teardown
-    result.assert_outcomes(passed=2, failed=1, errors=2)
+    # test_runs_true fails in its call and its teardown; test_swallows_it passes its call, fails its
+    # teardown; test_forks_without_exec and test_marked pass.
+    result.assert_outcomes(passed=3, failed=1, errors=2)
     result.stdout.fnmatch_lines(["*test_runs_true starts a process (subprocess.Popen*mark it integration*"])
     result.stdout.fnmatch_lines(["*test_swallows_it starts a process (subprocess.Popen*mark it integration*"])

@@ -2,9 +2,11 @@
 
 A test that starts a process (a daemon, an instance, a CLI run as a subprocess) must carry the
 `integration` mark, so that `pytest -m "not integration"` is a fast lane that starts none.
-`forbid_processes` makes every way of starting one raise `ProcessStartedWithoutMark`, and
-records it: code under test may swallow the error (a daemon catches a failed spawn), so the
-fixture in tests/conftest.py fails the test afterwards too.
+`forbid_processes` makes every way of starting a program raise `ProcessStartedWithoutMark`
+(subprocess, multiprocessing, posix_spawn, system), and records it: code under test may swallow
+the error (a daemon catches a failed spawn), so the fixture in tests/conftest.py fails the test
+afterwards too. A bare `os.fork` (no exec) is allowed: it runs the test's own code, as a daemon
+does that forks to write a snapshot off its loop, and starts no daemon, instance or CLI.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def forbid_processes(monkeypatch: pytest.MonkeyPatch, test: str) -> list[str]:
 
     monkeypatch.setattr(subprocess.Popen, "_execute_child", refusing("subprocess.Popen"))
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refusing("multiprocessing"))
-    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+    for name in ("posix_spawn", "posix_spawnp", "system"):
         if hasattr(os, name):
             monkeypatch.setattr(os, name, refusing(f"os.{name}"))
     return attempts
