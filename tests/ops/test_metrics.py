@@ -101,4 +101,5 @@ def test_session_manager_metrics_move_between_scrapes(daemons: Daemons) -> None:
         pass
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=10)
+    caught.value.close()  # its socket, else a later test reports it unclosed
     assert caught.value.code == 404

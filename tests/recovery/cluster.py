@@ -69,7 +69,10 @@ class Cluster:
     # ------------------------------------------------------------------ processes
 
     def start_sm(self) -> None:
+        """Start the session manager and connect once it answers (the SDK gives up on a
+        frontend that does not answer within its connect timeout, 3 s)."""
         self.d.start_session_manager()
+        self.d.wait_answering()
         self.reconnect()
 
     def reconnect(self) -> None:

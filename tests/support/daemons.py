@@ -148,6 +148,20 @@ class Daemons:
     def client(self) -> RawClient:
         return RawClient(self.frontend)
 
+    def wait_answering(self, timeout: float = 30.0) -> None:
+        """Wait until the session manager answers a Ping on the frontend (a restart replays its
+        log before it binds, which takes seconds on a loaded machine)."""
+        with self.client() as client:
+
+            def pong() -> bool:
+                client.send({"type": "Ping"})
+                try:
+                    return client.receive(0.2).get("type") == "Pong"
+                except AssertionError:  # no answer within 0.2 s: ask again
+                    return False
+
+            wait_for("the session manager to answer", pong, timeout)
+
     def wait_ready_nodes(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         with self.client() as client:
 
