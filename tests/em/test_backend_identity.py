@@ -12,26 +12,25 @@ not tell this process from a forger after a restart).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from protocol import backend as be
 from protocol.errors import ErrorCode
 from tests.support.daemons import ExecutorManagerProcess
 from tests.support.fake_backend import FakeSessionManager
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def next_registration(sm: FakeSessionManager, timeout: float = 10.0) -> tuple[bytes, be.RegisterNode]:
     """The next RegisterNode (unanswered) and the routing id it came from."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def registering() -> tuple[bytes, be.RegisterNode] | None:
         message = sm.recv(0.1)
-        if isinstance(message, be.RegisterNode):
-            return sm.peer, message
-    raise AssertionError("no RegisterNode arrived")
+        return (sm.peer, message) if isinstance(message, be.RegisterNode) else None
+
+    return wait_for("a RegisterNode", registering, timeout, interval=0)
 
 
 def test_a_lost_link_is_registered_again_on_a_new_connection_with_the_same_secret(
@@ -48,9 +47,8 @@ def test_a_lost_link_is_registered_again_on_a_new_connection_with_the_same_secre
     again = sm.register()
     assert sm.peer != first_peer
     assert (again.incarnation, again.secret) == (first.incarnation, first.secret)
-    deadline = time.monotonic() + 10
-    while not isinstance(sm.recv(0.1), be.Heartbeat):  # it took the registration
-        assert time.monotonic() < deadline, "no heartbeat after the registration"
+    # It took the registration: it heartbeats.
+    wait_for("a heartbeat after the registration", lambda: isinstance(sm.recv(0.1), be.Heartbeat), 10, interval=0)
     em.stop()
     goodbye = sm.wait_message(be.Goodbye)
     assert (goodbye.incarnation, goodbye.secret) == (first.incarnation, first.secret)
