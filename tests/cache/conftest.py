@@ -1,9 +1,7 @@
-"""Fixtures for the object-cache tests: real daemons (tests/integration/daemons.py) with a
+"""Fixtures for the object-cache tests: real daemons (tests/support: the `daemons` fixture) with a
 small chunk size, so that uploads and chunked reads happen with objects of a few hundred KB."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,18 +19,12 @@ def cache_config(**keys: object) -> str:
 
 
 @pytest.fixture
-def cache_daemons(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemons]:
-    """A test's daemons with `[cache]` settings appended to its config (tests add more before
-    starting anything). FLAME_CACHE_ENDPOINT points the SDK of this process at its cache."""
-    d = Daemons()
-    monkeypatch.setenv("FLAME_CACHE_ENDPOINT", d.cache)
-    try:
-        yield d
-        d.stop_all()
-        wait_for("every test process to exit", lambda: not d.leftovers(), timeout=10)
-    finally:
-        print(d.dump_logs())
-        d.cleanup()
+def cache_daemons(daemons: Daemons, monkeypatch: pytest.MonkeyPatch) -> Daemons:
+    """A test's daemons (the suite's `daemons`: stopped afterwards, none left behind) with
+    `[cache]` settings appended to its config by `configure` (tests add more before starting
+    anything). FLAME_CACHE_ENDPOINT points the SDK of this process at its cache."""
+    monkeypatch.setenv("FLAME_CACHE_ENDPOINT", daemons.cache)
+    return daemons
 
 
 def configure(daemons: Daemons, **keys: object) -> None:
