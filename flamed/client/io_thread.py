@@ -186,7 +186,9 @@ class IoThread:
             if self.connect_timeout is None:
                 self.connect_timeout = settings.connect_timeout
             self._contact_deadline = time.monotonic() + self.connect_timeout
-            self._link = ClientLink(self.endpoint, routing_id, self._wake_r, curve=settings.curve)
+            self._link = ClientLink(
+                self.endpoint, routing_id, self._wake_r, curve=settings.curve, reconnect=settings.reconnect
+            )
         except BaseException as exc:
             self._start_error = FlameError(FlameErrorCode.INVALID_CONFIG, f"cannot connect to {self.endpoint}: {exc}")
             with self._lock:

@@ -17,6 +17,10 @@ class CoreConfig:
     heartbeat_interval: float = 1.0
     heartbeat_liveness: int = 5
     drain_timeout: float = 30.0
+    #: the longest an executor manager waits between two connection or registration tries
+    #: (`recovery.reconnect_backoff_max`): a node that was live when the session manager
+    #: stopped is back within this plus detection, so the drain after a restart covers both
+    reconnect_backoff_max: float = 16.0
     task_retry_limit: int = 3
     session_bind_retry_limit: int = 5
     schedule_interval: float = 0.1

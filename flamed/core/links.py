@@ -96,12 +96,29 @@ class NodeLinks:
     def _silence_limit(self) -> float:
         return self.config.heartbeat_interval * self.config.heartbeat_liveness
 
+    @property
+    def restart_drain(self) -> float:
+        """The drain a node loaded at a restart gets: `drain_timeout`, or more if a live executor
+        manager may take longer to be back: it notices the silence (detection), then retries its
+        connection and registration at most `reconnect_backoff_max` apart. A shorter drain would
+        write off a node that did nothing wrong and run its tasks twice."""
+        return max(self.config.drain_timeout, self.config.reconnect_backoff_max + self._silence_limit)
+
+    @property
+    def _restart_drain_why(self) -> str:
+        if self.restart_drain <= self.config.drain_timeout:
+            return ""
+        return (
+            f" (drain_timeout {self.config.drain_timeout:.1f}s raised to cover a reconnect: backoff at most "
+            f"{self.config.reconnect_backoff_max:.1f}s after {self._silence_limit:.1f}s of detection)"
+        )
+
     # ------------------------------------------------------------------ start-up and rollback
 
     def after_restart(self, turn: Turn) -> None:
         """After a restart: every node not cleaned up is Unknown with its drain timer started
         now (R8), so a node that never returns is cleaned up and its tasks retried."""
-        now, drain = turn.now, self.config.drain_timeout
+        now, drain = turn.now, self.restart_drain
         for node in turn.state.nodes.values():
             if node.state is NodeState.NotReady:
                 continue
@@ -112,7 +129,7 @@ class NodeLinks:
             link.move(ConnectionTrigger.silence)  # not heard since the restart
             link.drain_deadline = now.mono + drain
             self._links[node.name] = link
-            log.info("node %s: Unknown after restart; drain timer %.1fs", node.name, drain)
+            log.info("node %s: Unknown after restart; drain timer %.1fs%s", node.name, drain, self._restart_drain_why)
 
     def checkpoint(self) -> LinksCheckpoint:
         """The link table as it is now (call after every durable turn). Taken after every turn,

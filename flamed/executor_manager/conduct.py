@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import enum
 
-from flamed.executor_manager.executors import LocalExecutor, Phase
+from flamed.executor_manager.executors import LocalExecutor
+from flamed.executor_manager.machines import Phase
 from protocol import instance as im
 from protocol.errors import FlameBaseError
 

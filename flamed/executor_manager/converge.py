@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flamed.executor_manager.executors import LocalExecutor, Phase
+from flamed.executor_manager.executors import LocalExecutor
+from flamed.executor_manager.machines import Phase
 from protocol import backend as be
 from protocol.types import ExecutorState
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from flamed.executor_manager.executors import Phase
+from flamed.executor_manager.machines import Phase
 from protocol import backend as be
 
 if TYPE_CHECKING:

@@ -3,26 +3,22 @@
 Idle: created, no instance. Binding: instance started, waiting for `InstanceReady` and
 `SessionEntered`. Bound: the instance serves the session; tasks flow. Unbinding: the instance
 is being stopped (leave, then TERM, then KILL); when it has exited the executor is Idle again
-(or gone, if a release was asked for).
+(or gone, if a release was asked for). Phases change only through `LocalExecutor.move`, as the
+table `PHASE` (machines.py) allows.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from dataclasses import dataclass, field
 
 from flamed.executor_manager.instances import Instance
+from flamed.executor_manager.machines import PHASE, Phase, PhaseTrigger
 from flamed.transport import Timer
 from protocol import backend as be
 from protocol.types import ResourceRequirement
 
-
-class Phase(enum.StrEnum):
-    Idle = "Idle"
-    Binding = "Binding"
-    Bound = "Bound"
-    Unbinding = "Unbinding"
+__all__ = ["LocalExecutor", "Phase"]
 
 
 @dataclass(eq=False)
@@ -53,6 +49,11 @@ class LocalExecutor:
     pace: float | None = None
     #: loop time since which the instance has been working for the results not yet received
     paced_at: float = 0.0
+
+    def move(self, trigger: PhaseTrigger) -> None:
+        """Change phase as the table allows (machines.PHASE); any other move is a bug of ours
+        and raises `InvalidTransition`."""
+        self.phase = PHASE.next(self.phase, trigger)
 
     @property
     def session_id(self) -> str | None:

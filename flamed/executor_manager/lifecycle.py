@@ -21,12 +21,14 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from flamed.executor_manager import conduct
-from flamed.executor_manager.executors import LocalExecutor, Phase
+from flamed.executor_manager.executors import LocalExecutor
 from flamed.executor_manager.instance_window import Suspects, blame, fail_running, take_batch, take_results
 from flamed.executor_manager.instances import Instance, InstanceStartError
+from flamed.executor_manager.machines import Phase, PhaseTrigger
 from flamed.transport import Loop, Socket, try_send
 from flamed.transport.dropped import DroppedFrames
 from flamed.transport.peers import drain_with_peer
@@ -76,6 +78,8 @@ class Executors:
         self._by_token: dict[bytes, LocalExecutor] = {}
         self._by_pid: dict[int, LocalExecutor] = {}
         self.strikes = conduct.Strikes()
+        #: may a task be handed to an instance now? (the manager: only on a confirmed link)
+        self.may_start: Callable[[], bool] = lambda: True
         #: instances killed for misbehaving, and binds refused because of that
         self.instances_killed = 0
         self.binds_refused = 0
@@ -143,7 +147,7 @@ class Executors:
         if executor.phase is not Phase.Idle:
             self._bind_not_idle(executor, session, app, tasks)
             return
-        executor.phase = Phase.Binding
+        executor.move(PhaseTrigger.start)
         executor.session, executor.application = session, app
         executor.ready = executor.bind_failed = False
         executor.pace = None
@@ -238,7 +242,7 @@ class Executors:
     def pump(self, executor: LocalExecutor) -> None:
         """Keep the instance's next tasks at hand (instance_window.py): top up its window in
         one message."""
-        if executor.phase is not Phase.Bound:
+        if executor.phase is not Phase.Bound or not self.may_start():
             return
         batch = take_batch(executor, self.suspects, self.loop.now())
         if batch:
@@ -286,7 +290,7 @@ class Executors:
         """Leave the session (if `graceful`), then TERM the group, then KILL it, each after
         `instance_stop_timeout`. The executor is reported unbound once the instance exited."""
         instance = executor.instance
-        executor.phase = Phase.Unbinding
+        executor.move(PhaseTrigger.stop)
         executor.stop_reason = executor.stop_reason or reason
         executor.cancel_timer()
         if instance is None:
@@ -347,7 +351,7 @@ class Executors:
         if not quiet:
             self.reports.append(report)
         log.info("executor %s: unbound from session %s (%s)", executor.id, executor.session_id, reason)
-        executor.phase = Phase.Idle
+        executor.move(PhaseTrigger.gone)
         executor.session = executor.application = None
         executor.queue.clear()
         executor.in_flight.clear()
@@ -437,7 +441,7 @@ class Executors:
                     self._bind_failed(executor, 12, text or "on_session_enter failed")
                     self.stop_instance(executor, reason, graceful=False)
                     return
-                executor.phase = Phase.Bound
+                executor.move(PhaseTrigger.entered)
                 self.reports.append(be.ExecutorBound(executor_id=executor.id, session_id=executor.session.session_id))
                 log.info("executor %s: bound to session %s (pid %d)", executor.id, executor.session_id, instance.pid)
                 self.pump(executor)

@@ -8,6 +8,16 @@ Rules: every message after `Registered` carries the epoch and the next `seq`; an
 message with another epoch or a gap in `seq` means our view is stale, so we register again.
 A completion is kept until an `ack` covers the `Reports` that carried it, and is resent after
 a re-registration if the snapshot still lists its task.
+
+The link's state follows `LINK` (machines.py): Registering until the session manager has
+answered a registration and its snapshot is applied, then Registered until we suspect it. We
+suspect it when the session manager is silent for `heartbeat_interval * liveness`, when this
+process itself stood still that long (SIGSTOP, a starved machine: the session manager may have
+written the node off meanwhile, whatever messages it sent before that), on a stale message
+and on a refusal. From the moment of suspicion no task is started (`may_start`): a task the
+session manager may have put back to Pending would run twice. Registering, a registration
+goes out at once on every new connection (`register_on_connect`), so a node that is back in
+time is confirmed within a round trip, not after a backoff.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
+from flamed.executor_manager.machines import LINK, LinkState, LinkTrigger
 from protocol import backend as be
 
 
@@ -24,7 +35,9 @@ class BackendLink:
         self.backoff_max = backoff_max
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
-        self.registered = False
+        self.state = LinkState.Registering
+        #: when this process last finished a loop turn (a long gap: it stood still)
+        self.last_turn = 0.0
         self.epoch = 0
         self.send_seq = 0
         self.recv_seq = 0
@@ -44,8 +57,14 @@ class BackendLink:
         self.attempts = min(self.attempts + 1, 30)
         return random.uniform(self.backoff_min, max(self.backoff_min, ceiling))
 
+    @property
+    def registered(self) -> bool:
+        return self.state is LinkState.Registered
+
     def registered_with(self, message: be.Registered, now: float) -> None:
-        self.registered = True
+        """The session manager answered a registration; its snapshot is applied now."""
+        self.state = LINK.next(self.state, LinkTrigger.confirmed)
+        self.last_turn = now
         self.epoch = message.epoch
         self.send_seq = 0
         self.recv_seq = 0
@@ -56,7 +75,37 @@ class BackendLink:
         self.last_sent = now
 
     def lost(self) -> None:
-        self.registered = False
+        """We suspect the link: register again (no-op if not registered)."""
+        if LINK.allows(self.state, LinkTrigger.suspect):
+            self.state = LINK.next(self.state, LinkTrigger.suspect)
+
+    # ------------------------------------------------------------------ judging the link
+
+    def turn_ended(self, now: float) -> None:
+        self.last_turn = now
+
+    def suspicion(self, now: float) -> str | None:
+        """Why the link can no longer be trusted now, or None: the session manager silent too
+        long, or this process stood still too long to know what it decided meanwhile."""
+        if not self.registered:
+            return None
+        limit = self.silence_limit
+        if now - self.last_turn > limit:
+            return f"this process stood still for {now - self.last_turn:.1f}s (stopped or starved)"
+        if self.silent_for(now) > limit:
+            return f"no message from the session manager for {self.silent_for(now):.1f}s"
+        return None
+
+    def may_start(self, now: float) -> bool:
+        """May a task be handed to an instance now? Only on a link the session manager has
+        confirmed and that we do not suspect: otherwise it may have given the task to another
+        node, or put it back to Pending, and the start would run it twice."""
+        return self.registered and self.suspicion(now) is None
+
+    def register_on_connect(self, unanswered: bool) -> bool:
+        """A connection to the session manager just came up: register on it at once (no
+        backoff) if we are registering and no registration is waiting for an answer on it."""
+        return not self.registered and not unanswered
 
     # ------------------------------------------------------------------ incoming
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from flamed.config import Config
 from flamed.executor_manager.converge import converge
 from flamed.executor_manager.drain import Drain
-from flamed.executor_manager.executors import Phase
 from flamed.executor_manager.lifecycle import Executors
 from flamed.executor_manager.link import BackendLink
+from flamed.executor_manager.machines import Phase
 from flamed.executor_manager.node import (
     default_runtime_dir,
     instance_socket_path,
@@ -41,7 +41,20 @@ from flamed.executor_manager.node import (
     secure_socket,
 )
 from flamed.notify import Notifier
-from flamed.transport import Loop, SignalInbox, Socket, bind_router, connect_dealer, context, drain, try_send
+from flamed.transport import (
+    CONNECTION_UP,
+    Loop,
+    Reconnect,
+    SignalInbox,
+    Socket,
+    bind_router,
+    close_monitored,
+    connect_dealer,
+    connections_up,
+    context,
+    drain,
+    try_send,
+)
 from flamed.transport.dropped import DroppedFrames
 from flamed.transport.security import client_curve
 from protocol import backend as be
@@ -77,6 +90,9 @@ class ExecutorManager:
         self.link = BackendLink(
             rec.reconnect_backoff_min, rec.reconnect_backoff_max, rec.heartbeat_interval, rec.heartbeat_liveness
         )
+        #: the connection's retry timing follows the recovery config: a session manager that is
+        #: back is seen within `reconnect_backoff_max`, which its drain after a restart covers
+        self.reconnect = Reconnect.backoff(rec.reconnect_backoff_min, rec.reconnect_backoff_max)
         self.exit_code = 0
         self._manager_codec = codec.manager_message_codec()
         self.dropped = DroppedFrames(self.loop, log)
@@ -100,8 +116,10 @@ class ExecutorManager:
             dropped=self.dropped,
         )
         self.executors = self.holder.executors
+        # No task starts on a link we suspect or that is not confirmed (link.py).
+        self.holder.may_start = lambda: self.link.may_start(self.loop.now())
         # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
-        self.backend = self._connect_backend()
+        self.backend, self.backend_monitor = self._connect_backend()
         self.notifier = Notifier()
         #: set by SIGTERM (drain.py)
         self.draining: Drain | None = None
@@ -155,32 +173,49 @@ class ExecutorManager:
         if self.draining.step():
             self.loop.stop()
 
-    def _connect_backend(self) -> Socket:
-        """A new connection to the backend under a new random routing id. ZMTP never drops it
-        for silence (so it never comes back under this id while the session manager may still
-        hold it): the link's heartbeats decide, and `_reconnect` replaces it."""
+    def _connect_backend(self) -> tuple[Socket, Socket]:
+        """A new connection to the backend under a new random routing id, and the monitor that
+        says when it is up. ZMTP never drops it for silence (so it never comes back under this
+        id while the session manager may still hold it): the link's heartbeats decide, and
+        `_reconnect` replaces it."""
         routing_id = f"em:{self.node_name[:64]}:{secrets.token_hex(16)}".encode()
-        return connect_dealer(
+        sock = connect_dealer(
             self.backend_endpoint,
             routing_id,
             self.max_message_size,
             curve=self.backend_curve,
             zmtp_timeout=False,
+            reconnect=self.reconnect,
+            monitor=CONNECTION_UP,
         )
+        return sock, sock.get_monitor_socket()
+
+    def _on_backend_up(self) -> None:
+        """The connection to the session manager is up (again): while registering, register on
+        it now rather than at the next backoff try, so a node that is back in time (a session
+        manager restarted, a freeze or a cut shorter than the drain) is confirmed at once."""
+        if connections_up(self.backend_monitor) and self.link.register_on_connect(self._unanswered):
+            log.info("node %s: connected to %s; registering now", self.node_name, self.backend_endpoint)
+            self._register_timer.cancel()
+            self._register()
 
     def _reconnect(self) -> None:
         """Drop the backend connection and open a new one: what the old one still carries in
         either direction is lost, which the link's epoch and sequence numbers allow for."""
         self.loop.remove_reader(self.backend)
-        self.backend.close(linger=0)
-        self.backend = self._connect_backend()
-        self.loop.add_reader(self.backend, self._on_backend)
+        self.loop.remove_reader(self.backend_monitor)
+        close_monitored(self.backend, self.backend_monitor)
+        self.backend, self.backend_monitor = self._connect_backend()
         self._unanswered = False
+        self.loop.add_reader(self.backend, self._on_backend)
+        self.loop.add_reader(self.backend_monitor, self._on_backend_up)
 
     def run(self) -> int:
         self.loop.add_reader(self.backend, self._on_backend)
+        self.loop.add_reader(self.backend_monitor, self._on_backend_up)
         self.loop.add_reader(self.instances, self.holder.on_instances)
         self.loop.add_turn_end(self._flush)
+        self.loop.add_turn_end(lambda: self.link.turn_ended(self.loop.now()))
         self.loop.call_every(_TICK, self._tick)
         self.notifier.ready(f"registering with {self.backend_endpoint}")
         if self.notifier.enabled:
@@ -253,7 +288,7 @@ class ExecutorManager:
         self.signals.close()
         self.notifier.close()
         self.instances.close(linger=0)
-        self.backend.close(linger=1000)
+        close_monitored(self.backend, self.backend_monitor, linger=1000)
         remove_instance_socket(self.socket_path, self.runtime_dir)
         shutil.rmtree(self.holder.work_root, ignore_errors=True)
         context().term()
@@ -291,7 +326,9 @@ class ExecutorManager:
 
     def _reregister(self, why: str) -> None:
         """Our view of the link is stale or the session manager is gone: register again, on a
-        new connection, after a backoff, keeping every instance running."""
+        new connection, keeping every instance running but starting no task until the session
+        manager has confirmed our executors. The registration goes out as soon as the new
+        connection is up (`_on_backend_up`); the backoff timer is the fallback."""
         if not self.link.registered:
             return
         log.warning("node %s: registering again (%s)", self.node_name, why)
@@ -350,6 +387,10 @@ class ExecutorManager:
     # ------------------------------------------------------------------ backend
 
     def _on_backend(self) -> None:
+        if why := self.link.suspicion(self.loop.now()):
+            # Judged before reading: after a stand-still, messages queued meanwhile would look
+            # fresh although the session manager may have written us off since.
+            self._reregister(why)
         self._unanswered = False  # the session manager is heard on this connection
         messages: list[be.ManagerMessage] = []
         for frames in drain(self.backend):
@@ -409,8 +450,8 @@ class ExecutorManager:
 
     def _tick(self) -> None:
         link, now = self.link, self.loop.now()
-        if link.registered and link.silent_for(now) > link.silence_limit:
-            self._reregister(f"no message from the session manager for {link.silent_for(now):.1f}s")
+        if why := link.suspicion(now):
+            self._reregister(why)
         elif link.heartbeat_due(now):
             self._send_heartbeat(now)
         self.holder.poll_exits()

@@ -98,6 +98,7 @@ def core_config(config: Config, cache_endpoint: str | None = None) -> CoreConfig
         heartbeat_interval=config.recovery.heartbeat_interval,
         heartbeat_liveness=config.recovery.heartbeat_liveness,
         drain_timeout=config.recovery.drain_timeout,
+        reconnect_backoff_max=config.recovery.reconnect_backoff_max,
         task_retry_limit=config.recovery.task_retry_limit,
         session_bind_retry_limit=config.recovery.session_bind_retry_limit,
         schedule_interval=config.cluster.schedule_interval,

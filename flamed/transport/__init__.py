@@ -7,12 +7,16 @@ from flamed.transport.loop import Loop, Timer
 from flamed.transport.settings import ClientSettings, SettingsError, client_role, client_settings
 from flamed.transport.signals import SignalInbox
 from flamed.transport.sockets import (
+    CONNECTION_UP,
     Frames,
+    Reconnect,
     Socket,
     TransportError,
     bind_router,
     close,
+    close_monitored,
     connect_dealer,
+    connections_up,
     context,
     drain,
     drain_with_user,
@@ -21,6 +25,7 @@ from flamed.transport.sockets import (
 )
 
 __all__ = [
+    "CONNECTION_UP",
     "EVENTS",
     "READABLE",
     "WOKEN",
@@ -30,6 +35,7 @@ __all__ = [
     "LinkEvent",
     "LinkEventKind",
     "Loop",
+    "Reconnect",
     "SettingsError",
     "SignalInbox",
     "Socket",
@@ -39,7 +45,9 @@ __all__ = [
     "client_role",
     "client_settings",
     "close",
+    "close_monitored",
     "connect_dealer",
+    "connections_up",
     "context",
     "drain",
     "drain_with_user",

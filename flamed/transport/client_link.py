@@ -24,7 +24,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from flamed.transport.security import ClientCurve
-from flamed.transport.sockets import Frames, connect_dealer
+from flamed.transport.sockets import Frames, Reconnect, connect_dealer
 from protocol.codec import DEFAULT_MAX_MESSAGE_SIZE
 
 #: `wait` results, as bits: the owner's fd was written, messages are ready, monitor events are.
@@ -69,12 +69,15 @@ class ClientLink:
         *,
         curve: ClientCurve | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        reconnect: Reconnect | None = None,
     ) -> None:
         """Connect to `endpoint` (the monitor is attached first, so no event is missed) and
         poll `wake_fd` beside the socket. Raises zmq.ZMQError (a `TransportError`) if the
         endpoint cannot be used."""
         self.endpoint = endpoint
-        self._sock = connect_dealer(endpoint, routing_id, max_message_size, curve=curve, monitor=_MONITORED)
+        self._sock = connect_dealer(
+            endpoint, routing_id, max_message_size, curve=curve, monitor=_MONITORED, reconnect=reconnect
+        )
         self._monitor = self._sock.get_monitor_socket()
         self._wake_fd = wake_fd
         self._poller = zmq.Poller()

@@ -12,9 +12,10 @@ invalid file, a missing or unsafe key) is one `SettingsError` whose message says
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flamed.transport.security import ClientCurve, SecurityError, client_curve
+from flamed.transport.sockets import Reconnect
 from protocol.errors import FlameBaseError
 
 
@@ -34,6 +35,8 @@ class ClientSettings:
     max_message_size: int
     #: the CURVE client role, None in plain mode
     curve: ClientCurve | None
+    #: how the connection is retried (`recovery.reconnect_backoff_min/max`)
+    reconnect: Reconnect = field(default_factory=Reconnect)
 
 
 def client_settings(endpoint: str | None = None, config_path: str | None = None) -> ClientSettings:
@@ -58,6 +61,7 @@ def client_settings(endpoint: str | None = None, config_path: str | None = None)
         connect_timeout=config.client.connect_timeout,
         max_message_size=config.limits.max_message_size,
         curve=curve,
+        reconnect=Reconnect.backoff(config.recovery.reconnect_backoff_min, config.recovery.reconnect_backoff_max),
     )
 
 

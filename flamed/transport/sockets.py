@@ -4,7 +4,9 @@
 - ROUTER: ROUTER_MANDATORY (a vanished peer raises instead of silently dropping), finite HWMs,
   MAXMSGSIZE from config (an oversized message drops that connection, never the daemon).
 - DEALER: a stable routing id (never starting with 0x00), IMMEDIATE (no queueing to a peer
-  that is not connected), reconnect backoff 100 ms doubling to 5 s.
+  that is not connected), reconnect backoff from the caller's `Reconnect` (the daemons and the
+  SDK pass `recovery.reconnect_backoff_min/max`, so a link comes back as fast as the recovery
+  config promises; 100 ms doubling to 5 s for callers without a config).
 - ZMTP heartbeats on, to clear dead TCP connections; liveness of the *application* is decided
   by application heartbeats (see protocol/backend.py), which ZMTP cannot see.
 - A routing id is not a credential (ZEROMQ.md 3.2, 4.4): ROUTER_HANDOVER gives a connected
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TypeAlias
 
 import zmq
@@ -32,6 +35,24 @@ Socket: TypeAlias = zmq.Socket[bytes]
 TransportError: TypeAlias = zmq.ZMQError
 
 _context: zmq.Context[zmq.Socket[bytes]] | None = None
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a DEALER retries a lost or refused connection: after `first` seconds, doubling (with
+    ZeroMQ's jitter) up to `longest`. The longest wait bounds how late a peer that is back is
+    seen again, so it must follow `recovery.reconnect_backoff_max` (a session manager's drain
+    after a restart is sized on it)."""
+
+    first: float = 0.1
+    longest: float = 5.0
+
+    @classmethod
+    def backoff(cls, backoff_min: float, backoff_max: float) -> Reconnect:
+        """From the recovery config: the first retry no later than 100 ms (a refused connect
+        costs nothing), never beyond `backoff_max`."""
+        longest = max(backoff_max, 0.001)
+        return cls(first=min(0.1, backoff_min, longest), longest=longest)
 
 
 def context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -108,6 +129,7 @@ def connect_dealer(
     monitor: int = 0,
     zmtp_timeout: bool = True,
     hwm: int = 100_000,
+    reconnect: Reconnect | None = None,
 ) -> zmq.Socket[bytes]:
     """A DEALER connected to `endpoint` with the given routing id (a CURVE client with `curve`).
 
@@ -115,7 +137,8 @@ def connect_dealer(
     the first connection is missed; `sock.get_monitor_socket()` then returns that monitor.
     `zmtp_timeout=False`: never drop the connection for ZMTP silence (and so never reconnect it
     under the same id while the peer may still hold the old one); the caller watches the link
-    with application heartbeats and replaces the socket when it is dead."""
+    with application heartbeats and replaces the socket when it is dead.
+    `reconnect`: the retry timing of the connection (default `Reconnect()`)."""
     if not routing_id or routing_id[0] == 0:
         raise ValueError("a routing id must be non-empty and must not start with a zero byte")
     sock = context().socket(zmq.DEALER)
@@ -126,12 +149,40 @@ def connect_dealer(
         make_client(sock, curve)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.setsockopt(zmq.IMMEDIATE, 1)
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    reconnect = reconnect or Reconnect()
+    first_ms = max(1, round(reconnect.first * 1000))
+    sock.setsockopt(zmq.RECONNECT_IVL, first_ms)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, max(first_ms, round(reconnect.longest * 1000)))
     if monitor:
         sock.get_monitor_socket(monitor)
     sock.connect(endpoint)
     return sock
+
+
+#: `connect_dealer(monitor=CONNECTION_UP)`: watch for connections that are up and usable (the
+#: ZMTP handshake, and CURVE's, done); count them with `connections_up`.
+CONNECTION_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
+
+
+def connections_up(monitor: zmq.Socket[bytes], limit: int = 1_000) -> int:
+    """How many connections came up since the last call, from the monitor `connect_dealer`
+    attached (`sock.get_monitor_socket()`); reads every event ready, without blocking."""
+    count = 0
+    for _ in range(limit):
+        try:
+            frames = monitor.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        event = int.from_bytes(frames[0][:2], "little") if frames and len(frames[0]) >= 2 else 0
+        count += event == CONNECTION_UP
+    return count
+
+
+def close_monitored(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes], linger: int = 0) -> None:
+    """Close a socket and the monitor attached to it."""
+    sock.disable_monitor()
+    monitor.close(0)
+    sock.close(linger)
 
 
 def drain(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[Frames]:
