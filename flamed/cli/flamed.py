@@ -337,8 +337,8 @@ def metrics_of(manager: SessionManager) -> dict[str, float]:
 
 
 def run_executor_manager(args: argparse.Namespace, config: Config) -> int:
-    from flamed.executor_manager import ExecutorManagerOptions
-    from flamed.executor_manager import run_executor_manager as run
+    from flamed.executor_manager.daemon import ExecutorManagerOptions
+    from flamed.executor_manager.daemon import run_executor_manager as run
 
     options = ExecutorManagerOptions(
         backend=args.backend or config.cluster.backend,
