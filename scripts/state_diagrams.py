@@ -1,9 +1,9 @@
 """Regenerate the state diagrams in docs/architecture.md from the core's tables.
 
 Each diagram sits between `<!-- generated: NAME -->` and `<!-- end generated -->`, where NAME is
-the machine's name (flamed/core/machines/catalog.py). `--check` changes nothing and exits 1 if
-the document is not what the tables generate (tests/unit/test_architecture_doc.py checks the
-same in the test suite).
+the machine's name (flamed/core/machines/catalog.py, then flamed/executor_manager/machines.py).
+`--check` changes nothing and exits 1 if the document is not what the tables generate
+(tests/unit/test_architecture_doc.py checks the same in the test suite).
 
     .venv/bin/python scripts/state_diagrams.py           # rewrite the diagrams
     .venv/bin/python scripts/state_diagrams.py --check   # exit 1 if they drifted
@@ -16,7 +16,10 @@ import re
 import sys
 from pathlib import Path
 
-from flamed.core.machines.catalog import MACHINES
+from flamed.core.machines.catalog import MACHINES as CORE_MACHINES
+from flamed.executor_manager.machines import MACHINES as EM_MACHINES
+
+MACHINES = CORE_MACHINES + EM_MACHINES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- generated: (?P<name>\w+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.DOTALL)

@@ -9,6 +9,7 @@ docs/architecture.md are generated from these tables by scripts/state_diagrams.p
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from flamed.core.machines import Machine
 
@@ -74,3 +75,7 @@ LINK = Machine[LinkState, LinkTrigger](
         (LinkState.Registered, LinkTrigger.suspect): LinkState.Registering,
     },
 )
+
+
+#: The executor manager's tables, in the order docs/architecture.md shows them (after the core's).
+MACHINES: tuple[Machine[Any, Any], ...] = (PHASE, LINK)

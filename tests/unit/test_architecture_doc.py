@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flamed.core.machines.catalog import MACHINES
+from flamed.core.machines.catalog import MACHINES as CORE_MACHINES
+from flamed.executor_manager.machines import MACHINES as EM_MACHINES
+
+MACHINES = CORE_MACHINES + EM_MACHINES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 BLOCK = re.compile(
