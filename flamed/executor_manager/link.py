@@ -22,11 +22,20 @@ time is confirmed within a round trip, not after a backoff.
 
 from __future__ import annotations
 
+import enum
 import random
 from collections import deque
 
 from flamed.executor_manager.machines import LINK, LinkState, LinkTrigger
 from protocol import backend as be
+
+
+class ConnectAction(enum.Enum):
+    nothing = "nothing"
+    #: send a registration now, on this connection
+    register = "register"
+    #: the connection came back while registered: suspect the link and register again
+    rejoin = "rejoin"
 
 
 class BackendLink:
@@ -106,6 +115,16 @@ class BackendLink:
         """A connection to the session manager just came up: register on it at once (no
         backoff) if we are registering and no registration is waiting for an answer on it."""
         return not self.registered and not unanswered
+
+    def connection_up(self, ups_before: int, unanswered: bool) -> ConnectAction:
+        """What to do when the backend socket's connection came up, `ups_before` times before
+        on that socket. Registered, a second connection means it was lost and ZeroMQ made it
+        again: the session manager may have restarted (its heartbeat would only tell us after
+        a round trip), so suspect the link and register again at once on a new connection.
+        Registering, register now."""
+        if self.registered:
+            return ConnectAction.rejoin if ups_before > 0 else ConnectAction.nothing
+        return ConnectAction.register if self.register_on_connect(unanswered) else ConnectAction.nothing
 
     # ------------------------------------------------------------------ incoming
 

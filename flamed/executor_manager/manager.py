@@ -30,7 +30,7 @@ from flamed.config import Config
 from flamed.executor_manager.converge import converge
 from flamed.executor_manager.drain import Drain
 from flamed.executor_manager.lifecycle import Executors
-from flamed.executor_manager.link import BackendLink
+from flamed.executor_manager.link import BackendLink, ConnectAction
 from flamed.executor_manager.machines import Phase
 from flamed.executor_manager.node import (
     default_runtime_dir,
@@ -120,6 +120,8 @@ class ExecutorManager:
         self.holder.may_start = lambda: self.link.may_start(self.loop.now())
         # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
         self.backend, self.backend_monitor = self._connect_backend()
+        #: connections the current backend socket has made (a second one: it was lost and made again)
+        self._backend_ups = 0
         self.notifier = Notifier()
         #: set by SIGTERM (drain.py)
         self.draining: Drain | None = None
@@ -194,10 +196,19 @@ class ExecutorManager:
         """The connection to the session manager is up (again): while registering, register on
         it now rather than at the next backoff try, so a node that is back in time (a session
         manager restarted, a freeze or a cut shorter than the drain) is confirmed at once."""
-        if connections_up(self.backend_monitor) and self.link.register_on_connect(self._unanswered):
-            log.info("node %s: connected to %s; registering now", self.node_name, self.backend_endpoint)
-            self._register_timer.cancel()
-            self._register()
+        ups = connections_up(self.backend_monitor)
+        if not ups:
+            return
+        before, self._backend_ups = self._backend_ups, self._backend_ups + ups
+        match self.link.connection_up(before, self._unanswered):
+            case ConnectAction.register:
+                log.info("node %s: connected to %s; registering now", self.node_name, self.backend_endpoint)
+                self._register_timer.cancel()
+                self._register()
+            case ConnectAction.rejoin:
+                self._reregister("the connection to the session manager was made again (it may have restarted)")
+            case ConnectAction.nothing:
+                pass
 
     def _reconnect(self) -> None:
         """Drop the backend connection and open a new one: what the old one still carries in
@@ -206,6 +217,7 @@ class ExecutorManager:
         self.loop.remove_reader(self.backend_monitor)
         close_monitored(self.backend, self.backend_monitor)
         self.backend, self.backend_monitor = self._connect_backend()
+        self._backend_ups = 0
         self._unanswered = False
         self.loop.add_reader(self.backend, self._on_backend)
         self.loop.add_reader(self.backend_monitor, self._on_backend_up)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from flamed.core.machines import InvalidTransition
-from flamed.executor_manager.link import BackendLink
+from flamed.executor_manager.link import BackendLink, ConnectAction
 from flamed.executor_manager.machines import LINK, LinkState, LinkTrigger
 from protocol import backend as be
 
@@ -97,3 +97,16 @@ def test_the_link_table_allows_only_its_moves() -> None:
     link = BackendLink(0.2, 1.0, 0.5, 4)
     link.lost()  # not registered: ignored, never raises
     assert link.state is LinkState.Registering
+
+
+def test_a_connection_made_again_while_registered_rejoins_at_once() -> None:
+    """Breaks if, when ZeroMQ makes the backend connection again (the session manager died and
+    a new one listens), the executor manager waits for a heartbeat round trip to learn it must
+    register again, or if the first connection of a socket is taken for a reconnection (a
+    spurious re-registration after every registration)."""
+    link = confirmed(0.0)
+    assert link.connection_up(ups_before=0, unanswered=False) is ConnectAction.nothing
+    assert link.connection_up(ups_before=1, unanswered=False) is ConnectAction.rejoin
+    link.lost()
+    assert link.connection_up(ups_before=0, unanswered=False) is ConnectAction.register
+    assert link.connection_up(ups_before=0, unanswered=True) is ConnectAction.nothing
