@@ -26,6 +26,14 @@ they are Pending again without a retry counted): from a reclaimed executor all o
 a session with nothing pending and an executor idle for `rebalance_after`, what each executor
 holds beyond an even share. One recall per executor at a time; after an answer with nothing
 returned, not again before `rebalance_after`.
+
+Recalls only where they pay (hysteresis): each one puts tasks back to Pending and bumps their
+attempt, and tasks that bounce between executors cost a round trip each time and gain
+nothing. So in the session pass an executor keeps the tasks it was last given for at least
+`rebalance_after` (its queue is not taken back the moment a sibling idles: the sibling may get
+new work first), and a task recalled in the last `RECALL_MEMORY` x `rebalance_after` seconds is
+not recalled again (the executor manager hands back the last queued first, so the recall is cut
+at the first such task from the end). A reclaimed executor still hands back everything.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ log = logging.getLogger("flamed.session_manager")
 
 
 _STARTING = frozenset({ExecutorState.Void, ExecutorState.Idle, ExecutorState.Binding})
+#: A recalled task is not recalled again for this many `rebalance_after` periods.
+RECALL_MEMORY = 10
 
 
 class NodeReadiness(Protocol):
@@ -80,6 +90,10 @@ class Dispatcher:
         self.coming: dict[str, int] = {}  # session id -> executors being created or bound for it
         #: executor id -> monotonic time before which no new recall goes to it
         self.recall_after: dict[str, float] = {}
+        #: executor id -> monotonic time of the last tasks launched to it
+        self.launched_at: dict[str, float] = {}
+        #: (session id, task id) -> monotonic time it was last recalled (pruned after the memory)
+        self.recalled_at: dict[tuple[str, int], float] = {}
         self._rebuild(state)
 
     def _rebuild(self, state: ClusterState) -> None:
@@ -117,14 +131,19 @@ class Dispatcher:
     def executor_unbound(self, executor: ExecutorEntry) -> None:
         self.idle_since.pop(executor.id, None)
         self.recall_after.pop(executor.id, None)
+        self.launched_at.pop(executor.id, None)
         for executors in self.bound.values():
             executors.discard(executor.id)
         self.schedule_requested = True
 
-    def recall_answered(self, executor: ExecutorEntry, *, returned: bool, now: float) -> None:
+    def recall_answered(self, executor: ExecutorEntry, *, returned: list[int], now: float) -> None:
         """The executor answered a recall: after an answer with nothing returned, no new
-        recall before `rebalance_after`."""
+        recall before `rebalance_after`; the tasks returned are remembered (not recalled again
+        for a while)."""
         self.recall_after[executor.id] = now + (0.0 if returned else self.config.rebalance_after)
+        if executor.session_id is not None:
+            for task_id in returned:
+                self.recalled_at[(executor.session_id, task_id)] = now
 
     # ------------------------------------------------------------------ timers
 
@@ -199,6 +218,7 @@ class Dispatcher:
         ]
         turn.send(executor.node, be.LaunchTasks(executor_id=executor.id, session_id=session.id, tasks=assignments))
         self.idle_since.pop(executor.id, None)
+        self.launched_at[executor.id] = turn.now.mono
 
     # ------------------------------------------------------------------ scheduling
 
@@ -309,6 +329,9 @@ class Dispatcher:
             return
         state, now = turn.state, turn.now.mono
         executors = state.executors
+        memory = RECALL_MEMORY * after
+        if self.recalled_at:
+            self.recalled_at = {key: at for key, at in self.recalled_at.items() if now - at < memory}
         for executor_id in self.reclaiming:
             executor = executors.get(executor_id)
             if executor is not None and len(executor.tasks) > 1:
@@ -323,8 +346,21 @@ class Dispatcher:
                 continue
             share = max(1, math.ceil(sum(len(e.tasks) for e in feedable) / len(feedable)))
             for executor in feedable:
-                if len(executor.tasks) > share:
-                    self._recall(turn, executor, len(executor.tasks) - share, nodes)
+                if len(executor.tasks) <= share or now - self.launched_at.get(executor.id, -math.inf) < after:
+                    continue
+                count = self._recallable(session_id, list(executor.tasks), len(executor.tasks) - share)
+                if count:
+                    self._recall(turn, executor, count, nodes)
+
+    def _recallable(self, session_id: str, task_ids: list[int], surplus: int) -> int:
+        """How many of the last `surplus` tasks (those a recall takes back, last queued
+        first) may be recalled: up to the first recalled recently, counting from the end."""
+        count = 0
+        for task_id in reversed(task_ids[-surplus:]):
+            if (session_id, task_id) in self.recalled_at:
+                break
+            count += 1
+        return count
 
     def _recall(self, turn: Turn, executor: ExecutorEntry, count: int, nodes: NodeReadiness) -> None:
         now = turn.now.mono

@@ -255,6 +255,6 @@ def _tasks_returned(turn: Turn, executor: ExecutorEntry, report: be.TasksReturne
     attempt are Pending again (no retry counted)."""
     returned = report.unstarted if report.session_id == executor.session_id else []
     task_ids = [k.task_id for k in returned if executor.tasks.get(k.task_id) == k.attempt]
-    turn.recall_answered(executor, returned=bool(task_ids))
+    turn.recall_answered(executor, returned=task_ids)
     if task_ids and executor.session_id is not None:
         requeue(turn, executor.session_id, task_ids, count_retry=False, reason="recalled to share the session's work")

@@ -76,7 +76,7 @@ class DispatchNotes(Protocol):
 
     def executor_unbound(self, executor: ExecutorEntry) -> None: ...
 
-    def recall_answered(self, executor: ExecutorEntry, *, returned: bool, now: float) -> None: ...
+    def recall_answered(self, executor: ExecutorEntry, *, returned: list[int], now: float) -> None: ...
 
 
 class NodeCommands(Protocol):
@@ -157,6 +157,6 @@ class Turn:
         """The executor is no longer bound (unbound, lost, released)."""
         self._dispatch.executor_unbound(executor)
 
-    def recall_answered(self, executor: ExecutorEntry, *, returned: bool) -> None:
-        """The executor answered a recall; `returned`: it handed tasks back."""
+    def recall_answered(self, executor: ExecutorEntry, *, returned: list[int]) -> None:
+        """The executor answered a recall; `returned`: the ids of the tasks it handed back."""
         self._dispatch.recall_answered(executor, returned=returned, now=self.now.mono)
