@@ -17,10 +17,14 @@ and report what the session manager missed while the link was down:
 | Unbinding | with an instance               | unbind it (reported when the instance exited)   |
 | Unbinding | Idle or not at all             | report ExecutorUnbound                          |
 | Releasing | any                            | release it (unbinding first), ExecutorReleased  |
+
+The table `CONVERGE` below is this one as code: (the session manager's state, how we hold the
+executor: `Held`) -> the `Step` taken; tests/em/test_converge_table.py checks it is complete.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 from flamed.executor_manager.executors import LocalExecutor
@@ -54,28 +58,83 @@ def _discard(em: Executors, executor: LocalExecutor) -> None:
     em.stop_instance(executor, "not in the session manager's snapshot", graceful=False)
 
 
+class Held(enum.Enum):
+    """How we hold an executor, against the session the snapshot names for it."""
+
+    #: an instance binding or bound to that session
+    serving = "serving"
+    #: an instance of that session being stopped
+    stopping = "stopping"
+    #: an instance of another session (or of none)
+    other = "other"
+    #: no instance
+    none = "none"
+
+
+class Step(enum.Enum):
+    """What converging one executor does (see the table `CONVERGE`)."""
+
+    report_created = "report ExecutorCreated"
+    stop_quietly = "stop the instance silently"
+    keep = "keep; report ExecutorBound if the SM waits for it; queue the tasks we lack"
+    bind = "bind it (after stopping another instance)"
+    nothing = "nothing: ExecutorUnbound follows when the instance is gone"
+    not_held = "report ExecutorUnbound (our last reason); stop another instance silently"
+    unbind = "unbind it (reported when the instance exited)"
+    unbound = "report ExecutorUnbound"
+    release = "release it (unbinding first), ExecutorReleased"
+
+
+S, H = ExecutorState, Held
+#: (the session manager's state, how we hold it) -> what we do. The module docstring says it in prose.
+CONVERGE: dict[tuple[ExecutorState, Held], Step] = {
+    **{(S.Void, h): Step.report_created for h in Held},
+    **{(S.Idle, h): Step.stop_quietly for h in (H.serving, H.stopping, H.other)},
+    (S.Idle, H.none): Step.nothing,
+    (S.Binding, H.serving): Step.keep,
+    (S.Binding, H.stopping): Step.bind,
+    (S.Binding, H.other): Step.bind,
+    (S.Binding, H.none): Step.bind,
+    (S.Bound, H.serving): Step.keep,
+    (S.Bound, H.stopping): Step.nothing,
+    (S.Bound, H.other): Step.not_held,
+    (S.Bound, H.none): Step.not_held,
+    **{(S.Unbinding, h): Step.unbind for h in (H.serving, H.stopping, H.other)},
+    (S.Unbinding, H.none): Step.unbound,
+    **{(S.Releasing, h): Step.release for h in Held},
+}
+
+
+def held(executor: LocalExecutor, session_id: str | None) -> Held:
+    if executor.instance is None:
+        return Held.none
+    if session_id is None or executor.session_id != session_id:
+        return Held.other
+    return Held.stopping if executor.phase is Phase.Unbinding else Held.serving
+
+
 def _one(em: Executors, executor: LocalExecutor, a: be.ExecutorAssignment, resent: set[tuple[str, int, int]]) -> None:
     state = ExecutorState(a.state)
-    same_session = a.session is not None and executor.session_id == a.session.session_id
+    step = CONVERGE.get((state, held(executor, a.session.session_id if a.session else None)), Step.nothing)
+    if step is Step.bind and (a.session is None or a.application is None):
+        step = Step.not_held  # a snapshot that says Binding without what to bind: we do not hold it
     unbound = be.ExecutorUnbound(executor_id=executor.id, session_id=a.session.session_id if a.session else None)
-    match state:
-        case ExecutorState.Void:
+    match step:
+        case Step.report_created:
             em.reports.append(be.ExecutorCreated(executor_id=executor.id))
-        case ExecutorState.Idle:
-            if executor.instance is not None:
-                executor.report_exit = False
-                em.stop_instance(executor, "idle in the session manager's snapshot", graceful=False)
-        case ExecutorState.Binding | ExecutorState.Bound if same_session and executor.phase is not Phase.Unbinding:
+        case Step.stop_quietly:
+            executor.report_exit = False
+            em.stop_instance(executor, "idle in the session manager's snapshot", graceful=False)
+        case Step.keep:
             if state is ExecutorState.Binding and executor.phase is Phase.Bound:
                 em.reports.append(be.ExecutorBound(executor_id=executor.id, session_id=executor.session_id or ""))
             _tasks(executor, a, resent)
             em.pump(executor)
-        case ExecutorState.Bound if same_session:
-            pass  # we are stopping it; ExecutorUnbound follows when the instance is gone
-        case ExecutorState.Binding if a.session is not None and a.application is not None:
+        case Step.bind:
+            assert a.session is not None and a.application is not None
             tasks = [t for t in a.tasks if (executor.id, t.task_id, t.attempt) not in resent]
             em.bind(executor, a.session, a.application, tasks)
-        case ExecutorState.Binding | ExecutorState.Bound:
+        case Step.not_held:
             # We do not hold that binding (the instance died meanwhile, or we serve another
             # session): the session manager hears it unbound; another instance stops quietly.
             last = executor.last_unbound
@@ -87,15 +146,14 @@ def _one(em: Executors, executor: LocalExecutor, a: be.ExecutorAssignment, resen
                 executor.report_exit = False
                 em.stop_instance(executor, "bound to another session than the snapshot says", graceful=False)
             em.reports.append(unbound)
-        case ExecutorState.Unbinding:
-            if executor.instance is not None:
-                em.unbind(executor, "unbinding in the session manager's snapshot")
-            else:
-                unbound.reason = "unbound"
-                em.reports.append(unbound)
-        case ExecutorState.Releasing:
+        case Step.unbind:
+            em.unbind(executor, "unbinding in the session manager's snapshot")
+        case Step.unbound:
+            unbound.reason = "unbound"
+            em.reports.append(unbound)
+        case Step.release:
             em.release(executor)
-        case _:
+        case Step.nothing:
             pass
 
 
