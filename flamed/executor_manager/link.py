@@ -38,6 +38,14 @@ class ConnectAction(enum.Enum):
     rejoin = "rejoin"
 
 
+class TickAction(enum.Enum):
+    nothing = "nothing"
+    #: send a heartbeat now
+    heartbeat = "heartbeat"
+    #: the link is suspected (the reason comes with it): register again
+    rejoin = "rejoin"
+
+
 class BackendLink:
     def __init__(self, backoff_min: float, backoff_max: float, heartbeat_interval: float, liveness: int) -> None:
         self.backoff_min = backoff_min
@@ -104,6 +112,15 @@ class BackendLink:
         if self.silent_for(now) > limit:
             return f"no message from the session manager for {self.silent_for(now):.1f}s"
         return None
+
+    def on_tick(self, now: float) -> tuple[TickAction, str]:
+        """The link's part of the executor manager's periodic tick: register again if the link
+        is suspected now (with why), else a heartbeat if one is due, else nothing."""
+        if why := self.suspicion(now):
+            return TickAction.rejoin, why
+        if self.heartbeat_due(now):
+            return TickAction.heartbeat, ""
+        return TickAction.nothing, ""
 
     def may_start(self, now: float) -> bool:
         """May a task be handed to an instance now? Only on a link the session manager has

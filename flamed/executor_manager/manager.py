@@ -30,7 +30,7 @@ from flamed.config import Config
 from flamed.executor_manager.converge import converge
 from flamed.executor_manager.drain import Drain
 from flamed.executor_manager.lifecycle import Executors
-from flamed.executor_manager.link import BackendLink, ConnectAction
+from flamed.executor_manager.link import BackendLink, ConnectAction, TickAction
 from flamed.executor_manager.machines import Phase
 from flamed.executor_manager.node import (
     default_runtime_dir,
@@ -461,11 +461,14 @@ class ExecutorManager:
                 log.warning("node %s: session manager error %s: %s", self.node_name, message.code, message.message)
 
     def _tick(self) -> None:
-        link, now = self.link, self.loop.now()
-        if why := link.suspicion(now):
-            self._reregister(why)
-        elif link.heartbeat_due(now):
-            self._send_heartbeat(now)
+        now = self.loop.now()
+        match self.link.on_tick(now):
+            case TickAction.rejoin, why:
+                self._reregister(why)
+            case TickAction.heartbeat, _:
+                self._send_heartbeat(now)
+            case _:
+                pass
         self.holder.poll_exits()
         if self.draining is not None:
             self._drain_step()

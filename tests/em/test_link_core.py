@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from flamed.core.machines import InvalidTransition
-from flamed.executor_manager.link import BackendLink, ConnectAction
+from flamed.executor_manager.link import BackendLink, ConnectAction, TickAction
 from flamed.executor_manager.machines import LINK, LinkState, LinkTrigger
 from protocol import backend as be
 
@@ -110,3 +110,26 @@ def test_a_connection_made_again_while_registered_rejoins_at_once() -> None:
     link.lost()
     assert link.connection_up(ups_before=0, unanswered=False) is ConnectAction.register
     assert link.connection_up(ups_before=0, unanswered=True) is ConnectAction.nothing
+
+
+def test_a_fake_clock_walks_a_link_through_heartbeats_a_freeze_and_its_rejoin() -> None:
+    """Breaks if the tick stops heartbeating a live link, heartbeats a suspected one instead of
+    registering again, or keeps asking to register again once the link is already re-registering."""
+    link = confirmed(0.0)
+    actions = []
+    for step in range(1, 9):  # every 0.25 s for 2 s, the session manager answering each second
+        now = step * 0.25
+        if step % 4 == 0:
+            link.last_heard = now
+        action, _ = link.on_tick(now)
+        if action is TickAction.heartbeat:
+            link.next_seq(now)
+        actions.append(action)
+        link.turn_ended(now)
+    assert actions.count(TickAction.heartbeat) == 4
+    assert TickAction.rejoin not in actions
+    action, why = link.on_tick(2.0 + 3.0)  # stopped for 3 s
+    assert action is TickAction.rejoin
+    assert "stood still" in why
+    link.lost()
+    assert link.on_tick(5.1) == (TickAction.nothing, "")
