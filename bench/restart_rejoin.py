@@ -1,7 +1,7 @@
 """Restart-rejoin benchmark: how soon live nodes are Ready again after a session-manager restart.
 
 One session manager and N executor managers (real daemons, the recovery suite's timings:
-heartbeat 0.5 s x 4, drain 4 s, reconnect backoff 0.2 s up to --backoff-max, 1.0 s by
+heartbeat 0.5 s x 4, drain 4 s, reconnect backoff 0.2 s up to --backoff-max, 0.5 s by
 default), each node running a long task.
 The session manager is killed (SIGKILL) and started again R times, down for lengths spread
 evenly over [--min, --max] seconds in a seeded order. For every restart and every node the
@@ -13,7 +13,7 @@ and no node written off (NotReady) by any restart. A node retries its connection
 the figure: with 1.0 s the worst case is just over 1 s, with 0.5 s well under it.
 
 Usage: python bench/restart_rejoin.py [--restarts 20] [--nodes 3] [--min 0.5] [--max 6] [--seed 1]
-                                     [--backoff-max 1.0]
+                                     [--backoff-max 0.5]
 Writes bench/results/restart_rejoin.json (--out to change). Exit code 0 if the target held.
 """
 
@@ -89,7 +89,7 @@ def main() -> int:
     parser.add_argument("--min", type=float, default=0.5, help="shortest outage (s)")
     parser.add_argument("--max", type=float, default=6.0, help="longest outage (s)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--backoff-max", type=float, default=1.0, help="recovery.reconnect_backoff_max (s)")
+    parser.add_argument("--backoff-max", type=float, default=0.5, help="recovery.reconnect_backoff_max (s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "restart_rejoin.json")
     args = parser.parse_args()
     if args.restarts < 1 or args.nodes < 1 or not 0 <= args.min <= args.max or args.backoff_max < 0.2:

@@ -72,8 +72,8 @@ class RecoveryConfig(Section):
     heartbeat_interval: float = 1.0
     heartbeat_liveness: int = 5
     drain_timeout: float = 30.0
-    reconnect_backoff_min: float = 0.5
-    reconnect_backoff_max: float = 16.0
+    reconnect_backoff_min: float = 0.2
+    reconnect_backoff_max: float = 0.5
     task_retry_limit: int = 3
     session_bind_retry_limit: int = 5
 
