@@ -142,6 +142,24 @@ class LimitsConfig(Section):
     receive_hwm: int = 1000
 
 
+class RetentionConfig(Section):
+    """What a long-running session manager keeps (docs/operations.md "Retention"): memory and
+    the state directory are bounded by these keys, not by history. Expired sessions and tasks
+    are deleted by a logged record; reading one answers NotFound saying it expired."""
+
+    #: Seconds a closed session (and its tasks) is kept after closing; then it is deleted.
+    closed_session_ttl: float = 86400.0
+    #: Finished tasks (Succeed, Failed, Cancelled) held in all sessions; beyond, the oldest go:
+    #: closed sessions first (whole, oldest closed first), then the oldest finished tasks of
+    #: open sessions (a session's counts keep their totals).
+    max_finished_tasks: int = 1_000_000
+    #: Seconds an open session may go without new tasks or results while it has no Pending or
+    #: Running task; then it is closed (and later expires as closed). 0 = never.
+    idle_session_ttl: float = 0.0
+    #: Seconds between retention checks.
+    check_interval: float = 1.0
+
+
 class SecurityConfig(Section):
     """CurveZMQ (docs/operations.md "Security"). Paths are key files written by `flamed keygen`."""
 
@@ -219,6 +237,7 @@ class Config(Section):
     recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
     executor_manager: ExecutorManagerConfig = msgspec.field(default_factory=ExecutorManagerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
@@ -294,6 +313,11 @@ MAX_SECONDS = 7 * 24 * 3600.0
 #: Largest value of any integer key (counts and sizes): far beyond any real cluster, and within
 #: what the wire (MessagePack int64) and socket options (int64 MAXMSGSIZE) carry.
 MAX_COUNT = 2**62
+#: Float keys that are not timeouts but ages: a closed session may be kept for years.
+LONG_DURATIONS = {
+    "retention.closed_session_ttl": 10 * 366 * 24 * 3600.0,
+    "retention.idle_session_ttl": 10 * 366 * 24 * 3600.0,
+}
 
 
 def _check_numbers(config: Config, source: str) -> None:
@@ -304,10 +328,9 @@ def _check_numbers(config: Config, source: str) -> None:
         for name in section.__struct_fields__:
             value = getattr(section, name)
             key = f"{section_name}.{name}"
-            if isinstance(value, float) and not (math.isfinite(value) and value <= MAX_SECONDS):
-                raise ConfigError(
-                    f"{source}: key {key}: must be a finite number of seconds <= {MAX_SECONDS:g}, got {value}"
-                )
+            most = LONG_DURATIONS.get(key, MAX_SECONDS)
+            if isinstance(value, float) and not (math.isfinite(value) and value <= most):
+                raise ConfigError(f"{source}: key {key}: must be a finite number of seconds <= {most:g}, got {value}")
             if isinstance(value, int) and not isinstance(value, bool) and value > MAX_COUNT:
                 raise ConfigError(f"{source}: key {key}: must be <= {MAX_COUNT}, got {value}")
 
@@ -353,6 +376,9 @@ def _check(config: Config, source: str) -> None:
         "cache.max_uploads": config.cache.max_uploads,
         "cache.upload_timeout": config.cache.upload_timeout,
         "cache.local_copy_bytes": config.cache.local_copy_bytes,
+        "retention.closed_session_ttl": config.retention.closed_session_ttl,
+        "retention.max_finished_tasks": config.retention.max_finished_tasks,
+        "retention.check_interval": config.retention.check_interval,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -365,6 +391,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: key executor_manager.stop_grace: must be >= 0, got {grace}")
     if config.cache.session_check_interval < 0:
         raise ConfigError(f"{source}: key cache.session_check_interval: must be >= 0")
+    if config.retention.idle_session_ttl < 0:
+        raise ConfigError(f"{source}: key retention.idle_session_ttl: must be >= 0 (0 = never)")
     if config.recovery.task_retry_limit < 0:
         raise ConfigError(f"{source}: key recovery.task_retry_limit: must be >= 0")
     if config.recovery.reconnect_backoff_max < config.recovery.reconnect_backoff_min:

@@ -42,6 +42,12 @@ class CoreConfig:
     max_page_tasks: int = 10_000
     max_page_bytes: int = 1024 * 1024
     client_ttl: float = 30.0
+    #: retention (flamed/core/retention.py): seconds a closed session is kept; finished tasks
+    #: held in all; seconds an idle open session stays open (0 = forever); seconds between checks
+    closed_session_ttl: float = 86400.0
+    max_finished_tasks: int = 1_000_000
+    idle_session_ttl: float = 0.0
+    retention_interval: float = 1.0
     cluster_name: str = "flame"
     #: handed to clients (Welcome) and executor managers (Registered)
     cache_endpoint: str = ""
