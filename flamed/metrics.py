@@ -76,6 +76,9 @@ SESSION_MANAGER_COUNTERS = (
     "session_manager_stalls",
     "registrations_superseded",
     "create_tasks_repeated",
+    "sessions_expired",
+    "tasks_expired",
+    "sessions_closed_idle",
 )
 
 

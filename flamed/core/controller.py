@@ -41,6 +41,7 @@ from flamed.core.identity import PLAIN, Sender
 from flamed.core.links import RECOVERY_COUNTERS, NodeLinks
 from flamed.core.node_link import LinksCheckpoint, LinkView
 from flamed.core.requests import READS, RequestError
+from flamed.core.retention import Retention
 from flamed.core.session_requests import SessionRequests
 from flamed.core.state import ClusterState
 from flamed.core.subscriptions import Subscriptions
@@ -75,7 +76,7 @@ class Controller:
         self.new_id = new_id
         self.outbox = Outbox()
         self.counters: collections.Counter[str] = collections.Counter()
-        for name in RECOVERY_COUNTERS:
+        for name in (*RECOVERY_COUNTERS, "sessions_expired", "tasks_expired"):
             self.counters.setdefault(name, 0)
         # The parts, each the one owner of what it holds.
         self.clients = Clients(config.client_ttl)
@@ -85,6 +86,7 @@ class Controller:
         self.dispatcher = Dispatcher(config, self.state, new_id)
         self.session_requests = SessionRequests(self.watches)
         self.cluster_requests = ClusterRequests(self.links, self.subscriptions)
+        self.retention = Retention(config.retention_interval)
         #: told of every record before it is applied (`Turn.commit`)
         self._observers: list[RecordObserver] = [self.subscriptions, self.session_requests, self.watches]
         #: When the daemon started serving (`start`), for `uptime_seconds` in `GetStats`.
@@ -294,8 +296,9 @@ class Controller:
     # ------------------------------------------------------------------ timers and the end of a turn
 
     def tick(self, now: Now) -> None:
-        """Timers: node liveness and drains, silent clients, periodic scheduling."""
+        """Timers: node liveness and drains, silent clients, periodic scheduling, retention."""
         self.links.tick(self._turn(now))
+        self.retention.tick(self._turn(now))
         for peer in self.clients.expire(now.mono):
             self.watches.drop_peer(peer)
             self.subscriptions.remove(peer)
@@ -308,6 +311,7 @@ class Controller:
             self.dispatcher.next_deadline(),
             self.subscriptions.next_deadline(self.clients.congested),
             self.clients.next_deadline(),
+            self.retention.next_deadline(),
             0.0 if self.watches.more else float("inf"),  # pages due for a reading peer: now
         )
 
@@ -375,6 +379,9 @@ class Controller:
         node_counts = collections.Counter(n.state for n in self.state.nodes.values())
         stats.update({f"nodes_{k.lower()}": float(v) for k, v in node_counts.items()})
         stats["sessions"] = float(len(self.state.sessions))
+        stats["tasks_held"] = float(sum(s.held for s in self.state.sessions.values()))
+        stats["finished_tasks_held"] = float(self.state.finished_held)
+        stats["expired_sessions_remembered"] = float(len(self.state.expired_sessions))
         open_sessions = sum(1 for s in self.state.sessions.values() if s.state is SessionState.Open)
         stats["sessions_open"] = float(open_sessions)
         stats["sessions_closed"] = float(len(self.state.sessions) - open_sessions)

@@ -212,9 +212,9 @@ class Dispatcher:
         turn.commit(
             r.TasksDispatched(time=turn.now.wall, session_id=session.id, executor_id=executor.id, task_ids=task_ids)
         )
-        tasks = session.tasks
+        live = session.live
         assignments = [
-            be.TaskAssignment(task_id=t, attempt=tasks[t - 1].attempt, input=tasks[t - 1].input) for t in task_ids
+            be.TaskAssignment(task_id=t, attempt=(task := live(t)).attempt, input=task.input) for t in task_ids
         ]
         turn.send(executor.node, be.LaunchTasks(executor_id=executor.id, session_id=session.id, tasks=assignments))
         self.idle_since.pop(executor.id, None)

@@ -80,7 +80,7 @@ def requeue(turn: Turn, session_id: str, task_ids: list[int], *, count_retry: bo
     again: list[int] = []
     failed: list[r.TaskFinish] = []
     for task_id in task_ids:
-        task = session.tasks[task_id - 1]
+        task = session.live(task_id)
         if task.state is not TaskState.Running:
             continue
         if count_retry and task.retry_count + 1 > limit:

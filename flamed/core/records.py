@@ -142,6 +142,26 @@ class NodeDrainChanged(Record):
     reason: str = ""
 
 
+class SessionsExpired(Record):
+    """Retention (`retention.py`) deleted these closed sessions, with their tasks, because of
+    `reason` (the config key: "closed_session_ttl" or "max_finished_tasks"). A read of one of
+    them says so afterwards (`ClusterState.expired_sessions`). A new record kind: older logs
+    replay unchanged."""
+
+    session_ids: list[str]
+    reason: str
+
+
+class TasksExpired(Record):
+    """Retention deleted these finished tasks of an open session (`reason`: the config key).
+    `ranges` are inclusive [first, last] task ids; the session's counts keep their totals.
+    A new record kind: older logs replay unchanged."""
+
+    session_id: str
+    ranges: list[tuple[int, int]]
+    reason: str
+
+
 AnyRecord = (
     ApplicationSaved
     | ApplicationRemoved
@@ -161,4 +181,6 @@ AnyRecord = (
     | NodeChanged
     | NodeRemoved
     | NodeDrainChanged
+    | SessionsExpired
+    | TasksExpired
 )

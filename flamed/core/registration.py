@@ -116,7 +116,7 @@ def assignment(state: ClusterState, executor: ExecutorEntry) -> be.ExecutorAssig
         session = state.sessions[executor.session_id]
         session_ctx, app_ctx = session_contexts(state, session)
         tasks = [
-            be.TaskAssignment(task_id=t, attempt=a, input=session.tasks[t - 1].input) for t, a in executor.tasks.items()
+            be.TaskAssignment(task_id=t, attempt=a, input=session.live(t).input) for t, a in executor.tasks.items()
         ]
     return be.ExecutorAssignment(
         executor_id=executor.id,

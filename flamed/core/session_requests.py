@@ -16,6 +16,8 @@ object (recovery, a rolled-back turn).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
 
 from flamed.core import pages, validation
@@ -36,14 +38,33 @@ MAX_KEY_LENGTH = 128
 def _session(state: ClusterState, session_id: str) -> SessionEntry:
     session = state.sessions.get(session_id)
     if session is None:
-        raise RequestError(ErrorCode.NotFound, f"session {session_id!r} not found")
+        raise RequestError(ErrorCode.NotFound, _missing_session(state, session_id))
     return session
+
+
+def _missing_session(state: ClusterState, session_id: str) -> str:
+    """Why there is no session `session_id`: retention deleted it, or it never existed."""
+    expired = state.expired_sessions.get(session_id)
+    if expired is not None:
+        reason, when = expired
+        at = datetime.fromtimestamp(when / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"session {session_id!r} expired under retention ({reason}): closed, then deleted with its "
+            f"tasks at {at} (see [retention] in the config)"
+        )
+    return f"session {session_id!r} not found"
 
 
 def _task(state: ClusterState, session_id: str, task_id: int) -> tuple[SessionEntry, TaskEntry]:
     session = _session(state, session_id)
     task = session.task(task_id)
     if task is None:
+        if session.was_expired(task_id):
+            raise RequestError(
+                ErrorCode.NotFound,
+                f"task {task_id} of session {session_id} expired under retention (max_finished_tasks): "
+                "it had finished and was deleted (see [retention] in the config)",
+            )
         raise RequestError(ErrorCode.NotFound, f"task {task_id} not found in session {session_id}")
     return session, task
 
@@ -79,12 +100,19 @@ class SessionRequests:
             if isinstance(record, r.TasksCreated):
                 self._tasks_held += len(record.inputs)
             elif isinstance(record, r.SessionDeleted):
-                self._tasks_held -= len(state.sessions[record.session_id].tasks)
+                self._tasks_held -= state.sessions[record.session_id].held
+            elif isinstance(record, r.SessionsExpired):
+                self._tasks_held -= sum(state.sessions[s].held for s in record.session_ids)
+            elif isinstance(record, r.TasksExpired):
+                session = state.sessions[record.session_id]
+                self._tasks_held -= sum(
+                    1 for first, last in record.ranges for i in range(first, last + 1) if session.task(i) is not None
+                )
 
     def _held(self, state: ClusterState) -> int:
         """Tasks in all sessions (limits.max_tasks)."""
         if self._tasks_held_of is not state:
-            self._tasks_held = sum(len(s.tasks) for s in state.sessions.values())
+            self._tasks_held = sum(s.held for s in state.sessions.values())
             self._tasks_held_of = state
         return self._tasks_held
 
@@ -176,7 +204,7 @@ class SessionRequests:
         session = turn.state.sessions.get(request.session_id)
         if session is None:
             if request.spec is None:
-                raise RequestError(ErrorCode.NotFound, f"session {request.session_id!r} not found")
+                raise RequestError(ErrorCode.NotFound, _missing_session(turn.state, request.session_id))
             return self.create_session(turn, fe.CreateSession(session_id=request.session_id, spec=request.spec))
         if session.state is not SessionState.Open:
             raise RequestError(ErrorCode.InvalidArgument, f"session {request.session_id!r} is not open")
@@ -233,7 +261,7 @@ class SessionRequests:
             raise RequestError(ErrorCode.InvalidState, f"session {session.id} is closed; it takes no new tasks")
         if not request.inputs:
             raise RequestError(ErrorCode.InvalidArgument, "CreateTasks needs at least one input")
-        if len(session.tasks) + len(request.inputs) > config.max_tasks_per_session:
+        if session.task_count + len(request.inputs) > config.max_tasks_per_session:
             raise RequestError(
                 ErrorCode.LimitExceeded,
                 f"session {session.id} would exceed {config.max_tasks_per_session} tasks "
@@ -255,7 +283,7 @@ class SessionRequests:
                 )
         if request.watch:
             self._check_watch_room(turn, peer, client, request.request_id, len(request.inputs))
-        first = len(session.tasks) + 1
+        first = session.task_count + 1
         created = r.TasksCreated(
             time=turn.now.wall, session_id=session.id, first_id=first, inputs=request.inputs, key=request.key
         )
@@ -282,8 +310,9 @@ class SessionRequests:
         task_ids = list(range(first, first + count))
         turn.count("create_tasks_repeated")
         if request.watch:
-            self._check_watch_room(turn, peer, client, request.request_id, count)
-            self._watch_results(turn, peer, client, request, task_ids)
+            held = [t for t in task_ids if session.task(t) is not None]  # expired ones are not pushed
+            self._check_watch_room(turn, peer, client, request.request_id, len(held))
+            self._watch_results(turn, peer, client, request, held)
             turn.state.touch(session.id, task_ids)  # the terminal ones are pushed now
         return fe.TasksCreated(session_id=session.id, task_ids=task_ids)
 
@@ -335,14 +364,18 @@ class SessionRequests:
         session = _session(turn.state, request.session_id)
         config = turn.config
         size = request.page_size if 0 < request.page_size < config.max_page_tasks else config.max_page_tasks
-        start, count = max(1, request.cursor), len(session.tasks)
-        tasks_list, include_data = session.tasks, request.include_data
+        start, count = max(1, request.cursor, session.base + 1), session.task_count
+        lookup, include_data = session.task, request.include_data
+        # Expired tasks are skipped: a page holds the held tasks from `cursor` on.
+        held = (t for t in range(start, count + 1) if lookup(t) is not None)
 
         def view(task_id: int) -> Task:
-            return task_view(session.id, tasks_list[task_id - 1], include_data=include_data)
+            task = lookup(task_id)
+            assert task is not None  # `held` gives held tasks only
+            return task_view(session.id, task, include_data=include_data)
 
-        tasks, _ = pages.page(range(start, count + 1), view, size, config.max_page_bytes)
-        after = start + len(tasks)
+        tasks, _ = pages.page(held, view, size, config.max_page_bytes)
+        after = tasks[-1].id + 1 if tasks else count + 1
         return fe.TasksReply(tasks=tasks, next_cursor=after if after <= count else 0)
 
     def watch_tasks(self, turn: Turn, peer: bytes, client: bytes, request: fe.WatchTasks) -> None:
@@ -360,6 +393,13 @@ class SessionRequests:
             remaining = set(request.task_ids)
             unknown = [t for t in remaining if session.task(t) is None]
             if unknown:
+                expired = [t for t in unknown if session.was_expired(t)]
+                if expired:
+                    raise RequestError(
+                        ErrorCode.NotFound,
+                        f"tasks {sorted(expired)[:10]} of session {session.id} expired under retention "
+                        "(max_finished_tasks)",
+                    )
                 raise RequestError(
                     ErrorCode.NotFound, f"tasks {sorted(unknown)[:10]} not found in session {session.id}"
                 )

@@ -17,6 +17,8 @@ Evolution: `FORMAT` goes up when the layout changes incompatibly; new fields onl
 
 from __future__ import annotations
 
+import collections
+import typing
 from collections import deque
 
 import msgspec
@@ -40,10 +42,13 @@ FORMAT = 1
 #: Column codes of task states (small ints encode faster than the enum's strings).
 _STATES = list(TaskState)
 _STATE_CODE = {state: index for index, state in enumerate(_STATES)}
+#: State code of a slot whose task expired under retention (its other columns are empty).
+_EXPIRED = 255
 
 
 class TaskColumns(msgspec.Struct, array_like=True, kw_only=True):
-    """The tasks of one session; task id N is at index N-1 of every list."""
+    """The tasks of one session; task id N is at index N-1-`SessionSnap.base` of every list
+    (state `_EXPIRED`: that task expired under retention)."""
 
     state: list[int]
     input: list[bytes | None]
@@ -73,6 +78,12 @@ class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
     batches: dict[str, tuple[int, int]] = {}
     #: Pending tasks failed at the bind retry limit, no binds until new tasks; absent in older snapshots
     bind_paused: bool = False
+    #: retention: tasks cut off the front (ids 1..base), tasks expired in all, last activity
+    base: int = 0
+    expired_tasks: int = 0
+    last_active: int = 0
+    #: tasks per state since the session began (expired ones too); empty in older snapshots
+    counts: dict[TaskState, int] = {}
 
 
 class ExecutorSnap(msgspec.Struct, array_like=True, kw_only=True):
@@ -106,6 +117,8 @@ class StateSnapshot(msgspec.Struct, array_like=True, kw_only=True):
     nodes: list[NodeSnap]
     max_epoch: int
     records_applied: int
+    #: sessions retention deleted, oldest first: [id, reason, Unix ms]; absent in older snapshots
+    expired_sessions: list[tuple[str, str, int]] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -119,8 +132,11 @@ class SnapshotFormatError(FlameBaseError, ValueError):
 # ------------------------------------------------------------------------------- encode
 
 
-def _columns(tasks: list[TaskEntry]) -> TaskColumns:
+def _columns(slots: list[TaskEntry | None]) -> TaskColumns:
     code = _STATE_CODE
+    if any(t is None for t in slots):
+        return _columns_with_gaps(slots)
+    tasks = typing.cast(list[TaskEntry], slots)
     return TaskColumns(
         state=[code[t.state] for t in tasks],
         input=[t.input for t in tasks],
@@ -136,6 +152,50 @@ def _columns(tasks: list[TaskEntry]) -> TaskColumns:
     )
 
 
+def _columns_with_gaps(slots: list[TaskEntry | None]) -> TaskColumns:
+    """As `_columns`, for a session some of whose tasks expired (None slots)."""
+    code = _STATE_CODE
+    columns = TaskColumns(
+        state=[],
+        input=[],
+        output=[],
+        creation_time=[],
+        start_time=[],
+        completion_time=[],
+        attempt=[],
+        retry_count=[],
+        executor_id=[],
+        message=[],
+        events={},
+    )
+    for t in slots:
+        if t is None:
+            columns.state.append(_EXPIRED)
+            columns.input.append(None)
+            columns.output.append(None)
+            columns.creation_time.append(0)
+            columns.start_time.append(None)
+            columns.completion_time.append(None)
+            columns.attempt.append(0)
+            columns.retry_count.append(0)
+            columns.executor_id.append(None)
+            columns.message.append(None)
+            continue
+        columns.state.append(code[t.state])
+        columns.input.append(t.input)
+        columns.output.append(t.output)
+        columns.creation_time.append(t.creation_time)
+        columns.start_time.append(t.start_time)
+        columns.completion_time.append(t.completion_time)
+        columns.attempt.append(t.attempt)
+        columns.retry_count.append(t.retry_count)
+        columns.executor_id.append(t.executor_id)
+        columns.message.append(t.message)
+        if t.events:
+            columns.events[t.id] = list(t.events)
+    return columns
+
+
 def _session(session: SessionEntry) -> SessionSnap:
     return SessionSnap(
         id=session.id,
@@ -149,6 +209,10 @@ def _session(session: SessionEntry) -> SessionSnap:
         tasks=_columns(session.tasks),
         batches=dict(session.batches),
         bind_paused=session.bind_paused,
+        base=session.base,
+        expired_tasks=session.expired_tasks,
+        counts=dict(session.counts) if session.expired_tasks else {},
+        last_active=session.last_active,
     )
 
 
@@ -185,6 +249,7 @@ def to_snapshot(state: ClusterState) -> StateSnapshot:
         ],
         max_epoch=state.max_epoch,
         records_applied=state.records_applied,
+        expired_sessions=[(i, reason, time) for i, (reason, time) in state.expired_sessions.items()],
     )
 
 
@@ -196,17 +261,20 @@ def encode_state(state: ClusterState) -> bytes:
 # ------------------------------------------------------------------------------- decode
 
 
-def _tasks(columns: TaskColumns) -> list[TaskEntry]:
-    tasks = [
+def _tasks(columns: TaskColumns, base: int) -> list[TaskEntry | None]:
+    tasks: list[TaskEntry] = [
         TaskEntry(index, task_input, creation)
         for index, task_input, creation in zip(
-            range(1, len(columns.input) + 1), columns.input, columns.creation_time, strict=True
+            range(base + 1, base + len(columns.input) + 1), columns.input, columns.creation_time, strict=True
         )
     ]
     # Most tasks of a big session are untouched Pending ones: set only the fields that differ.
     states = _STATES
+    expired: list[int] = []
     for index, code in enumerate(columns.state):
-        if code:
+        if code == _EXPIRED:
+            expired.append(index)
+        elif code:
             tasks[index].state = states[code]
     for name in ("output", "start_time", "completion_time", "executor_id", "message"):
         column: list[object] = getattr(columns, name)
@@ -218,8 +286,11 @@ def _tasks(columns: TaskColumns) -> list[TaskEntry]:
             if value:
                 setattr(tasks[index], name, value)
     for task_id, events in columns.events.items():
-        tasks[task_id - 1].events = list(events)
-    return tasks
+        tasks[task_id - 1 - base].events = list(events)
+    slots = typing.cast(list[TaskEntry | None], tasks)
+    for index in expired:
+        slots[index] = None
+    return slots
 
 
 def _session_entry(snap: SessionSnap) -> SessionEntry:
@@ -229,11 +300,18 @@ def _session_entry(snap: SessionSnap) -> SessionEntry:
     session.events = list(snap.events)
     session.bind_failures = snap.bind_failures
     session.pending = deque(snap.pending)
-    session.tasks = _tasks(snap.tasks)
+    session.base = snap.base
+    session.tasks = _tasks(snap.tasks, snap.base)
     session.batches = dict(snap.batches)
     session.bind_paused = snap.bind_paused
-    for code in snap.tasks.state:
-        session.counts[_STATES[code]] += 1
+    session.expired_tasks = snap.expired_tasks
+    session.last_active = snap.last_active or snap.creation_time
+    if snap.counts:
+        # Totals since the session began: the expired tasks count too, and their columns are gone.
+        session.counts.update(snap.counts)
+    else:
+        for code, count in collections.Counter(snap.tasks.state).items():
+            session.counts[_STATES[code]] += count
     return session
 
 
@@ -255,6 +333,12 @@ def from_snapshot(snap: StateSnapshot) -> ClusterState:
         state.nodes[node.name] = node
     state.max_epoch = snap.max_epoch
     state.records_applied = snap.records_applied
+    state.expired_sessions = {i: (reason, time) for i, reason, time in snap.expired_sessions}
+    # Derived: finished tasks held, and closed sessions in the order they closed.
+    state.finished_held = sum(s.finished_held() for s in state.sessions.values())
+    closed = [s for s in state.sessions.values() if s.state is SessionState.Closed]
+    closed.sort(key=lambda s: s.completion_time or 0)
+    state.closed = {s.id: s.completion_time or 0 for s in closed}
     return state
 
 

@@ -33,6 +33,10 @@ from protocol.types import (
 #: Session event codes (task events use the task state's index, as Flame).
 SESSION_BIND_FAILED = 1001
 SESSION_RETRY_LIMIT_REACHED = 1002
+SESSION_TASKS_EXPIRED = 1003
+#: Expired sessions remembered, newest last, so that reading one says it expired (a bounded
+#: ring: about 150 bytes each; older ones then read as never existed).
+EXPIRED_REMEMBERED = 100_000
 TASK_EVENT_CODES = {
     TaskState.Pending: 0,
     TaskState.Running: 1,
@@ -85,25 +89,92 @@ class SessionEntry:
         self.state = SessionState.Open
         self.creation_time = time
         self.completion_time: int | None = None
-        self.tasks: list[TaskEntry] = []  # task id N at index N-1
+        #: task id N at index N-1-`base`; None: expired under retention (`TasksExpired`)
+        self.tasks: list[TaskEntry | None] = []
+        #: tasks cut off the front of `tasks` (all expired): ids 1..base
+        self.base = 0
+        #: tasks expired under retention (at the front or as None slots)
+        self.expired_tasks = 0
         self.pending: deque[int] = deque()  # FIFO of Pending task ids (requeued ones go first)
+        #: tasks per state since the session began (expiry keeps the totals)
         self.counts = dict.fromkeys(TaskState, 0)
         self.events: list[Event] = []
         self.bind_failures = 0
         #: its Pending tasks were failed at the bind retry limit: no binds until new tasks come
         self.bind_paused = False
-        #: `CreateTasks` keys seen: key -> (first task id, number of tasks)
+        #: `CreateTasks` keys seen: key -> (first task id, number of tasks); a key goes when
+        #: all its tasks expired
         self.batches: dict[str, tuple[int, int]] = {}
+        #: time (Unix ms) of the last record that created or finished tasks (idle_session_ttl)
+        self.last_active = time
+
+    @property
+    def task_count(self) -> int:
+        """Tasks ever created in the session (the highest task id)."""
+        return self.base + len(self.tasks)
+
+    @property
+    def held(self) -> int:
+        """Tasks the session holds (created and not expired)."""
+        return self.base + len(self.tasks) - self.expired_tasks
+
+    def finished_held(self) -> int:
+        """Finished tasks (Succeed, Failed, Cancelled) the session holds."""
+        counts = self.counts
+        done = counts[TaskState.Succeed] + counts[TaskState.Failed] + counts[TaskState.Cancelled]
+        return done - self.expired_tasks
 
     def task(self, task_id: int) -> TaskEntry | None:
-        if 0 < task_id <= len(self.tasks):
-            return self.tasks[task_id - 1]
+        """Task `task_id`, or None: never created, or expired (`was_expired`)."""
+        index = task_id - 1 - self.base
+        if 0 <= index < len(self.tasks) and task_id > 0:
+            return self.tasks[index]
         return None
+
+    def was_expired(self, task_id: int) -> bool:
+        """Task `task_id` existed and retention deleted it."""
+        return 0 < task_id <= self.task_count and self.task(task_id) is None
+
+    def live(self, task_id: int) -> TaskEntry:
+        """Task `task_id`, which a record names: it must exist (else the record is a bug)."""
+        task = self.tasks[task_id - 1 - self.base]
+        if task is None or task_id <= self.base:
+            raise ValueError(f"task {task_id} of session {self.id} expired; a record names it")
+        return task
 
     def _move(self, task: TaskEntry, target: TaskState) -> None:
         self.counts[task.state] -= 1
         self.counts[target] += 1
         task.state = target
+
+    def expire(self, ranges: list[tuple[int, int]]) -> int:
+        """Delete the finished tasks in `ranges` (inclusive); the number deleted. Expired tasks
+        at the front are cut off (`base`), keys whose tasks all expired are forgotten."""
+        tasks, base = self.tasks, self.base
+        expired = 0
+        for first, last in ranges:
+            for task_id in range(first, last + 1):
+                task = tasks[task_id - 1 - base]
+                if task is None:
+                    continue
+                if not task.state.is_terminal:
+                    raise ValueError(f"task {task_id} of session {self.id} is {task.state}; only finished tasks expire")
+                tasks[task_id - 1 - base] = None
+                expired += 1
+        self.expired_tasks += expired
+        front = 0
+        while front < len(tasks) and tasks[front] is None:
+            front += 1
+        if front:
+            del tasks[:front]
+            self.base += front
+        batches = self.batches
+        while batches:
+            key, (first, count) = next(iter(batches.items()))
+            if first + count - 1 > self.base and any(self.task(i) for i in range(first, first + count)):
+                break
+            del batches[key]
+        return expired
 
 
 class ExecutorEntry:
@@ -141,6 +212,12 @@ class ClusterState:
         self.records_applied = 0
         #: session id -> ids of tasks whose state changed since the controller last looked.
         self.touched: dict[str, set[int]] = {}
+        #: finished tasks held in all sessions (retention.max_finished_tasks); derived
+        self.finished_held = 0
+        #: closed sessions, oldest closed first: id -> completion time (Unix ms); derived
+        self.closed: dict[str, int] = {}
+        #: the last `EXPIRED_REMEMBERED` sessions retention deleted: id -> (reason, Unix ms)
+        self.expired_sessions: dict[str, tuple[str, int]] = {}
 
     # ---------------------------------------------------------------------------- apply
 
@@ -171,11 +248,15 @@ class ClusterState:
                 del self.applications[record.name]
             case r.SessionCreated():
                 self.sessions[record.session_id] = SessionEntry(record.session_id, record.spec, record.time)
+                self.expired_sessions.pop(record.session_id, None)
             case r.SessionClosed():
                 self._session_closed(record)
             case r.SessionDeleted():
-                del self.sessions[record.session_id]
-                self.touched.pop(record.session_id, None)
+                self._remove_session(record.session_id)
+            case r.SessionsExpired():
+                self._sessions_expired(record)
+            case r.TasksExpired():
+                self._tasks_expired(record)
             case r.SessionEventRecorded():
                 session = self.sessions[record.session_id]
                 session.events.append(record.event)
@@ -199,9 +280,44 @@ class ClusterState:
             touched = self.touched[session_id] = set()
         touched.update(task_ids)
 
+    def _remove_session(self, session_id: str) -> SessionEntry:
+        session = self.sessions.pop(session_id)
+        self.touched.pop(session_id, None)
+        self.closed.pop(session_id, None)
+        self.finished_held -= session.finished_held()
+        return session
+
+    def _sessions_expired(self, record: r.SessionsExpired) -> None:
+        remembered = self.expired_sessions
+        for session_id in record.session_ids:
+            session = self._remove_session(session_id)
+            if session.state is not SessionState.Closed:
+                raise ValueError(f"session {session_id} is {session.state}; only closed sessions expire")
+            remembered.pop(session_id, None)
+            remembered[session_id] = (record.reason, record.time)
+        while len(remembered) > EXPIRED_REMEMBERED:
+            del remembered[next(iter(remembered))]
+
+    def _tasks_expired(self, record: r.TasksExpired) -> None:
+        session = self.sessions[record.session_id]
+        self.finished_held -= session.expire(record.ranges)
+        count = sum(last - first + 1 for first, last in record.ranges)
+        event = Event(
+            code=SESSION_TASKS_EXPIRED,
+            message=f"{session.expired_tasks} finished tasks expired under retention ({record.reason}); "
+            f"last {count} at {record.time}",
+            creation_time=record.time,
+        )
+        # One such event per session, the latest: a long-lived session expires tasks all along.
+        events = session.events
+        if events and events[-1].code == SESSION_TASKS_EXPIRED:
+            events[-1] = event
+        else:
+            session.events = [e for e in events if e.code != SESSION_TASKS_EXPIRED] + [event]
+
     def _tasks_created(self, record: r.TasksCreated) -> None:
         session = self.sessions[record.session_id]
-        if record.first_id != len(session.tasks) + 1:
+        if record.first_id != session.task_count + 1:
             raise ValueError(f"task ids of {record.session_id} out of order: {record.first_id}")
         time = record.time
         new = [TaskEntry(record.first_id + i, data, time) for i, data in enumerate(record.inputs)]
@@ -214,6 +330,7 @@ class ClusterState:
         ids = [t.id for t in new]
         session.pending.extend(ids)
         session.counts[TaskState.Pending] += len(new)
+        session.last_active = record.time
         self.touch(session.id, ids)
 
     def _tasks_dispatched(self, record: r.TasksDispatched) -> None:
@@ -221,7 +338,7 @@ class ClusterState:
         executor = self.executors[record.executor_id]
         dispatched = set(record.task_ids)
         for task_id in record.task_ids:
-            task = session.tasks[task_id - 1]
+            task = session.live(task_id)
             session._move(task, TASK.next(task.state, TaskTrigger.dispatch))
             task.attempt += 1
             task.start_time = record.time
@@ -240,19 +357,21 @@ class ClusterState:
     def _tasks_finished(self, record: r.TasksFinished) -> None:
         session = self.sessions[record.session_id]
         for finish in record.tasks:
-            task = session.tasks[finish.task_id - 1]
+            task = session.live(finish.task_id)
             trigger = TaskTrigger.succeed if finish.state is TaskState.Succeed else TaskTrigger.fail
             session._move(task, TASK.next(task.state, trigger))
             task.output = finish.output
             task.message = finish.message
             task.completion_time = record.time
             self._release_task(task)
+        self.finished_held += len(record.tasks)
+        session.last_active = record.time
         self.touch(session.id, [f.task_id for f in record.tasks])
 
     def _tasks_requeued(self, record: r.TasksRequeued) -> None:
         session = self.sessions[record.session_id]
         for task_id in reversed(record.task_ids):
-            task = session.tasks[task_id - 1]
+            task = session.live(task_id)
             session._move(task, TASK.next(task.state, TaskTrigger.requeue))
             self._release_task(task)
             if record.count_retry:
@@ -265,10 +384,11 @@ class ClusterState:
         session = self.sessions[record.session_id]
         failed = list(session.pending)
         for task_id in failed:
-            task = session.tasks[task_id - 1]
+            task = session.live(task_id)
             session._move(task, TASK.next(task.state, TaskTrigger.bind_failed))
             task.message = record.reason
             task.completion_time = record.time
+        self.finished_held += len(failed)
         session.pending.clear()
         session.bind_paused = True
         self.touch(session.id, failed)
@@ -284,9 +404,11 @@ class ClusterState:
         session.completion_time = record.time
         cancelled = list(session.pending)
         for task_id in cancelled:
-            task = session.tasks[task_id - 1]
+            task = session.live(task_id)
             session._move(task, TASK.next(task.state, TaskTrigger.cancel))
             task.completion_time = record.time
+        self.finished_held += len(cancelled)
+        self.closed[session.id] = record.time
         session.pending.clear()
         self.touch(session.id, cancelled)
 

@@ -158,6 +158,16 @@ class Subscriptions:
                 self._session(record)
             case r.NodeRegistered() | r.NodeChanged() | r.NodeRemoved():
                 self._node(record, state)
+            case r.SessionsExpired():
+                self._sessions.update(record.session_ids)
+                ids = record.session_ids
+                subject = ids[0] if len(ids) == 1 else f"{ids[0]} and {len(ids) - 1} more"
+                self._event(record.time, "session", subject, f"expired under retention ({record.reason})")
+            case r.TasksExpired():
+                self._sessions.add(record.session_id)
+                count = sum(last - first + 1 for first, last in record.ranges)
+                what = f"{count} finished tasks expired under retention ({record.reason})"
+                self._event(record.time, "task", record.session_id, what)
             case r.NodeDrainChanged():
                 self._nodes.add(record.name)
                 what = ("drained" if record.drained else "undrained") + (f" ({record.reason})" if record.reason else "")

@@ -129,8 +129,8 @@ class Watch:
         if remaining is not None:
             ids = task_ids & remaining if isinstance(task_ids, set) else remaining.intersection(task_ids)
             if self.terminal_only:
-                tasks = session.tasks
-                ids = {i for i in ids if tasks[i - 1].state in TERMINAL}
+                task = session.task
+                ids = {i for i in ids if (t := task(i)) is not None and t.state in TERMINAL}
             if not ids:
                 return False
             self.pending |= ids
@@ -206,7 +206,7 @@ class Watches:
         if watch.remaining is not None:
             watch.queue = sorted(watch.remaining)
         else:
-            watch.sweep, watch.sweep_end = 1, len(session.tasks)
+            watch.sweep, watch.sweep_end = session.base + 1, session.task_count
         self._due(watch)
 
     def add_results(self, watch: Watch, session: SessionEntry) -> None:
@@ -250,9 +250,32 @@ class Watches:
             self._drop(watch)
 
     def note(self, record: r.AnyRecord, state: ClusterState) -> None:
-        """A record is about to be applied (`Turn.commit`): a session's watches end with it."""
+        """A record is about to be applied (`Turn.commit`): a session's watches end with it;
+        expired tasks are no longer waited for."""
         if isinstance(record, r.SessionDeleted):
             self.drop_session(record.session_id)
+        elif isinstance(record, r.SessionsExpired):
+            for session_id in record.session_ids:
+                for watch in list(self.by_session.get(session_id, ())):
+                    self._end(watch, f"session {session_id} expired under retention ({record.reason})")
+        elif isinstance(record, r.TasksExpired):
+            self._tasks_expired(record)
+
+    def _tasks_expired(self, record: r.TasksExpired) -> None:
+        """A watch on ids forgets those that expire (they will never be pushed), and ends when
+        none is left; sweeps and queues skip expired ids as they page (`_page`)."""
+        for watch in list(self.by_session.get(record.session_id, ())):
+            remaining = watch.remaining
+            if not remaining:
+                continue
+            gone = [i for i in remaining if any(first <= i <= last for first, last in record.ranges)]
+            if not gone:
+                continue
+            remaining.difference_update(gone)
+            watch.pending.difference_update(gone)
+            self._count_ids(watch.client, -len(gone))
+            if not watch.has_work() and watch.finished(watch.entry):
+                self._end(watch)
 
     def drop_session(self, session_id: str) -> None:
         """The session is being deleted: its watches are over (and must not keep it alive)."""
@@ -275,7 +298,7 @@ class Watches:
                     self._drop(watch)
                 else:
                     watch.entry = session  # the same session, re-read
-                    self._forget_beyond(watch, len(session.tasks))
+                    self._forget_beyond(watch, session.task_count)
 
     def _forget_beyond(self, watch: Watch, count: int) -> None:
         watch.sweep_end = min(watch.sweep_end, count)
@@ -346,15 +369,29 @@ class Watches:
         return pushes
 
     def _page(self, session: SessionEntry, watch: Watch) -> tuple[TaskUpdates, int]:
-        tasks_list = session.tasks
+        lookup = session.task
         session_id, include_data = session.id, watch.include_data
+        pulled = 0  # ids taken from the watch, expired ones (skipped) included
+        last = 0
+
+        def live_ids() -> Iterator[int]:
+            nonlocal pulled, last
+            for task_id in watch.ids():
+                pulled += 1
+                if lookup(task_id) is not None:
+                    last = task_id
+                    yield task_id
 
         def view(task_id: int) -> Task:
             # pushes carry state and message; GetTask gives the events
-            return task_view(session_id, tasks_list[task_id - 1], include_data=include_data, include_events=False)
+            task = lookup(task_id)
+            assert task is not None  # live_ids gives live tasks only
+            return task_view(session_id, task, include_data=include_data, include_events=False)
 
-        tasks, size = pages.page(watch.ids(), view, self.max_page_tasks, self.max_page_bytes)
-        watch.consumed(len(tasks))
+        tasks, size = pages.page(live_ids(), view, self.max_page_tasks, self.max_page_bytes)
+        # The page stops either after its last task or on a task it had no room for (pulled,
+        # not taken: it comes first next time).
+        watch.consumed(pulled if not tasks or tasks[-1].id == last else pulled - 1)
         watch.first = False
         remaining = watch.remaining
         if remaining is not None and tasks:
