@@ -62,7 +62,9 @@ class StorageConfig(Section):
     #: Seconds between fsyncs under the "interval" policy.
     fsync_interval: float = 1.0
     #: Write a snapshot after this many log records (a record holds a batch of tasks); older
-    #: segments are then deleted. Start-up replays at most about this many records.
+    #: segments are then deleted. Start-up replays at most about this many records. A snapshot
+    #: is also written once the log since the last one is twice that snapshot's size (and at
+    #: least `segment_bytes`), so the directory stays proportional to the state held.
     snapshot_records: int = 200_000
     #: Size at which a log segment is closed and a new one started.
     segment_bytes: int = 64 * 1024 * 1024

@@ -47,6 +47,11 @@ log = logging.getLogger("flamed.storage")
 
 FsyncPolicy = Literal["always", "interval", "never"]
 SNAPSHOTS_KEPT = 2
+#: A snapshot is also due once the log written since the last one is this many times the size
+#: of that snapshot (and at least `segment_bytes`): the state directory then stays proportional
+#: to the state held (which retention bounds), not to the traffic, and the snapshots' cost stays
+#: a fixed share of the writes, whatever the size of the records.
+SNAPSHOT_LOG_RATIO = 2
 
 
 class Storage:
@@ -75,6 +80,8 @@ class Storage:
         self._closed: list[SegmentInfo] = state.segments[:-1]
         self._active = self._open_active(state.segments, state.recovery.last_seq)
         self._records_since_snapshot = state.recovery.last_seq - self._snapshot_seq
+        #: bytes of log written since the last snapshot (at start: every segment, an upper bound)
+        self._log_bytes_since_snapshot = sum(s.size for s in state.segments)
         self._batch: list[bytes] = []
         self._last_fsync = -math.inf
         self._counters = {"commits": 0, "commit_failures": 0, "fsyncs": 0, "snapshots": 0, "rotations": 0}
@@ -182,6 +189,7 @@ class Storage:
         self._records_written += len(batch)
         self._bytes_written += len(data)
         self._records_since_snapshot += len(batch)
+        self._log_bytes_since_snapshot += len(data)
 
     def _fsync_due(self, now: float) -> bool:
         if self.fsync_policy == "always":
@@ -226,7 +234,13 @@ class Storage:
     # ------------------------------------------------------------------ snapshots
 
     def should_snapshot(self) -> bool:
-        return self._records_since_snapshot >= self.snapshot_records
+        """A snapshot is due: `snapshot_records` records since the last one, or a log since
+        then `SNAPSHOT_LOG_RATIO` times the last snapshot's size (at least `segment_bytes`)."""
+        if self._records_since_snapshot >= self.snapshot_records:
+            return True
+        if not self._records_since_snapshot:
+            return False
+        return self._log_bytes_since_snapshot >= max(self.segment_bytes, SNAPSHOT_LOG_RATIO * self._snapshot_bytes)
 
     def write_snapshot(self, payload: bytes) -> None:
         """Store `payload` as the state after record `last_seq`, then drop what it makes unneeded.
@@ -245,6 +259,7 @@ class Storage:
         self._snapshot_seq = seq
         self._snapshot_bytes = len(payload)
         self._records_since_snapshot = 0
+        self._log_bytes_since_snapshot = 0
         self._counters["snapshots"] += 1
         try:
             if self._active.count:
@@ -285,6 +300,7 @@ class Storage:
             "fsync_policy": self.fsync_policy,
             "last_seq": self.last_seq,
             "records_since_snapshot": self._records_since_snapshot,
+            "log_bytes_since_snapshot": self._log_bytes_since_snapshot,
             "records_written": self._records_written,
             "bytes_written": self._bytes_written,
             "log_bytes": log_bytes,
