@@ -3,11 +3,18 @@
 Rules: `commit` appends the records of a turn to the `Storage` and commits them with one fsync
 (group commit); when that fails the turn is rolled back (rollback.py): memory is re-read from
 disk and the requests that wanted a change are answered `StorageUnavailable`, which is all the
-returned outbox holds. After the turn's messages are sent, `after_commit` writes a snapshot
+returned outbox holds. After the turn's messages are sent, `after_commit` starts a snapshot
 when the storage asks for one and keeps a timer so that under the `interval` fsync policy the
 fsync happens by its deadline. While writes fail no snapshot is written: the log stays the
-source of truth. Only the storage writes state files; without a `Storage` (tests) every turn
-counts as durable.
+source of truth.
+
+Snapshots off the loop: a snapshot is serialised and written by a forked child
+(`flamed.storage.background`), which sees the state as it was at the fork, while the loop
+goes on; the loop pays the fork (milliseconds) and, when the child reports on its pipe, the
+bookkeeping (old snapshots and segments deleted). One child at a time; a rollback and the stop
+wait for it. The snapshot at a clean stop is written in process (the loop has stopped).
+
+Only the storage writes state files; without a `Storage` (tests) every turn counts as durable.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from flamed.core.snapshot import encode_state
 from flamed.core.turn import Outbox
 from flamed.session_manager.durability import reread_state
 from flamed.storage import StorageError
+from flamed.storage.background import BackgroundSnapshot, SnapshotResult, fork_snapshot
 
 if TYPE_CHECKING:
     from flamed.core.controller import Controller
@@ -54,6 +62,12 @@ class Journal:
         self._last_snapshot: dict[str, float | int | str] = {}
         self._encoder = msgspec.msgpack.Encoder()
         self._fsync_timer: Timer | None = None
+        #: the child writing a snapshot, if any, and when it was started (perf_counter)
+        self._child: BackgroundSnapshot | None = None
+        self._child_started = 0.0
+        self._child_fork_ms = 0.0
+        #: write snapshots in a forked child (tests may turn it off)
+        self.fork_snapshots = True
 
     def commit(self, outbox: Outbox, now: Now) -> Outbox:
         """Make the turn's records durable; returns what to send for the turn (after a failed
@@ -80,6 +94,7 @@ class Journal:
     def _roll_back(self, outbox: Outbox, reason: str, now: Now) -> Outbox:
         """The turn's records are not durable: make memory equal disk, fail the turn's writes."""
         assert self.storage is not None
+        self._wait_child()  # it may be writing in the directory about to be re-read
         if reason != self.write_failure:
             log.error("storage: %s; failing the requests of this turn, reads are still served", reason)
         self.write_failure = reason
@@ -100,8 +115,11 @@ class Journal:
         storage = self.storage
         if storage is None or self.write_failure:
             return
-        if storage.should_snapshot():
-            self._write_snapshot(storage)
+        if self._child is None and storage.should_snapshot():
+            if self.fork_snapshots:
+                self._start_snapshot(storage)
+            else:
+                self._write_snapshot(storage)
         deadline = storage.next_fsync_deadline()
         timer = self._fsync_timer
         if deadline is not None and (timer is None or timer.cancelled or timer.when != deadline):
@@ -119,8 +137,67 @@ class Journal:
             self.write_failure = str(exc)
             log.error("storage: %s", exc)
 
+    def _start_snapshot(self, storage: Storage) -> None:
+        """Fork the child that writes the snapshot; the loop goes on (see the module rules)."""
+        started = time.perf_counter()
+        try:
+            seq = storage.begin_snapshot()
+        except StorageError as exc:
+            log.error("storage: %s; no snapshot, the log remains the source of truth", exc)
+            return
+        state = self.controller.state
+        try:
+            child = fork_snapshot(storage.state_dir, seq, lambda: encode_state(state))
+        except OSError as exc:
+            log.warning("snapshot: cannot fork (%s); writing it on the loop", exc)
+            self._write_snapshot(storage)
+            return
+        self._child, self._child_started = child, started
+        self._child_fork_ms = (time.perf_counter() - started) * 1000
+        self.loop.add_reader(child.fd, self._child_done)
+
+    def _child_done(self) -> None:
+        """The child's pipe is readable: it is done (or dead)."""
+        child = self._child
+        if child is None:
+            return
+        self.loop.remove_reader(child.fd)
+        self._finish(child.result())
+
+    def _wait_child(self) -> None:
+        """Block until a running child is done (before the directory is re-read, at stop)."""
+        child = self._child
+        if child is not None:
+            self.loop.remove_reader(child.fd)
+            self._finish(child.wait())
+
+    def _finish(self, result: SnapshotResult) -> None:
+        self._child = None
+        seconds = time.perf_counter() - self._child_started
+        if result.size is None:
+            log.error(
+                "storage: the snapshot of record %d failed: %s; the log remains the source of truth",
+                result.seq,
+                result.error,
+            )
+            return
+        if self.storage is not None:
+            self.storage.finish_snapshot(result.seq, result.size)
+        self._last_snapshot = {
+            "last_snapshot_wall_ms": time.time_ns() // 1_000_000,
+            "last_snapshot_duration_ms": seconds * 1000,
+            "last_snapshot_loop_ms": self._child_fork_ms,
+        }
+        log.info(
+            "snapshot of record %d written (%d bytes) in %.3f s by a child process (the loop spent %.1f ms)",
+            result.seq,
+            result.size,
+            seconds,
+            self._child_fork_ms,
+        )
+
     def _write_snapshot(self, storage: Storage) -> None:
-        """Synchronous: about a second per million tasks; the loop waits meanwhile."""
+        """Synchronous: about a second per million tasks; the loop waits meanwhile (at stop)."""
         started = time.perf_counter()
         try:
             payload = encode_state(self.controller.state)
@@ -132,6 +209,7 @@ class Journal:
         self._last_snapshot = {
             "last_snapshot_wall_ms": time.time_ns() // 1_000_000,
             "last_snapshot_duration_ms": seconds * 1000,
+            "last_snapshot_loop_ms": seconds * 1000,
         }
         log.info("snapshot of record %d written (%d bytes) in %.3f s", storage.last_seq, len(payload), seconds)
 
@@ -150,6 +228,7 @@ class Journal:
     def close(self) -> None:
         """At a clean stop: a snapshot if records came since the last one (and writes work),
         then the storage is closed. The journal has no storage afterwards."""
+        self._wait_child()
         storage, self.storage = self.storage, None
         if storage is not None:
             try:

@@ -268,6 +268,32 @@ class Storage:
         except StorageError as exc:
             log.warning("snapshot of record %d written, but cleaning up after it failed: %s", seq, exc)
 
+    def begin_snapshot(self) -> int:
+        """Start a snapshot written elsewhere (`background.fork_snapshot`): the log is made
+        durable, the active segment closed (so the segments the snapshot covers can go whole)
+        and the snapshot counters restart. Returns the record the snapshot must cover; call
+        `finish_snapshot` once the file is written. Raises `StorageError` (nothing started)."""
+        if self._batch:
+            raise RuntimeError("begin_snapshot() called with records appended but not committed")
+        self.sync()
+        seq = self.last_seq
+        if self._active.count:
+            self._rotate()
+        self._records_since_snapshot = 0
+        self._log_bytes_since_snapshot = 0
+        return seq
+
+    def finish_snapshot(self, seq: int, size: int) -> None:
+        """The snapshot of record `seq` (begun with `begin_snapshot`) is written, `size` bytes
+        of payload: drop what it makes unneeded."""
+        self._snapshot_seq = seq
+        self._snapshot_bytes = size
+        self._counters["snapshots"] += 1
+        try:
+            self._prune()
+        except StorageError as exc:
+            log.warning("snapshot of record %d written, but cleaning up after it failed: %s", seq, exc)
+
     def _prune(self) -> None:
         """Delete snapshots beyond the newest two, and segments covered by the older of those."""
         snapshots = list_snapshots(self.state_dir)
