@@ -9,8 +9,11 @@ hash of their executor manager's secret) and the highest epoch handed out. What 
 (per-state task counts) is recomputed on load; what is volatile (`touched`, links, watches) is
 not stored.
 
-Per-task data is stored in columns (one list per field, per session): that is about three times
-faster to encode and decode than one struct per task, which matters with a million tasks.
+Tasks (format 2) are stored as they are held: each session's list of `TaskEntry` structs (an
+array per task; None for a task that expired under retention), which msgspec encodes and
+decodes in C with no per-task Python code: the decoded list *is* the session's task list. A
+session's per-state counts are stored too (retention keeps totals of expired tasks). Format 1
+(one column per field, per session) is still read.
 
 Evolution: `FORMAT` goes up when the layout changes incompatibly; new fields only with defaults.
 """
@@ -37,7 +40,9 @@ from protocol.types import (
     TaskState,
 )
 
-FORMAT = 1
+FORMAT = 2
+#: Formats this version reads.
+READABLE = (1, 2)
 
 #: Column codes of task states (small ints encode faster than the enum's strings).
 _STATES = list(TaskState)
@@ -47,8 +52,7 @@ _EXPIRED = 255
 
 
 class TaskColumns(msgspec.Struct, array_like=True, kw_only=True):
-    """The tasks of one session; task id N is at index N-1-`SessionSnap.base` of every list
-    (state `_EXPIRED`: that task expired under retention)."""
+    """Format 1: the tasks of one session; task id N is at index N-1 of every list."""
 
     state: list[int]
     input: list[bytes | None]
@@ -73,7 +77,8 @@ class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
     events: list[Event]
     bind_failures: int
     pending: list[int]
-    tasks: TaskColumns
+    #: format 1 only (format 2: None, the tasks are in `entries`)
+    tasks: TaskColumns | None
     #: `CreateTasks` keys: key -> (first task id, number of tasks); absent in older snapshots
     batches: dict[str, tuple[int, int]] = {}
     #: Pending tasks failed at the bind retry limit, no binds until new tasks; absent in older snapshots
@@ -84,6 +89,8 @@ class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
     last_active: int = 0
     #: tasks per state since the session began (expired ones too); empty in older snapshots
     counts: dict[TaskState, int] = {}
+    #: format 2: the tasks, task id N at index N-1-`base` (None: expired under retention)
+    entries: list[TaskEntry | None] = []
 
 
 class ExecutorSnap(msgspec.Struct, array_like=True, kw_only=True):
@@ -132,70 +139,6 @@ class SnapshotFormatError(FlameBaseError, ValueError):
 # ------------------------------------------------------------------------------- encode
 
 
-def _columns(slots: list[TaskEntry | None]) -> TaskColumns:
-    code = _STATE_CODE
-    if any(t is None for t in slots):
-        return _columns_with_gaps(slots)
-    tasks = typing.cast(list[TaskEntry], slots)
-    return TaskColumns(
-        state=[code[t.state] for t in tasks],
-        input=[t.input for t in tasks],
-        output=[t.output for t in tasks],
-        creation_time=[t.creation_time for t in tasks],
-        start_time=[t.start_time for t in tasks],
-        completion_time=[t.completion_time for t in tasks],
-        attempt=[t.attempt for t in tasks],
-        retry_count=[t.retry_count for t in tasks],
-        executor_id=[t.executor_id for t in tasks],
-        message=[t.message for t in tasks],
-        events={t.id: list(t.events) for t in tasks if t.events},
-    )
-
-
-def _columns_with_gaps(slots: list[TaskEntry | None]) -> TaskColumns:
-    """As `_columns`, for a session some of whose tasks expired (None slots)."""
-    code = _STATE_CODE
-    columns = TaskColumns(
-        state=[],
-        input=[],
-        output=[],
-        creation_time=[],
-        start_time=[],
-        completion_time=[],
-        attempt=[],
-        retry_count=[],
-        executor_id=[],
-        message=[],
-        events={},
-    )
-    for t in slots:
-        if t is None:
-            columns.state.append(_EXPIRED)
-            columns.input.append(None)
-            columns.output.append(None)
-            columns.creation_time.append(0)
-            columns.start_time.append(None)
-            columns.completion_time.append(None)
-            columns.attempt.append(0)
-            columns.retry_count.append(0)
-            columns.executor_id.append(None)
-            columns.message.append(None)
-            continue
-        columns.state.append(code[t.state])
-        columns.input.append(t.input)
-        columns.output.append(t.output)
-        columns.creation_time.append(t.creation_time)
-        columns.start_time.append(t.start_time)
-        columns.completion_time.append(t.completion_time)
-        columns.attempt.append(t.attempt)
-        columns.retry_count.append(t.retry_count)
-        columns.executor_id.append(t.executor_id)
-        columns.message.append(t.message)
-        if t.events:
-            columns.events[t.id] = list(t.events)
-    return columns
-
-
 def _session(session: SessionEntry) -> SessionSnap:
     return SessionSnap(
         id=session.id,
@@ -206,12 +149,15 @@ def _session(session: SessionEntry) -> SessionSnap:
         events=list(session.events),
         bind_failures=session.bind_failures,
         pending=list(session.pending),
-        tasks=_columns(session.tasks),
+        tasks=None,
         batches=dict(session.batches),
         bind_paused=session.bind_paused,
         base=session.base,
         expired_tasks=session.expired_tasks,
-        counts=dict(session.counts) if session.expired_tasks else {},
+        counts=dict(session.counts),
+        # the list itself, not a copy: encoding reads it at once (or in a child that has its
+        # own copy of the state, `flamed.storage.background`)
+        entries=session.tasks,
         last_active=session.last_active,
     )
 
@@ -262,8 +208,10 @@ def encode_state(state: ClusterState) -> bytes:
 
 
 def _tasks(columns: TaskColumns, base: int) -> list[TaskEntry | None]:
+    """Format 1 columns -> the session's task list."""
+    pending = TaskState.Pending
     tasks: list[TaskEntry] = [
-        TaskEntry(index, task_input, creation)
+        TaskEntry(index, pending, task_input, creation)
         for index, task_input, creation in zip(
             range(base + 1, base + len(columns.input) + 1), columns.input, columns.creation_time, strict=True
         )
@@ -301,15 +249,15 @@ def _session_entry(snap: SessionSnap) -> SessionEntry:
     session.bind_failures = snap.bind_failures
     session.pending = deque(snap.pending)
     session.base = snap.base
-    session.tasks = _tasks(snap.tasks, snap.base)
+    session.tasks = _tasks(snap.tasks, snap.base) if snap.tasks is not None else snap.entries
     session.batches = dict(snap.batches)
     session.bind_paused = snap.bind_paused
     session.expired_tasks = snap.expired_tasks
     session.last_active = snap.last_active or snap.creation_time
     if snap.counts:
-        # Totals since the session began: the expired tasks count too, and their columns are gone.
+        # Totals since the session began: the expired tasks count too, and they are gone.
         session.counts.update(snap.counts)
-    else:
+    elif snap.tasks is not None:
         for code, count in collections.Counter(snap.tasks.state).items():
             session.counts[_STATES[code]] += count
     return session
@@ -349,6 +297,6 @@ def decode_state(payload: bytes) -> ClusterState:
         snap = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise SnapshotFormatError(f"snapshot does not decode: {exc}") from exc
-    if snap.format != FORMAT:
-        raise SnapshotFormatError(f"snapshot format {snap.format} is not {FORMAT}, the one this version reads")
+    if snap.format not in READABLE:
+        raise SnapshotFormatError(f"snapshot format {snap.format} is not one this version reads ({READABLE})")
     return from_snapshot(snap)

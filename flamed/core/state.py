@@ -5,13 +5,15 @@ record replayed from the log; so it must be deterministic and must not look at a
 record and the state. Validation happens before a record is built (in the controller);
 `apply` trusts records, and a record that does not fit the state raises (a bug, not input).
 
-Per-task objects are kept small (`__slots__`, events derived on demand) because a session
-manager holds hundreds of thousands of tasks.
+Per-task objects are kept small (`TaskEntry` is a msgspec Struct without a GC header, events
+derived on demand) because a session manager holds hundreds of thousands of tasks.
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+import msgspec
 
 from flamed.core import records as r
 from flamed.core.machines.executor import EXECUTOR, ExecutorTrigger
@@ -46,35 +48,26 @@ TASK_EVENT_CODES = {
 }
 
 
-class TaskEntry:
-    __slots__ = (
-        "attempt",
-        "completion_time",
-        "creation_time",
-        "events",
-        "executor_id",
-        "id",
-        "input",
-        "message",
-        "output",
-        "retry_count",
-        "start_time",
-        "state",
-    )
+class TaskEntry(msgspec.Struct, array_like=True, gc=False):
+    """One task, as held in memory and stored in snapshots (encoded as an array, as is).
 
-    def __init__(self, task_id: int, task_input: bytes | None, time: int) -> None:
-        self.id = task_id
-        self.state = TaskState.Pending
-        self.input = task_input
-        self.output: bytes | None = None
-        self.creation_time = time
-        self.start_time: int | None = None
-        self.completion_time: int | None = None
-        self.attempt = 0
-        self.retry_count = 0
-        self.executor_id: str | None = None
-        self.message: str | None = None
-        self.events: list[Event] | None = None  # only unusual events (retries); others are derived
+    A msgspec Struct, not a class with `__slots__`: no cycle-collector header (`gc=False`: a
+    task refers to nothing that refers back to it), and a snapshot encodes and decodes the
+    list of a session's tasks in C, with no per-task Python code. Inputs and outputs are the
+    bytes objects of the records, never copied. Evolution: new fields last, with defaults."""
+
+    id: int
+    state: TaskState = TaskState.Pending
+    input: bytes | None = None
+    creation_time: int = 0
+    output: bytes | None = None
+    start_time: int | None = None
+    completion_time: int | None = None
+    attempt: int = 0
+    retry_count: int = 0
+    executor_id: str | None = None
+    message: str | None = None
+    events: list[Event] | None = None  # only unusual events (retries); others are derived
 
     def add_event(self, event: Event) -> None:
         if self.events is None:
@@ -320,7 +313,8 @@ class ClusterState:
         if record.first_id != session.task_count + 1:
             raise ValueError(f"task ids of {record.session_id} out of order: {record.first_id}")
         time = record.time
-        new = [TaskEntry(record.first_id + i, data, time) for i, data in enumerate(record.inputs)]
+        pending = TaskState.Pending
+        new = [TaskEntry(record.first_id + i, pending, data, time) for i, data in enumerate(record.inputs)]
         session.tasks.extend(new)
         if record.key:
             session.batches[record.key] = (record.first_id, len(new))
