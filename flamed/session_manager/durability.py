@@ -90,6 +90,7 @@ def recover_state(storage: Storage) -> tuple[ClusterState, Recovered]:
     recovery = storage.recover()
     _log_repairs(recovery)
     state = state_from(recovery, storage.state_dir)
+    storage.recovered()
     seconds = time.perf_counter() - started
     log.info(
         "recovered %d records (snapshot at seq %d) in %.3f s from %s",

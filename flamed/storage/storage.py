@@ -144,6 +144,10 @@ class Storage:
         """What start-up found: the snapshot, the records after it, and the repairs made."""
         return self._recovery
 
+    def recovered(self) -> None:
+        """The state is rebuilt: let go of the snapshot's bytes (as big as the state on disk)."""
+        self._recovery.snapshot = None
+
     # ------------------------------------------------------------------ writing
 
     @property
@@ -268,20 +272,20 @@ class Storage:
         except StorageError as exc:
             log.warning("snapshot of record %d written, but cleaning up after it failed: %s", seq, exc)
 
-    def begin_snapshot(self) -> int:
-        """Start a snapshot written elsewhere (`background.fork_snapshot`): the log is made
-        durable, the active segment closed (so the segments the snapshot covers can go whole)
-        and the snapshot counters restart. Returns the record the snapshot must cover; call
-        `finish_snapshot` once the file is written. Raises `StorageError` (nothing started)."""
+    def begin_snapshot(self) -> tuple[int, int | None]:
+        """Start a snapshot written elsewhere (`background.fork_snapshot`), costing the loop no
+        I/O: returns the record the snapshot must cover and, when records since the last fsync
+        are not yet durable (`interval`, `never`), the log's descriptor, which the writer must
+        fsync before it writes the snapshot (the log must hold all a snapshot says). The
+        segments the snapshot covers go once they are closed (`segment_bytes`). The snapshot
+        counters restart; call `finish_snapshot` once the file is written."""
         if self._batch:
             raise RuntimeError("begin_snapshot() called with records appended but not committed")
-        self.sync()
-        seq = self.last_seq
-        if self._active.count:
-            self._rotate()
+        if self._active.poisoned is not None:
+            raise StorageError(f"log segment unusable: {self._active.poisoned}; restart the session manager")
         self._records_since_snapshot = 0
         self._log_bytes_since_snapshot = 0
-        return seq
+        return self.last_seq, self._active.file_descriptor() if self._active.dirty else None
 
     def finish_snapshot(self, seq: int, size: int) -> None:
         """The snapshot of record `seq` (begun with `begin_snapshot`) is written, `size` bytes
