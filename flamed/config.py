@@ -62,10 +62,12 @@ class StorageConfig(Section):
     #: Seconds between fsyncs under the "interval" policy.
     fsync_interval: float = 1.0
     #: Write a snapshot after this many log records (a record holds a batch of tasks); older
-    #: segments are then deleted. Start-up replays at most about this many records. A snapshot
-    #: is also written once the log since the last one is twice that snapshot's size (and at
-    #: least `segment_bytes`), so the directory stays proportional to the state held.
+    #: segments are then deleted. Start-up replays at most about this many records.
     snapshot_records: int = 200_000
+    #: Also write a snapshot once the log since the last one is at least this many bytes and
+    #: twice that snapshot's size: the directory then stays proportional to the state held
+    #: (which [retention] bounds), not to the traffic. 0 = by `snapshot_records` only.
+    snapshot_log_bytes: int = 4 * 1024 * 1024
     #: Size at which a log segment is closed and a new one started.
     segment_bytes: int = 64 * 1024 * 1024
 
@@ -393,6 +395,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: key executor_manager.stop_grace: must be >= 0, got {grace}")
     if config.cache.session_check_interval < 0:
         raise ConfigError(f"{source}: key cache.session_check_interval: must be >= 0")
+    if config.storage.snapshot_log_bytes < 0:
+        raise ConfigError(f"{source}: key storage.snapshot_log_bytes: must be >= 0 (0 = by snapshot_records only)")
     if config.retention.idle_session_ttl < 0:
         raise ConfigError(f"{source}: key retention.idle_session_ttl: must be >= 0 (0 = never)")
     if config.recovery.task_retry_limit < 0:

@@ -234,6 +234,7 @@ def run_session_manager(args: argparse.Namespace, config: Config) -> int:
             fsync_interval=config.storage.fsync_interval,
             segment_bytes=config.storage.segment_bytes,
             snapshot_records=config.storage.snapshot_records,
+            snapshot_log_bytes=config.storage.snapshot_log_bytes,
         )
     except StorageError as exc:
         # LockedError, CorruptLogError and friends say which file, where, and what to do.

@@ -142,14 +142,14 @@ class Journal:
         """Fork the child that writes the snapshot; the loop goes on (see the module rules)."""
         started = time.perf_counter()
         try:
-            seq, log_fd = storage.begin_snapshot()
+            seq = storage.begin_snapshot()
         except StorageError as exc:
             log.error("storage: %s; no snapshot, the log remains the source of truth", exc)
             return
         state = self.controller.state
         forking = time.perf_counter()
         try:
-            child = fork_snapshot(storage.state_dir, seq, lambda: encode_state(state), log_fd)
+            child = fork_snapshot(storage.state_dir, seq, lambda: encode_state(state))
         except OSError as exc:
             log.warning("snapshot: cannot fork (%s); writing it on the loop", exc)
             self._write_snapshot(storage)

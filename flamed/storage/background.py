@@ -9,8 +9,7 @@ parent changes meanwhile, and those whose reference counts the child touches, ar
 worst the state's size again, for as long as the child runs.
 
 Rules:
-- the child fsyncs the log if the parent's policy left it dirty, serialises (the `encode`
-  callable it is given) and writes the file
+- the child only serialises (the `encode` callable it is given) and writes the file
   (`write_snapshot_file`: tmp -> fsync -> rename -> fsync dir); it does not log, touch a
   socket, run `atexit` handlers or collect cycles, and it leaves with `os._exit`;
 - it reports on a pipe: `ok <payload bytes>` or `error <reason>`; a child that died without a
@@ -87,12 +86,10 @@ class BackgroundSnapshot:
         return self.result()
 
 
-def fork_snapshot(
-    state_dir: Path, seq: int, encode: Callable[[], bytes], log_fd: int | None = None
-) -> BackgroundSnapshot:
-    """Fork a child that fsyncs `log_fd` (if given: the log must be durable up to `seq` before
-    a snapshot of `seq` exists), then writes `encode()` as the snapshot of record `seq` in
-    `state_dir`. Raises OSError if the process cannot be forked."""
+def fork_snapshot(state_dir: Path, seq: int, encode: Callable[[], bytes]) -> BackgroundSnapshot:
+    """Fork a child that writes `encode()` as the snapshot of record `seq` in `state_dir` (the
+    log must be durable up to `seq` already: `Storage.begin_snapshot`). Raises OSError if the
+    process cannot be forked."""
     if not hasattr(os, "fork"):
         raise OSError("this platform cannot fork")
     read_fd, write_fd = os.pipe()
@@ -107,14 +104,14 @@ def fork_snapshot(
         os.close(write_fd)
         raise
     if pid == 0:  # pragma: no cover - the child; its work shows in the file and the report
-        _child(read_fd, write_fd, state_dir, seq, encode, log_fd=log_fd)
+        _child(read_fd, write_fd, state_dir, seq, encode)
     os.close(write_fd)
     return BackgroundSnapshot(pid, read_fd, seq)
 
 
-def _child(  # pragma: no cover
-    read_fd: int, write_fd: int, state_dir: Path, seq: int, encode: Callable[[], bytes], *, log_fd: int | None
-) -> None:
+def _child(
+    read_fd: int, write_fd: int, state_dir: Path, seq: int, encode: Callable[[], bytes]
+) -> None:  # pragma: no cover
     code = 1
     try:
         os.close(read_fd)
@@ -122,8 +119,6 @@ def _child(  # pragma: no cover
         signal.set_wakeup_fd(-1)
         for signum in _SIGNALS:
             signal.signal(signum, signal.SIG_DFL)  # the parent's handlers write to its loop
-        if log_fd is not None:
-            os.fsync(log_fd)
         payload = encode()
         write_snapshot_file(state_dir, seq, payload)
         os.write(write_fd, f"ok {len(payload)}".encode())

@@ -76,10 +76,6 @@ class ActiveSegment:
             ) from exc
         self.dirty = False
 
-    def file_descriptor(self) -> int:
-        """The open segment's descriptor (a snapshot child fsyncs it: `background`)."""
-        return self._require_fd()
-
     def discard_after(self, size: int, count: int) -> None:
         """Best effort, after a failed fsync: cut off the records written after `size`, so that
         a restart does not replay a batch whose requests are being failed. The segment stays

@@ -48,9 +48,9 @@ log = logging.getLogger("flamed.storage")
 FsyncPolicy = Literal["always", "interval", "never"]
 SNAPSHOTS_KEPT = 2
 #: A snapshot is also due once the log written since the last one is this many times the size
-#: of that snapshot (and at least `segment_bytes`): the state directory then stays proportional
-#: to the state held (which retention bounds), not to the traffic, and the snapshots' cost stays
-#: a fixed share of the writes, whatever the size of the records.
+#: of that snapshot (and at least `snapshot_log_bytes`): the state directory then stays
+#: proportional to the state held (which retention bounds), not to the traffic, and the
+#: snapshots' cost stays a fixed share of the writes, whatever the size of the records.
 SNAPSHOT_LOG_RATIO = 2
 
 
@@ -66,12 +66,14 @@ class Storage:
         fsync_interval: float,
         segment_bytes: int,
         snapshot_records: int,
+        snapshot_log_bytes: int = 4 << 20,
     ) -> None:
         self.state_dir = state_dir
         self.fsync_policy: FsyncPolicy = fsync
         self.fsync_interval = fsync_interval
         self.segment_bytes = segment_bytes
         self.snapshot_records = snapshot_records
+        self.snapshot_log_bytes = snapshot_log_bytes
         self._lock: StateLock | None = lock
         state = read_state_dir(state_dir)
         self._recovery = state.recovery
@@ -102,6 +104,7 @@ class Storage:
         fsync_interval: float = 1.0,
         segment_bytes: int = 64 << 20,
         snapshot_records: int = 100_000,
+        snapshot_log_bytes: int = 4 << 20,
     ) -> Storage:
         """Open (creating if needed) the state directory; raises `LockedError` if another
         process holds it, `CorruptLogError` if its contents are damaged beyond a torn tail."""
@@ -125,6 +128,7 @@ class Storage:
                 fsync_interval=fsync_interval,
                 segment_bytes=segment_bytes,
                 snapshot_records=snapshot_records,
+                snapshot_log_bytes=snapshot_log_bytes,
             )
         except BaseException:
             lock.release()
@@ -239,12 +243,13 @@ class Storage:
 
     def should_snapshot(self) -> bool:
         """A snapshot is due: `snapshot_records` records since the last one, or a log since
-        then `SNAPSHOT_LOG_RATIO` times the last snapshot's size (at least `segment_bytes`)."""
+        then `SNAPSHOT_LOG_RATIO` times the last snapshot's size and `snapshot_log_bytes` (0:
+        never by size)."""
         if self._records_since_snapshot >= self.snapshot_records:
             return True
-        if not self._records_since_snapshot:
+        if not self._records_since_snapshot or not self.snapshot_log_bytes:
             return False
-        return self._log_bytes_since_snapshot >= max(self.segment_bytes, SNAPSHOT_LOG_RATIO * self._snapshot_bytes)
+        return self._log_bytes_since_snapshot >= max(self.snapshot_log_bytes, SNAPSHOT_LOG_RATIO * self._snapshot_bytes)
 
     def write_snapshot(self, payload: bytes) -> None:
         """Store `payload` as the state after record `last_seq`, then drop what it makes unneeded.
@@ -272,20 +277,21 @@ class Storage:
         except StorageError as exc:
             log.warning("snapshot of record %d written, but cleaning up after it failed: %s", seq, exc)
 
-    def begin_snapshot(self) -> tuple[int, int | None]:
-        """Start a snapshot written elsewhere (`background.fork_snapshot`), costing the loop no
-        I/O: returns the record the snapshot must cover and, when records since the last fsync
-        are not yet durable (`interval`, `never`), the log's descriptor, which the writer must
-        fsync before it writes the snapshot (the log must hold all a snapshot says). The
-        segments the snapshot covers go once they are closed (`segment_bytes`). The snapshot
-        counters restart; call `finish_snapshot` once the file is written."""
+    def begin_snapshot(self) -> int:
+        """Start a snapshot written elsewhere (`background.fork_snapshot`): the log is made
+        durable and the active segment closed (so that the segments the snapshot covers can go
+        whole; under `fsync = "always"` both cost next to nothing, the log being durable
+        already), and the snapshot counters restart. Returns the record the snapshot must
+        cover; call `finish_snapshot` once the file is written. Raises `StorageError`."""
         if self._batch:
             raise RuntimeError("begin_snapshot() called with records appended but not committed")
-        if self._active.poisoned is not None:
-            raise StorageError(f"log segment unusable: {self._active.poisoned}; restart the session manager")
+        self.sync()  # the log must hold everything the snapshot says, in case the snapshot is lost
+        seq = self.last_seq
+        if self._active.count:
+            self._rotate()
         self._records_since_snapshot = 0
         self._log_bytes_since_snapshot = 0
-        return self.last_seq, self._active.file_descriptor() if self._active.dirty else None
+        return seq
 
     def finish_snapshot(self, seq: int, size: int) -> None:
         """The snapshot of record `seq` (begun with `begin_snapshot`) is written, `size` bytes

@@ -29,7 +29,7 @@ def test_state_dir_stays_flat_while_closed_sessions_expire(daemons: Daemons) -> 
     """400 sessions of 128 KiB each (50 MiB through the log), closed and expired: the state
     directory is no bigger in the second half of the run than in the first."""
     with daemons.config.open("a") as config:
-        config.write(f"[storage]\nsegment_bytes = {SEGMENT}\n")
+        config.write(f"[storage]\nsegment_bytes = {SEGMENT}\nsnapshot_log_bytes = {SEGMENT}\n")
         config.write("[retention]\nmax_finished_tasks = 64\ncheck_interval = 0.05\n")
     daemons.start_session_manager()
     state = daemons.dir / "state"
