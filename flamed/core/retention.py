@@ -15,9 +15,10 @@ snapshot all agree (invariant I8):
    (`TasksExpired`); Pending and Running tasks never expire, and a session's counts keep
    their totals.
 
-Each tick deletes at most `TASKS_PER_TICK` tasks (a whole session counts all its tasks), and
-looks at most `SCAN_PER_TICK` task slots of open sessions, so that a turn stays short; when
-more is due, the next tick is due at once (`next_deadline`), after the loop served its sockets.
+Each tick deletes at most `TASKS_PER_TICK` tasks (a whole session counts all its tasks) and
+`SESSIONS_PER_TICK` sessions, and looks at most `SCAN_PER_TICK` task slots of open sessions,
+so that a turn stays short; when more is due, the next tick is due at once (`next_deadline`),
+after the loop served its sockets.
 Reads of what expired say so (`ClusterState.expired_sessions`, `SessionEntry.was_expired`).
 Counted: `sessions_expired`, `tasks_expired`, `sessions_closed_idle`.
 """
@@ -37,6 +38,8 @@ log = logging.getLogger("flamed.core.retention")
 TASKS_PER_TICK = 200_000
 #: Most task slots of open sessions one tick looks at for finished tasks.
 SCAN_PER_TICK = 1_000_000
+#: Most sessions one tick deletes (empty ones cost no tasks, but each is a log entry's worth).
+SESSIONS_PER_TICK = 10_000
 #: Session event code of a session closed after `idle_session_ttl`.
 SESSION_CLOSED_IDLE = 1004
 
@@ -66,18 +69,22 @@ class Retention:
         budget = _Budget(TASKS_PER_TICK)
         cutoff = turn.now.wall - int(config.closed_session_ttl * 1000)
         state = turn.state
-        old = []
+        old: list[str] = []
         for session_id, closed_at in state.closed.items():
             if closed_at > cutoff or not budget.take(state.sessions[session_id].held):
                 break
             old.append(session_id)
+            if len(old) >= SESSIONS_PER_TICK:
+                budget.spent = True
+                break
         self._expire_sessions(turn, old, "closed_session_ttl")
         excess = state.finished_held - config.max_finished_tasks
         if excess > 0:
-            oldest = []
+            oldest: list[str] = []
             for session_id in state.closed:
                 session = state.sessions[session_id]
-                if excess <= 0 or not budget.take(session.held):
+                if excess <= 0 or len(old) + len(oldest) >= SESSIONS_PER_TICK or not budget.take(session.held):
+                    budget.spent = budget.spent or excess > 0
                     break
                 oldest.append(session_id)
                 excess -= session.finished_held()

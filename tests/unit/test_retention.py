@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from flamed.core import records as r
+from flamed.core import retention as retention_module
 from flamed.core import state as state_module
 from flamed.core.clients import Flow
 from flamed.core.snapshot import decode_state, encode_state, to_snapshot
@@ -290,3 +291,25 @@ def test_a_watch_on_ids_that_expire_ends() -> None:
     assert len(h.ctl.watches) == 0
     finals = [m for m in h.replies[peer] if isinstance(m, fe.TaskUpdates) and m.final]
     assert finals
+
+
+def test_a_tick_deletes_a_bounded_number_of_sessions_and_the_next_comes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many sessions due at once (e.g. after a long stop) go in bounded ticks, the next one
+    due at once, not one huge turn nor one tick per check_interval. Would break: a loop turn
+    as long as the backlog, or a backlog that takes hours to clear."""
+    monkeypatch.setattr(retention_module, "SESSIONS_PER_TICK", 2)
+    h = harness(closed_session_ttl=1.0)
+    h.ctl.retention.due = float("inf")
+    for i in range(5):
+        run_session(h, f"s{i}", 1)
+    h.advance(2.0)
+    h.ctl.retention.due = 0.0
+    h.ctl.tick(h.now())
+    assert len(h.state.sessions) == 3 and h.ctl.retention.due == h.t  # more due now
+    h.ctl.tick(h.now())
+    h.ctl.tick(h.now())
+    h.pump()
+    assert not h.state.sessions
+    assert [len(rec.session_ids) for rec in h.records if isinstance(rec, r.SessionsExpired)] == [2, 2, 1]
