@@ -65,7 +65,7 @@ class StorageConfig(Section):
     #: segments are then deleted. Start-up replays at most about this many records.
     snapshot_records: int = 200_000
     #: Also write a snapshot once the log since the last one is at least this many bytes and
-    #: twice that snapshot's size: the directory then stays proportional to the state held
+    #: as big as that snapshot: the directory then stays proportional to the state held
     #: (which [retention] bounds), not to the traffic. 0 = by `snapshot_records` only.
     snapshot_log_bytes: int = 4 * 1024 * 1024
     #: Size at which a log segment is closed and a new one started.

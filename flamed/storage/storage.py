@@ -51,7 +51,7 @@ SNAPSHOTS_KEPT = 2
 #: of that snapshot (and at least `snapshot_log_bytes`): the state directory then stays
 #: proportional to the state held (which retention bounds), not to the traffic, and the
 #: snapshots' cost stays a fixed share of the writes, whatever the size of the records.
-SNAPSHOT_LOG_RATIO = 2
+SNAPSHOT_LOG_RATIO = 1
 
 
 class Storage:

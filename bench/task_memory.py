@@ -1,0 +1,86 @@
+"""Memory per held task, and snapshot encode/decode time, in process (issue 17).
+
+Builds a state of `--tasks` tasks (16-byte inputs, 10 sessions, half of them closed) by
+applying records as a log replay does, and reports the RSS delta per task; then encodes a
+snapshot and rebuilds the state from it, reporting the times. (The RSS of a restart from a
+snapshot against one from the log is measured with real daemons: bench/snapshot_bench.py.)
+
+Usage: python bench/task_memory.py [--tasks 1000000] [--out bench/results/task_memory.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flamed.core import records as r  # noqa: E402
+from flamed.core.snapshot import decode_state, encode_state  # noqa: E402
+from flamed.core.state import ClusterState  # noqa: E402
+from protocol.types import Application, ApplicationSpec, SessionSpec  # noqa: E402
+
+
+def rss_mb() -> float:
+    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def build(tasks: int) -> ClusterState:
+    state = ClusterState()
+    t = 1_760_000_000_000
+    app = Application(name="a", spec=ApplicationSpec(command="x"), creation_time=t, version=1)
+    state.apply(r.ApplicationSaved(time=t, application=app))
+    per = tasks // 10
+    for s in range(10):
+        state.apply(r.SessionCreated(time=t, session_id=f"s{s}", spec=SessionSpec(application="a")))
+        for first in range(0, per, 10_000):
+            inputs = [b"%016d" % i for i in range(min(10_000, per - first))]
+            state.apply(r.TasksCreated(time=t + first, session_id=f"s{s}", first_id=first + 1, inputs=inputs))
+        if s % 2:
+            state.apply(r.SessionClosed(time=t + 5, session_id=f"s{s}"))
+    return state
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "task_memory.json"))
+    args = parser.parse_args()
+    gc.disable()  # as recovery does (flamed.session_manager.durability)
+    base = rss_mb()
+    state = build(args.tasks)
+    replayed = rss_mb() - base
+    started = time.perf_counter()
+    payload = encode_state(state)
+    encode_s = time.perf_counter() - started
+    del state
+    started = time.perf_counter()
+    rebuilt_state = decode_state(payload)
+    decode_s = time.perf_counter() - started
+    assert len(rebuilt_state.sessions) == 10
+    result = {
+        "tasks": args.tasks,
+        "bytes_per_task_replayed": round(replayed * (1 << 20) / args.tasks, 1),
+        "rss_mb_replayed": round(replayed, 1),
+        "snapshot_encode_s": round(encode_s, 3),
+        "snapshot_decode_to_state_s": round(decode_s, 3),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    print(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
