@@ -337,7 +337,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sm.kill()
             sm.wait()
         log.close()
-        result["sm_log_tail"] = (workdir / "sm.log").read_text(errors="replace")[-2000:]
+        tail = (workdir / "sm.log").read_text(errors="replace")[-2000:]
+        if tail.strip():
+            print("session manager log (tail):\n" + tail, file=sys.stderr)
         ctx.destroy(0)
         shutil.rmtree(workdir, ignore_errors=True)
     return result
@@ -364,7 +366,7 @@ def main() -> int:
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    summary = {k: v for k, v in result.items() if k not in ("samples", "sm_log_tail")}
+    summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
     return 0
 
