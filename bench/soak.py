@@ -101,8 +101,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="flsoak-", dir="/tmp"))
     frontend, backend = f"ipc://{workdir}/fe", f"ipc://{workdir}/be"
     state = workdir / "state"
-    retention = f"[retention]\nclosed_session_ttl = {float(args.closed_session_ttl)}\n"
-    retention += f"max_finished_tasks = {args.max_finished_tasks}\n"
+    retention = ""  # the defaults need no table (and a version without retention runs too)
+    if (args.closed_session_ttl, args.max_finished_tasks) != (86400.0, 1_000_000):
+        retention = f"[retention]\nclosed_session_ttl = {float(args.closed_session_ttl)}\n"
+        retention += f"max_finished_tasks = {args.max_finished_tasks}\n"
     (workdir / "flame.toml").write_text(
         f'[recovery]\nheartbeat_interval = 1.0\nheartbeat_liveness = 5\n[storage]\nfsync = "{args.fsync}"\n' + retention
     )
@@ -172,6 +174,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         long_lived.pending, long_lived.kind = rid_create, "create"
         while True:
+            if sm.poll() is not None:
+                raise RuntimeError(f"the session manager exited with status {sm.returncode}")
             now = time.monotonic()
             goal_reached = (args.tasks and created_total >= args.tasks) or (
                 args.seconds and now - started >= args.seconds
