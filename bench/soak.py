@@ -169,15 +169,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             """Ask for its counts again in 20 ms (not in a tight loop of requests)."""
             session.kind, session.wait_until = "wait", time.monotonic() + 0.02
 
-        rid_create = client.send(
-            {"type": "CreateSession", "session_id": long_lived.id, "spec": {"application": "flmping"}}
+        issue(
+            long_lived,
+            {"type": "CreateSession", "session_id": long_lived.id, "spec": {"application": "flmping"}},
+            "create",
         )
-        long_lived.pending, long_lived.kind = rid_create, "create"
         while True:
             if sm.poll() is not None:
                 raise RuntimeError(f"the session manager exited with status {sm.returncode}")
             now = time.monotonic()
-            goal_reached = (args.tasks and created_total >= args.tasks) or (
+            goal_reached = bool(args.tasks and created_total >= args.tasks) or bool(
                 args.seconds and now - started >= args.seconds
             )
             # keep `parallel` short sessions going
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         prober.replies.pop(rid)
                         pings.append((time.monotonic() - ping_sent.pop(rid)) * 1000)
                 else:
-                    node = by_sock[sock]  # type: ignore[index]
+                    node = by_sock[sock]
                     while True:
                         try:
                             frames = node.sock.recv_multipart(zmq.DONTWAIT)
@@ -303,8 +304,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 and long_lived.pending is None
             ):
                 break
-            if goal_reached and long_lived.pending is None and long_lived.succeed < long_lived.created:
-                issue(long_lived, {"type": "GetSession", "session_id": long_lived.id}, "get")
         elapsed = time.monotonic() - started
         stats_id = prober.send({"type": "GetStats"})
         first_id = prober.send({"type": "GetSession", "session_id": first_session})

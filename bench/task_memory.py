@@ -44,7 +44,7 @@ def build(tasks: int) -> ClusterState:
     for s in range(10):
         state.apply(r.SessionCreated(time=t, session_id=f"s{s}", spec=SessionSpec(application="a")))
         for first in range(0, per, 10_000):
-            inputs = [b"%016d" % i for i in range(min(10_000, per - first))]
+            inputs: list[bytes | None] = [b"%016d" % i for i in range(min(10_000, per - first))]
             state.apply(r.TasksCreated(time=t + first, session_id=f"s{s}", first_id=first + 1, inputs=inputs))
         if s % 2:
             state.apply(r.SessionClosed(time=t + 5, session_id=f"s{s}"))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 
 from flamed.core import records as r
-from flamed.core.state import SessionEntry
+from flamed.core.state import EXPIRED_TASK, SessionEntry
 from flamed.core.turn import Turn
 from protocol.types import Event, SessionState, TaskState
 
@@ -183,7 +183,7 @@ def finished_ranges(session: SessionEntry, quota: int, scan: int) -> tuple[list[
         if index >= scan or count >= quota:
             break
         task_id = base + index + 1
-        if task is None:
+        if task is EXPIRED_TASK:
             if start:
                 end = task_id
             continue

@@ -10,7 +10,7 @@ hash of their executor manager's secret) and the highest epoch handed out. What 
 not stored.
 
 Tasks (format 2) are stored as they are held: each session's list of `TaskEntry` structs (an
-array per task; None for a task that expired under retention), which msgspec encodes and
+array per task; one with id 0 for a task that expired under retention), which msgspec encodes and
 decodes in C with no per-task Python code: the decoded list *is* the session's task list. A
 session's per-state counts are stored too (retention keeps totals of expired tasks). Format 1
 (one column per field, per session) is still read.
@@ -21,12 +21,11 @@ Evolution: `FORMAT` goes up when the layout changes incompatibly; new fields onl
 from __future__ import annotations
 
 import collections
-import typing
 from collections import deque
 
 import msgspec
 
-from flamed.core.state import ClusterState, ExecutorEntry, NodeEntry, SessionEntry, TaskEntry
+from flamed.core.state import EXPIRED_TASK, ClusterState, ExecutorEntry, NodeEntry, SessionEntry, TaskEntry
 from protocol.errors import FlameBaseError
 from protocol.types import (
     Application,
@@ -89,8 +88,8 @@ class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
     last_active: int = 0
     #: tasks per state since the session began (expired ones too); empty in older snapshots
     counts: dict[TaskState, int] = {}
-    #: format 2: the tasks, task id N at index N-1-`base` (None: expired under retention)
-    entries: list[TaskEntry | None] = []
+    #: format 2: the tasks, task id N at index N-1-`base` (id 0: expired under retention)
+    entries: list[TaskEntry] = []
 
 
 class ExecutorSnap(msgspec.Struct, array_like=True, kw_only=True):
@@ -207,7 +206,7 @@ def encode_state(state: ClusterState) -> bytes:
 # ------------------------------------------------------------------------------- decode
 
 
-def _tasks(columns: TaskColumns, base: int) -> list[TaskEntry | None]:
+def _tasks(columns: TaskColumns, base: int) -> list[TaskEntry]:
     """Format 1 columns -> the session's task list."""
     pending = TaskState.Pending
     tasks: list[TaskEntry] = [
@@ -235,10 +234,9 @@ def _tasks(columns: TaskColumns, base: int) -> list[TaskEntry | None]:
                 setattr(tasks[index], name, value)
     for task_id, events in columns.events.items():
         tasks[task_id - 1 - base].events = list(events)
-    slots = typing.cast(list[TaskEntry | None], tasks)
     for index in expired:
-        slots[index] = None
-    return slots
+        tasks[index] = EXPIRED_TASK
+    return tasks
 
 
 def _session_entry(snap: SessionSnap) -> SessionEntry:
@@ -249,7 +247,12 @@ def _session_entry(snap: SessionSnap) -> SessionEntry:
     session.bind_failures = snap.bind_failures
     session.pending = deque(snap.pending)
     session.base = snap.base
-    session.tasks = _tasks(snap.tasks, snap.base) if snap.tasks is not None else snap.entries
+    if snap.tasks is not None:
+        session.tasks = _tasks(snap.tasks, snap.base)
+    elif snap.expired_tasks > snap.base:  # expired slots in the list: the shared marker again
+        session.tasks = [EXPIRED_TASK if t.id == 0 else t for t in snap.entries]
+    else:
+        session.tasks = snap.entries
     session.batches = dict(snap.batches)
     session.bind_paused = snap.bind_paused
     session.expired_tasks = snap.expired_tasks

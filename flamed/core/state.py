@@ -75,6 +75,12 @@ class TaskEntry(msgspec.Struct, array_like=True, gc=False):
         self.events.append(event)
 
 
+#: The slot of a task that expired under retention in the middle of a session's task list (the
+#: expired front is cut off instead): one shared object, never shown (`SessionEntry.task`
+#: answers None for it). In snapshots it is a task with id 0.
+EXPIRED_TASK = TaskEntry(0, TaskState.Succeed)
+
+
 class SessionEntry:
     def __init__(self, session_id: str, spec: SessionSpec, time: int) -> None:
         self.id = session_id
@@ -82,11 +88,11 @@ class SessionEntry:
         self.state = SessionState.Open
         self.creation_time = time
         self.completion_time: int | None = None
-        #: task id N at index N-1-`base`; None: expired under retention (`TasksExpired`)
-        self.tasks: list[TaskEntry | None] = []
+        #: task id N at index N-1-`base`; `EXPIRED_TASK`: expired under retention (`TasksExpired`)
+        self.tasks: list[TaskEntry] = []
         #: tasks cut off the front of `tasks` (all expired): ids 1..base
         self.base = 0
-        #: tasks expired under retention (at the front or as None slots)
+        #: tasks expired under retention (cut off the front, or `EXPIRED_TASK` slots)
         self.expired_tasks = 0
         self.pending: deque[int] = deque()  # FIFO of Pending task ids (requeued ones go first)
         #: tasks per state since the session began (expiry keeps the totals)
@@ -121,7 +127,8 @@ class SessionEntry:
         """Task `task_id`, or None: never created, or expired (`was_expired`)."""
         index = task_id - 1 - self.base
         if 0 <= index < len(self.tasks) and task_id > 0:
-            return self.tasks[index]
+            task = self.tasks[index]
+            return None if task is EXPIRED_TASK else task
         return None
 
     def was_expired(self, task_id: int) -> bool:
@@ -131,7 +138,7 @@ class SessionEntry:
     def live(self, task_id: int) -> TaskEntry:
         """Task `task_id`, which a record names: it must exist (else the record is a bug)."""
         task = self.tasks[task_id - 1 - self.base]
-        if task is None or task_id <= self.base:
+        if task is EXPIRED_TASK or task_id <= self.base:
             raise ValueError(f"task {task_id} of session {self.id} expired; a record names it")
         return task
 
@@ -148,15 +155,15 @@ class SessionEntry:
         for first, last in ranges:
             for task_id in range(first, last + 1):
                 task = tasks[task_id - 1 - base]
-                if task is None:
+                if task is EXPIRED_TASK:
                     continue
                 if not task.state.is_terminal:
                     raise ValueError(f"task {task_id} of session {self.id} is {task.state}; only finished tasks expire")
-                tasks[task_id - 1 - base] = None
+                tasks[task_id - 1 - base] = EXPIRED_TASK
                 expired += 1
         self.expired_tasks += expired
         front = 0
-        while front < len(tasks) and tasks[front] is None:
+        while front < len(tasks) and tasks[front] is EXPIRED_TASK:
             front += 1
         if front:
             del tasks[:front]

@@ -32,7 +32,7 @@ def make_records(sm: InProcess, sessions: int) -> None:
 def wait_stats(sm: InProcess, key: str, at_least: float) -> dict[str, float]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        stats = sm.call({"type": "GetStats"})["stats"]
+        stats: dict[str, float] = sm.call({"type": "GetStats"})["stats"]
         if stats.get(key, 0) >= at_least:
             return stats
     raise AssertionError(f"{key} never reached {at_least}")

@@ -10,9 +10,10 @@ import pytest
 
 from flamed.core import snapshot as snap
 from flamed.core.state import ClusterState, TaskEntry
+from protocol.types import TaskState
 from tests.durability.test_snapshot_roundtrip import canonical, scenario
 
-_STATES = list(snap.TaskState)
+_STATES = list(TaskState)
 
 
 def format1(state: ClusterState) -> bytes:

@@ -74,14 +74,13 @@ def test_what_expired_stays_expired_after_restarts(daemons: Daemons) -> None:
         with daemons.client() as client:
             assert held(client) == before, how
             reply = client.call({"type": "GetSession", "session_id": "gone"})
-            assert reply["type"] == "Error" and "expired under retention (closed_session_ttl)" in reply["message"], (
-                reply
-            )
+            assert reply["type"] == "Error", reply
+            assert "expired under retention (closed_session_ttl)" in reply["message"], reply
             reply = client.call({"type": "GetTask", "session_id": "open", "task_id": 1})
-            assert reply["type"] == "Error" and "expired under retention (max_finished_tasks)" in reply["message"], (
-                reply
-            )
+            assert reply["type"] == "Error", reply
+            assert "expired under retention (max_finished_tasks)" in reply["message"], reply
             reply = client.call({"type": "GetSession", "session_id": "never"})
-            assert reply["type"] == "Error" and "expired" not in reply["message"], reply
+            assert reply["type"] == "Error", reply
+            assert "expired" not in reply["message"], reply
             stats = client.call({"type": "GetStats"})["stats"]
             assert stats["finished_tasks_held"] == 6, how

@@ -15,7 +15,7 @@ from flamed.core import retention as retention_module
 from flamed.core import state as state_module
 from flamed.core.clients import Flow
 from flamed.core.snapshot import decode_state, encode_state, to_snapshot
-from flamed.core.state import ClusterState
+from flamed.core.state import EXPIRED_TASK, ClusterState
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
@@ -82,7 +82,8 @@ def test_closed_session_expires_after_ttl_and_reading_it_says_why() -> None:
     expired = error_of(h.request(fe.GetSession(session_id="old")))
     assert "expired under retention (closed_session_ttl)" in expired
     typo = error_of(h.request(fe.GetSession(session_id="olf")))
-    assert "expired" not in typo and "not found" in typo
+    assert "expired" not in typo
+    assert "not found" in typo
     assert "expired under retention" in error_of(h.request(fe.GetTask(session_id="old", task_id=1)))
     assert "expired under retention" in error_of(h.request(fe.ListTasks(session_id="old")))
     events = [e.message for e in h.ctl.subscriptions.events if e.kind == "session" and e.subject == "old"]
@@ -114,7 +115,8 @@ def test_max_finished_tasks_takes_closed_sessions_first_then_oldest_finished_of_
     h.ctl.retention.due = 0.0
     h.advance(1.5)
     # 17 finished, 7 too many: c1 (4), then c2 (4) go whole, oldest closed first; c3 stays
-    assert "c1" not in h.state.sessions and "c2" not in h.state.sessions
+    assert "c1" not in h.state.sessions
+    assert "c2" not in h.state.sessions
     assert "c3" in h.state.sessions
     assert h.state.finished_held == 9
     assert h.state.sessions["open"].held == 8
@@ -128,7 +130,8 @@ def test_max_finished_tasks_takes_closed_sessions_first_then_oldest_finished_of_
     assert session.held == 10
     assert session.counts[TaskState.Succeed] == 12  # totals kept
     reply = h.request(fe.GetSession(session_id="open"))
-    assert isinstance(reply, fe.SessionReply) and reply.session.succeed == 12
+    assert isinstance(reply, fe.SessionReply)
+    assert reply.session.succeed == 12
     assert any("expired under retention" in (e.message or "") for e in reply.session.events)
     expired = error_of(h.request(fe.GetTask(session_id="open", task_id=1)))
     assert "expired under retention (max_finished_tasks)" in expired
@@ -143,12 +146,12 @@ def test_max_finished_tasks_takes_closed_sessions_first_then_oldest_finished_of_
     h.tasks("open", [b"y"] * 6)
     h.advance(2.0)
     assert session.counts[TaskState.Succeed] == 12
-    assert all(t is not None and not t.state.is_terminal for t in session.tasks[-6:])
+    assert all(t is not EXPIRED_TASK and not t.state.is_terminal for t in session.tasks[-6:])
 
 
 def test_expired_tasks_of_an_open_session_in_the_middle_leave_gaps_that_reads_skip() -> None:
     """A Running task at the front does not stop later finished tasks from expiring: they
-    leave gaps (None) that every read skips and that a snapshot keeps. Would break: one stuck
+    leave gaps (`EXPIRED_TASK`) that every read skips and that a snapshot keeps. Would break: one stuck
     task pinning a long-lived session's whole history in memory."""
     h = harness(max_finished_tasks=2)
     h.ctl.retention.due = float("inf")  # no check until everything is in place
@@ -170,12 +173,14 @@ def test_expired_tasks_of_an_open_session_in_the_middle_leave_gaps_that_reads_sk
     h.advance(2.0)
     assert session.finished_held() == 2
     assert session.live(1).state is TaskState.Running
-    assert [t is None for t in session.tasks] == [False, True, True, True, True, False, False]
+    assert [session.task(i) is None for i in range(1, 8)] == [False, True, True, True, True, False, False]
     listed = h.request(fe.ListTasks(session_id="s"))
     assert isinstance(listed, fe.TasksReply)
     assert [t.id for t in listed.tasks] == [1, 6, 7]
     restored = decode_state(encode_state(h.state))
-    assert [t is None for t in restored.sessions["s"].tasks] == [t is None for t in session.tasks]
+    gaps = [session.task(i) is None for i in range(1, 8)]
+    assert [restored.sessions["s"].task(i) is None for i in range(1, 8)] == gaps
+    assert restored.sessions["s"].tasks[1] is EXPIRED_TASK  # the shared marker, not a copy
     assert canonical(restored) == canonical(h.state)
     assert canonical(replayed(h)) == canonical(h.state)
     # once task 1 finishes and expires too, the front is cut off (no None slots are kept)
@@ -184,7 +189,8 @@ def test_expired_tasks_of_an_open_session_in_the_middle_leave_gaps_that_reads_sk
     node.run_tasks()
     h.pump()
     h.advance(2.0)
-    assert session.base == 5 and all(t is not None for t in session.tasks)
+    assert session.base == 5
+    assert all(t is not EXPIRED_TASK for t in session.tasks)
 
 
 def test_idempotency_keys_go_with_their_tasks() -> None:
@@ -238,7 +244,7 @@ def test_idle_session_ttl_closes_idle_open_sessions_only_when_set() -> None:
     h.tasks("busy", [b"again"])
     h.advance(3.0)
     assert h.state.sessions["quiet"].state.value == "Closed"
-    assert any("idle_session_ttl" in e.message for e in h.state.sessions["quiet"].events)
+    assert any("idle_session_ttl" in (e.message or "") for e in h.state.sessions["quiet"].events)
     assert h.state.sessions["busy"].state.value == "Open"
     assert h.ctl.counters["sessions_closed_idle"] == 1
     h.advance(6.0)
@@ -267,7 +273,8 @@ def test_a_new_session_may_take_an_expired_id() -> None:
     run_session(h, "s", 2, close=False)
     assert "s" not in h.state.expired_sessions
     reply = h.request(fe.GetSession(session_id="s"))
-    assert isinstance(reply, fe.SessionReply) and reply.session.succeed == 2
+    assert isinstance(reply, fe.SessionReply)
+    assert reply.session.succeed == 2
 
 
 def test_a_watch_on_ids_that_expire_ends() -> None:
@@ -307,7 +314,8 @@ def test_a_tick_deletes_a_bounded_number_of_sessions_and_the_next_comes_at_once(
     h.advance(2.0)
     h.ctl.retention.due = 0.0
     h.ctl.tick(h.now())
-    assert len(h.state.sessions) == 3 and h.ctl.retention.due == h.t  # more due now
+    assert len(h.state.sessions) == 3
+    assert h.ctl.retention.due == h.t
     h.ctl.tick(h.now())
     h.ctl.tick(h.now())
     h.pump()
