@@ -62,12 +62,13 @@ def test_a_snapshot_is_written_by_a_child_and_holds_the_state_at_its_record(tmp_
 def test_a_failed_child_is_logged_and_not_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(state: object) -> bytes:
-        raise RuntimeError("cannot encode")
-
     """A child that fails is reported (logged with its reason), no snapshot is counted, and a
     restart recovers everything from the log. Would break: a failure taken for a snapshot
     (segments deleted that the state still needs)."""
+
+    def broken(state: object) -> bytes:
+        raise RuntimeError("cannot encode")
+
     monkeypatch.setattr(journal, "encode_state", broken)
     sm = InProcess(tmp_path / "state", snapshot_records=5)
     try:
