@@ -76,7 +76,8 @@ class Controller:
         self.new_id = new_id
         self.outbox = Outbox()
         self.counters: collections.Counter[str] = collections.Counter()
-        for name in (*RECOVERY_COUNTERS, "sessions_expired", "tasks_expired"):
+        shown = ("sessions_expired", "tasks_expired", "frontend_turns_cut", "backend_turns_cut")
+        for name in (*RECOVERY_COUNTERS, *shown):
             self.counters.setdefault(name, 0)
         # The parts, each the one owner of what it holds.
         self.clients = Clients(config.client_ttl)

@@ -25,8 +25,11 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -75,6 +78,24 @@ RETRY_MIN, RETRY_MAX = 0.002, 0.25
 #: (zmq_poll sees it), fairly across clients: one client's burst of big reads cannot hold the
 #: others' replies, nor heartbeats, for long.
 FRONTEND_SLICE = 0.05
+#: Seconds of node messages one loop turn reads at most (the rest next turn), so that a busy
+#: backend (results of tens of thousands of tasks a second) cannot hold clients' replies for
+#: a turn of hundreds of milliseconds.
+BACKEND_SLICE = 0.02
+
+
+T = TypeVar("T")
+
+
+def _sliced(items: Iterable[T], seconds: float, counters: Counter[str], cut: str) -> Iterator[T]:
+    """`items` until `seconds` have passed (checked before taking the next, so none is lost:
+    what is left stays in the socket for the next turn); counts `cut` when it stops early."""
+    stop = time.monotonic() + seconds
+    for item in items:
+        yield item
+        if time.monotonic() > stop:
+            counters[cut] += 1
+            return
 
 
 @dataclass
@@ -333,7 +354,7 @@ class SessionManager:
         received = drain_with_user(self.backend) if keys is not None else (("", f) for f in drain(self.backend))
         messages: list[tuple[bytes, be.NodeMessage]] = []
         senders: list[Sender] = []
-        for user, frames in received:
+        for user, frames in _sliced(received, BACKEND_SLICE, ctl.counters, "backend_turns_cut"):
             peer = frames[0]
             sender = PLAIN
             if keys is not None:
