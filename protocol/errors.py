@@ -27,11 +27,17 @@ the TUI) may derive from it. The whole tree, with where each class lives:
      +-- SettingsError        flamed.transport.settings: a client's configuration cannot be used
      +-- UnsafeDirectory      flamed.private_dirs: a directory that cannot be trusted
      +-- InstanceStartError   flamed.executor_manager.instances: an instance process cannot start
+     +-- InstallError         flamed.executor_manager.install: an application package cannot be
+     |                        installed (in the installer process; the bind fails with the log)
      +-- Fatal                flamed.executor_manager.manager: the executor manager cannot go on
      +-- Misbehaviour         flamed.executor_manager.conduct: an instance broke the instance
      |                        protocol (it is killed; its bind or running task fails)
      +-- UsageError           flamed.cli.flmctl: the command line does not say what to do
      +-- Stopped              flamed.cli.cluster: Ctrl-C or SIGTERM while the cluster starts
+     +-- RunnerError          flamed.runner.helper: `get_data` cannot read a task's data
+     |                        (flamepy's name; `error_type` says why)
+     +-- RemoteError          flamed.runner.runpy: a Runner call raised on the executor; the
+     |                        task fails as `<its type>: <its text>` with the remote traceback
      +-- FlameError           flamed.client.errors: an SDK call failed (flamepy's name; `code` is
           |                   a FlameErrorCode, `server_code` the session manager's ErrorCode)
           +-- CacheCallError  flamed.client.cache_channel: an object-cache call failed (also a

@@ -183,6 +183,9 @@ def run_cluster(args: argparse.Namespace, config: Config) -> int:
     if args.state_dir:
         sm_argv += ["--state-dir", args.state_dir]
         cache_argv += ["--state-dir", os.path.join(args.state_dir, "object-cache")]
+    # Instances inherit the executor managers' environment: a task that is itself a client
+    # (a Runner inside a task, a flmexec script) finds this cluster's frontend.
+    os.environ["FLAME_ENDPOINT"] = frontend_ep
     host = socket.gethostname()
     slots = args.slots or os.cpu_count() or 1
     names = [host] if args.executors == 1 else [f"{host}-{i}" for i in range(1, args.executors + 1)]

@@ -14,6 +14,7 @@ is closed at interpreter exit. Errors are `FlameError` (see `flamed.client.error
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flamed.client.cache import ObjectRef, delete_objects, get_object, patch_object, put_object, update_object
@@ -29,6 +30,7 @@ from flamed.client.types import (
     ApplicationSchema,
     ApplicationState,
     Event,
+    FlamePackage,
     ResourceRequirement,
     SessionAttributes,
     SessionState,
@@ -50,6 +52,7 @@ __all__ = [
     "FlameContext",
     "FlameError",
     "FlameErrorCode",
+    "FlamePackage",
     "Node",
     "ObjectRef",
     "ResourceRequirement",
@@ -86,22 +89,38 @@ __all__ = [
 
 
 class FlameContext:
-    """flamepy's `FlameContext`, read-only: where this client finds the cluster and its cache
-    (the session manager's frontend as `connect` resolves it, the cache it names)."""
+    """flamepy's `FlameContext`, read-only: where this client finds the cluster, its cache, where
+    a Runner stores packages and which application is the Runner's template.
+
+    `package` is None unless `FLAME_PACKAGE_STORAGE` (a `file://` directory) is set: packages
+    then go to the object cache. `FLAME_RUNNER_TEMPLATE` names the template (`flmrun`)."""
 
     @property
     def endpoint(self) -> str:
         return connection().endpoint
 
     @property
-    def cache(self) -> str:
+    def cache(self) -> str | None:
+        """The object cache's endpoint, or None when the cluster names none."""
         from flamed.client.cache import cache_endpoint
 
-        return cache_endpoint()
+        try:
+            return cache_endpoint()
+        except FlameError:
+            return None
 
     @property
-    def cache_endpoint(self) -> str:
+    def cache_endpoint(self) -> str | None:
         return self.cache
+
+    @property
+    def package(self) -> FlamePackage | None:
+        storage = os.environ.get("FLAME_PACKAGE_STORAGE")
+        return FlamePackage(storage=storage) if storage else None
+
+    @property
+    def runner_template(self) -> str:
+        return os.environ.get("FLAME_RUNNER_TEMPLATE") or "flmrun"
 
 
 def register_application(name: str, attrs: ApplicationAttributes | dict[str, Any]) -> None:

@@ -259,3 +259,31 @@ def application_spec(attrs: ApplicationAttributes | dict[str, Any]) -> wire.Appl
             schema = dataclasses.asdict(schema)
         fields["schema"] = wire.ApplicationSchema(**{k: v for k, v in schema.items() if v is not None})
     return wire.ApplicationSpec(**fields)
+
+
+#: What a Runner package always leaves out (flamepy's defaults).
+DEFAULT_PACKAGE_EXCLUDES = [
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    "*.egg-info",
+    ".git",
+    ".gitignore",
+    ".tox",
+    "node_modules",
+    "*.pyc",
+    "*.pyo",
+    ".DS_Store",
+]
+
+
+@dataclasses.dataclass
+class FlamePackage:
+    """flamepy's `package` configuration: where a Runner stores its package (`file://DIR`; None:
+    the object cache) and which names it leaves out (fnmatch patterns)."""
+
+    storage: str | None = None
+    excludes: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_PACKAGE_EXCLUDES))

@@ -27,9 +27,10 @@ from protocol.backend import ApplicationContext
 from protocol.errors import FlameBaseError
 
 
-def expand(text: str) -> str:
-    """Replace `${FLAME_PYTHON}` with this interpreter (which has flamed installed)."""
-    return text.replace("${FLAME_PYTHON}", sys.executable)
+def expand(text: str, python: str | None = None) -> str:
+    """Replace `${FLAME_PYTHON}` with `python`: this interpreter (which has flamed installed),
+    or the environment an application package was installed into."""
+    return text.replace("${FLAME_PYTHON}", python or sys.executable)
 
 
 class InstanceStartError(FlameBaseError):
@@ -52,22 +53,27 @@ class Instance:
         self.status: int | None = None
 
     @classmethod
-    def start(
+    def start(  # noqa: PLR0917 - install_env joined the positional extra_env
         cls,
         executor_id: str,
         app: ApplicationContext,
         endpoint: str,
         work_dir: Path,
         extra_env: dict[str, str] | None = None,
+        install_env: dict[str, str] | None = None,
     ) -> Instance:
-        """`extra_env` comes before the application's environments (they may override it)."""
+        """`extra_env` comes before the application's environments (they may override it);
+        `install_env` (its installed package: FLAME_PYTHON, PYTHONPATH, ...) after them."""
         if not app.command:
             raise InstanceStartError(f"application {app.name!r} has no command")
-        argv = [expand(app.command), *(expand(a) for a in app.arguments)]
+        install_env = install_env or {}
+        python = install_env.get("FLAME_PYTHON") or sys.executable
+        argv = [expand(app.command, python), *(expand(a, python) for a in app.arguments)]
         env = dict(os.environ)
         env.update(extra_env or {})
-        env.update({key: expand(value) for key, value in app.environments.items()})
-        env["FLAME_PYTHON"] = sys.executable
+        env.update({key: expand(value, python) for key, value in app.environments.items()})
+        env.update(install_env)
+        env["FLAME_PYTHON"] = python
         env["FLAME_INSTANCE_ENDPOINT"] = endpoint
         env["FLAME_EXECUTOR_ID"] = executor_id
         token = "i-" + secrets.token_hex(16)

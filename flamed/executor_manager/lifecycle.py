@@ -26,6 +26,7 @@ from pathlib import Path
 
 from flamed.executor_manager import conduct
 from flamed.executor_manager.executors import LocalExecutor
+from flamed.executor_manager.install import Packages
 from flamed.executor_manager.instance_window import Suspects, blame, fail_running, take_batch, take_results
 from flamed.executor_manager.instances import Instance, InstanceStartError
 from flamed.executor_manager.machines import Phase, PhaseTrigger
@@ -45,6 +46,8 @@ BIND_TIMEOUT = 60.0
 #: Messages read from the instance socket per loop turn at most (ZeroMQ reads the instances in
 #: turn, so one that floods gets its share of these, and the backend is read every turn).
 INSTANCE_MESSAGES_PER_TURN = 1000
+#: ExecutorBindFailed code for an application package that could not be installed.
+BIND_FAILED_INSTALL = 10
 #: ExecutorBindFailed code for "other" (Flame's BIND_RESULT codes: 10 install, 11 instance
 #: start, 12 on_session_enter, 19 other): an instance that misbehaved, or a refused session.
 BIND_FAILED_MISBEHAVED = 19
@@ -83,6 +86,14 @@ class Executors:
         #: instances killed for misbehaving, and binds refused because of that
         self.instances_killed = 0
         self.binds_refused = 0
+        #: application packages (install.py), next to the work dirs: <runtime>/apps
+        self.packages = Packages(
+            work_root.parent.parent / "apps",
+            lambda: self.instance_env,
+            loop.add_reader,
+            loop.remove_reader,
+            loop.call_later,
+        )
 
     def stats(self) -> dict[str, float]:
         """Counters of the instance channel for `--metrics`."""
@@ -161,9 +172,32 @@ class Executors:
             self._bind_failed(executor, BIND_FAILED_MISBEHAVED, refusal)
             self._unbound(executor, reason=f"bind refused: {refusal}")
             return
+        self._install_then_start(executor, session, app)
+
+    def _install_then_start(
+        self, executor: LocalExecutor, session: be.SessionContext, app: be.ApplicationContext
+    ) -> None:
+        """Start the instance once the application's package is installed (install.py); an
+        install in progress calls back here, and is ignored if the binding changed meanwhile."""
+
+        def installed() -> None:
+            if executor.phase is Phase.Binding and executor.instance is None and executor.session is session:
+                self._install_then_start(executor, session, app)
+
+        prepared = self.packages.prepare(app, installed)
+        if prepared is None:
+            log.info("executor %s: bind to %s waits for the install of %s", executor.id, session.session_id, app.name)
+            return
+        if prepared.error is not None:
+            log.warning("executor %s: bind to %s failed: %s", executor.id, session.session_id, prepared.error)
+            self._bind_failed(executor, BIND_FAILED_INSTALL, prepared.error)
+            self._unbound(executor, reason=f"bind failed: {prepared.error}")
+            return
         work_dir = self.work_root / executor.id
         try:
-            instance = Instance.start(executor.id, app, self.instance_endpoint, work_dir, self.instance_env)
+            instance = Instance.start(
+                executor.id, app, self.instance_endpoint, work_dir, self.instance_env, install_env=prepared.env
+            )
         except InstanceStartError as exc:
             log.warning("executor %s: bind to %s failed: %s", executor.id, session.session_id, exc)
             self._bind_failed(executor, 11, str(exc))
