@@ -22,6 +22,7 @@ import sys
 import tempfile
 from typing import Any
 
+from flamed.pythons import find_python, normalize
 from flamed.service import FlameService, SessionContext, TaskContext, run
 
 LANGUAGES = ("python", "shell")
@@ -31,14 +32,9 @@ STDERR_TAIL = 4000
 
 def python_for(runtime: str | None) -> str:
     """The interpreter for `runtime` ("3.12", "python3.12"; None: this one)."""
-    if not runtime or not runtime.strip():
-        return sys.executable
-    version = runtime.strip().removeprefix("python")
-    if version == f"{sys.version_info.major}.{sys.version_info.minor}" or version == str(sys.version_info.major):
-        return sys.executable
-    found = shutil.which(f"python{version}")
+    found = find_python(runtime)
     if found is None:
-        raise ValueError(f"Python {version} is not installed on this node (no python{version} on PATH)")
+        raise ValueError(f"Python {normalize(runtime)} is not installed on this node")
     return found
 
 

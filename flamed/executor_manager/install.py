@@ -13,28 +13,32 @@ Rules:
   with its reason (the log's last lines and the log's path), then is tried again.
 - Dependencies come from the package's `pyproject.toml` (`[project] dependencies`) and
   `requirements.txt`, installed with pip into a venv that sees the executor manager's
-  site-packages (`--system-site-packages`): what is installed there already (flamed,
+  site-packages (after its own): what is installed there already (flamed,
   cloudpickle, numpy, ...) is not downloaded again, so a package whose dependencies are all
   present installs offline; wheels shipped in the package's `wheels/` directory are used first.
   The package itself is not built: `src/` (and `src/src/` for a src layout) go on PYTHONPATH.
-- Packages: `file://PATH`, `http(s)://...`, or the object cache (`tcp://host:port/<key>`, what
-  flamed.runner stores). A `.tar.gz`/`.tgz`/`.tar`/`.zip` is unpacked (no member may leave the
-  directory); anything else is copied into `src/` as it is.
-- When a new release of an application is installed, the application's other releases are
-  removed. (The session manager does not tell executor managers when an application is
-  unregistered; releases of an application never used again stay until then.)
+- Packages: `file://PATH`, `http(s)://...`, or the object cache (`tcp://host:port/<key>`, or
+  `cache:///<key>` for the cache this executor manager names: what flamed.runner stores).
+  A tar (gzipped or not) or zip archive is unpacked (no member may leave the directory);
+  anything else is copied into `src/` as it is.
+- Executor managers of one host share `<root>` (a release is the same wherever it is
+  installed); a lock file per release makes one of them install it while the others wait.
+- Not yet: removing releases. The session manager does not tell executor managers when an
+  application is unregistered, so releases stay under `<root>` until removed by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tarfile
@@ -47,6 +51,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from flamed.lifeline import parent_death_signal
+from flamed.pythons import find_python
 from protocol.backend import ApplicationContext
 from protocol.errors import FlameBaseError
 
@@ -141,15 +146,12 @@ class Packages:
 
     def _start(self, install: _Install, app: ApplicationContext) -> None:
         release = install.release
-        if release.exists():
-            shutil.rmtree(release, ignore_errors=True)  # a half-done install of an earlier run
         release.mkdir(parents=True, exist_ok=True)
-        self._remove_other_releases(release)
         log_path = release / "install.log"
         argv = [
             sys.executable,
-            "-m",
-            "flamed.executor_manager.install",
+            "-c",
+            "import sys; from flamed.executor_manager.install import main; sys.exit(main())",
             "--app",
             app.name,
             "--url",
@@ -235,12 +237,6 @@ class Packages:
         install.failed_at = self.clock()
         log.warning("%s: %s", install.release, install.failed)
 
-    def _remove_other_releases(self, release: Path) -> None:
-        busy = {Path(k) for k, i in self.installs.items() if i.process is not None}
-        for other in release.parent.iterdir():
-            if other != release and other not in busy and other.is_dir():
-                shutil.rmtree(other, ignore_errors=True)
-
     def close(self) -> None:
         """Stop installs in progress (the executor manager is stopping)."""
         for install in self.installs.values():
@@ -289,10 +285,12 @@ def download(url: str, dest_dir: Path) -> Path:
     elif parsed.scheme in ("http", "https"):
         with urllib.request.urlopen(url, timeout=300) as response, open(target, "wb") as out:
             shutil.copyfileobj(response, out)
-    elif parsed.scheme == "tcp":
+    elif parsed.scheme in ("tcp", "cache"):
         from flamed.client.cache import ObjectRef, get_object  # only the installer process needs the SDK
 
-        data = get_object(ObjectRef(endpoint=f"tcp://{parsed.netloc}", key=parsed.path.lstrip("/"), version=0))
+        # cache:///<key>: the cache the executor manager names (FLAME_CACHE_ENDPOINT)
+        endpoint = f"tcp://{parsed.netloc}" if parsed.scheme == "tcp" else ""
+        data = get_object(ObjectRef(endpoint=endpoint, key=parsed.path.lstrip("/"), version=0))
         if not isinstance(data, bytes | bytearray):
             raise InstallError(f"object {url} is a {type(data).__name__}, not a package")
         target.write_bytes(data)
@@ -304,11 +302,10 @@ def download(url: str, dest_dir: Path) -> Path:
 
 def unpack(archive: Path, src: Path) -> None:
     src.mkdir(parents=True, exist_ok=True)
-    name = archive.name.lower()
-    if name.endswith((".tar.gz", ".tgz", ".tar")):
+    if tarfile.is_tarfile(archive):  # by content: a package in the object cache has no file name
         with tarfile.open(archive) as tar:
             tar.extractall(src, filter="data")  # refuses members that leave `src`, links out, devices
-    elif name.endswith(".zip"):
+    elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
                 if not (src / member).resolve().is_relative_to(src.resolve()):
@@ -338,11 +335,9 @@ def dependencies(src: Path) -> list[str]:
 
 
 def interpreter(version: str) -> str:
-    if version == f"{sys.version_info.major}.{sys.version_info.minor}":
-        return sys.executable
-    found = shutil.which(f"python{version}")
+    found = find_python(version)
     if found is None:
-        raise InstallError(f"Python {version} is not installed on this node (no python{version} on PATH)")
+        raise InstallError(f"Python {version} is not installed on this node")
     return found
 
 
@@ -352,8 +347,10 @@ def install_python(release: Path, src: Path, version: str, pythonpath: str) -> d
     python = base
     if deps or base != sys.executable:
         venv = release / "venv"
-        subprocess.run([base, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
         python = str(venv / "bin" / "python")
+        if base == sys.executable:
+            _see_site_packages(venv)
         probe = subprocess.run([python, "-c", "import flamed.service"], capture_output=True, check=False)
         if probe.returncode != 0:
             raise InstallError(
@@ -372,14 +369,29 @@ def install_python(release: Path, src: Path, version: str, pythonpath: str) -> d
     paths = [str(src)]
     if (src / "src").is_dir():
         paths.append(str(src / "src"))
-    if pythonpath:
-        paths.append(pythonpath)
+    # the application's PYTHONPATH, then the executor manager's (instances inherit its env)
+    paths += [p for p in (pythonpath, os.environ.get("PYTHONPATH", "")) if p]
     return {
         "FLAME_PYTHON": python,
         "FLAME_PYTHON_VERSION": version,
         "FLAME_APP_DIR": str(src),
         "PYTHONPATH": os.pathsep.join(paths),
     }
+
+
+def _see_site_packages(venv: Path) -> None:
+    """Let the venv see this interpreter's site-packages after its own (with their .pth files:
+    editable installs), so what is installed here already is neither downloaded nor copied.
+    (`venv --system-site-packages` would show the base interpreter's, not a venv's.)"""
+    purelib = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs)
+    Path(purelib, "_flame_node_site.pth").write_text(lines)
 
 
 def install_binary(src: Path) -> dict[str, str]:
@@ -402,6 +414,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     release: Path = args.release
     src = release / "src"
+    # Executor managers of one host share the releases: one installs, the others wait for it.
+    with open(release.parent / f"{release.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (release / "env.json").exists():
+            print(f"installed {args.app} (by another executor manager)", flush=True)
+            return 0
+        for leftover in ("download", "src", "venv"):  # a half-done install of an earlier run
+            shutil.rmtree(release / leftover, ignore_errors=True)
+        return _install(args, release, src)
+
+
+def _install(args: argparse.Namespace, release: Path, src: Path) -> int:
     try:
         archive = download(args.url, release / "download")
         unpack(archive, src)

@@ -4,7 +4,8 @@ Python package metadata, stored where the executor managers can fetch it.
 
 Storage: `file://DIR` (a directory every node sees, `FLAME_PACKAGE_STORAGE`) or, by default,
 the object cache under `<app>/pkg/<id>`; the application's `url` is then the cache's endpoint
-followed by the key (`tcp://host:port/<app>/pkg/<id>`), which the executor manager's installer
+followed by the key (`tcp://host:port/<app>/pkg/<id>`; `cache:///<key>` for a cache on an
+ipc:// endpoint: the one the executor manager knows), which the executor manager's installer
 reads (flamed/executor_manager/install.py). The archive is built in a temporary file, never in
 the user's directory.
 """
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from flamed.client import FlameError, FlameErrorCode, ObjectRef, delete_objects, put_object
+from flamed.client import FlameError, FlameErrorCode, delete_objects, put_object
 from flamed.client.cache import cache_endpoint
 from flamed.client.types import DEFAULT_PACKAGE_EXCLUDES
 
@@ -95,14 +96,10 @@ def upload(name: str, archive: Path, storage: str | None) -> str:
         shutil.copyfile(archive, target)
         return f"file://{target}"
     endpoint = cache_endpoint()
-    if not endpoint.startswith("tcp://"):
-        raise FlameError(
-            FlameErrorCode.INVALID_CONFIG,
-            f"the object cache at {endpoint} cannot hold Runner packages (a tcp:// endpoint is needed); "
-            "set FLAME_PACKAGE_STORAGE=file:///shared/dir",
-        )
     ref = put_object(f"{name}/pkg", archive.read_bytes())
-    return f"{endpoint}/{ref.key}"
+    if endpoint.startswith("tcp://"):
+        return f"{endpoint}/{ref.key}"
+    return f"cache:///{ref.key}"  # an ipc:// cache: the one the executor manager names
 
 
 def remove(url: str | None) -> None:
@@ -112,11 +109,5 @@ def remove(url: str | None) -> None:
     parsed = urlparse(url)
     if parsed.scheme == "file":
         Path(parsed.path).unlink(missing_ok=True)
-    elif parsed.scheme == "tcp":
+    elif parsed.scheme in ("tcp", "cache"):
         delete_objects(parsed.path.lstrip("/"))
-
-
-def cache_ref(url: str) -> ObjectRef:
-    """The object a `tcp://host:port/<key>` package url names."""
-    parsed = urlparse(url)
-    return ObjectRef(endpoint=f"tcp://{parsed.netloc}", key=parsed.path.lstrip("/"), version=0)

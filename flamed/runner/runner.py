@@ -14,10 +14,12 @@ chained arguments travel executor -> cache -> executor, never through the client
 exception fails the task with its type, text and remote traceback, raised by `get()`/`wait()`
 as a `FlameError`.
 
-Close (or leaving the `with`) closes the services' sessions (pending calls are cancelled; it
-waits up to `close_timeout` for running calls), unregisters the application, deletes its
-objects and its package. A Runner that found the application registered already (another
-Runner, or a Runner inside a task) leaves all of that to the one that registered it.
+Close (or leaving the `with`) closes the services' sessions, unregisters the application,
+deletes its objects (results included) and its package. The session manager refuses to close
+a session while tasks run (tasks queued at an executor count as running), so close waits for
+the calls in flight, up to `FLAME_RUNNER_CLOSE_TIMEOUT` seconds (60) per session. A Runner
+that found the application registered already (another Runner, or a Runner inside a task)
+leaves all of that to the one that registered it.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from flamed.client import (
     ResourceRequirement,
     Session,
     SessionAttributes,
+    SessionState,
     delete_objects,
     get_application,
     get_object,
+    list_sessions,
     open_session,
     put_object,
     register_application,
@@ -191,12 +195,16 @@ class RunnerService:
         return self._function_wrapper(*args, **kwargs)
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Close the session: pending calls are cancelled; running ones are waited for (the
-        session manager refuses to close a session while tasks run) up to `timeout` seconds."""
+        """Close the session once no task runs (the session manager refuses before), waiting
+        up to `timeout` seconds; pending tasks are then cancelled."""
+        self.close_session(self._session, timeout)
+
+    @staticmethod
+    def close_session(session: Session, timeout: float = CLOSE_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._session.close()
+                session.close()
                 return
             except FlameError as exc:
                 if exc.code is not FlameErrorCode.INVALID_STATE or time.monotonic() >= deadline:
@@ -310,6 +318,7 @@ class Runner:
             except FlameError as exc:
                 log.error("Runner %s: closing session %s failed: %s", self._name, service._session.id, exc)
         self._services.clear()
+        self._close_other_sessions()
         try:
             unregister_application(self._name)
             self._app_registered = False
@@ -320,6 +329,20 @@ class Runner:
         except FlameError as exc:
             log.error("Runner %s: deleting its cached objects failed: %s", self._name, exc)
         self._remove_package()
+
+    def _close_other_sessions(self) -> None:
+        """Sessions of the application opened by other Runners (one that found it registered,
+        or one inside a task): the application goes, so they go too."""
+        try:
+            sessions = [s for s in list_sessions() if s.application == self._name and s.state is SessionState.Open]
+        except FlameError as exc:
+            log.error("Runner %s: listing its sessions failed: %s", self._name, exc)
+            return
+        for session in sessions:
+            try:
+                RunnerService.close_session(session)
+            except FlameError as exc:
+                log.error("Runner %s: closing session %s failed: %s", self._name, session.id, exc)
 
     def _remove_package(self) -> None:
         try:
