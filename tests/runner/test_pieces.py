@@ -1,0 +1,111 @@
+"""The Runner's and the installer's pure pieces, without a cluster: flamepy's scaling rules,
+package contents, archive safety, dependency lists, remote errors."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from flamed.executor_manager.install import InstallError, dependencies, unpack
+from flamed.runner import RunnerContext, SessionContext
+from flamed.runner.package import build, generated_pyproject
+from flamed.runner.runpy import RemoteError, remote_error, resolve_arguments
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+
+def test_runner_context_follows_flamepy_defaults_and_errors() -> None:
+    """Functions and classes autoscale from 0 (or warmup) without a maximum; fixed services run
+    warmup or 1; instances are stateful and fixed. Breaks if sessions get other min/max
+    instances than flamepy's or a bad combination is accepted."""
+    fn = RunnerContext(execution_object=len)
+    assert (fn.stateful, fn.autoscale, fn.min_instances, fn.max_instances) == (False, True, 0, None)
+    fixed = RunnerContext(execution_object=Counter, autoscale=False, warmup=3)
+    assert (fixed.min_instances, fixed.max_instances) == (3, 3)
+    inst = RunnerContext(execution_object=Counter())
+    assert (inst.stateful, inst.autoscale, inst.min_instances, inst.max_instances) == (True, False, 1, 1)
+    with pytest.raises(ValueError, match="always fixed"):
+        RunnerContext(execution_object=Counter(), autoscale=True)
+    with pytest.raises(ValueError, match="always stateless"):
+        RunnerContext(execution_object=Counter, stateful=True)
+    with pytest.raises(ValueError, match="cannot be empty"):
+        SessionContext(session_id="")
+
+
+def test_package_leaves_out_the_default_excludes_and_adds_dependencies(tmp_path: Path) -> None:
+    """The archive has the user's files, not .venv/__pycache__/*.pyc/.git, and a generated
+    pyproject.toml naming the dependencies. Breaks if a venv is shipped or dependencies lost."""
+    (tmp_path / "main.py").write_text("x = 1\n")
+    for junk in (".venv/bin", "__pycache__", ".git"):
+        (tmp_path / junk).mkdir(parents=True)
+    (tmp_path / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "stale.pyc").write_bytes(b"\0")
+    archive = build("app", tmp_path, ["numpy>=2"], [])
+    try:
+        with tarfile.open(archive) as tar:
+            names = set(tar.getnames())
+            pyproject = tar.extractfile("pyproject.toml")
+            assert pyproject is not None
+            text = pyproject.read().decode()
+    finally:
+        archive.unlink()
+        archive.parent.rmdir()
+    assert names == {"main.py", "pyproject.toml"}
+    assert '"numpy>=2"' in text
+    (tmp_path / "setup.py").write_text("")
+    assert generated_pyproject("app", tmp_path, ["numpy"]) is None  # its own metadata wins
+
+
+def test_unpack_refuses_members_outside_the_package(tmp_path: Path) -> None:
+    """A package is untrusted input to the node: a member named ../x must not be written
+    outside the release directory. Breaks if a package can overwrite the node's files."""
+    archive = tmp_path / "evil"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"owned"
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(tarfile.TarError):
+        unpack(archive, tmp_path / "src")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_dependencies_come_from_pyproject_and_requirements(tmp_path: Path) -> None:
+    """Breaks if the installer misses a dependency source, or fails quietly on a broken file."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["a>=1"]\n')
+    (tmp_path / "requirements.txt").write_text("b==2  # pinned\n-r other.txt\n\n")
+    assert dependencies(tmp_path) == ["a>=1", "b==2"]
+    (tmp_path / "pyproject.toml").write_text("[project\n")
+    with pytest.raises(InstallError, match=r"pyproject\.toml"):
+        dependencies(tmp_path)
+
+
+def test_remote_error_keeps_the_type_name_text_and_traceback() -> None:
+    """The task's failure reads `<Type>: <text>` then the remote traceback. Breaks if the
+    caller loses the type or where it was raised."""
+
+    def deep() -> None:
+        raise KeyError("missing")
+
+    try:
+        deep()
+    except KeyError as exc:
+        error = remote_error(exc)
+    assert isinstance(error, RemoteError) and type(error).__name__ == "KeyError"
+    assert str(error).startswith("'missing'") and "in deep" in str(error)
+
+
+def test_arguments_without_refs_pass_through() -> None:
+    """No ObjectRef among the arguments: nothing is fetched, nothing changes."""
+    args, kwargs = resolve_arguments((1, [2, 3]), {"k": {"x": 4}})
+    assert args == (1, [2, 3]) and kwargs == {"k": {"x": 4}}
