@@ -53,6 +53,14 @@ def uses_tinydep():
     return tinydep.VALUE
 
 
+def nested(n):
+    # a task that is itself a Runner client (its own application, from inside the cluster)
+    from flamed.runner import Runner
+
+    with Runner("inner") as inner:
+        return inner.service(abs)(-n).get() + 1
+
+
 def slow(seconds, value):
     time.sleep(seconds)
     return value

@@ -51,6 +51,15 @@ def test_remote_exception_carries_the_remote_traceback(runner_cluster: Daemons, 
     assert "in _inner" in message and "tasks.py" in message
 
 
+def test_runner_inside_a_task(runner_cluster: Daemons, project: ModuleType) -> None:
+    """A call that starts a Runner of its own: the instance finds the cluster (FLAME_ENDPOINT
+    from its executor manager) and its inner application is cleaned up. Breaks if code run by
+    the cluster cannot use the cluster."""
+    with Runner("outer") as rr:
+        assert rr.service(project.nested)(6).get() == 7
+    assert not {"outer", "inner"} & app_names()
+
+
 def test_missing_dependency_is_named(runner_cluster: Daemons, project: ModuleType) -> None:
     """Code that imports a module the node does not have fails its call with the import error
     and its traceback (not a hung call or a bare "task failed")."""
