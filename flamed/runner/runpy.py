@@ -32,6 +32,8 @@ log = logging.getLogger("flamed.runner")
 MAX_PARALLEL_RESOLVE = 8
 #: How deep ObjectRefs are looked for inside list, tuple and dict arguments.
 MAX_NESTING = 4
+#: Characters of a remote traceback kept in a task's failure (the session manager keeps it).
+MAX_TRACEBACK = 8000
 
 
 class RemoteError(FlameBaseError):
@@ -42,6 +44,9 @@ def remote_error(exc: BaseException) -> Exception:
     """An exception named like `exc` whose text is `exc`'s text and its remote traceback (the
     instance reports a failure as `<type name>: <text>`)."""
     trace = "".join(traceback.format_exception(exc)).rstrip()
+    if len(trace) > MAX_TRACEBACK:  # a deep recursion: its start and where it ended
+        head, tail = trace[: MAX_TRACEBACK // 4], trace[MAX_TRACEBACK // 4 - MAX_TRACEBACK :]
+        trace = f"{head}\n  ... {len(trace) - MAX_TRACEBACK} characters left out ...\n{tail}"
     error_type: type[RemoteError] = type(type(exc).__name__, (RemoteError,), {"__module__": type(exc).__module__})
     return error_type(f"{exc}\n\nRemote {trace}")
 

@@ -12,7 +12,7 @@ import pytest
 from flamed.executor_manager.install import InstallError, dependencies, unpack
 from flamed.runner import RunnerContext, SessionContext
 from flamed.runner.package import build, generated_pyproject
-from flamed.runner.runpy import RemoteError, remote_error, resolve_arguments
+from flamed.runner.runpy import MAX_TRACEBACK, RemoteError, remote_error, resolve_arguments
 
 
 class Counter:
@@ -109,3 +109,22 @@ def test_arguments_without_refs_pass_through() -> None:
     """No ObjectRef among the arguments: nothing is fetched, nothing changes."""
     args, kwargs = resolve_arguments((1, [2, 3]), {"k": {"x": 4}})
     assert args == (1, [2, 3]) and kwargs == {"k": {"x": 4}}
+
+
+def test_a_deep_traceback_is_cut_in_the_middle() -> None:
+    """A RecursionError's traceback is thousands of frames; the task's failure keeps its start
+    and its end within MAX_TRACEBACK. Breaks if one failure can bloat the session manager."""
+
+    def ping(n: int) -> int:  # alternating frames: Python cannot fold them into one line
+        return pong(n + 1)
+
+    def pong(n: int) -> int:
+        return ping(n + 1)
+
+    try:
+        ping(0)
+    except RecursionError as exc:
+        error = remote_error(exc)
+    text = str(error)
+    assert len(text) < MAX_TRACEBACK + 500
+    assert "characters left out" in text and text.rstrip().endswith("maximum recursion depth exceeded")
