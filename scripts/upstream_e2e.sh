@@ -7,7 +7,8 @@
 #              test_cache.py test_application.py); extra pytest arguments after `--`
 #
 # What it does, and nothing more: copies e2e/ (and examples/) to a temp dir, renames the
-# flamepy imports with sed (flamepy / flamepy.core / flamepy.util -> flamed.client,
+# flamepy imports with sed (flamepy / flamepy.core / flamepy.util -> flamed.client, or
+# flamed.service in a service file that uses flamepy.FlameService,
 # flamepy.service -> flamed.service, flamepy.cache -> flamed.cache, flamepy.runner ->
 # flamed.runner, flamepy.tools -> flamed.tools), starts `flamed cluster` on free ports with its
 # state in the temp dir, points the tests at it with FLAME_ENDPOINT (as flamepy reads it), runs
@@ -56,6 +57,10 @@ else  # a bare mirror
 fi
 
 # --- rename the imports --------------------------------------------------------------------
+# A service file uses flamepy's top-level service names (flamepy.FlameService, flamepy.run):
+# here they live in flamed.service (flamed.client is the client side and cannot import it).
+grep -rlE --include='*.py' 'flamepy\.(FlameService|run\()' "$work/e2e" "$work/examples" | xargs -r sed -i -E \
+    -e 's/^([[:space:]]*)import flamepy$/\1import flamed.service as flamepy/'
 find "$work/e2e" "$work/examples" -name '*.py' -print0 | xargs -0 sed -i -E \
     -e 's/^([[:space:]]*)import flamepy$/\1import flamed.client as flamepy/' \
     -e 's/^([[:space:]]*)import flamepy\.core\.cache as/\1import flamed.client.cache as/' \
