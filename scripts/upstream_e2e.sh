@@ -83,6 +83,9 @@ EOF
 export FLAME_ENDPOINT="tcp://127.0.0.1:$p1"
 export PATH="$venv/bin:$PATH"
 unset FLAME_CACHE_ENDPOINT
+# From the temp dir: the cluster's children run `python -m flamed`, which imports from the
+# current directory first (started in another checkout, they would run its code).
+cd "$work"
 "$venv/bin/flamed" cluster --frontend "$FLAME_ENDPOINT" --backend "tcp://127.0.0.1:$p2" \
     --cache "tcp://127.0.0.1:$p3" --state-dir "$work/state" --executors "${EXECUTORS:-1}" --slots "${SLOTS:-4}" \
     --log-level warning 2>"$work/cluster.log" &
