@@ -57,6 +57,8 @@ from flamed.client import (
     unregister_application,
 )
 from flamed.runner import package
+from flamed.runner.runpy import Inline as _Inline
+from flamed.runner.runpy import is_inline
 from flamed.runner.types import RunnerContext, RunnerRequest, SessionContext
 
 log = logging.getLogger("flamed.runner")
@@ -67,25 +69,50 @@ MAX_NESTING = 4
 CLOSE_TIMEOUT = float(os.environ.get("FLAME_RUNNER_CLOSE_TIMEOUT", "60"))
 
 
-def _decode_ref(result: Any) -> ObjectRef:
+def _output(future: Future[Any]) -> bytes:
+    result = future.result()
     if isinstance(result, ObjectRef):
-        return result
+        return result.encode()
     if not isinstance(result, bytes | bytearray):
-        raise FlameError(FlameErrorCode.INTERNAL, f"a Runner task returned {type(result).__name__}, not an ObjectRef")
-    return ObjectRef.decode(bytes(result))
+        raise FlameError(FlameErrorCode.INTERNAL, f"a Runner task returned {type(result).__name__}, not its result")
+    return bytes(result)
 
 
 class ObjectFuture:
-    """The result of a remote call: `ref()` its ObjectRef, `get()` the object, `wait()`."""
+    """The result of a remote call: `ref()` its ObjectRef, `get()` the object, `wait()`.
 
-    def __init__(self, future: Future[Any]) -> None:
+    A small result comes in the task's output itself (runpy.py); `ref()` then puts it in the
+    cache (under the service's `<app>/<session>`) the first time it is asked for."""
+
+    def __init__(self, future: Future[Any], key_prefix: str | None = None) -> None:
         self._future = future
+        self._key_prefix = key_prefix
+        self._ref: ObjectRef | None = None
 
     def ref(self) -> ObjectRef:
-        return _decode_ref(self._future.result())
+        if self._ref is None:
+            output = _output(self._future)
+            if is_inline(output):
+                if self._key_prefix is None:
+                    raise FlameError(FlameErrorCode.INVALID_STATE, "this ObjectFuture's result has no cache key")
+                self._ref = put_object(self._key_prefix, cloudpickle.loads(output))
+            else:
+                self._ref = ObjectRef.decode(output)
+        return self._ref
 
     def get(self) -> Any:
+        output = _output(self._future)
+        if is_inline(output) and self._ref is None:
+            return cloudpickle.loads(output)
         return get_object(self.ref())
+
+    def _argument(self) -> Any:
+        """What travels in a call that takes this future: a small result itself, else its ref
+        (the executor fetches the object)."""
+        output = _output(self._future)
+        if is_inline(output) and self._ref is None:
+            return _Inline(output)
+        return self.ref()
 
     def wait(self) -> None:
         self._future.result()
@@ -109,11 +136,11 @@ def _as_ref(value: Any, depth: int = 0) -> Any:
     """An ObjectFuture becomes its ObjectRef (fetched on the executor), inside lists, tuples and
     dicts too (fan-in: `total([square(i) for i in ...])`)."""
     if isinstance(value, ObjectFuture):
-        return value.ref()
+        return value._argument()
     if depth < MAX_NESTING:
-        if isinstance(value, list | tuple) and any(_has_future(v) for v in value):
+        if type(value) in (list, tuple) and any(_has_future(v) for v in value):
             return type(value)(_as_ref(v, depth + 1) for v in value)
-        if isinstance(value, dict) and any(_has_future(v) for v in value.values()):
+        if type(value) is dict and any(_has_future(v) for v in value.values()):
             return {k: _as_ref(v, depth + 1) for k, v in value.items()}
     return value
 
@@ -159,6 +186,7 @@ class RunnerService:
             resreq=resreq,
         )
         self._session: Session = open_session(session_id, spec)
+        self._key_prefix = f"{app}/{session_id}"
         if callable(execution_object) and not inspect.isclass(execution_object):
             self._function_wrapper = self._wrapper(None)
         else:
@@ -181,7 +209,7 @@ class RunnerService:
                 kwargs={k: _as_ref(v) for k, v in kwargs.items()} or None,
             )
             data = cloudpickle.dumps(request, protocol=cloudpickle.DEFAULT_PROTOCOL)
-            return ObjectFuture(self._session.run(data))
+            return ObjectFuture(self._session.run(data), self._key_prefix)
 
         call.__name__ = str(method or getattr(self._execution_object, "__name__", "call"))
         return call

@@ -4,10 +4,12 @@ application `flmrun` (`python -m flamed.apps.flmrun`).
 On session enter it loads the `RunnerContext` that the session's common data names (an encoded
 ObjectRef) and instantiates a class. Each task is a cloudpickled `RunnerRequest`: ObjectRef
 arguments (top level and inside lists, tuples, dicts) are fetched from the cache, the call is
-made, the result is put in the cache under `<app>/<session>` and the task's output is its
-encoded ObjectRef. A stateful (instance) service reloads its object before each call and
-writes it back after. A call that raises fails the task with the exception's type and text and
-the remote traceback, so the caller sees where it failed.
+made, and the task's output is the result: pickled when it is small (`MAX_INLINE_RESULT`),
+else put in the cache under `<app>/<session>`, the output its encoded ObjectRef. (A new cache
+object costs two fsyncs; a small result rides on the task's own durable record.) A stateful
+(instance) service reloads its object before each call and writes it back after. A call that
+raises fails the task with the exception's type and text and the remote traceback, so the
+caller sees where it failed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ log = logging.getLogger("flamed.runner")
 MAX_PARALLEL_RESOLVE = 8
 #: How deep ObjectRefs are looked for inside list, tuple and dict arguments.
 MAX_NESTING = 4
+#: Largest result (pickled bytes) returned in the task's output instead of the object cache.
+MAX_INLINE_RESULT = 64 * 1024
 #: Characters of a remote traceback kept in a task's failure (the session manager keeps it).
 MAX_TRACEBACK = 8000
 
@@ -51,40 +55,73 @@ def remote_error(exc: BaseException) -> Exception:
     return error_type(f"{exc}\n\nRemote {trace}")
 
 
-def _refs_in(value: Any, found: list[ObjectRef], depth: int = 0) -> None:
-    if isinstance(value, ObjectRef):
+def encode_result(result: Any, key_prefix: str) -> bytes:
+    """A task's output: a small result itself (a cloudpickle, which the session manager keeps
+    with the task: one durable write it makes anyway), a large one as the encoded ObjectRef of
+    the object put in the cache under `key_prefix`."""
+    data: bytes = cloudpickle.dumps(result, protocol=cloudpickle.DEFAULT_PROTOCOL)
+    if len(data) <= MAX_INLINE_RESULT:
+        return data
+    return put_object(key_prefix, result).encode()
+
+
+def is_inline(output: bytes) -> bool:
+    """A pickle (PROTO opcode 0x80, protocol 2 to 5), not an encoded ObjectRef (a msgpack map:
+    0x83 for its three fields)."""
+    return len(output) >= 2 and output[0] == 0x80 and output[1] in (2, 3, 4, 5)
+
+
+class Inline:
+    """A small result given as an argument (an ObjectFuture whose result came in its task's
+    output): its pickle, loaded on the executor."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _refs_in(value: Any, found: list[Any], depth: int = 0) -> None:
+    """ObjectRefs and Inlines in `value`, inside plain lists, tuples and dicts too."""
+    if isinstance(value, ObjectRef | Inline):
         found.append(value)
-    elif depth < MAX_NESTING and isinstance(value, list | tuple):
+    elif depth < MAX_NESTING and type(value) in (list, tuple):
         for item in value:
             _refs_in(item, found, depth + 1)
-    elif depth < MAX_NESTING and isinstance(value, dict):
+    elif depth < MAX_NESTING and type(value) is dict:
         for item in value.values():
             _refs_in(item, found, depth + 1)
 
 
 def _replace(value: Any, resolved: dict[int, Any], depth: int = 0) -> Any:
-    if isinstance(value, ObjectRef):
+    if isinstance(value, ObjectRef | Inline):
         return resolved[id(value)]
-    if depth < MAX_NESTING and isinstance(value, list | tuple):
+    if depth < MAX_NESTING and type(value) in (list, tuple):
         return type(value)(_replace(v, resolved, depth + 1) for v in value)
-    if depth < MAX_NESTING and isinstance(value, dict):
+    if depth < MAX_NESTING and type(value) is dict:
         return {k: _replace(v, resolved, depth + 1) for k, v in value.items()}
     return value
 
 
+def _load(value: ObjectRef | Inline) -> Any:
+    return cloudpickle.loads(value.data) if isinstance(value, Inline) else get_object(value)
+
+
 def resolve_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Fetch every ObjectRef among the arguments (in parallel when there are several)."""
-    refs: list[ObjectRef] = []
-    _refs_in(args, refs)
-    _refs_in(kwargs, refs)
-    if not refs:
+    """Fetch every ObjectRef among the arguments (in parallel when there are several) and
+    load every Inline."""
+    found: list[Any] = []
+    _refs_in(args, found)
+    _refs_in(kwargs, found)
+    if not found:
         return args, kwargs
-    if len(refs) == 1:
-        values = [get_object(refs[0])]
+    refs = [v for v in found if isinstance(v, ObjectRef)]
+    if len(refs) <= 1:
+        values = [_load(v) for v in found]
     else:
         with ThreadPoolExecutor(max_workers=min(len(refs), MAX_PARALLEL_RESOLVE)) as pool:
-            values = list(pool.map(get_object, refs))
-    resolved = {id(ref): value for ref, value in zip(refs, values, strict=True)}
+            values = list(pool.map(_load, found))
+    resolved = {id(ref): value for ref, value in zip(found, values, strict=True)}
     return _replace(args, resolved), _replace(kwargs, resolved)
 
 
@@ -151,8 +188,7 @@ class FlameRunpyService(FlameService):
             )
             update_object(self._context_ref(), cloudpickle.dumps(updated, protocol=cloudpickle.DEFAULT_PROTOCOL))
             self._runner_context = updated
-        ref = put_object(f"{self._ssn_ctx.application.name}/{self._ssn_ctx.session_id}", result)
-        return ref.encode()
+        return encode_result(result, f"{self._ssn_ctx.application.name}/{self._ssn_ctx.session_id}")
 
     def on_session_leave(self) -> None:
         self._ssn_ctx = None

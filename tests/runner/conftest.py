@@ -33,6 +33,14 @@ def total(values):
     return sum(values)
 
 
+def big(n):
+    return b"x" * n
+
+
+def length(data):
+    return len(data)
+
+
 def _inner(x):
     raise ValueError(f"bad value {x}")
 

@@ -25,9 +25,10 @@ def app_names() -> set[str]:
 
 
 def test_chaining_and_fan_in(runner_cluster: Daemons, project: ModuleType) -> None:
-    """Results feed later calls without passing through the client: a chain (add(square(3), 1))
-    and a fan-in (total of a list of futures). Breaks if ObjectFutures given as arguments (top
-    level, keyword, or inside a list) are not resolved to their objects on the executor."""
+    """Results feed later calls: a chain (add(square(3), square(2))), a fan-in (total of a list
+    of futures) and a large result (through the cache, by reference). Breaks if ObjectFutures
+    given as arguments (top level, keyword, or inside a list) are not resolved on the executor,
+    or a small result's ref() is not a real cache object."""
     with Runner("chain") as rr:
         square, add, total = rr.service(project.square), rr.service(project.add), rr.service(project.total)
         squares = [square(i) for i in range(6)]
@@ -35,6 +36,13 @@ def test_chaining_and_fan_in(runner_cluster: Daemons, project: ModuleType) -> No
         assert total(squares).get() == 55
         assert add(square(3), b=square(2)).get() == 13
         assert [f.get() for f in rr.select(squares)] != [] and sorted(rr.get(squares)) == [0, 1, 4, 9, 16, 25]
+        # a large result travels through the object cache, by reference, to the next call
+        large = rr.service(project.big)(300_000)
+        assert rr.service(project.length)(large).get() == 300_000
+        assert large.ref().key.startswith("chain/")
+        # a small one comes in its task's output; ref() puts it in the cache when asked
+        ref = squares[3].ref()
+        assert isinstance(ref, flame.ObjectRef) and flame.get_object(ref) == 9
     assert "chain" not in app_names()
 
 
@@ -117,8 +125,8 @@ def test_failing_package_install_fails_the_calls_with_its_reason(runner_cluster:
 def test_runner_closed_while_calls_run(runner_cluster: Daemons, project: ModuleType) -> None:
     """Closing a Runner with calls running and queued: close waits for the calls in flight (the
     session manager refuses to close a session while tasks run), then unregisters the
-    application and deletes its objects (results included). Breaks if close gives up early and
-    leaves the application registered, or a call's future never completes."""
+    application and deletes its objects. Breaks if close gives up early and leaves the
+    application registered, or a call's future never completes."""
     rr = Runner("closing")
     slow = rr.service(project.slow)
     futures = [slow(0.5, i) for i in range(8)]
@@ -127,8 +135,7 @@ def test_runner_closed_while_calls_run(runner_cluster: Daemons, project: ModuleT
     assert "closing" not in app_names()
     _, not_done = wait([f._future for f in futures], timeout=30)
     assert not not_done
-    finished = [f for f in futures if f._future.exception() is None]
+    finished = [i for i, f in enumerate(futures) if f._future.exception() is None]
     assert finished, "the running calls finish"
-    with pytest.raises(flame.FlameError):  # results go with the Runner's objects
-        finished[0].get()
+    assert [futures[i].get() for i in finished] == finished  # small results came with their tasks
     rr.close()  # again: nothing to do
