@@ -1,13 +1,13 @@
 """Runner calls side by side with Ray and Dask on the same machine.
 
-Workloads, each on a fresh warm service / pool with as many worker processes as Flame has
-slots (the machine's cores by default):
+Workloads, on one warm service / pool per framework with as many worker processes as Flame
+has slots (the machine's cores by default), all calls of one function `work(x, seconds)`:
 
 - no-op: 10,000 calls of a function that returns its argument, all submitted at once, timed
   from the first submit to the last result (tasks/s);
 - 10 ms: 2,000 calls of a function that sleeps 10 ms; efficiency = ideal time
   (calls x 10 ms / workers) over the measured time;
-- latency: 200 sequential calls (submit, wait for the result) of the no-op function, p50/p99.
+- latency: 200 sequential calls (submit, wait for the result) of the no-op, p50/p99 (first).
 
 Flame runs a `flamed cluster` (one executor manager) on ipc:// endpoints in a temporary
 directory; its Runner packages an empty project directory, so the figures are the Runner's
@@ -44,12 +44,10 @@ sys.path.insert(0, str(REPO))
 SLEEP = 0.010
 
 
-def noop(x: int) -> int:
-    return x
-
-
-def sleepy(x: int) -> int:
-    time.sleep(SLEEP)
+def work(x: int, seconds: float = 0.0) -> int:
+    """The one function every framework runs: a no-op, or a sleep of `seconds`."""
+    if seconds:
+        time.sleep(seconds)
     return x
 
 
@@ -59,28 +57,29 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(  # noqa: PLR0917 - the workloads and their sizes
-    submit: Callable[[Callable[[int], int], int], Any],
+    submit: Callable[[int, float], Any],
     gather: Callable[[list[Any]], list[Any]],
     calls: int,
     sleeps: int,
     latency_calls: int,
     workers: int,
 ) -> dict[str, Any]:
-    """The three workloads with `submit(fn, x) -> future` and `gather(futures) -> values`."""
-    gather([submit(noop, i) for i in range(workers * 4)])  # warm every worker
-    start = time.perf_counter()
-    out = gather([submit(noop, i) for i in range(calls)])
-    noop_s = time.perf_counter() - start
-    assert out == list(range(calls)), "no-op results differ"
-    start = time.perf_counter()
-    out = gather([submit(sleepy, i) for i in range(sleeps)])
-    sleep_s = time.perf_counter() - start
-    assert out == list(range(sleeps)), "10 ms results differ"
+    """The three workloads with `submit(x, seconds) -> future` (a call of `work`) and
+    `gather(futures) -> values`, on one warm pool of `workers`."""
+    gather([submit(i, 0.05) for i in range(workers * 2)])  # every worker started and warm
     lat = []
     for i in range(latency_calls):
         t = time.perf_counter()
-        gather([submit(noop, i)])
+        gather([submit(i, 0.0)])
         lat.append((time.perf_counter() - t) * 1000)
+    start = time.perf_counter()
+    out = gather([submit(i, 0.0) for i in range(calls)])
+    noop_s = time.perf_counter() - start
+    assert out == list(range(calls)), "no-op results differ"
+    start = time.perf_counter()
+    out = gather([submit(i, SLEEP) for i in range(sleeps)])
+    sleep_s = time.perf_counter() - start
+    assert out == list(range(sleeps)), "10 ms results differ"
     ideal = sleeps * SLEEP / workers
     return {
         "noop_calls": calls,
@@ -99,17 +98,17 @@ def bench_flame(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     from flamed import client as flame
     from flamed.runner import Runner
 
-    work = Path(tempfile.mkdtemp(prefix="runner-bench-", dir="/tmp"))
-    project = work / "project"
+    tmp = Path(tempfile.mkdtemp(prefix="runner-bench-", dir="/tmp"))
+    project = tmp / "project"
     project.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("FLAME_CONF", None)
-    frontend = f"ipc://{work}/fe"
-    with open(work / "cluster.log", "ab") as log:
+    frontend = f"ipc://{tmp}/fe"
+    with open(tmp / "cluster.log", "ab") as log:
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "flamed", "cluster", "--frontend", frontend, "--backend",
-                f"ipc://{work}/be", "--state-dir", str(work / "state"), "--slots", str(workers),
+                f"ipc://{tmp}/be", "--state-dir", str(tmp / "state"), "--slots", str(workers),
                 "--log-level", "warning",
             ],
             stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -125,20 +124,18 @@ def bench_flame(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             except flame.FlameError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit(f"the cluster did not start; see {work / 'cluster.log'}")
+                raise SystemExit(f"the cluster did not start; see {tmp / 'cluster.log'}")
             time.sleep(0.1)
         os.chdir(project)
         started = time.perf_counter()
         with Runner("runner-bench") as rr:
-            services: dict[Any, Any] = {}
+            service = rr.service(work, warmup=workers)
 
-            def submit(fn: Callable[[int], int], x: int) -> Any:
-                if fn not in services:
-                    services[fn] = rr.service(fn, warmup=workers)
-                return services[fn](x)
+            def submit(x: int, seconds: float) -> Any:
+                return service(x, seconds) if seconds else service(x)
 
             first = time.perf_counter()
-            submit(noop, 0).get()
+            submit(0, 0.0).get()
             first_call_s = time.perf_counter() - first
             result = measure(submit, rr.get, args.calls, args.sleeps, args.latency, workers)
         result["first_call_seconds"] = round(first_call_s, 3)
@@ -162,12 +159,10 @@ def bench_ray(args: argparse.Namespace, workers: int) -> dict[str, Any] | str:
         return "not installed (pip install ray)"
     ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
-        remotes: dict[Any, Any] = {}
+        remote = ray.remote(work)
 
-        def submit(fn: Callable[[int], int], x: int) -> Any:
-            if fn not in remotes:
-                remotes[fn] = ray.remote(fn)
-            return remotes[fn].remote(x)
+        def submit(x: int, seconds: float) -> Any:
+            return remote.remote(x, seconds)
 
         return measure(submit, ray.get, args.calls, args.sleeps, args.latency, workers)
     finally:
@@ -184,8 +179,8 @@ def bench_dask(args: argparse.Namespace, workers: int) -> dict[str, Any] | str:
         Client(cluster) as client,
     ):
 
-        def submit(fn: Callable[[int], int], x: int) -> Any:
-            return client.submit(fn, x, pure=False)
+        def submit(x: int, seconds: float) -> Any:
+            return client.submit(work, x, seconds, pure=False)
 
         return measure(submit, client.gather, args.calls, args.sleeps, args.latency, workers)
 
