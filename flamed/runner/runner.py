@@ -172,7 +172,9 @@ class RunnerService:
             else:
                 log.warning("_session_context is a %s, not a SessionContext: ignored", type(ctx).__name__)
         session_id = custom_session_id or short_name(app)
-        runner_context = RunnerContext(execution_object=execution_object, autoscale=autoscale, warmup=warmup)
+        runner_context = RunnerContext(
+            execution_object=execution_object, autoscale=autoscale, warmup=warmup, inline_results=True
+        )
         self._runner_context = runner_context
         serialized = cloudpickle.dumps(runner_context, protocol=cloudpickle.DEFAULT_PROTOCOL)
         ref = put_object(f"{app}/{session_id}", serialized)

@@ -4,12 +4,13 @@ application `flmrun` (`python -m flamed.apps.flmrun`).
 On session enter it loads the `RunnerContext` that the session's common data names (an encoded
 ObjectRef) and instantiates a class. Each task is a cloudpickled `RunnerRequest`: ObjectRef
 arguments (top level and inside lists, tuples, dicts) are fetched from the cache, the call is
-made, and the task's output is the result: pickled when it is small (`MAX_INLINE_RESULT`),
-else put in the cache under `<app>/<session>`, the output its encoded ObjectRef. (A new cache
-object costs two fsyncs; a small result rides on the task's own durable record.) A stateful
-(instance) service reloads its object before each call and writes it back after. A call that
-raises fails the task with the exception's type and text and the remote traceback, so the
-caller sees where it failed.
+made, and the task's output is the result put in the cache under `<app>/<session>`, as its
+encoded ObjectRef (flamepy's contract), or, when the RunnerContext asks for it
+(`inline_results`, as flamed.runner's services do), the pickled result itself if it is small
+(`MAX_INLINE_RESULT`): a new cache object costs two fsyncs, a small result rides on the
+task's own durable record. A stateful (instance) service reloads its object before each call
+and writes it back after. A call that raises fails the task with the exception's type and
+text and the remote traceback, so the caller sees where it failed.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def remote_error(exc: BaseException) -> Exception:
     return error_type(f"{exc}\n\nRemote {trace}")
 
 
-def encode_result(result: Any, key_prefix: str) -> bytes:
-    """A task's output: a small result itself (a cloudpickle, which the session manager keeps
-    with the task: one durable write it makes anyway), a large one as the encoded ObjectRef of
-    the object put in the cache under `key_prefix`."""
-    data: bytes = cloudpickle.dumps(result, protocol=cloudpickle.DEFAULT_PROTOCOL)
-    if len(data) <= MAX_INLINE_RESULT:
-        return data
+def encode_result(result: Any, key_prefix: str, inline: bool) -> bytes:
+    """A task's output: with `inline`, a small result itself (a cloudpickle, which the session
+    manager keeps with the task: one durable write it makes anyway); else, or when large, the
+    encoded ObjectRef of the object put in the cache under `key_prefix`."""
+    if inline:
+        data: bytes = cloudpickle.dumps(result, protocol=cloudpickle.DEFAULT_PROTOCOL)
+        if len(data) <= MAX_INLINE_RESULT:
+            return data
     return put_object(key_prefix, result).encode()
 
 
@@ -185,10 +187,12 @@ class FlameRunpyService(FlameService):
                 stateful=True,
                 autoscale=self._runner_context.autoscale,
                 warmup=self._runner_context.warmup,
+                inline_results=bool(getattr(self._runner_context, "inline_results", False)),
             )
             update_object(self._context_ref(), cloudpickle.dumps(updated, protocol=cloudpickle.DEFAULT_PROTOCOL))
             self._runner_context = updated
-        return encode_result(result, f"{self._ssn_ctx.application.name}/{self._ssn_ctx.session_id}")
+        prefix = f"{self._ssn_ctx.application.name}/{self._ssn_ctx.session_id}"
+        return encode_result(result, prefix, bool(getattr(self._runner_context, "inline_results", False)))
 
     def on_session_leave(self) -> None:
         self._ssn_ctx = None

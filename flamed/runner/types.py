@@ -44,6 +44,9 @@ class RunnerContext:
     stateful: bool | None = None
     autoscale: bool | None = None
     warmup: int = 0
+    #: Small results come back in the task's output itself (flamed.runner's services ask for
+    #: it); False, as flamepy: the output is always the encoded ObjectRef of the result.
+    inline_results: bool = False
     min_instances: int = field(init=False, repr=False)
     max_instances: int | None = field(init=False, repr=False)
 

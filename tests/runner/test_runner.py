@@ -46,6 +46,23 @@ def test_chaining_and_fan_in(runner_cluster: Daemons, project: ModuleType) -> No
     assert "chain" not in app_names()
 
 
+def test_flamepy_clients_get_an_object_ref_as_output(runner_cluster: Daemons, project: ModuleType) -> None:
+    """A session opened by hand with flamepy's RunnerContext (as Flame's e2e tests do) gets the
+    encoded ObjectRef of the result as the task's output, small or not: only flamed.runner's
+    own services ask for small results inline. Breaks flamepy code that decodes outputs."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    from flamed.runner import RunnerContext, RunnerRequest
+
+    with Runner("byhand") as rr:
+        ref = flame.put_object("byhand/ctx", cloudpickle.dumps(RunnerContext(execution_object=project.square)))
+        with flame.create_session("byhand", ref.encode()) as session:
+            output = session.invoke(cloudpickle.dumps(RunnerRequest(args=(7,))))
+        assert output is not None
+        assert flame.get_object(flame.ObjectRef.decode(output)) == 49
+        assert rr.service(project.square)(7).get() == 49
+
+
 def test_remote_exception_carries_the_remote_traceback(runner_cluster: Daemons, project: ModuleType) -> None:
     """A call that raises fails with the exception's type, its text and where it was raised on
     the executor (the inner function's frame). Breaks if only the last line travels back."""
