@@ -154,9 +154,10 @@ def bench_flame(args: argparse.Namespace, workers: int) -> dict[str, Any]:
 
 def bench_ray(args: argparse.Namespace, workers: int) -> dict[str, Any] | str:
     try:
-        import ray
+        import ray as ray_module
     except ImportError:
         return "not installed (pip install ray)"
+    ray: Any = ray_module  # typed or not depending on the version installed: used as Any
     ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         remote = ray.remote(work)
@@ -171,12 +172,15 @@ def bench_ray(args: argparse.Namespace, workers: int) -> dict[str, Any] | str:
 
 def bench_dask(args: argparse.Namespace, workers: int) -> dict[str, Any] | str:
     try:
-        from distributed import Client, LocalCluster
+        import distributed as distributed_module
     except ImportError:
         return "not installed (pip install distributed)"
+    distributed: Any = distributed_module  # untyped
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
+        distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
     ):
 
         def submit(x: int, seconds: float) -> Any:

@@ -101,14 +101,17 @@ def test_remote_error_keeps_the_type_name_text_and_traceback() -> None:
         deep()
     except KeyError as exc:
         error = remote_error(exc)
-    assert isinstance(error, RemoteError) and type(error).__name__ == "KeyError"
-    assert str(error).startswith("'missing'") and "in deep" in str(error)
+    assert isinstance(error, RemoteError)
+    assert type(error).__name__ == "KeyError"
+    assert str(error).startswith("'missing'")
+    assert "in deep" in str(error)
 
 
 def test_arguments_without_refs_pass_through() -> None:
     """No ObjectRef among the arguments: nothing is fetched, nothing changes."""
     args, kwargs = resolve_arguments((1, [2, 3]), {"k": {"x": 4}})
-    assert args == (1, [2, 3]) and kwargs == {"k": {"x": 4}}
+    assert args == (1, [2, 3])
+    assert kwargs == {"k": {"x": 4}}
 
 
 def test_a_deep_traceback_is_cut_in_the_middle() -> None:
@@ -127,4 +130,5 @@ def test_a_deep_traceback_is_cut_in_the_middle() -> None:
         error = remote_error(exc)
     text = str(error)
     assert len(text) < MAX_TRACEBACK + 500
-    assert "characters left out" in text and text.rstrip().endswith("maximum recursion depth exceeded")
+    assert "characters left out" in text
+    assert text.rstrip().endswith("maximum recursion depth exceeded")

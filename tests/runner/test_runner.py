@@ -35,14 +35,16 @@ def test_chaining_and_fan_in(runner_cluster: Daemons, project: ModuleType) -> No
         assert all(isinstance(f, ObjectFuture) for f in squares)
         assert total(squares).get() == 55
         assert add(square(3), b=square(2)).get() == 13
-        assert [f.get() for f in rr.select(squares)] != [] and sorted(rr.get(squares)) == [0, 1, 4, 9, 16, 25]
+        assert [f.get() for f in rr.select(squares)] != []
+        assert sorted(rr.get(squares)) == [0, 1, 4, 9, 16, 25]
         # a large result travels through the object cache, by reference, to the next call
         large = rr.service(project.big)(300_000)
         assert rr.service(project.length)(large).get() == 300_000
         assert large.ref().key.startswith("chain/")
         # a small one comes in its task's output; ref() puts it in the cache when asked
         ref = squares[3].ref()
-        assert isinstance(ref, flame.ObjectRef) and flame.get_object(ref) == 9
+        assert isinstance(ref, flame.ObjectRef)
+        assert flame.get_object(ref) == 9
     assert "chain" not in app_names()
 
 
@@ -73,7 +75,8 @@ def test_remote_exception_carries_the_remote_traceback(runner_cluster: Daemons, 
     message = str(caught.value)
     assert message.startswith("ValueError: bad value 7"), message
     assert "Traceback (most recent call last)" in message
-    assert "in _inner" in message and "tasks.py" in message
+    assert "in _inner" in message
+    assert "tasks.py" in message
 
 
 def test_runner_inside_a_task(runner_cluster: Daemons, project: ModuleType) -> None:
@@ -90,7 +93,8 @@ def test_missing_dependency_is_named(runner_cluster: Daemons, project: ModuleTyp
     and its traceback (not a hung call or a bare "task failed")."""
     with Runner("missing") as rr, pytest.raises(flame.FlameError) as caught:
         rr.service(project.needs_missing_module)().get()
-    assert "ModuleNotFoundError" in str(caught.value) and "flame_no_such_module" in str(caught.value)
+    assert "ModuleNotFoundError" in str(caught.value)
+    assert "flame_no_such_module" in str(caught.value)
 
 
 def write_wheel(directory: Path, name: str, value: int) -> None:
@@ -123,7 +127,8 @@ def test_dependencies_install_offline_from_local_wheels(runner_cluster: Daemons,
         service = rr.service(project.uses_tinydep)
         assert rr.get([service(), service()]) == [42, 42]
     logs = list((runner_cluster.dir / "rt-n1" / "apps" / "withdeps").glob("*/install.log"))
-    assert len(logs) == 1 and "installed withdeps" in logs[0].read_text()
+    assert len(logs) == 1
+    assert "installed withdeps" in logs[0].read_text()
 
 
 def test_failing_package_install_fails_the_calls_with_its_reason(runner_cluster: Daemons, project: ModuleType) -> None:
@@ -136,7 +141,8 @@ def test_failing_package_install_fails_the_calls_with_its_reason(runner_cluster:
             future.get()
     message = str(caught.value)
     assert "installing the application's package failed" in message, message
-    assert "flame-no-such-package" in message and "install.log" in message
+    assert "flame-no-such-package" in message
+    assert "install.log" in message
 
 
 def test_runner_closed_while_calls_run(runner_cluster: Daemons, project: ModuleType) -> None:
