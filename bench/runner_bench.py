@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -150,6 +151,7 @@ def bench_flame(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_ray(args: argparse.Namespace, workers: int) -> dict[str, Any] | str:
