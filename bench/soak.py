@@ -165,6 +165,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             session.pending = client.send(message)
             session.kind = kind
 
+        def create_tasks(session: Session, want: int) -> int:
+            """Submit `want` more tasks of 16-byte inputs to `session`; returns `want`."""
+            session.created += want
+            inputs = [b"%016d" % i for i in range(want)]
+            issue(session, {"type": "CreateTasks", "session_id": session.id, "inputs": inputs}, "tasks")
+            return want
+
         def poll_later(session: Session) -> None:
             """Ask for its counts again in 20 ms (not in a tight loop of requests)."""
             session.kind, session.wait_until = "wait", time.monotonic() + 0.02
@@ -234,10 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if session.quota is None and session.created > session.succeed:
                         poll_later(session)
                     elif want > 0 and not goal_reached:
-                        session.created += want
-                        created_total += want
-                        inputs = [b"%016d" % i for i in range(want)]
-                        issue(session, {"type": "CreateTasks", "session_id": session.id, "inputs": inputs}, "tasks")
+                        created_total += create_tasks(session, want)
                     else:
                         poll_later(session)
                 elif kind == "get":
@@ -246,21 +250,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     session.succeed = got
                     if session.quota is None:
                         if session.succeed >= session.created and not goal_reached:
-                            want = args.batch
-                            session.created += want
-                            created_total += want
-                            inputs = [b"%016d" % i for i in range(want)]
-                            issue(session, {"type": "CreateTasks", "session_id": session.id, "inputs": inputs}, "tasks")
+                            created_total += create_tasks(session, args.batch)
                         else:
                             poll_later(session)
                     elif session.succeed >= session.created and (session.created >= session.quota or goal_reached):
                         issue(session, {"type": "CloseSession", "session_id": session.id}, "close")
                     elif session.succeed >= session.batch_done and session.created < session.quota and not goal_reached:
                         want = min(args.batch, session.quota - session.created)
-                        session.created += want
-                        created_total += want
-                        inputs = [b"%016d" % i for i in range(want)]
-                        issue(session, {"type": "CreateTasks", "session_id": session.id, "inputs": inputs}, "tasks")
+                        created_total += create_tasks(session, want)
                     else:
                         poll_later(session)
                 elif kind == "close":
