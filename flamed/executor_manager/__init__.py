@@ -1,7 +1,8 @@
 """The executor manager: one per node. Registers the node with the session manager, keeps the
 executors it is given, starts one instance process per bound executor and feeds it tasks.
 See manager.py for the loop, converge.py for recovery, instances.py for process handling,
-lifecycle.py and instance_window.py for executors and the tasks their instances hold, drain.py
+core.py and holding.py for the pure core of its executors (events in, effects.py out),
+lifecycle.py for the shell that runs it, instance_window.py for the tasks instances hold, drain.py
 for the graceful stop on SIGTERM, node.py for what the node reports about itself, link.py and
 machines.py for the link to the session manager and the state tables, daemon.py for the entry
 point.

@@ -3,7 +3,7 @@
 An instance runs a tenant's code: it may fail its own tasks, never its executor manager or the
 other instances (DESIGN 6a). So every message an instance sends is checked against the
 instance protocol (protocol/instance.py) before it is acted on, and an instance that breaks it
-is killed at once (lifecycle.py says how its bind or its running task then fails).
+is killed at once (core.py says how its bind or its running task then fails).
 
 The rules, as a table of what each stage of an instance may send:
 

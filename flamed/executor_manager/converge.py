@@ -25,37 +25,56 @@ executor: `Held`) -> the `Step` taken; tests/em/test_converge_table.py checks it
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
 
+from flamed.executor_manager.core import ExecutorsCore
+from flamed.executor_manager.effects import Effect
 from flamed.executor_manager.executors import LocalExecutor
+from flamed.executor_manager.link import BackendLink
 from flamed.executor_manager.machines import Phase
 from protocol import backend as be
 from protocol.types import ExecutorState
 
-if TYPE_CHECKING:
-    from flamed.executor_manager.lifecycle import Executors
 
-
-def converge(em: Executors, snapshot: list[be.ExecutorAssignment], resent: set[tuple[str, int, int]]) -> None:
+def converge(
+    em: ExecutorsCore, snapshot: list[be.ExecutorAssignment], resent: set[tuple[str, int, int]], now: float
+) -> list[Effect]:
+    """Converge to `snapshot` (`resent`: the completions resent with it, whose tasks are not
+    queued again); returns the effects. Tasks start only once the link is confirmed, which the
+    manager tells the core (`link_confirmed`) after this."""
+    em.now = max(em.now, now)
     wanted = {a.executor_id: a for a in snapshot}
     for executor in list(em.executors.values()):
         if executor.id not in wanted:
-            _discard(em, executor)
+            em.discard(executor, "not in the session manager's snapshot")
     for assignment in snapshot:
         held = em.executors.get(assignment.executor_id)
         if held is None:
             held = LocalExecutor(assignment.executor_id, assignment.resreq)
             em.executors[held.id] = held
         _one(em, held, assignment, resent)
+    return em.take_effects()
 
 
-def _discard(em: Executors, executor: LocalExecutor) -> None:
-    executor.report_exit = False
-    if executor.instance is None:
-        em.executors.pop(executor.id, None)
-        return
-    executor.release_after_unbind = True
-    em.stop_instance(executor, "not in the session manager's snapshot", graceful=False)
+def rejoin(
+    link: BackendLink, pending: list[be.ExecutorReport], snapshot: list[be.ExecutorAssignment]
+) -> tuple[list[be.ExecutorReport], set[tuple[str, int, int]]]:
+    """A registration was answered with `snapshot`: the reports still to send (`pending`, not
+    sent yet, then the kept completions to resend) and the keys of the resent completions.
+
+    Completions queued but not sent yet are still unacknowledged: the snapshot decides about
+    them too, and a task whose result waits here is not launched again. A recall not reported
+    yet is void: the snapshot still lists those tasks here, so they are queued again; sent
+    after it, the report would have them run twice. The kept completions whose task the
+    snapshot no longer lists are given up (`link.not_resent`)."""
+    wanted: set[tuple[str, int, int]] = set()
+    for assignment in snapshot:
+        wanted.update((assignment.executor_id, t.task_id, t.attempt) for t in assignment.tasks)
+    unsent = [r for r in pending if isinstance(r, be.TaskCompleted)]
+    if unsent:
+        link.keep(0, unsent)
+    kept = [r for r in pending if not isinstance(r, be.TaskCompleted | be.TasksReturned)]
+    resend = link.take_for_resend(wanted)
+    return [*kept, *resend], {(c.executor_id, c.task_id, c.attempt) for c in resend}
 
 
 class Held(enum.Enum):
@@ -113,7 +132,9 @@ def held(executor: LocalExecutor, session_id: str | None) -> Held:
     return Held.stopping if executor.phase is Phase.Unbinding else Held.serving
 
 
-def _one(em: Executors, executor: LocalExecutor, a: be.ExecutorAssignment, resent: set[tuple[str, int, int]]) -> None:
+def _one(
+    em: ExecutorsCore, executor: LocalExecutor, a: be.ExecutorAssignment, resent: set[tuple[str, int, int]]
+) -> None:
     state = ExecutorState(a.state)
     step = CONVERGE.get((state, held(executor, a.session.session_id if a.session else None)), Step.nothing)
     if step is Step.bind and (a.session is None or a.application is None):
@@ -121,13 +142,13 @@ def _one(em: Executors, executor: LocalExecutor, a: be.ExecutorAssignment, resen
     unbound = be.ExecutorUnbound(executor_id=executor.id, session_id=a.session.session_id if a.session else None)
     match step:
         case Step.report_created:
-            em.reports.append(be.ExecutorCreated(executor_id=executor.id))
+            em.report(be.ExecutorCreated(executor_id=executor.id))
         case Step.stop_quietly:
             executor.report_exit = False
             em.stop_instance(executor, "idle in the session manager's snapshot", graceful=False)
         case Step.keep:
             if state is ExecutorState.Binding and executor.phase is Phase.Bound:
-                em.reports.append(be.ExecutorBound(executor_id=executor.id, session_id=executor.session_id or ""))
+                em.report(be.ExecutorBound(executor_id=executor.id, session_id=executor.session_id or ""))
             _tasks(executor, a, resent)
             em.pump(executor)
         case Step.bind:
@@ -145,12 +166,12 @@ def _one(em: Executors, executor: LocalExecutor, a: be.ExecutorAssignment, resen
             if executor.instance is not None:
                 executor.report_exit = False
                 em.stop_instance(executor, "bound to another session than the snapshot says", graceful=False)
-            em.reports.append(unbound)
+            em.report(unbound)
         case Step.unbind:
             em.unbind(executor, "unbinding in the session manager's snapshot")
         case Step.unbound:
             unbound.reason = "unbound"
-            em.reports.append(unbound)
+            em.report(unbound)
         case Step.release:
             em.release(executor)
         case Step.nothing:

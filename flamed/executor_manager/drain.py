@@ -6,39 +6,33 @@ queued beyond what its instance already holds, and is unbound once its instance 
 flight, its held-back queue reported unstarted; a binding executor is unbound at once. When
 every executor is idle, or `stop_grace` is over (what was held back then goes out unstarted),
 the node may stop. The drain never talks to the session manager and never stops the loop
-itself: the manager sends the reports and stops when `step` says so.
+itself: the manager sends the reports and stops when `step` says so. Pure, as the core it
+drives (core.py): times come in as arguments, effects go out through the core.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
+from flamed.executor_manager.core import ExecutorsCore
 from flamed.executor_manager.machines import Phase
 from protocol import backend as be
-
-if TYPE_CHECKING:
-    from flamed.executor_manager.lifecycle import Executors
-    from flamed.notify import Notifier
-    from flamed.transport import Loop
 
 log = logging.getLogger("flamed.executor_manager")
 
 
 class Drain:
-    def __init__(self, loop: Loop, holder: Executors, node_name: str, notifier: Notifier, grace: float) -> None:
-        self.loop = loop
+    def __init__(self, holder: ExecutorsCore, node_name: str, grace: float, now: float) -> None:
         self.holder = holder
         self.node_name = node_name
-        self.notifier = notifier
         self.grace = grace
         #: when the drain gives up and stops the instances anyway
-        self.deadline = loop.now() + grace
+        self.deadline = now + grace
         #: per executor: tasks taken off its queue while it finishes what its instance holds
         self._held: dict[str, list[be.TaskAssignment]] = {}
 
-    def announce(self) -> None:
-        """Say in the log and to systemd that the node is draining."""
+    def announce(self) -> str:
+        """Say in the log that the node is draining; returns the status line for systemd."""
         busy = self.busy()
         log.info(
             "node %s: draining on SIGTERM: %d executors busy; stopping in at most %.0fs",
@@ -46,17 +40,22 @@ class Drain:
             busy,
             self.grace,
         )
-        self.notifier.stopping(f"draining: {busy} executors busy")
+        return self.status()
+
+    def status(self) -> str:
+        return f"draining: {self.busy()} executors busy"
 
     def busy(self) -> int:
         """Executors not yet idle, or with an instance still there."""
         return sum(1 for e in self.holder.executors.values() if e.phase is not Phase.Idle or e.instance is not None)
 
-    def step(self) -> bool:
+    def step(self, now: float) -> bool:
         """Called each tick while draining. A bound executor keeps no task queued beyond what
         its instance already holds; once the instance has nothing in flight it is unbound and
-        the queue is reported unstarted. True when all are idle or time is up: stop now."""
+        the queue is reported unstarted. True when all are idle or time is up: stop now. The
+        effects it decided wait in the core (`take_effects`)."""
         holder = self.holder
+        holder.now = max(holder.now, now)
         for executor in list(holder.executors.values()):
             if executor.phase is Phase.Bound:
                 held = self._held.setdefault(executor.id, [])
@@ -71,12 +70,11 @@ class Drain:
         if not busy:
             log.info("node %s: drained; stopping", self.node_name)
             return True
-        if self.loop.now() >= self.deadline:
+        if now >= self.deadline:
             log.warning("node %s: stop_grace is over with %d executors busy; stopping them", self.node_name, busy)
             for executor in holder.executors.values():  # what was held back goes out unstarted
                 executor.queue.extendleft(reversed(self._held.pop(executor.id, [])))
             return True
-        self.notifier.status(f"draining: {busy} executors busy")
         return False
 
     def refuse_binds(self, commands: list[be.ExecutorCommand]) -> list[be.ExecutorCommand]:
@@ -95,5 +93,6 @@ class Drain:
                 refused[command.executor_id].unstarted.extend(keys)
             else:
                 kept.append(command)
-        self.holder.reports.extend(refused.values())
+        for report in refused.values():
+            self.holder.report(report)
         return kept

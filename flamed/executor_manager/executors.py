@@ -12,13 +12,21 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from flamed.executor_manager.instances import Instance
+from flamed.executor_manager.effects import TimerKey
 from flamed.executor_manager.machines import PHASE, Phase, PhaseTrigger
-from flamed.transport import Timer
 from protocol import backend as be
 from protocol.types import ResourceRequirement
 
-__all__ = ["LocalExecutor", "Phase"]
+__all__ = ["InstanceRef", "LocalExecutor", "Phase"]
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """The instance an executor has, as the core knows it: the shell holds the process."""
+
+    #: the executor's bind that started it (timers and answers carry it)
+    number: int
+    pid: int
 
 
 @dataclass(eq=False)
@@ -28,13 +36,16 @@ class LocalExecutor:
     phase: Phase = Phase.Idle
     session: be.SessionContext | None = None
     application: be.ApplicationContext | None = None
-    instance: Instance | None = None
+    instance: InstanceRef | None = None
+    #: the number of the current (or last) bind: an install or start answer for another is stale
+    binding: int = 0
     ready: bool = False
     #: tasks given to us and not yet sent to the instance
     queue: deque[be.TaskAssignment] = field(default_factory=deque)
     #: tasks sent to the instance without a result yet, oldest (the running one) first
     in_flight: deque[be.TaskAssignment] = field(default_factory=deque)
-    timer: Timer | None = None
+    #: the one timer the executor has running (bind, stop or stuck), set and cancelled by the core
+    timer: TimerKey | None = None
     #: ExecutorBindFailed was already reported for the current bind
     bind_failed: bool = False
     #: report ExecutorUnbound (and ExecutorReleased) when the instance has exited
@@ -58,11 +69,6 @@ class LocalExecutor:
     @property
     def session_id(self) -> str | None:
         return self.session.session_id if self.session else None
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
     def task_keys(self) -> set[tuple[int, int]]:
         return {(t.task_id, t.attempt) for t in (*self.queue, *self.in_flight)}

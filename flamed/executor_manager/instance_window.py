@@ -6,7 +6,7 @@ when it dies the oldest task without a result is taken as the one it was running
 is counted) and the others come back unstarted (spared). A spared task becomes a suspect; a
 suspect in flight at another death is blamed too, and while a suspect is near the window is
 one task. Pure bookkeeping on `LocalExecutor` and the set of suspects: no sockets, no clock
-(times come in as arguments), no reports sent; `lifecycle.Executors` does the I/O.
+(times come in as arguments), no reports sent; the core (core.py) decides with it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Each turn it reads what is ready, applies session-manager commands in order and 
 messages as they come, and at the end of the turn sends every report the turn produced in one
 `Reports` message. Instances keep running while the session manager is away; the executor
 manager registers again with backoff and converges to the snapshot it gets back (DESIGN 5).
-On SIGTERM it drains first (drain.py); the executors and their instances live in lifecycle.py.
+On SIGTERM it drains first (drain.py); the executors live in the pure core (core.py) and
+their instances in its shell (lifecycle.py).
 
 Identity (DESIGN 6a): at start it draws a secret that only this process and the backend link
 ever see (never logged); every registration and its goodbye carry it, so the session manager
@@ -27,7 +28,7 @@ import uuid
 from pathlib import Path
 
 from flamed.config import Config
-from flamed.executor_manager.converge import converge
+from flamed.executor_manager.converge import rejoin
 from flamed.executor_manager.drain import Drain
 from flamed.executor_manager.lifecycle import Executors
 from flamed.executor_manager.link import BackendLink, ConnectAction, TickAction
@@ -117,7 +118,7 @@ class ExecutorManager:
         )
         self.executors = self.holder.executors
         # No task starts on a link we suspect or that is not confirmed (link.py).
-        self.holder.may_start = lambda: self.link.may_start(self.loop.now())
+        self.holder.core.may_start = self.link.may_start
         # The instance channel above stays plain: ipc:// in our 0700 runtime dir.
         self.backend, self.backend_monitor = self._connect_backend()
         #: connections the current backend socket has made (a second one: it was lost and made again)
@@ -164,16 +165,20 @@ class ExecutorManager:
         """SIGTERM: accept no new binds, let the running tasks finish (up to `stop_grace`),
         hand queued tasks back unstarted (no retry counted), then stop and say goodbye."""
         grace = self.config.executor_manager.stop_grace
-        self.draining = Drain(self.loop, self.holder, self.node_name, self.notifier, grace)
-        self.draining.announce()
+        self.draining = Drain(self.holder.core, self.node_name, grace, self.loop.now())
+        self.notifier.stopping(self.draining.announce())
         if self.link.registered:  # tell the session manager now, not at the next heartbeat
             self._send_heartbeat(self.loop.now())
         self._drain_step()
 
     def _drain_step(self) -> None:
         assert self.draining is not None
-        if self.draining.step():
+        done = self.draining.step(self.loop.now())
+        self.holder.settle()
+        if done:
             self.loop.stop()
+        else:
+            self.notifier.status(self.draining.status())
 
     def _connect_backend(self) -> tuple[Socket, Socket]:
         """A new connection to the backend under a new random routing id, and the monitor that
@@ -359,19 +364,9 @@ class ExecutorManager:
             message.epoch,
             len(message.executors),
         )
-        wanted: set[tuple[str, int, int]] = set()
-        for assignment in message.executors:
-            wanted.update((assignment.executor_id, t.task_id, t.attempt) for t in assignment.tasks)
-        # Completions queued but not sent yet (an earlier registration of this turn asked to
-        # resend them) are still unacknowledged: this snapshot decides about them too, and a
-        # task whose result waits here is not launched again.
-        unsent = [r for r in self.holder.reports if isinstance(r, be.TaskCompleted)]
-        if unsent:
-            self.link.keep(0, unsent)
-        # A recall not reported yet is void: the snapshot still lists those tasks here, so they
-        # are queued again below; sent after it, the report would have them run twice.
-        self.holder.reports = [r for r in self.holder.reports if not isinstance(r, be.TaskCompleted | be.TasksReturned)]
-        resend = self.link.take_for_resend(wanted)
+        # Completions not sent yet (an earlier registration of this turn asked to resend them)
+        # are decided by this snapshot too; unreported recalls are void (converge.rejoin).
+        self.holder.reports, known = rejoin(self.link, self.holder.reports, message.executors)
         if self.link.not_resent:
             log.info(
                 "node %s: not resending %d completions the snapshot no longer lists (recorded already, "
@@ -380,9 +375,7 @@ class ExecutorManager:
                 len(self.link.not_resent),
                 ", ".join(f"{c.session_id}/{c.task_id} attempt {c.attempt}" for c in self.link.not_resent[:5]),
             )
-        known = {(c.executor_id, c.task_id, c.attempt) for c in resend}
-        self.holder.reports.extend(resend)
-        converge(self.holder, message.executors, known)
+        self.holder.converge(message.executors, known)
 
     def _cache_env(self, endpoint: str) -> None:
         """What instances need to reach the object cache the session manager named, and the
@@ -434,6 +427,7 @@ class ExecutorManager:
                     commands = message.commands
                     if self.draining is not None:
                         commands = self.draining.refuse_binds(commands)
+                        self.holder.settle()
                     for command in commands:
                         self.holder.command(command)
             case be.Error(code=ErrorCode.Reregister):
@@ -448,7 +442,7 @@ class ExecutorManager:
                     # cleaned up what we held and retried its tasks, so our instances are
                     # orphans (I5). Stop them; we start afresh if we get the name back.
                     log.warning("node %s: stopping %d executors we no longer own", self.node_name, len(self.executors))
-                    converge(self.holder, [], set())
+                    self.holder.converge([], set())
             case be.Error(code=ErrorCode.Unauthorized):
                 # Our key is not (or no longer) allowed for this node, or the session manager
                 # took us for someone else: nothing we send counts. Register again (the next

@@ -10,8 +10,7 @@ import pytest
 
 from flamed.executor_manager import conduct
 from flamed.executor_manager.conduct import Misbehaviour, Stage, Strikes
-from flamed.executor_manager.executors import LocalExecutor, Phase
-from flamed.executor_manager.instances import Instance
+from flamed.executor_manager.executors import InstanceRef, LocalExecutor, Phase
 from protocol import instance as im
 from protocol.types import ResourceRequirement
 from tests.em.contexts import session, tasks
@@ -41,8 +40,7 @@ LEGAL = {
 def executor_in(stage: Stage) -> LocalExecutor:
     phase, ready = STAGES[stage]
     executor = LocalExecutor("e1", ResourceRequirement(), phase=phase, session=session("s1"), ready=ready)
-    executor.instance = Instance.__new__(Instance)  # no process: only its pid is read
-    executor.instance.pid = PID
+    executor.instance = InstanceRef(number=1, pid=PID)  # no process: only its pid is read
     executor.in_flight.extend(tasks([b"a", b"b"]))  # tasks 1 and 2, attempt 1
     return executor
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+import flamed.executor_manager
 from flamed.core.machines import InvalidTransition
 from flamed.executor_manager.executors import LocalExecutor
 from flamed.executor_manager.machines import Phase, PhaseTrigger
@@ -41,3 +45,17 @@ def test_moves_the_table_does_not_list_raise(phase: Phase, trigger: PhaseTrigger
     with pytest.raises(InvalidTransition):
         executor.move(trigger)
     assert executor.phase is phase
+
+
+def test_no_module_of_the_executor_manager_sets_a_phase_but_through_the_table() -> None:
+    """Breaks if a module assigns an executor's phase directly (`executor.phase = ...`): a move
+    the table does not list would then pass silently. `LocalExecutor.move` is the one place."""
+    package = Path(flamed.executor_manager.__file__).parent
+    pattern = re.compile(r"\.phase\s*=[^=]")
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted(package.glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line) and line.strip() != "self.phase = PHASE.next(self.phase, trigger)"
+    ]
+    assert offenders == []
