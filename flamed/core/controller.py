@@ -370,6 +370,9 @@ class Controller:
 
     def stats(self) -> dict[str, float]:
         stats: dict[str, float] = {f"{k}_total": float(v) for k, v in self.counters.items()}
+        # Task and session totals come from the durable state, not from this process: they go
+        # on across restarts (docs/operations.md says which counters reset).
+        stats.update({k: float(v) for k, v in self.state.totals().items()})
         task_counts: collections.Counter[str] = collections.Counter()
         for session in self.state.sessions.values():
             for task_state, count in session.counts.items():

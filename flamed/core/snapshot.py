@@ -125,6 +125,8 @@ class StateSnapshot(msgspec.Struct, array_like=True, kw_only=True):
     records_applied: int
     #: sessions retention deleted, oldest first: [id, reason, Unix ms]; absent in older snapshots
     expired_sessions: list[tuple[str, str, int]] = []
+    #: what sessions no longer held add to the totals (`ClusterState.gone`); absent in older snapshots
+    gone: dict[str, int] = {}
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -195,6 +197,7 @@ def to_snapshot(state: ClusterState) -> StateSnapshot:
         max_epoch=state.max_epoch,
         records_applied=state.records_applied,
         expired_sessions=[(i, reason, time) for i, (reason, time) in state.expired_sessions.items()],
+        gone=dict(state.gone),
     )
 
 
@@ -285,6 +288,7 @@ def from_snapshot(snap: StateSnapshot) -> ClusterState:
     state.max_epoch = snap.max_epoch
     state.records_applied = snap.records_applied
     state.expired_sessions = {i: (reason, time) for i, reason, time in snap.expired_sessions}
+    state.gone = dict(snap.gone)
     # Derived: finished tasks held, and closed sessions in the order they closed.
     state.finished_held = sum(s.finished_held() for s in state.sessions.values())
     closed = [s for s in state.sessions.values() if s.state is SessionState.Closed]

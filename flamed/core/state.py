@@ -218,6 +218,10 @@ class ClusterState:
         self.closed: dict[str, int] = {}
         #: the last `EXPIRED_REMEMBERED` sessions retention deleted: id -> (reason, Unix ms)
         self.expired_sessions: dict[str, tuple[str, int]] = {}
+        #: what the sessions no longer held (deleted, or expired under retention) add to the
+        #: totals (`totals`): "sessions", "sessions_expired", "tasks" (created), "tasks_expired"
+        #: and one key per task state they ended in; durable (in snapshots, and replayed)
+        self.gone: dict[str, int] = {}
 
     # ---------------------------------------------------------------------------- apply
 
@@ -280,17 +284,49 @@ class ClusterState:
             touched = self.touched[session_id] = set()
         touched.update(task_ids)
 
-    def _remove_session(self, session_id: str) -> SessionEntry:
+    def _remove_session(self, session_id: str, expired: bool = False) -> SessionEntry:
         session = self.sessions.pop(session_id)
         self.touched.pop(session_id, None)
         self.closed.pop(session_id, None)
         self.finished_held -= session.finished_held()
+        gone = self.gone
+        gone["sessions"] = gone.get("sessions", 0) + 1
+        gone["tasks"] = gone.get("tasks", 0) + session.task_count
+        # An expired session's tasks all expire with it; a deleted one's expired before, if any.
+        expired_tasks = session.task_count if expired else session.expired_tasks
+        gone["tasks_expired"] = gone.get("tasks_expired", 0) + expired_tasks
+        if expired:
+            gone["sessions_expired"] = gone.get("sessions_expired", 0) + 1
+        for task_state, count in session.counts.items():
+            if count:
+                gone[task_state.value] = gone.get(task_state.value, 0) + count
         return session
+
+    def totals(self) -> dict[str, int]:
+        """Totals since the cluster began, as `GetStats` shows them: derived from the durable
+        state (each session's per-state counts, which retention keeps, plus what the sessions
+        no longer held added to `gone`), so they go on across session-manager restarts."""
+        gone = self.gone
+        sessions = self.sessions.values()
+        finished = {
+            task_state: sum(s.counts[task_state] for s in sessions) + gone.get(task_state.value, 0)
+            for task_state in (TaskState.Succeed, TaskState.Failed, TaskState.Cancelled)
+        }
+        return {
+            "sessions_created_total": len(self.sessions) + gone.get("sessions", 0),
+            "sessions_expired_total": gone.get("sessions_expired", 0),
+            "tasks_created_total": sum(s.task_count for s in sessions) + gone.get("tasks", 0),
+            "tasks_succeeded_total": finished[TaskState.Succeed],
+            "tasks_failed_total": finished[TaskState.Failed],
+            "tasks_cancelled_total": finished[TaskState.Cancelled],
+            "tasks_completed_total": finished[TaskState.Succeed] + finished[TaskState.Failed],
+            "tasks_expired_total": sum(s.expired_tasks for s in sessions) + gone.get("tasks_expired", 0),
+        }
 
     def _sessions_expired(self, record: r.SessionsExpired) -> None:
         remembered = self.expired_sessions
         for session_id in record.session_ids:
-            session = self._remove_session(session_id)
+            session = self._remove_session(session_id, expired=True)
             if session.state is not SessionState.Closed:
                 raise ValueError(f"session {session_id} is {session.state}; only closed sessions expire")
             remembered.pop(session_id, None)

@@ -78,3 +78,41 @@ def test_state_survives_without_a_clean_stop(tmp_path: Path) -> None:
         assert views(in_process) == before
     finally:
         in_process.cleanup()
+
+
+TOTALS = ("sessions_created_total", "tasks_created_total", "tasks_cancelled_total", "tasks_completed_total")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("crash", [False, True])
+def test_get_stats_totals_go_on_across_a_restart(tmp_path: Path, crash: bool) -> None:
+    """Breaks if GetStats' task and session totals restart from 0 with the session manager (they
+    were process counters), or lose a deleted session's tasks, whether the state comes back
+    from a snapshot plus the log or from the log alone."""
+    in_process = InProcess(tmp_path / "state", snapshot_records=100_000 if crash else 5)
+    try:
+        manager = in_process.start()
+        for s in range(3):
+            in_process.call({"type": "CreateSession", "session_id": f"s{s}", "spec": {"application": "flmping"}})
+            in_process.call({"type": "CreateTasks", "session_id": f"s{s}", "inputs": [b"x"] * 20})
+        in_process.call({"type": "CloseSession", "session_id": "s2"})  # its 20 pending tasks are cancelled
+        assert in_process.call({"type": "DeleteSession", "session_id": "s2"})["type"] == "SessionReply"
+        before = in_process.call({"type": "GetStats"})["stats"]
+        assert [before[k] for k in TOTALS] == [3, 60, 20, 0]
+        if crash:  # what a crash leaves: the log, no snapshot
+            assert manager.storage is not None
+            manager.storage.close()
+            manager.storage = None
+        in_process.stop()
+
+        manager = in_process.start()
+        assert manager.recovered is not None
+        assert (manager.recovered.snapshot_seq == 0) is crash
+        after = in_process.call({"type": "GetStats"})["stats"]
+        assert [after[k] for k in TOTALS] == [3, 60, 20, 0]
+        in_process.call({"type": "CreateSession", "session_id": "s3", "spec": {"application": "flmping"}})
+        in_process.call({"type": "CreateTasks", "session_id": "s3", "inputs": [b"y"] * 5})
+        more = in_process.call({"type": "GetStats"})["stats"]
+        assert (more["sessions_created_total"], more["tasks_created_total"]) == (4, 65)
+    finally:
+        in_process.cleanup()

@@ -321,3 +321,26 @@ def test_a_tick_deletes_a_bounded_number_of_sessions_and_the_next_comes_at_once(
     h.pump()
     assert not h.state.sessions
     assert [len(rec.session_ids) for rec in h.records if isinstance(rec, r.SessionsExpired)] == [2, 2, 1]
+
+
+def test_stats_totals_come_from_the_state_and_survive_expiry_replay_and_snapshot() -> None:
+    """Breaks if GetStats' task and session totals are process counters again (a restart
+    resets them), drop what expired under retention, or differ between a replay of the log
+    and a snapshot (they would jump at a restart)."""
+    h = harness(max_finished_tasks=10)
+    for name in ("c1", "c2", "c3"):
+        run_session(h, name, 4)
+    run_session(h, "open", 8, close=False)
+    h.tasks("open", [b"x"] * 4)
+    h.advance(1.5)
+    assert "c1" not in h.state.sessions  # expired whole
+    assert h.state.sessions["open"].expired_tasks > 0  # and some of the open one's tasks
+    totals = h.state.totals()
+    assert totals["sessions_created_total"] == 4
+    assert totals["tasks_created_total"] == 24
+    assert totals["tasks_succeeded_total"] == totals["tasks_completed_total"] == 24
+    assert totals["sessions_expired_total"] == h.ctl.counters["sessions_expired"]
+    assert totals["tasks_expired_total"] == h.ctl.counters["tasks_expired"]
+    assert h.ctl.stats()["tasks_created_total"] == 24
+    assert replayed(h).totals() == totals
+    assert decode_state(encode_state(h.state)).totals() == totals
