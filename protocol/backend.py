@@ -148,10 +148,14 @@ class ExecutorReleased(Report):
 
 class TasksReturned(Report):
     """The answer to `RecallTasks`: the tasks handed back unstarted (Pending again, no retry
-    counted); empty when none could be spared."""
+    counted); empty when none could be spared. With `waiting`, not an answer: the executor's
+    running task waits for a task of its own session, so it hands back everything queued
+    behind it (and any task launched to it until that task ends) and is given no more until
+    its running task has completed."""
 
     session_id: str
     unstarted: list[TaskKey] = []
+    waiting: bool = False
 
 
 ExecutorReport = (

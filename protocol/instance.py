@@ -9,6 +9,13 @@ number of `InvokeTasks` -> `TaskResults` (tasks run one at a time in order; resu
 batched, each task's result once); `LeaveSession` -> `SessionLeft`, after which the instance
 exits.
 
+A running task that waits for another task of its own session (a recursive service) sends
+`TaskWaiting` (after the results it holds), and waits for `TasksWithdrawn`: the executor
+manager has handed the tasks queued behind it back to the session manager, so the instance
+drops the tasks it holds but has not started (all `InvokeTasks` before `TasksWithdrawn`), and
+gets no more until the waiting task's result is sent. Without it the task waited for could be
+queued behind the task that waits for it.
+
 An instance runs a tenant's code and is not trusted. The executor manager accepts a message
 only from the process it started (or its process group, as the kernel reports the sender of
 each ipc connection) under that instance's token, and only in protocol order. An instance that
@@ -60,6 +67,14 @@ class SessionLeft(Message):
     message: str | None = None
 
 
+class TaskWaiting(Message):
+    """The running task (the oldest without a result) waits for a task of its own session:
+    hand back what is queued behind it. Once per task, answered by `TasksWithdrawn`."""
+
+    task_id: int
+    attempt: int
+
+
 # executor manager -> instance
 
 
@@ -76,5 +91,10 @@ class LeaveSession(Message):
     pass
 
 
-InstanceMessage = InstanceReady | SessionEntered | TaskResults | SessionLeft
-InstanceCommand = EnterSession | InvokeTasks | LeaveSession
+class TasksWithdrawn(Message):
+    """The answer to `TaskWaiting`: drop every task held but not started; they were handed
+    back. No more tasks come until the waiting task's result."""
+
+
+InstanceMessage = InstanceReady | SessionEntered | TaskResults | SessionLeft | TaskWaiting
+InstanceCommand = EnterSession | InvokeTasks | LeaveSession | TasksWithdrawn

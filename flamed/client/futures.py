@@ -12,6 +12,11 @@ conditions, so a thread that starts waiting either sees the result or owns the c
 completion then notifies. Reads of a finished future (`done`, `result`, `exception`) take no lock:
 a finished future never changes again.
 
+A thread about to block on the result of a task calls the wait hook first with the task's
+session (`set_wait_hook`): in an instance, flamed.service uses it to say that its running task
+waits for a task of its own session, so that task is not queued behind the waiting one
+(protocol/PROTOCOL.md section 5, `TaskWaiting`). Outside an instance there is no hook.
+
 It stays a `concurrent.futures.Future` in every way a caller can see (isinstance, `wait`,
 `as_completed`, callbacks, cancellation); tests/client/test_futures.py checks it against the
 standard library's functions under concurrency.
@@ -20,6 +25,7 @@ standard library's functions under concurrency.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any, TypeVar
@@ -31,11 +37,35 @@ _making = threading.Lock()
 _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 
 
+#: [0]: called with a session id before a thread blocks on a task of that session (see above)
+_wait_hook: list[Callable[[str], None] | None] = [None]
+
+
+def set_wait_hook(hook: Callable[[str], None] | None) -> None:
+    """Call `hook(session_id)` before a thread blocks on the result of a task of `session_id`
+    (None: no hook). For flamed.service's instance runner; the hook must be quick and may
+    ignore sessions and threads it does not care about."""
+    _wait_hook[0] = hook
+
+
+def before_wait(futures: Iterable[Future[Any]]) -> None:
+    """About to block until one of `futures` is done (`concurrent.futures.wait`, `as_completed`):
+    tell the wait hook about the sessions of the unfinished task futures among them."""
+    hook = _wait_hook[0]
+    if hook is None:
+        return
+    for session_id in {f.session_id for f in futures if isinstance(f, TaskFuture) and not f.done()}:
+        if session_id is not None:
+            hook(session_id)
+
+
 class TaskFuture(Future[T]):
     """A `Future` whose `threading.Condition` is made only when a thread needs it."""
 
-    def __init__(self) -> None:  # the base class's __init__ would make the condition
+    def __init__(self, session_id: str | None = None) -> None:  # the base class's would make the condition
         self.task_id: int | None = None  # set once the task exists (documented on Session.run)
+        #: the session of the task (for the wait hook)
+        self.session_id = session_id
         self._lazy_condition: threading.Condition | None = None
         self._state = PENDING
         self._result: Any = None
@@ -89,9 +119,16 @@ class TaskFuture(Future[T]):
                 raise self._exception
             result: T = self._result
             return result
+        self._before_wait()
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state == FINISHED:
             return self._exception
+        self._before_wait()
         return super().exception(timeout)
+
+    def _before_wait(self) -> None:
+        hook = _wait_hook[0]
+        if hook is not None and self.session_id is not None and self._state not in _DONE:
+            hook(self.session_id)

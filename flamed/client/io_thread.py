@@ -134,7 +134,7 @@ class IoThread:
 
     def run(self, session_id: str, data: bytes | None) -> Future[Any]:
         """Create a task; the future completes as `complete_run` says."""
-        future: Future[Any] = TaskFuture()
+        future: Future[Any] = TaskFuture(session_id)
         self._submit(Run(session_id, data, future))
         return future
 

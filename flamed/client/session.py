@@ -162,7 +162,7 @@ class Session:
     def run_many(self, inputs: Iterable[bytes | None]) -> list[Future[bytes | None]]:
         """`run` for many inputs in one request."""
         checked = [_check_input(i) for i in inputs]
-        futures: list[Future[bytes | None]] = [TaskFuture() for _ in checked]
+        futures: list[Future[bytes | None]] = [TaskFuture(self.id) for _ in checked]
         if checked:
             self._connection.io.create_tasks(self.id, checked, list(futures))
         return futures

@@ -27,6 +27,12 @@ a session with nothing pending and an executor idle for `rebalance_after`, what 
 holds beyond an even share. One recall per executor at a time; after an answer with nothing
 returned, not again before `rebalance_after`.
 
+A task that waits for another task of its own session (a recursive service) must not have
+that task queued behind it: its executor manager hands back what it holds behind the waiting
+task (`TasksReturned{waiting}`), and the executor is fed no more (`waiting`) until it holds no
+task; the pending task then goes to a sibling, or to a new executor the scheduler adds for it
+(demand counts running and pending tasks).
+
 Recalls only where they pay (hysteresis): each one puts tasks back to Pending and bumps their
 attempt, and tasks that bounce between executors cost a round trip each time and gain
 nothing. So in the session pass an executor keeps the tasks it was last given for at least
@@ -94,6 +100,8 @@ class Dispatcher:
         self.launched_at: dict[str, float] = {}
         #: (session id, task id) -> monotonic time it was last recalled (pruned after the memory)
         self.recalled_at: dict[tuple[str, int], float] = {}
+        #: executors whose running task waits for its own session: fed no more while they hold tasks
+        self.waiting: set[str] = set()
         self._rebuild(state)
 
     def _rebuild(self, state: ClusterState) -> None:
@@ -128,7 +136,14 @@ class Dispatcher:
         if self.coming.get(executor.session_id):
             self.coming[executor.session_id] -= 1
 
+    def executor_waiting(self, executor: ExecutorEntry) -> None:
+        self.waiting.add(executor.id)
+        if executor.session_id is not None:
+            self.dirty.add(executor.session_id)
+        self.schedule_requested = True  # its pending tasks may need another executor
+
     def executor_unbound(self, executor: ExecutorEntry) -> None:
+        self.waiting.discard(executor.id)
         self.idle_since.pop(executor.id, None)
         self.recall_after.pop(executor.id, None)
         self.launched_at.pop(executor.id, None)
@@ -201,10 +216,19 @@ class Dispatcher:
         self, executors: Mapping[str, ExecutorEntry], executor_ids: set[str], nodes: NodeReadiness
     ) -> list[ExecutorEntry]:
         """The executors that may get new tasks: on a Ready node whose executor manager is not
-        stopping, and not reclaimed for another session."""
+        stopping, not reclaimed for another session, and not waiting on a task of their own
+        session (a waiting executor that holds no task any more is fed again)."""
         ready, stopping = nodes.is_ready, nodes.is_stopping
         found = [executors[e] for e in sorted(executor_ids)]
-        return [e for e in found if ready(e.node) and not stopping(e.node) and e.id not in self.reclaiming]
+        if self.waiting:
+            for e in found:
+                if e.id in self.waiting and not e.tasks:
+                    self.waiting.discard(e.id)
+        return [
+            e
+            for e in found
+            if ready(e.node) and not stopping(e.node) and e.id not in self.reclaiming and e.id not in self.waiting
+        ]
 
     def _launch(self, turn: Turn, session: SessionEntry, executor: ExecutorEntry, count: int) -> None:
         pending = session.pending

@@ -251,10 +251,17 @@ def _unbound(turn: Turn, executor: ExecutorEntry, report: be.ExecutorUnbound) ->
 
 
 def _tasks_returned(turn: Turn, executor: ExecutorEntry, report: be.TasksReturned) -> None:
-    """The answer to a recall: the tasks it names that are still on the executor in that
-    attempt are Pending again (no retry counted)."""
+    """The answer to a recall, or (`waiting`) the executor's running task waits for a task of
+    its own session: the tasks it names that are still on the executor in that attempt are
+    Pending again (no retry counted); a waiting executor is fed no more while it holds tasks."""
     returned = report.unstarted if report.session_id == executor.session_id else []
     task_ids = [k.task_id for k in returned if executor.tasks.get(k.task_id) == k.attempt]
-    turn.recall_answered(executor, returned=task_ids)
+    if report.waiting:
+        if report.session_id == executor.session_id:
+            turn.executor_waiting(executor)
+        reason = "handed back: the task before it waits for its own session"
+    else:
+        turn.recall_answered(executor, returned=task_ids)
+        reason = "recalled to share the session's work"
     if task_ids and executor.session_id is not None:
-        requeue(turn, executor.session_id, task_ids, count_retry=False, reason="recalled to share the session's work")
+        requeue(turn, executor.session_id, task_ids, count_retry=False, reason=reason)

@@ -78,6 +78,8 @@ class DispatchNotes(Protocol):
 
     def recall_answered(self, executor: ExecutorEntry, *, returned: list[int], now: float) -> None: ...
 
+    def executor_waiting(self, executor: ExecutorEntry) -> None: ...
+
 
 class NodeCommands(Protocol):
     """Where commands for nodes go (the node links)."""
@@ -160,3 +162,8 @@ class Turn:
     def recall_answered(self, executor: ExecutorEntry, *, returned: list[int]) -> None:
         """The executor answered a recall; `returned`: the ids of the tasks it handed back."""
         self._dispatch.recall_answered(executor, returned=returned, now=self.now.mono)
+
+    def executor_waiting(self, executor: ExecutorEntry) -> None:
+        """The executor's running task waits for a task of its own session: feed it no more
+        until it holds no task."""
+        self._dispatch.executor_waiting(executor)

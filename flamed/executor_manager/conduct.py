@@ -12,11 +12,12 @@ The rules, as a table of what each stage of an instance may send:
 | Starting | Binding, no `InstanceReady` yet  | `InstanceReady`, naming its own executor id and pid   |
 | Entering | Binding, `EnterSession` sent     | `SessionEntered`                                      |
 | Serving  | Bound                            | `TaskResults`: one or more, each for a task it holds  |
+|          |                                  | `TaskWaiting`: once per task, for the one it runs     |
 | Leaving  | Unbinding (being stopped)        | anything that decodes; results count only for tasks it holds |
 
 Besides these, an instance misbehaves if it sends a frame that does not decode, or uses a
 routing id other than the token it was started with (lifecycle.py). A flood is one of these:
-a well-behaved instance sends at most one message per task it holds, plus two.
+a well-behaved instance sends at most two messages per task it holds, plus two.
 
 A session whose instances were killed for misbehaving `MISBEHAVIOUR_LIMIT` times on this node
 is not bound here again (until the executor manager restarts): each bind fails at once with the
@@ -54,8 +55,8 @@ class Stage(enum.Enum):
 LEGAL: dict[Stage, tuple[type[im.Message], ...]] = {
     Stage.Starting: (im.InstanceReady,),
     Stage.Entering: (im.SessionEntered,),
-    Stage.Serving: (im.TaskResults,),
-    Stage.Leaving: (im.InstanceReady, im.SessionEntered, im.TaskResults, im.SessionLeft),
+    Stage.Serving: (im.TaskResults, im.TaskWaiting),
+    Stage.Leaving: (im.InstanceReady, im.SessionEntered, im.TaskResults, im.SessionLeft, im.TaskWaiting),
 }
 
 _DOING = {
@@ -96,6 +97,12 @@ def check(executor: LocalExecutor, message: im.InstanceMessage) -> Stage:
                         f"sent a result for task {outcome.task_id} (attempt {outcome.attempt}) it does not hold"
                     )
                 held.discard(key)  # a second result for the same task is one it no longer holds
+        case im.TaskWaiting(task_id=task_id, attempt=attempt) if stage is Stage.Serving:
+            running = executor.in_flight[0] if executor.in_flight else None
+            if running is None or (running.task_id, running.attempt) != (task_id, attempt):
+                raise Misbehaviour(f"said task {task_id} (attempt {attempt}) waits, but it is not the task it runs")
+            if executor.waiting is not None:
+                raise Misbehaviour(f"said task {task_id} waits twice")
     return stage
 
 

@@ -44,7 +44,7 @@ from flamed.executor_manager.holding import (
     BIND_TIMEOUT,
     Holding,
 )
-from flamed.executor_manager.instance_window import blame, fail_running, take_results
+from flamed.executor_manager.instance_window import blame, fail_running, take_results, withdraw
 from flamed.executor_manager.machines import Phase, PhaseTrigger
 from protocol import backend as be
 from protocol import instance as im
@@ -289,6 +289,18 @@ class ExecutorsCore(Holding):
                     for completion in completed:
                         self.report(completion)
                     self.pump(executor)
+            case im.TaskWaiting(task_id=task_id, attempt=attempt) if stage is conduct.Stage.Serving:
+                executor.waiting = (task_id, attempt)
+                withdrawn = withdraw(executor)
+                self._emit(Send(executor.id, im.TasksWithdrawn()))
+                log.info(
+                    "executor %s: task %d waits for its own session %s; %d tasks behind it handed back",
+                    executor.id,
+                    task_id,
+                    executor.session_id,
+                    len(withdrawn),
+                )
+                self.hand_back_waiting(executor, withdrawn)
             case _:  # Leaving: it is being stopped anyway
                 log.debug("executor %s: %s from the instance being stopped", executor.id, type(message).__name__)
         return self.take_effects()

@@ -60,6 +60,9 @@ class LocalExecutor:
     pace: float | None = None
     #: loop time since which the instance has been working for the results not yet received
     paced_at: float = 0.0
+    #: (task id, attempt) of the running task while it waits for a task of its own session
+    #: (`TaskWaiting`): nothing more goes to the instance, tasks launched are handed back
+    waiting: tuple[int, int] | None = None
 
     def move(self, trigger: PhaseTrigger) -> None:
         """Change phase as the table allows (machines.PHASE); any other move is a bug of ours

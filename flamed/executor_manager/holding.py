@@ -24,7 +24,7 @@ from flamed.executor_manager.effects import (
     TimerKind,
 )
 from flamed.executor_manager.executors import LocalExecutor
-from flamed.executor_manager.instance_window import Suspects, take_batch
+from flamed.executor_manager.instance_window import Suspects, take_batch, withdraw
 from flamed.executor_manager.machines import Phase, PhaseTrigger
 from protocol import backend as be
 from protocol import instance as im
@@ -96,6 +96,7 @@ class Holding:
         executor.session, executor.application = session, app
         executor.ready = executor.bind_failed = False
         executor.pace = None
+        executor.waiting = None
         executor.report_exit, executor.release_after_unbind = True, False
         executor.stop_reason = ""
         executor.queue.extend(tasks or [])
@@ -141,12 +142,28 @@ class Holding:
 
     def pump(self, executor: LocalExecutor) -> None:
         """Keep the instance's next tasks at hand (instance_window.py): top up its window in
-        one message, only on a link we may start tasks on."""
-        if executor.phase is not Phase.Bound or not self.may_start(self.now):
+        one message, only on a link we may start tasks on. While its running task waits for its
+        own session, hand the queue back instead (`TasksReturned{waiting}`): a task queued
+        behind it could be the one it waits for."""
+        if executor.phase is not Phase.Bound:
+            return
+        if executor.waiting is not None:
+            if executor.queue:
+                self.hand_back_waiting(executor, withdraw(executor))
+            return
+        if not self.may_start(self.now):
             return
         batch = take_batch(executor, self.suspects, self.now)
         if batch:
             self._emit(Send(executor.id, im.InvokeTasks(tasks=batch)))
+
+    def hand_back_waiting(self, executor: LocalExecutor, tasks: list[be.TaskKey]) -> None:
+        """Tell the session manager the executor's running task waits (it feeds it no more),
+        with the tasks handed back unstarted; sent even with none."""
+        assert executor.session_id is not None
+        self.report(
+            be.TasksReturned(executor_id=executor.id, session_id=executor.session_id, unstarted=tasks, waiting=True)
+        )
 
     # ------------------------------------------------------------------ stopping
 
@@ -229,6 +246,7 @@ class Holding:
         executor.queue.clear()
         executor.in_flight.clear()
         executor.ready = False
+        executor.waiting = None
         if executor.release_after_unbind:
             executor.pending_bind = None
             self._released(executor, report=not quiet)

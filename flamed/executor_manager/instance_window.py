@@ -80,6 +80,18 @@ def take_batch(executor: LocalExecutor, suspects: Suspects, now: float) -> list[
     return batch
 
 
+def withdraw(executor: LocalExecutor) -> list[be.TaskKey]:
+    """The instance's running task waits for a task of its own session (`TaskWaiting`): every
+    task held behind it, on the instance or queued, is taken back (to be handed back to the
+    session manager unstarted); the running one stays in flight."""
+    behind = list(itertools.islice(executor.in_flight, 1, None))
+    while len(executor.in_flight) > 1:
+        executor.in_flight.pop()
+    behind.extend(executor.queue)
+    executor.queue.clear()
+    return [be.TaskKey(task_id=t.task_id, attempt=t.attempt) for t in behind]
+
+
 def _near_suspect(executor: LocalExecutor, suspects: Suspects) -> bool:
     """A suspect is in flight or among the next INSTANCE_WINDOW queued tasks."""
     session_id = executor.session_id or ""
@@ -112,6 +124,8 @@ def take_results(
             in_flight.remove(match[0])
         if suspects:
             suspects.discard((session_id, outcome.task_id))
+        if executor.waiting == key:
+            executor.waiting = None
         completed.append(
             be.TaskCompleted(
                 executor_id=executor.id,

@@ -56,6 +56,7 @@ from flamed.client import (
     short_name,
     unregister_application,
 )
+from flamed.client.futures import before_wait
 from flamed.runner import package
 from flamed.runner.runpy import Inline as _Inline
 from flamed.runner.runpy import is_inline
@@ -128,6 +129,7 @@ class ObjectFutureIterator:
         self._future_map = {future._future: future for future in futures}
 
     def __iter__(self) -> Iterator[ObjectFuture]:
+        before_wait(self._future_map)
         for future in as_completed(self._future_map):
             yield self._future_map[future]
 

@@ -9,6 +9,12 @@ The runner's routing id is the token the executor manager started it with
 (`FLAME_INSTANCE_TOKEN`); the executor manager accepts nothing else from this process. An
 executor manager older than the token names none, and then the executor id is the routing id.
 A frame from the executor manager that does not decode is reported on stderr and skipped.
+
+A task that waits for a task of its own session (flamed.client calls the wait hook before it
+blocks on a task's result) says `TaskWaiting` once, after the results held, and waits for
+`TasksWithdrawn`: the tasks this instance holds but has not started were handed back, so they
+are dropped, and the one waited for cannot be stuck behind the waiting task. Only waits on
+the thread that runs the task count (the socket is this thread's).
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
 
+from flamed.client.futures import set_wait_hook
 from flamed.service.types import ApplicationContext, FlameService, SessionContext, TaskContext
 from flamed.transport import connect_dealer
 from protocol import backend as be
@@ -55,7 +63,12 @@ def run(service: FlameService) -> None:
     endpoint = _required_env("FLAME_INSTANCE_ENDPOINT")
     executor_id = _required_env("FLAME_EXECUTOR_ID")
     token = os.environ.get("FLAME_INSTANCE_TOKEN") or executor_id
-    _Runner(service, endpoint, executor_id, token).serve()
+    runner = _Runner(service, endpoint, executor_id, token)
+    set_wait_hook(runner.waiting_for)
+    try:
+        runner.serve()
+    finally:
+        set_wait_hook(None)
 
 
 class _Runner:
@@ -70,6 +83,12 @@ class _Runner:
         self.held_since = 0.0
         self.session_id = ""
         self.leaving = False
+        #: the task being run, and whether it said TaskWaiting already
+        self.running: be.TaskAssignment | None = None
+        self.said_waiting = False
+        self.thread = threading.get_ident()
+        #: commands read while waiting for TasksWithdrawn, handled after the task
+        self.deferred: deque[im.InstanceCommand] = deque()
 
     def send(self, message: im.Message) -> None:
         # Blocking send: with IMMEDIATE set it waits for the connection, and the executor
@@ -82,6 +101,9 @@ class _Runner:
         )
         try:
             while not self.leaving:
+                if self.deferred:
+                    self.command(self.deferred.popleft())
+                    continue
                 if not self.pending:
                     self.flush()
                     self.handle(self.sock.recv_multipart())
@@ -89,6 +111,7 @@ class _Runner:
                 if not self.results:
                     self.held_since = time.monotonic()
                 self.invoke(self.pending.popleft())
+                self.running = None
                 if (
                     not self.pending
                     or len(self.results) >= RESULT_BATCH
@@ -103,12 +126,41 @@ class _Runner:
             results, self.results = self.results, []
             self.send(im.TaskResults(results=results))
 
-    def handle(self, frames: list[bytes]) -> None:
+    def decode(self, frames: list[bytes]) -> im.InstanceCommand | None:
         try:
-            command = self.codec.decode(frames)
+            return self.codec.decode(frames)
         except FrameError as exc:
             print(f"flamed.service: dropped a bad frame from the executor manager: {exc.message}", file=sys.stderr)
+            return None
+
+    def handle(self, frames: list[bytes]) -> None:
+        command = self.decode(frames)
+        if command is not None:
+            self.command(command)
+
+    def waiting_for(self, session_id: str) -> None:
+        """The wait hook (flamed.client.futures): the running task is about to wait for a task
+        of `session_id`. If that is this session, hand back the tasks held behind it first."""
+        task = self.running
+        if task is None or self.said_waiting or session_id != self.session_id or threading.get_ident() != self.thread:
             return
+        self.said_waiting = True
+        self.flush()
+        self.send(im.TaskWaiting(task_id=task.task_id, attempt=task.attempt))
+        while True:
+            command = self.decode(self.sock.recv_multipart())
+            match command:
+                case im.TasksWithdrawn():
+                    self.pending.clear()
+                    return
+                case im.InvokeTasks(tasks=tasks):
+                    self.pending.extend(tasks)
+                case None:
+                    pass
+                case _:
+                    self.deferred.append(command)
+
+    def command(self, command: im.InstanceCommand) -> None:
         match command:
             case im.EnterSession(session=session, application=app):
                 self.enter(session, app)
@@ -116,6 +168,8 @@ class _Runner:
                 self.pending.extend(tasks)
             case im.LeaveSession():
                 self.leave()
+            case im.TasksWithdrawn():
+                pass  # only asked for by waiting_for, which reads it itself
 
     def enter(self, session: be.SessionContext, app: be.ApplicationContext) -> None:
         self.session_id = session.session_id
@@ -140,6 +194,7 @@ class _Runner:
 
     def invoke(self, task: be.TaskAssignment) -> None:
         context = TaskContext(task_id=str(task.task_id), session_id=self.session_id, input=task.input)
+        self.running, self.said_waiting = task, False
         try:
             output = self.service.on_task_invoke(context)
             if output is not None and not isinstance(output, bytes | bytearray | memoryview):
