@@ -98,7 +98,18 @@ class RecallTasks(Command):
     count: int
 
 
-ExecutorCommand = CreateExecutor | BindExecutor | LaunchTasks | UnbindExecutor | ReleaseExecutor | RecallTasks
+class RemoveApplication(Command):
+    """The application `application` was unregistered: remove its installed packages on the
+    node (`<runtime>/apps/<application>`), each once no instance of the node uses it. Not about
+    one executor: `executor_id` is empty. Sent only to executor managers that list
+    `"remove-application"` in `features`."""
+
+    application: str
+
+
+ExecutorCommand = (
+    CreateExecutor | BindExecutor | LaunchTasks | UnbindExecutor | ReleaseExecutor | RecallTasks | RemoveApplication
+)
 
 
 # ------------------------------------------------------------- reports (EM -> SM, batched)
@@ -191,7 +202,7 @@ class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
 
 
 #: What this executor manager understands beyond protocol 1 as first released.
-FEATURES = ["recall"]
+FEATURES = ["recall", "remove-application"]
 
 
 class RegisterNode(Message):
@@ -225,6 +236,10 @@ class Registered(Message):
     heartbeat_liveness: int
     #: the object cache's endpoint, handed to instances as FLAME_CACHE_ENDPOINT ("" = none)
     cache_endpoint: str = ""
+    #: the names of the registered applications: the executor manager removes the installed
+    #: packages of any other (unregistered while it was away). None: not said (an older
+    #: session manager), nothing is removed.
+    applications: list[str] | None = None
 
 
 class Heartbeat(Message):

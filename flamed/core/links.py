@@ -332,6 +332,8 @@ class NodeLinks:
         Connected (the snapshot at its next registration carries the desired state)."""
         link = self._links.get(node)
         if link is not None and link.connection is ConnectionState.Connected:
+            if isinstance(command, be.RemoveApplication) and "remove-application" not in link.features:
+                return  # an older executor manager would drop the whole frame
             link.commands.append(command)
             self._due.add(node)
 

@@ -105,6 +105,7 @@ def registered(turn: Turn, epoch: int, kept: list[ExecutorEntry]) -> be.Register
         heartbeat_interval=turn.config.heartbeat_interval,
         heartbeat_liveness=turn.config.heartbeat_liveness,
         cache_endpoint=turn.config.cache_endpoint,
+        applications=sorted(turn.state.applications),
     )
 
 

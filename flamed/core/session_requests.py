@@ -27,6 +27,7 @@ from flamed.core.state import ClusterState, SessionEntry, TaskEntry
 from flamed.core.turn import Turn
 from flamed.core.views import session_view, task_view
 from flamed.core.watches import Watch, Watches
+from protocol import backend as be
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
 from protocol.types import Application, ApplicationSpec, SessionSpec, SessionState, Task, TaskState
@@ -157,6 +158,10 @@ class SessionRequests:
                 f"application {request.name!r} has open sessions ({', '.join(open_ids[:5])}); close them first",
             )
         turn.commit(r.ApplicationRemoved(time=turn.now.wall, name=request.name))
+        # Its installed packages go from every node (a node away now is told by the
+        # application list of its next registration).
+        for node in turn.state.nodes:
+            turn.send(node, be.RemoveApplication(executor_id="", application=request.name))
         return fe.Ok()
 
     @staticmethod

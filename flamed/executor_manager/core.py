@@ -5,9 +5,11 @@ the shell (lifecycle.py) does what the effects say and feeds their answers back.
 Events: a session-manager command (`command`), an instance message already decoded and
 attributed to its executor (`instance_message`) or an instance that broke the protocol before
 it could be decoded (`misbehaved`), an instance exit with its exit text (`instance_exited`), a
-timer that fired (`timer`), the answers to a start, an install or a send, the link confirmed
-(`link_confirmed`), a registration snapshot to converge to (`converge`, converge.py) and a
-drain step (drain.py). Each returns the effects to run, in order.
+timer that fired (`timer`), the answers to a start, an install, a send or a removal of an
+application's packages, the link confirmed (`link_confirmed`), applications a registration no
+longer lists (`applications_unregistered`), a registration snapshot to converge to
+(`converge`, converge.py) and a drain step (drain.py). Each returns the effects to run, in
+order.
 
 Rules: phases change only through `LocalExecutor.move` (machines.PHASE). No task is handed to
 an instance unless `may_start(now)` (the manager: only on a link the session manager has
@@ -85,9 +87,29 @@ class ExecutorsCore(Holding):
                     self.report(be.ExecutorReleased(executor_id=command.executor_id))
                 else:
                     self.release(executor)
+            case be.RemoveApplication(application=name):
+                self.doomed_apps.add(name)
+                self.remove_doomed()
             case be.RecallTasks(session_id=session_id, count=count):
                 taken = executor.take_back(session_id, count) if executor is not None else []
                 self.report(be.TasksReturned(executor_id=command.executor_id, session_id=session_id, unstarted=taken))
+        return self.take_effects()
+
+    def applications_unregistered(self, names: set[str], now: float) -> list[Effect]:
+        """Applications `names` are installed here but not registered (a registration's list
+        leaves them out): remove their packages, now or once no instance here uses them."""
+        self._at(now)
+        self.doomed_apps.update(names)
+        self.remove_doomed()
+        return self.take_effects()
+
+    def packages_removed(self, name: str, done: bool, now: float) -> list[Effect]:
+        """The shell removed application `name`'s packages, or (`done` false) could not yet (an
+        install of it runs, or another executor manager's instance holds a release): it is
+        tried again when an executor here is next unbound."""
+        self._at(now)
+        if done:
+            self.doomed_apps.discard(name)
         return self.take_effects()
 
     def link_confirmed(self, now: float) -> list[Effect]:

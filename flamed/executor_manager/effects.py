@@ -4,7 +4,8 @@ The core decides; the shell does: it starts instances, sends on the instance soc
 process groups, runs timers, installs packages, removes work dirs and queues the reports for
 the session manager, in the order the core returned them. Some effects have an answer, which
 the shell feeds back to the core as an event: a start (`started` / `start_failed`), an install
-(`installed`, or `install_progressed` once a running install finished), a send the instance
+(`installed`, or `install_progressed` once a running install finished), a removal of an
+application's packages (`packages_removed`), a send the instance
 socket could not take (`unreachable`), a timer that fired (`timer`).
 
 Rules: an effect names an executor by id; the shell acts on the instance it holds for it now,
@@ -115,4 +116,15 @@ class RemoveWorkDir:
     executor_id: str
 
 
-Effect = Install | StartInstance | Send | Signal | Disown | SetTimer | CancelTimer | Report | RemoveWorkDir
+@dataclass(frozen=True)
+class RemovePackages:
+    """Remove the installed packages of the unregistered application `application`; answer
+    `packages_removed`. The shell removes a release only when no instance of the host holds it
+    (install.py's lock files): the core knows only the instances of this executor manager."""
+
+    application: str
+
+
+Effect = (
+    Install | StartInstance | Send | Signal | Disown | SetTimer | CancelTimer | Report | RemoveWorkDir | RemovePackages
+)

@@ -14,6 +14,7 @@ from flamed.executor_manager.effects import (
     CancelTimer,
     Effect,
     Install,
+    RemovePackages,
     RemoveWorkDir,
     Report,
     Send,
@@ -59,6 +60,8 @@ class Holding:
         self.binds_refused = 0
         #: the time of the event being handled
         self.now = 0.0
+        #: unregistered applications whose installed packages go once no instance here uses them
+        self.doomed_apps: set[str] = set()
         self._bindings = 0
         self._out: list[Effect] = []
 
@@ -94,6 +97,7 @@ class Holding:
         self._bindings += 1
         executor.binding = self._bindings
         executor.session, executor.application = session, app
+        self.doomed_apps.discard(app.name)  # registered again since
         executor.ready = executor.bind_failed = False
         executor.pace = None
         executor.waiting = None
@@ -164,6 +168,19 @@ class Holding:
         self.report(
             be.TasksReturned(executor_id=executor.id, session_id=executor.session_id, unstarted=tasks, waiting=True)
         )
+
+    # ------------------------------------------------------------------ unregistered applications
+
+    def remove_doomed(self) -> None:
+        """Ask the shell to remove the packages of the unregistered applications that no
+        executor here uses or is about to bind (it may still find one held by an instance of
+        another executor manager of the host: `packages_removed` says so)."""
+        if not self.doomed_apps:
+            return
+        in_use = {e.application.name for e in self.executors.values() if e.application is not None}
+        in_use.update(e.pending_bind[1].name for e in self.executors.values() if e.pending_bind is not None)
+        for name in sorted(self.doomed_apps - in_use):
+            self._emit(RemovePackages(name))
 
     # ------------------------------------------------------------------ stopping
 
@@ -247,6 +264,7 @@ class Holding:
         executor.in_flight.clear()
         executor.ready = False
         executor.waiting = None
+        self.remove_doomed()
         if executor.release_after_unbind:
             executor.pending_bind = None
             self._released(executor, report=not quiet)

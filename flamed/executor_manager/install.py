@@ -23,8 +23,12 @@ Rules:
   anything else is copied into `src/` as it is.
 - Executor managers of one host share `<root>` (a release is the same wherever it is
   installed); a lock file per release makes one of them install it while the others wait.
-- Not yet: removing releases. The session manager does not tell executor managers when an
-  application is unregistered, so releases stay under `<root>` until removed by hand.
+- An application's releases (`<root>/<app>/`) are removed when the session manager says it was
+  unregistered (`RemoveApplication`, or its absence from the application list of a
+  registration), once no instance uses them and no install of them runs: an executor manager
+  holds a shared lock on a release's lock file while an instance of it runs (`hold`), the
+  installer an exclusive one, and a release whose lock cannot be taken is left for the next
+  time (the next instance that ends here).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlparse
 
 from flamed.lifeline import parent_death_signal
@@ -236,6 +241,53 @@ class Packages:
         install.failed = f"installing the application's package failed: {reason}"
         install.failed_at = self.clock()
         log.warning("%s: %s", install.release, install.failed)
+
+    def hold(self, app: ApplicationContext) -> IO[str] | None:
+        """A shared lock on the application's release while an instance of it runs (close the
+        file to let go): no executor manager of the host removes a release held so. None when
+        the application has no release."""
+        if not app.installer or not app.url:
+            return None
+        release = self.root / _safe(app.name) / release_id(app)
+        try:
+            lock = open(release.parent / f"{release.name}.lock", "a")  # noqa: SIM115 - held until the instance is gone
+        except OSError:
+            return None
+        fcntl.flock(lock, fcntl.LOCK_SH)  # waits only for a removal in progress
+        return lock
+
+    def installed_applications(self) -> set[str]:
+        """The directory names under `<root>` (one per application with releases)."""
+        try:
+            return {p.name for p in self.root.iterdir() if p.is_dir()}
+        except OSError:
+            return set()
+
+    def remove(self, name: str) -> bool:
+        """Remove the releases of application `name` (the caller knows no instance uses them).
+        False when something could not go yet (an install of it runs, here or in another
+        executor manager): try again later."""
+        app_dir = self.root / _safe(name)
+        if any(i.release.parent == app_dir and i.process is not None for i in self.installs.values()):
+            return False
+        for key in [k for k, i in self.installs.items() if i.release.parent == app_dir]:
+            del self.installs[key]  # failures remembered for it: a new registration starts afresh
+        if not app_dir.is_dir():
+            return True
+        done = True
+        for release in [p for p in app_dir.iterdir() if p.is_dir()]:
+            lock_path = app_dir / f"{release.name}.lock"
+            with open(lock_path, "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    done = False  # an instance runs it, or an executor manager installs it now
+                    continue
+                shutil.rmtree(release, ignore_errors=True)
+        if done:
+            shutil.rmtree(app_dir, ignore_errors=True)
+            log.info("application %s: installed packages removed (%s)", name, app_dir)
+        return done
 
     def close(self) -> None:
         """Stop installs in progress (the executor manager is stopping)."""

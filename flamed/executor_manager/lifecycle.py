@@ -3,9 +3,11 @@ processes and the instance socket (protocol/instance.py).
 
 `Executors` turns socket, pidfd and timer activity into the core's events and does what the
 core's effects say with the real `Instance`, socket and loop: it starts and signals instances,
-sends to them, runs timers, installs packages (install.py), removes work dirs, and queues the
-reports (`reports`, sent by the manager at the end of the loop turn). It decides nothing about
-executors and never talks to the session manager itself.
+sends to them, runs timers, installs packages (install.py) and removes those of unregistered
+applications (holding a shared lock on the release each instance runs, so no executor manager
+of the host removes it under it), removes work dirs, and queues the reports (`reports`, sent
+by the manager at the end of the loop turn). It decides nothing about executors and never
+talks to the session manager itself.
 
 Instances are untrusted (conduct.py). A message on the instance socket is accepted only from
 the instance process (or its process group) that the kernel names as the sender, under the
@@ -23,6 +25,7 @@ import shutil
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
 from flamed.executor_manager import effects as fx
 from flamed.executor_manager.converge import converge
@@ -73,6 +76,8 @@ class Executors:
         self._by_token: dict[bytes, str] = {}
         self._by_pid: dict[int, str] = {}
         self._timers: dict[fx.TimerKey, Timer] = {}
+        #: the shared lock each instance holds on its application's release (install.Packages.hold)
+        self._holds: dict[str, IO[str]] = {}
         #: application packages (install.py), next to the work dirs: <runtime>/apps
         self.packages = Packages(
             work_root.parent.parent / "apps",
@@ -105,6 +110,12 @@ class Executors:
         self.run(converge(self.core, snapshot, resent, now))
         self.run(self.core.link_confirmed(now))
 
+    def keep_applications(self, names: list[str]) -> None:
+        """Only `names` are registered (a registration's list): remove the installed packages
+        of every other application, now or once no instance here uses them."""
+        unregistered = self.packages.installed_applications() - set(names)
+        self.run(self.core.applications_unregistered(unregistered, self.loop.now()))
+
     def settle(self) -> None:
         """Run the effects decided outside an event of ours (a drain step, refused binds)."""
         self.run(self.core.take_effects())
@@ -125,6 +136,7 @@ class Executors:
     def _exited(self, executor_id: str, instance: Instance) -> None:
         del self._processes[executor_id]
         self._forget(instance)
+        self._let_go(executor_id)  # before the core decides what to remove
         self.run(self.core.instance_exited(executor_id, instance.describe_exit(), self.loop.now()))
 
     def on_instances(self) -> None:
@@ -159,6 +171,12 @@ class Executors:
         """From now on nothing is accepted from `instance`."""
         self._by_token.pop(instance.token, None)
         self._by_pid.pop(instance.pid, None)
+
+    def _let_go(self, executor_id: str) -> None:
+        """The executor's instance no longer uses its application's release."""
+        hold = self._holds.pop(executor_id, None)
+        if hold is not None:
+            hold.close()
 
     def _firing(self, key: fx.TimerKey) -> Callable[[], None]:
         def fire() -> None:
@@ -204,6 +222,9 @@ class Executors:
                     self._start(effect)
                 case fx.RemoveWorkDir(executor_id=executor_id):
                     shutil.rmtree(self.work_root / executor_id, ignore_errors=True)
+                case fx.RemovePackages(application=name):
+                    done = self.packages.remove(name)  # only releases no instance of the host holds
+                    self.run(self.core.packages_removed(name, done, self.loop.now()))
 
     def _install(self, effect: fx.Install) -> None:
         """Prepare the application's package; an install in progress answers when it is over."""
@@ -222,6 +243,8 @@ class Executors:
         """`Instance.start` is the one place an instance is started."""
         executor_id = effect.executor_id
         work_dir = self.work_root / executor_id
+        self._let_go(executor_id)
+        hold = self.packages.hold(effect.app)  # no executor manager of the host removes it now
         try:
             instance = Instance.start(
                 executor_id,
@@ -232,9 +255,13 @@ class Executors:
                 install_env=effect.install_env,
             )
         except InstanceStartError as exc:
+            if hold is not None:
+                hold.close()
             self.run(self.core.start_failed(executor_id, effect.binding, str(exc), self.loop.now()))
             return
         self._processes[executor_id] = instance
+        if hold is not None:
+            self._holds[executor_id] = hold
         self._by_token[instance.token] = executor_id
         self._by_pid[instance.pid] = executor_id
         if instance.pidfd is not None:

@@ -358,6 +358,8 @@ class ExecutorManager:
         self._register_timer.cancel()
         self.link.registered_with(message, self.loop.now())
         self._cache_env(message.cache_endpoint)
+        if message.applications is not None:
+            self.holder.keep_applications(message.applications)
         log.info(
             "node %s: registered (epoch %d, %d executors in snapshot)",
             self.node_name,

@@ -34,6 +34,10 @@ class FakeShell:
         self.starts: list[fx.StartInstance] = []
         self.disowned: list[str] = []
         self.removed: list[str] = []
+        #: applications whose packages were removed; those held by an instance of another
+        #: executor manager of the host (`held_apps`) are asked for but not removed
+        self.removed_apps: list[str] = []
+        self.held_apps: set[str] = set()
         #: the pid of each executor's running instance
         self.pids: dict[str, int] = {}
         #: executors whose instance socket refuses sends
@@ -67,6 +71,11 @@ class FakeShell:
                     self.run(self.core.started(executor_id, binding, self._next_pid, self.now))
                 case fx.RemoveWorkDir(executor_id=executor_id):
                     self.removed.append(executor_id)
+                case fx.RemovePackages(application=name):
+                    done = name not in self.held_apps
+                    if done:
+                        self.removed_apps.append(name)
+                    self.run(self.core.packages_removed(name, done, self.now))
 
     # ------------------------------------------------------------------ events
 

@@ -6,13 +6,18 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from flamed.executor_manager.install import InstallError, dependencies, unpack
+from flamed.executor_manager.install import InstallError, Packages, dependencies, release_id, unpack
+from flamed.executor_manager.lifecycle import Executors, log
 from flamed.runner import RunnerContext, SessionContext
 from flamed.runner.package import build, generated_pyproject
 from flamed.runner.runpy import MAX_TRACEBACK, RemoteError, remote_error, resolve_arguments
+from flamed.transport import Loop, Socket
+from flamed.transport.dropped import DroppedFrames
+from protocol.backend import ApplicationContext
 
 
 class Counter:
@@ -132,3 +137,61 @@ def test_a_deep_traceback_is_cut_in_the_middle() -> None:
     assert len(text) < MAX_TRACEBACK + 500
     assert "characters left out" in text
     assert text.rstrip().endswith("maximum recursion depth exceeded")
+
+
+def _installed(root: Path, app: ApplicationContext) -> Path:
+    release = root / app.name / release_id(app)
+    release.mkdir(parents=True)
+    (release / "env.json").write_text("{}")
+    return release
+
+
+def test_a_release_is_removed_only_once_no_instance_holds_it(tmp_path: Path) -> None:
+    """An unregistered application's release stays while an instance of it runs (a shared lock
+    on its lock file, from this or another executor manager of the host) and goes after.
+    Breaks if an executor manager deletes the files of a running instance, or never deletes."""
+    packages = Packages(tmp_path, dict, lambda fd, cb: None, lambda fd: None, lambda delay, cb: None)
+    app = ApplicationContext(name="gone", installer="python", url="file:///pkg.tar")
+    release = _installed(tmp_path, app)
+    held = packages.hold(app)
+    assert held is not None
+    assert not packages.remove("gone")
+    assert release.is_dir()
+    held.close()
+    assert packages.remove("gone")
+    assert not (tmp_path / "gone").exists()
+    assert packages.remove("never-installed")
+    assert packages.hold(ApplicationContext(name="plain", command="true")) is None
+
+
+def test_a_registration_list_removes_what_was_unregistered_while_away(tmp_path: Path) -> None:
+    """The application list of a registration: the shell removes the installs of applications
+    not in it, except a release an instance holds (here or in another executor manager of the
+    host), which stays for later; the others stay. Breaks if a node that missed
+    `RemoveApplication` keeps the releases forever, removes a registered one, or one in use.
+    (Which applications the executors here use is the core's decision:
+    tests/em/test_core_applications.py.)"""
+    loop = Loop()
+    holder = Executors(
+        loop,
+        cast(Socket, None),
+        "ipc://none",
+        work_root=tmp_path / "rt" / "work" / "x",
+        stop_timeout=1.0,
+        dropped=DroppedFrames(loop, log),
+    )
+    root = holder.packages.root
+    kept, gone, busy = (
+        ApplicationContext(name=n, installer="python", url=f"file:///{n}") for n in ("kept", "gone", "busy")
+    )
+    for app in (kept, gone, busy):
+        _installed(root, app)
+    held = holder.packages.hold(busy)
+    assert held is not None
+    holder.keep_applications(["kept"])
+    assert sorted(p.name for p in root.iterdir()) == ["busy", "kept"]
+    assert holder.core.doomed_apps == {"busy"}
+    held.close()
+    holder.keep_applications(["kept"])
+    assert sorted(p.name for p in root.iterdir()) == ["kept"]
+    assert holder.core.doomed_apps == set()

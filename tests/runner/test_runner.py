@@ -145,6 +145,21 @@ def test_failing_package_install_fails_the_calls_with_its_reason(runner_cluster:
     assert "install.log" in message
 
 
+def test_installed_package_removed_when_the_application_is_unregistered(
+    runner_cluster: Daemons, project: ModuleType
+) -> None:
+    """A call installs the Runner's package on the node (<runtime>/apps/<app>); closing the
+    Runner unregisters the application, and the node removes the install once its instance has
+    gone. Breaks if releases stay on the node forever after their application is gone."""
+    apps = runner_cluster.dir / "rt-n1" / "apps"
+    with Runner("tidy") as rr:
+        assert rr.service(project.square)(4).get() == 16
+        assert (apps / "tidy").is_dir()
+        assert any((apps / "tidy").glob("*/env.json"))
+    assert "tidy" not in app_names()
+    wait_for("the install of an unregistered application to be removed", lambda: not (apps / "tidy").exists())
+
+
 def test_runner_closed_while_calls_run(runner_cluster: Daemons, project: ModuleType) -> None:
     """Closing a Runner with calls running and queued: close waits for the calls in flight (the
     session manager refuses to close a session while tasks run), then unregisters the
