@@ -15,6 +15,8 @@
 # pytest from the e2e dir (as Flame's CI does) and stops the cluster. Flame's compose file
 # mounts e2e/ at /opt/e2e, which some tests name; the script links /opt/e2e to the copy while
 # it runs when /opt/e2e is free. Not part of CI: it needs the upstream checkout.
+# One test is deselected, with its reason printed: test_runner.py's
+# test_flmrun_application_registered asserts that flmrun's command is `uv` (ours is not).
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -110,6 +112,16 @@ fi
 cd "$work/e2e"
 paths=()
 for t in "${tests[@]}"; do paths+=("tests/$t"); done
+# Flame's flmrun runs `uv run --python ... python -m flamepy.runner.runpy`; ours runs
+# `${FLAME_PYTHON} -m flamed.apps.flmrun` (the executor manager's interpreter, or the release's
+# venv: no uv, no index needed). The one test that asserts uv's command line cannot pass here.
+uv_test="tests/test_runner.py::TestFlmrunApplication::test_flmrun_application_registered"
+case " ${tests[*]} " in
+*" test_runner.py "*)
+    echo "upstream_e2e: deselected $uv_test: it asserts flmrun's command is uv (ours runs \${FLAME_PYTHON} -m flamed.apps.flmrun)" >&2
+    set -- --deselect "$uv_test" "$@"
+    ;;
+esac
 set +e
 PYTHONPATH="$work/e2e/src:$work/e2e" "$venv/bin/python" -m pytest -p no:cacheprovider -o log_cli=false \
     -q -rfEs "${paths[@]}" "$@"
