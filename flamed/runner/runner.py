@@ -17,7 +17,8 @@ as a `FlameError`.
 Close (or leaving the `with`) closes the services' sessions, unregisters the application,
 deletes its objects (results included) and its package. The session manager refuses to close
 a session while tasks run (tasks queued at an executor count as running), so close waits for
-the calls in flight, up to `FLAME_RUNNER_CLOSE_TIMEOUT` seconds (60) per session. A Runner
+the calls in flight, up to `FLAME_RUNNER_CLOSE_TIMEOUT` seconds (60) per session, and leaves
+everything in place (logged; close again) if calls still run then (`Runner.close`). A Runner
 that found the application registered already (another Runner, or a Runner inside a task)
 leaves all of that to the one that registered it.
 """
@@ -336,20 +337,41 @@ class Runner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Close the services, unregister the application, delete its objects and package
-        (only if this Runner registered it). Safe to call again."""
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close the services' sessions, unregister the application, delete its objects and
+        package: only if this Runner registered it. Safe to call again.
+
+        Calls in flight are waited for: the session manager does not close a session while a
+        task of it runs (a task already handed to an executor counts as running), so each
+        service's close waits up to `timeout` seconds (`FLAME_RUNNER_CLOSE_TIMEOUT`, 60 by
+        default); calls not started by then are cancelled, and their futures raise
+        `FlameError(INVALID_STATE, "... was cancelled (the session was closed)")`. If calls
+        still run after `timeout`, close logs it and stops there: the sessions of those
+        services, the application, its objects and package stay (the running calls finish
+        and their futures complete), and `close()` may be called again. (flamepy tries once
+        and logs the session manager's refusal.)"""
         if not self._started:
             return
-        self._started = False
         if not self._app_registered:
+            self._started = False
             return
+        still_running = []
         for service in self._services:
             try:
-                service.close()
+                service.close(timeout)
             except FlameError as exc:
                 log.error("Runner %s: closing session %s failed: %s", self._name, service._session.id, exc)
-        self._services.clear()
+                if exc.code is FlameErrorCode.INVALID_STATE:  # calls still run
+                    still_running.append(service)
+        self._services = still_running
+        if still_running:
+            log.error(
+                "Runner %s: calls still run after %gs; the application stays registered (call close() again)",
+                self._name,
+                timeout,
+            )
+            return
+        self._started = False
         self._close_other_sessions()
         try:
             unregister_application(self._name)

@@ -177,3 +177,20 @@ def test_runner_closed_while_calls_run(runner_cluster: Daemons, project: ModuleT
     assert finished, "the running calls finish"
     assert [futures[i].get() for i in finished] == finished  # small results came with their tasks
     rr.close()  # again: nothing to do
+
+
+def test_runner_close_gives_up_after_its_timeout_and_can_be_called_again(
+    runner_cluster: Daemons, project: ModuleType
+) -> None:
+    """A call still running when close's timeout passes: close logs it and leaves the session,
+    the application and its objects in place (the call finishes, its future completes), and
+    a later close does the rest. Breaks if close waits unbounded, deletes what a running call
+    needs, or gives up for good and leaves the application registered."""
+    rr = Runner("patient")
+    call = rr.service(project.slow)(3.0, "done")
+    wait_for("the call to run", lambda: any(s.running for s in flame.list_sessions() if s.application == "patient"))
+    rr.close(timeout=0.2)
+    assert "patient" in app_names()
+    assert call.get() == "done"
+    rr.close()
+    assert "patient" not in app_names()
