@@ -54,6 +54,9 @@ NODE: list[be.Message] = [
         reports=[
             be.TaskCompleted(executor_id="e1", session_id="s1", task_id=1, attempt=1, state=TaskState.Failed),
             be.ExecutorUnbound(executor_id="e1", unstarted=[be.TaskKey(task_id=2, attempt=1)], reason="died"),
+            be.TasksReturned(
+                executor_id="e2", session_id="s1", unstarted=[be.TaskKey(task_id=4, attempt=1)], waiting=True
+            ),
         ],
     ),
     be.Heartbeat(epoch=3, seq=8),
@@ -62,6 +65,7 @@ NODE: list[be.Message] = [
 
 MANAGER: list[be.Message] = [
     be.Registered(epoch=3, executors=[], heartbeat_interval=1.0, heartbeat_liveness=5),
+    be.Registered(epoch=4, executors=[], heartbeat_interval=1.0, heartbeat_liveness=5, applications=["a", "b"]),
     be.Commands(
         epoch=3,
         seq=1,
@@ -69,6 +73,7 @@ MANAGER: list[be.Message] = [
         commands=[
             be.LaunchTasks(executor_id="e1", session_id="s1", tasks=[be.TaskAssignment(task_id=1, attempt=1)]),
             be.ReleaseExecutor(executor_id="e2"),
+            be.RemoveApplication(executor_id="", application="gone"),
         ],
     ),
     be.Error(code=ErrorCode.Reregister, message="stale epoch"),
@@ -83,10 +88,17 @@ MANAGER: list[be.Message] = [
         (NODE, node_message_codec()),
         (MANAGER, manager_message_codec()),
         (
-            [ins.InstanceReady(executor_id="e1", protocol_version=1, pid=42), ins.TaskResults(results=[])],
+            [
+                ins.InstanceReady(executor_id="e1", protocol_version=1, pid=42),
+                ins.TaskResults(results=[]),
+                ins.TaskWaiting(task_id=3, attempt=1),
+            ],
             instance_message_codec(),
         ),
-        ([ins.InvokeTasks(tasks=[be.TaskAssignment(task_id=1, attempt=2, input=b"x")])], instance_command_codec()),
+        (
+            [ins.InvokeTasks(tasks=[be.TaskAssignment(task_id=1, attempt=2, input=b"x")]), ins.TasksWithdrawn()],
+            instance_command_codec(),
+        ),
         (
             [
                 ca.PutObject(key="a/s/o", kind=ca.WriteKind.Patch, data=b"\x00", size=9, request_id=1),
