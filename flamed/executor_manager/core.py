@@ -311,10 +311,17 @@ class ExecutorsCore(Holding):
                     for completion in completed:
                         self.report(completion)
                     self.pump(executor)
-            case im.TaskWaiting(task_id=task_id, attempt=attempt) if stage is conduct.Stage.Serving:
+            case im.TaskWaiting(task_id=task_id, attempt=attempt):
+                # Answered also while the instance is being stopped (its running task is let
+                # finish, and the instance blocks until the answer); there a wrong name is not
+                # killed for (conduct.py) and withdraws nothing.
+                running = executor.in_flight[0] if executor.in_flight else None
+                named = running is not None and (running.task_id, running.attempt) == (task_id, attempt)
+                self._emit(Send(executor.id, im.TasksWithdrawn()))
+                if not named or executor.waiting is not None or executor.session_id is None:
+                    return self.take_effects()
                 executor.waiting = (task_id, attempt)
                 withdrawn = withdraw(executor)
-                self._emit(Send(executor.id, im.TasksWithdrawn()))
                 log.info(
                     "executor %s: task %d waits for its own session %s; %d tasks behind it handed back",
                     executor.id,

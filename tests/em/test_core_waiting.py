@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from flamed.executor_manager import effects as fx
+from flamed.executor_manager.machines import Phase
 from protocol import backend as be
 from protocol import instance as im
 from tests.em.contexts import of_type, tasks
@@ -101,3 +102,24 @@ def test_task_waiting_for_a_task_it_does_not_run_or_twice_is_misbehaviour(first:
     (failed,) = of_type(be.TaskCompleted, shell.take_reports())
     assert failed.task_id == 1
     assert what in (failed.message or "")
+
+
+def test_task_waiting_is_answered_while_the_instance_is_stopped() -> None:
+    """An instance being stopped (a drain lets its running task finish) still gets
+    `TasksWithdrawn` for its `TaskWaiting`, and what it held behind the task is handed back;
+    a wrong name there is answered too and withdraws nothing. Breaks if the instance blocks for
+    the answer until it is killed, losing its running task."""
+    shell = bound_node(2)
+    shell.command(be.UnbindExecutor(executor_id="e1"))
+    assert shell.core.executors["e1"].phase is Phase.Unbinding
+    shell.take_reports()
+    shell.say("e1", im.TaskWaiting(task_id=2, attempt=1))
+    assert withdrawn(shell) == 1
+    assert shell.take_reports() == []
+    shell.say("e1", im.TaskWaiting(task_id=1, attempt=1))
+    assert withdrawn(shell) == 1
+    (returned,) = shell.take_reports()
+    assert isinstance(returned, be.TasksReturned)
+    assert returned.waiting
+    assert [k.task_id for k in returned.unstarted] == [2]
+    assert shell.signals == [], "not killed for it"
