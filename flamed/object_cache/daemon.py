@@ -189,13 +189,15 @@ class ObjectCache:
         now = self.loop.now()
         encode = self._encoder.encode
         allow = self.zap.lists[security.CLIENTS] if self.zap is not None else None
-        if allow is not None:
-            allow.refresh()
         received = (
             drain_with_user(self.router, 1000) if allow is not None else (("", f) for f in drain(self.router, 1000))
         )
         for user, frames in received:
             peer = frames[0]
+            if allow is not None:
+                # The list as it stands when this message is read (one stat): a request sent
+                # after a key file was removed is refused even if this turn began before that.
+                allow.refresh()
             if allow is not None and allow.name_of(user) is None:
                 self.index.counters["unauthorized_requests"] += 1
                 self.requests.forget_peer(peer)
