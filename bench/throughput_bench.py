@@ -49,13 +49,15 @@ from flamed.client import open_connection  # noqa: E402 - after the path is set
 class Cluster:
     """A `flamed cluster` subprocess on ipc:// endpoints under `workdir`."""
 
-    def __init__(self, workdir: Path, fsync: str, executors: int, slots: int) -> None:
+    def __init__(
+        self, workdir: Path, fsync: str, executors: int, slots: int, extra_env: dict[str, str] | None = None
+    ) -> None:
         workdir.mkdir(parents=True)
         self.workdir = workdir
         self.frontend = f"ipc://{workdir}/fe"
         config = workdir / "flame.toml"
         config.write_text(f'[storage]\nfsync = "{fsync}"\n')
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})}
         env.pop("FLAME_CONF", None)
         with open(workdir / "cluster.log", "ab") as log:
             self.proc = subprocess.Popen(
@@ -239,9 +241,11 @@ def _echo(data: bytes) -> bytes:
 def bench_dask(args: argparse.Namespace) -> dict[str, Any] | str:
     """The same no-op workloads on Dask distributed: worker processes = Flame's slots."""
     try:
-        from dask.distributed import Client, LocalCluster
+        import distributed as distributed_module
     except ImportError:
         return "not run: dask distributed is not installed (pip install distributed)"
+    distributed: Any = distributed_module  # untyped: used as Any
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster  # noqa: N806 - their names
     out: dict[str, Any] = {"workers": args.slots, "threads_per_worker": 1, "throughput": {}}
     with (
         LocalCluster(n_workers=args.slots, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
