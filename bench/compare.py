@@ -16,9 +16,10 @@ Every output is checked. Per round and framework:
   the whole process tree from /proc, before and after N tasks in one session), and the
   memory that N held tasks add to the process that holds them (scaled to 100,000).
 
-`--million` adds Flame's CPU per task at 1,000,000 tasks (Ray and Dask would take 10 and 30
-minutes here). `--profile` runs Flame's CPU case once more under cProfile (client, all its
-threads; session manager, its whole life) and prints the top 15 by own time.
+`--million` adds Flame's CPU per task at 1,000,000 tasks in one session, 100,000 outstanding
+at a time (Ray and Dask would take 10 and 30 minutes here). `--profile` runs Flame's CPU case
+once more under cProfile (the client, all its threads; the session manager, its whole life)
+and prints the top 15 functions by own CPU time.
 
     python bench/compare.py --quick     # a few minutes: smaller N, one round
     python bench/compare.py             # the full run (an idle machine, ~25 minutes)
@@ -39,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -74,12 +76,16 @@ class Sizes:
 
 QUICK = Sizes(noop=3_000, first=3, cold=500, sleeps=200, latency=200, cpu=10_000, hold=10_000)
 SESSIONS = (10, 50)
+#: --million: Flame only (Ray and Dask would take about 10 and 30 minutes here), submitted in
+#: waves of 100,000 (a million at once exceeds the open watches a client may hold)
+MILLION, WAVE = 1_000_000, 100_000
 
 
-def cpu_case(rig: Rig, tasks: int) -> dict[str, Any]:
-    """CPU microseconds per no-op task, per kind of process and in all, for `tasks` in one session."""
+def cpu_case(rig: Rig, tasks: int, run: Callable[[], float] | None = None) -> dict[str, Any]:
+    """CPU microseconds per no-op task, per kind of process and in all, for `tasks` in one
+    session (run by `run`, default `rig.noop(tasks, 1)`)."""
     before = snapshot(rig.classify)
-    seconds = rig.noop(tasks, 1)
+    seconds = run() if run else rig.noop(tasks, 1)
     shares = cpu_delta(before, snapshot(rig.classify))
     return {
         "tasks": tasks,
@@ -151,6 +157,12 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rounds if k in r) for k in sorted(keys)}
 
 
+def num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
 def table(results: dict[str, dict[str, float]]) -> tuple[str, list[dict[str, Any]]]:
     names = ["flame", "ray", "dask"]
     lines = [f"{'':<30}{'Flame':>11}{'Ray':>11}{'Dask':>11}{'vs best peer':>14}  target (issue 21)"]
@@ -162,10 +174,33 @@ def table(results: dict[str, dict[str, float]]) -> tuple[str, list[dict[str, Any
         if flame and peers:
             best = max(peers) if higher else min(peers)
             ratio = flame / best if higher else best / flame
-        cells = "".join(f"{v:>11.2f}" if v is not None else f"{'-':>11}" for v in values.values())
+        cells = "".join(f"{num(v):>11}" for v in values.values())
         lines.append(f"{label:<30}{cells}{(f'{ratio:.2f}x' if ratio else '-'):>14}  {target}")
         rows.append({"row": label, "key": key, **values, "flame_vs_best_peer": ratio, "target": target})
     return "\n".join(lines), rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The README's table and its machine line, from a compare.json report."""
+    m = report["machine"]
+    versions = m["versions"]
+    head = (
+        f"{'Quick run' if report['quick'] else 'Full run'} of `bench/compare.py` ({report['rounds']} interleaved "
+        f"round(s), {report['workers']} worker processes each, medians) on {m['cores']} cores of {m['cpu_model']}, "
+        f"{m['memory_gb']} GB, Python {m['python']}, commit {report['commit']}; Ray {versions['ray']}, "
+        f"Dask distributed {versions['distributed']}; load average {m['load_average_at_start'][0]:.1f} at the start."
+    )
+    lines = [head, "", "| | Flame | Ray | Dask | Flame vs best peer | target |", "|---|---|---|---|---|---|"]
+    for row in report["table"]:
+        cells = [num(row[n]) for n in ("flame", "ray", "dask")]
+        ratio = f"{row['flame_vs_best_peer']:.2f}x" if row["flame_vs_best_peer"] else "-"
+        lines.append(f"| {row['row'].strip()} | {' | '.join(cells)} | {ratio} | {row['target']} |")
+    for name, runs in report["runs"].items():
+        if runs and "cpu" in runs[0]:
+            lines.append(f"\n{breakdown(name, runs[0]['cpu'])}.")
+    if "flame_million" in report:
+        lines.append(f"\n{breakdown('flame', report['flame_million'])}.")
+    return "\n".join(lines)
 
 
 def breakdown(name: str, cpu: dict[str, Any]) -> str:
@@ -237,7 +272,11 @@ def main() -> int:
     parser.add_argument("--million", action="store_true", help="also Flame's CPU per task at 1,000,000 tasks")
     parser.add_argument("--profile", action="store_true", help="profile Flame's client and session manager")
     parser.add_argument("--out", default=str(BENCH / "results" / "compare.json"))
+    parser.add_argument("--markdown", action="store_true", help="run nothing: print --out's figures for the README")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return 0
     sizes = QUICK if args.quick else Sizes()
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     names = args.only or ["flame", "ray", "dask"]
@@ -263,12 +302,12 @@ def main() -> int:
                 finally:
                     rig.stop()
         if args.million and "flame" in names:
-            print("--- flame: CPU per task at 1,000,000 tasks (Ray and Dask not run: 10 and 30 minutes)", flush=True)
-            rig = start("flame", base, args.workers)
+            print(f"--- flame: CPU per task at {MILLION:,} tasks in waves of {WAVE:,} (Ray, Dask: not run)", flush=True)
+            flame = FlameRig(base / "flame-million", args.workers)
             try:
-                report["flame_million"] = cpu_case(rig, 1_000_000)
+                report["flame_million"] = {"wave": WAVE, **cpu_case(flame, MILLION, lambda: flame.waves(MILLION, WAVE))}
             finally:
-                rig.stop()
+                flame.stop()
         if args.profile:
             report["profile"] = profile_flame(base, args.workers, sizes.cpu)
     finally:

@@ -123,6 +123,20 @@ class FlameRig:
     def noop(self, tasks: int, sessions: int) -> float:
         return run_tasks(self.endpoint, sessions, tasks, self.tag())
 
+    def waves(self, tasks: int, wave: int) -> float:
+        """`tasks` no-op tasks in one session, `wave` outstanding at a time: a client that
+        submits a million at once runs into the session manager's limit of open watches per
+        client (each `CreateTasks` batch of the I/O thread is one watch; 1,000 by default)."""
+        with open_connection(self.endpoint, timeout=30) as conn:
+            session = conn.create_session("flmping")
+            started = time.perf_counter()
+            for first in range(0, tasks, wave):
+                inputs = [b"m%d" % i for i in range(first, min(tasks, first + wave))]
+                check(inputs, [f.result(timeout=600) for f in [session.run(d) for d in inputs]], "flame waves")
+            elapsed = time.perf_counter() - started
+            session.close()
+        return elapsed
+
     def first_task(self) -> float:
         with open_connection(self.endpoint, timeout=30) as conn:
             started = time.perf_counter()
