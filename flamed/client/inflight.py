@@ -193,6 +193,10 @@ class InFlight:
             sinks = all_sinks.get(task.id)
             if sinks is None:
                 continue
+            if len(sinks) == 1:  # the common case (one `run()` future), without a list per task
+                if update_sink(sinks[0], task) or task.state.is_terminal:
+                    del all_sinks[task.id]
+                continue
             kept = [sink for sink in sinks if not update_sink(sink, task)]
             if task.state.is_terminal or not kept:
                 del all_sinks[task.id]

@@ -1,0 +1,69 @@
+"""How `InFlight` feeds `TaskUpdates` to the sinks of a watch (flamed/client/inflight.py): the
+one-sink path taken for every `run()` future must keep the rules of the general one."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from flamed.client.futures import TaskFuture
+from flamed.client.inflight import ActiveWatch, InFlight
+from flamed.client.sinks import Sink
+from protocol import frontend as fe
+from protocol.types import Task, TaskState
+
+
+class Recorder:
+    """A TaskSink that takes updates until it has seen `wants` of them."""
+
+    def __init__(self, wants: int) -> None:
+        self.wants = wants
+        self.seen: list[TaskState] = []
+
+    def update(self, task: Task) -> bool:
+        self.seen.append(task.state)
+        return len(self.seen) >= self.wants
+
+    def fail(self, error: BaseException) -> None:
+        raise AssertionError(f"no watch should fail here: {error}")
+
+
+def push(inflight: InFlight, *tasks: Task) -> None:
+    inflight.dispatch(fe.TaskUpdates(request_id=1, tasks=list(tasks)))
+
+
+def task(task_id: int, state: TaskState, output: bytes | None = None) -> Task:
+    return Task(id=task_id, session_id="s", state=state, output=output)
+
+
+def test_a_lone_sink_stays_until_it_is_done_or_its_task_is_terminal() -> None:
+    """Breaks if the one-sink fast path drops a sink that wants more updates, keeps one that
+    said it is done, or keeps watching a task that reached a terminal state."""
+    running, done_early, terminal = Recorder(wants=9), Recorder(wants=1), Recorder(wants=9)
+    sinks: dict[int, list[Sink]] = {1: [running], 2: [done_early], 3: [terminal]}
+    inflight = InFlight("ipc://test")
+    inflight.watches[1] = ActiveWatch("s", sinks)
+    push(inflight, task(1, TaskState.Running), task(2, TaskState.Running), task(3, TaskState.Running))
+    assert sorted(sinks) == [1, 3], "task 2's sink said it was done"
+    push(inflight, task(3, TaskState.Succeed, b"out"), task(2, TaskState.Succeed))
+    assert sorted(sinks) == [1], "task 3 is terminal; task 2 is no longer followed"
+    assert done_early.seen == [TaskState.Running]
+    assert terminal.seen == [TaskState.Running, TaskState.Succeed]
+    push(inflight, task(1, TaskState.Failed))
+    assert 1 not in inflight.watches, "a watch with no sinks left is closed"
+
+
+def test_run_futures_complete_once_and_a_cancelled_one_is_dropped_quietly() -> None:
+    """Breaks if a `run()` future is not completed by its terminal update, or if one its caller
+    cancelled raises in the I/O thread instead of being dropped."""
+    done: Future[Any] = TaskFuture()
+    cancelled: Future[Any] = TaskFuture()
+    assert cancelled.cancel()
+    inflight = InFlight("ipc://test")
+    inflight.watches[1] = ActiveWatch("s", {1: [done], 2: [cancelled]})
+    push(inflight, task(1, TaskState.Running), task(2, TaskState.Running))
+    assert not done.done()
+    push(inflight, task(1, TaskState.Succeed, b"out"), task(2, TaskState.Succeed, b"late"))
+    assert done.result(timeout=0) == b"out"
+    assert cancelled.cancelled()
+    assert 1 not in inflight.watches
