@@ -189,6 +189,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"round(s), {report['workers']} worker processes each, medians) on {m['cores']} cores of {m['cpu_model']}, "
         f"{m['memory_gb']} GB, Python {m['python']}, commit {report['commit']}; Ray {versions['ray']}, "
         f"Dask distributed {versions['distributed']}; load average {m['load_average_at_start'][0]:.1f} at the start."
+        + (f" {report['note']}." if report.get("note") else "")
     )
     lines = [head, "", "| | Flame | Ray | Dask | Flame vs best peer | target |", "|---|---|---|---|---|---|"]
     for row in report["table"]:
@@ -239,7 +240,7 @@ def profile_flame(base: Path, workers: int, tasks: int) -> dict[str, Any]:
     else:
         print("--- session manager: no profile written (did it exit normally?)")
     print(f"profiles and summaries in {out_dir}")
-    return {"dir": str(out_dir), "tasks": tasks, "session_manager": bool(found)}
+    return {"tasks": tasks, "session_manager": bool(found)}  # not the temp dir: the JSON is committed
 
 
 def machine() -> dict[str, Any]:
@@ -272,6 +273,7 @@ def main() -> int:
     parser.add_argument("--million", action="store_true", help="also Flame's CPU per task at 1,000,000 tasks")
     parser.add_argument("--profile", action="store_true", help="profile Flame's client and session manager")
     parser.add_argument("--out", default=str(BENCH / "results" / "compare.json"))
+    parser.add_argument("--note", default="", help="kept in the JSON, e.g. 'shared machine'")
     parser.add_argument("--markdown", action="store_true", help="run nothing: print --out's figures for the README")
     args = parser.parse_args()
     if args.markdown:
@@ -286,6 +288,7 @@ def main() -> int:
         "machine": machine(),
         "commit": git_commit(),
         "quick": args.quick,
+        "note": args.note,
         "workers": args.workers,
         "rounds": rounds,
         "sizes": asdict(sizes),
