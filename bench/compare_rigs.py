@@ -90,6 +90,17 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+def sequential(tasks: int, call: Callable[[bytes], None]) -> list[float]:
+    """Seconds of each of `tasks` sequential `call(input)`s (a round trip, output checked)."""
+    samples = []
+    for i in range(tasks):
+        data = b"l%d" % i
+        started = time.perf_counter()
+        call(data)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
 # --------------------------------------------------------------------------------------- Flame
 
 FLAME_KINDS = [
@@ -278,11 +289,7 @@ class RayRig:
         return timed(lambda: check(inputs, self.ray.get([self.nap.remote(d, seconds) for d in inputs]), "ray sleeps"))
 
     def latency(self, tasks: int) -> list[float]:
-        samples = []
-        for i in range(tasks):
-            data = b"l%d" % i
-            samples.append(timed(lambda data=data: self.run(self.echo, [data], "ray latency")))  # type: ignore[misc]
-        return samples
+        return sequential(tasks, lambda data: self.run(self.echo, [data], "ray latency"))
 
     @contextmanager
     def hold(self, tasks: int) -> Iterator[None]:
@@ -360,11 +367,7 @@ class DaskRig:
         )
 
     def latency(self, tasks: int) -> list[float]:
-        samples = []
-        for i in range(tasks):
-            data = b"l%d" % i
-            samples.append(timed(lambda data=data: self.run(self.client, [data], "dask latency")))  # type: ignore[misc]
-        return samples
+        return sequential(tasks, lambda data: self.run(self.client, [data], "dask latency"))
 
     @contextmanager
     def hold(self, tasks: int) -> Iterator[None]:
