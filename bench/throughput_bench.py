@@ -65,7 +65,7 @@ class Cluster:
                     sys.executable, "-m", "flamed", "cluster", "--frontend", self.frontend,
                     "--backend", f"ipc://{workdir}/be", "--state-dir", str(workdir / "state"),
                     "--executors", str(executors), "--slots", str(slots), "--config", str(config),
-                    "--log-level", "warning",
+                    "--log-level", os.environ.get("FLAME_BENCH_LOG", "warning"),
                 ],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
