@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flamed.executor_manager.zygote import Zygote
 from flamed.lifeline import parent_death_signal
 from protocol.backend import ApplicationContext
 from protocol.errors import FlameBaseError
@@ -40,9 +41,11 @@ class InstanceStartError(FlameBaseError):
 class Instance:
     """One running instance process (the leader of its own process group)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], token: bytes) -> None:
+    def __init__(self, pid: int, token: bytes, process: subprocess.Popen[bytes] | None = None) -> None:
+        #: the Popen of an instance started by exec; None for one forked by the zygote (zygote.py),
+        #: which is our child all the same
         self.process = process
-        self.pid = process.pid
+        self.pid = pid
         #: the routing id the instance was told to use (FLAME_INSTANCE_TOKEN)
         self.token = token
         self.pidfd: int | None
@@ -61,9 +64,11 @@ class Instance:
         work_dir: Path,
         extra_env: dict[str, str] | None = None,
         install_env: dict[str, str] | None = None,
+        zygote: Zygote | None = None,
     ) -> Instance:
         """`extra_env` comes before the application's environments (they may override it);
-        `install_env` (its installed package: FLAME_PYTHON, PYTHONPATH, ...) after them."""
+        `install_env` (its installed package: FLAME_PYTHON, PYTHONPATH, ...) after them.
+        With a `zygote`, a Python service it can run is forked from it (zygote.py)."""
         if not app.command:
             raise InstanceStartError(f"application {app.name!r} has no command")
         install_env = install_env or {}
@@ -81,6 +86,9 @@ class Instance:
         cwd = Path(app.working_directory) if app.working_directory else work_dir
         try:
             cwd.mkdir(parents=True, exist_ok=True)
+            pid = zygote.spawn(argv, env, cwd) if zygote is not None else None
+            if pid is not None:
+                return cls(pid, token.encode())
             process = subprocess.Popen(
                 argv,
                 env=env,
@@ -91,7 +99,7 @@ class Instance:
             )
         except OSError as exc:
             raise InstanceStartError(f"cannot start {argv[0]!r}: {exc}") from None
-        return cls(process, token.encode())
+        return cls(process.pid, token.encode(), process)
 
     def signal_group(self, sig: int) -> None:
         """Signal the instance's process group; a group already gone is fine."""
@@ -112,7 +120,13 @@ class Instance:
         if not gone:
             return False
         self.signal_group(signal.SIGKILL)
-        self.status = self.process.wait()
+        if self.process is not None:
+            self.status = self.process.wait()
+        else:
+            try:
+                self.status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            except ChildProcessError:  # reaped by someone else: its status is lost (as Popen)
+                self.status = 0
         if self.pidfd is not None:
             os.close(self.pidfd)
         return True

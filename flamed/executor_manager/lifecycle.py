@@ -32,6 +32,7 @@ from flamed.executor_manager.converge import converge
 from flamed.executor_manager.core import ExecutorsCore
 from flamed.executor_manager.install import Packages
 from flamed.executor_manager.instances import Instance, InstanceStartError
+from flamed.executor_manager.zygote import Zygote
 from flamed.transport import Loop, Socket, Timer, try_send
 from flamed.transport.dropped import DroppedFrames
 from flamed.transport.peers import drain_with_peer
@@ -69,6 +70,8 @@ class Executors:
         self.reports: list[be.ExecutorReport] = []
         #: added to every instance's environment (the object cache's endpoint, set at registration)
         self.instance_env: dict[str, str] = {}
+        #: forks instances of Python services (zygote.py); started at the first it can serve
+        self.zygote = Zygote(instance_endpoint)
         self._instance_codec = codec.instance_message_codec()
         #: the instance process of each executor that has one
         self._processes: dict[str, Instance] = {}
@@ -94,6 +97,7 @@ class Executors:
             "node_backend_frames_dropped_total": float(self.dropped.counts.get("backend", 0)),
             "node_instances_killed_for_misbehaviour_total": float(self.core.instances_killed),
             "node_binds_refused_for_misbehaviour_total": float(self.core.binds_refused),
+            **self.zygote.stats(),
         }
 
     def running(self) -> list[Instance]:
@@ -253,6 +257,7 @@ class Executors:
                 work_dir,
                 self.instance_env,
                 install_env=effect.install_env,
+                zygote=self.zygote,
             )
         except InstanceStartError as exc:
             if hold is not None:

@@ -294,6 +294,7 @@ class ExecutorManager:
             time.sleep(0.01)
         if running:
             log.info("node %s: stopped %d instances", self.node_name, len(running))
+        self.holder.zygote.close()
         if self.link.registered:
             goodbye = be.Goodbye(
                 epoch=self.link.epoch,

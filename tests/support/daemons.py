@@ -323,7 +323,9 @@ class ExecutorManagerProcess:
 
 
 def instance_pids(marker: bytes) -> list[int]:
-    """Pids of live (not zombie) processes whose `FLAME_INSTANCE_ENDPOINT` contains `marker`."""
+    """Pids of live (not zombie) processes whose `FLAME_INSTANCE_ENDPOINT` contains `marker`:
+    instances, by exec or forked by a zygote (whose environment, and so its children's
+    /proc environ, names the endpoint; the zygote itself is not counted)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -335,6 +337,8 @@ def instance_pids(marker: bytes) -> list[int]:
             continue
         if "State:\tZ" in status:
             continue
+        if b"\0FLAME_ZYGOTE=1\0" in b"\0" + environ and not status.startswith("Name:\tflame-instance\n"):
+            continue  # the zygote itself
         for item in environ.split(b"\0"):
             if item.startswith(b"FLAME_INSTANCE_ENDPOINT=") and marker in item:
                 pids.append(int(entry.name))

@@ -1,0 +1,356 @@
+"""A fork server (zygote) per executor manager: instances of Python services without an
+interpreter start and imports each time.
+
+An instance of a service run by `flamed.service.run` (`${FLAME_PYTHON} -m flamed.apps.flmping`
+and the like) spends most of its start (about 0.1 s of a core) starting Python and importing
+flamed, pyzmq and msgspec. The zygote is a process the executor manager starts once, with those
+modules imported and no ZeroMQ context and no thread; for each such instance it forks a child
+that becomes the instance. Every other command is started by plain exec (instances.py), and so
+is every instance while the zygote is down: it is restarted, with backoff, at a later start.
+
+The child is the executor manager's child, not the zygote's: it is forked with `CLONE_PARENT`,
+so the executor manager waits for it, gets its exit status and pidfd exactly as for an instance
+it started itself, and the zygote never reaps anything. Before anything else the child becomes
+the leader of its own session and process group (`setsid`, so the manager can kill the whole
+group) and asks for SIGKILL when the executor manager dies (`PR_SET_PDEATHSIG`, checked against
+its parent's pid after it is set). Then it takes its request (command, environment, working
+directory, token) straight from the executor manager's socket: the zygote itself never reads a
+request, so no tenant's environment ever passes through the memory later instances are forked
+from. It reports its pid, waits for the manager's go (a manager that gave up closes the socket,
+and the child exits), closes every inherited descriptor but 0-2 and runs the module as
+`python -m module` would: `runpy.run_module(module, run_name="__main__", alter_sys=True)`.
+
+Only a command that `python -m` would run the same way from a fresh interpreter is forked:
+the executable is this interpreter (the one the zygote runs; a package installed in a venv
+runs another, so it gets plain exec), the arguments are `-m <module> ...`, the variables
+Python reads at start (`PYTHON*`, the locale) are the zygote's, and the working directory (the
+first entry of `sys.path` under `-m`) holds nothing named like a module the zygote imported.
+
+Known differences from plain exec: `/proc/<pid>/environ` and `cmdline` show the zygote's (the
+child's real environment is `os.environ`); the zygote's environment names the instance endpoint
+and `FLAME_ZYGOTE=1`, and each child names itself `flame-instance` (`comm`), so tools can tell
+them from other processes; and all children of one zygote share its `str` hash seed (it is
+restarted with the executor manager).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from flamed.lifeline import parent_death_signal
+
+log = logging.getLogger("flamed.executor_manager")
+
+#: Seconds the executor manager waits for a forked child to report its pid.
+SPAWN_TIMEOUT = 2.0
+#: Restart delays of a zygote that died or failed: doubling from the first to the last.
+RESTART_BACKOFF = (0.5, 30.0)
+#: Largest request (bytes): the environment of an instance.
+MAX_REQUEST = 1 << 20
+#: The name (`comm`) of the zygote and of each child it forks.
+ZYGOTE_NAME = b"flame-zygote"
+CHILD_NAME = b"flame-instance"
+#: Modules the zygote imports for its children.
+PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun")
+
+_REQUEST, _GO = b"R", b"G"
+_CLONE_PARENT = 0x00008000
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
+_PR_SET_NAME = 15
+_PR_SET_PDEATHSIG = 1
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+# Variables Python reads when it starts (they shape sys.path, flags, encodings): a child is
+# forked only if they are the zygote's.
+_STARTUP_PREFIXES = ("PYTHON", "LC_")
+_STARTUP_NAMES = frozenset({"LANG", "LANGUAGE", "HOME", "VIRTUAL_ENV"})
+
+
+class Request(msgspec.Struct, frozen=True):
+    module: str
+    args: list[str]
+    env: dict[str, str]
+    cwd: str
+    parent: int
+
+
+def _startup_env(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(_STARTUP_PREFIXES) or k in _STARTUP_NAMES}
+
+
+# ---------------------------------------------------------------------------- the zygote
+
+
+def _libc() -> ctypes.PyDLL:
+    # PyDLL: the GIL stays held across the call, as os.fork holds it across fork().
+    return ctypes.PyDLL(None, use_errno=True)
+
+
+def fork_sibling() -> int:
+    """fork(), but the child is our parent's child (`CLONE_PARENT`); 0 in the child. With
+    Python's before/after-fork work (locks, at-fork hooks: `random` is reseeded)."""
+    if _SYS_CLONE is None:
+        raise OSError("CLONE_PARENT: unsupported machine")
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = libc.syscall(
+        ctypes.c_long(_SYS_CLONE),
+        ctypes.c_ulong(_CLONE_PARENT | signal.SIGCHLD),
+        ctypes.c_void_p(0),
+        ctypes.c_void_p(0),
+        ctypes.c_void_p(0),
+        ctypes.c_ulong(0),
+    )
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    errno = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(errno, os.strerror(errno))
+    return int(pid)
+
+
+def _set_name(name: bytes) -> None:
+    _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+
+
+def serve(fd: int) -> Request | None:
+    """The zygote's loop: fork a child per request. Returns None (exit) in the zygote when the
+    executor manager closes its end; returns its request in each child."""
+    import threading
+
+    for name in PRELOAD:
+        __import__(name)
+    sock = socket.socket(fileno=fd)
+    if threading.active_count() != 1:  # a preloaded module started a thread: forking is unsafe
+        sock.send(b"threads")
+        return None
+    _set_name(ZYGOTE_NAME)
+    sock.send(b"ready")
+    while True:
+        select.select([sock], [], [])
+        head = sock.recv(1, socket.MSG_PEEK)
+        if not head:
+            return None  # the executor manager closed its end
+        if head != _REQUEST:  # a go for a child that died before it took it: stale
+            sock.recv(MAX_REQUEST)
+            continue
+        progress_r, progress_w = os.pipe()
+        pid = fork_sibling()
+        if pid == 0:
+            os.close(progress_r)
+            return _child(sock, progress_w)
+        os.close(progress_w)
+        # The socket is the child's until it has taken its request and its go (it writes a
+        # byte after each) or died (EOF): a request it did not take is dropped unread.
+        progress = b""
+        while len(progress) < 2:
+            more = os.read(progress_r, 2)
+            if not more:
+                break
+            progress += more
+        os.close(progress_r)
+        if not progress:
+            with contextlib.suppress(OSError):
+                sock.recv(MAX_REQUEST, socket.MSG_DONTWAIT)
+
+
+def _child(sock: socket.socket, progress: int) -> Request:
+    """In the forked child: become the instance's process, or exit."""
+    parent = os.getppid()  # the executor manager (CLONE_PARENT)
+    os.setsid()
+    libc = _libc()
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _set_name(CHILD_NAME)
+    data = sock.recv(MAX_REQUEST)
+    _tell(progress, b"1")
+    try:
+        request = msgspec.msgpack.decode(data[1:], type=Request)
+    except msgspec.DecodeError:
+        os._exit(1)
+    if os.getppid() != request.parent or parent != request.parent:  # the manager died meanwhile
+        os._exit(1)
+    sock.send(str(os.getpid()).encode())
+    go = sock.recv(16)
+    _tell(progress, b"2")
+    if go != _GO:  # the manager gave up on us
+        os._exit(1)
+    sock.close()
+    os.closerange(3, 1 << 16)
+    os.chdir(request.cwd)
+    os.environ.clear()
+    os.environ.update(request.env)
+    sys.path[0] = request.cwd
+    sys.argv = ["-m", *request.args]
+    sys.modules.pop(request.module, None)  # preloaded: run afresh as __main__, as `-m` would
+    return request
+
+
+def _tell(fd: int, what: bytes) -> None:
+    with contextlib.suppress(OSError):  # the zygote is gone: nothing waits
+        os.write(fd, what)
+
+
+def main() -> None:
+    """`python -m flamed.executor_manager.zygote FD`: serve; a child runs its module."""
+    request = serve(int(sys.argv[1]))
+    if request is None:
+        return
+    import runpy
+
+    runpy.run_module(request.module, run_name="__main__", alter_sys=True)
+
+
+# ---------------------------------------------------------------------------- the manager's side
+
+
+class Zygote:
+    """The executor manager's handle on its zygote: started at the first request it could
+    serve (that instance is started by plain exec), restarted with backoff when it died."""
+
+    def __init__(self, instance_endpoint: str, *, enabled: bool = True) -> None:
+        self.instance_endpoint = instance_endpoint
+        self.enabled = enabled and _SYS_CLONE is not None and hasattr(os, "pidfd_open")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.ready = False
+        self.startup = _startup_env(os.environ)
+        self.preloaded = frozenset(name.split(".")[0] for name in (*PRELOAD, "zmq", "msgspec", "cloudpickle"))
+        self.restart_at = 0.0
+        self.backoff = RESTART_BACKOFF[0]
+        #: instances forked, and starts that fell back to exec while the zygote was down
+        self.forked = 0
+        self.fallbacks = 0
+        self.failures = 0
+
+    def module_of(self, argv: list[str], env: dict[str, str], cwd: Path) -> str | None:
+        """The module `argv` runs if a forked child would run it as plain exec does, else None."""
+        if len(argv) < 3 or argv[0] != sys.executable or argv[1] != "-m" or not _MODULE.fullmatch(argv[2]):
+            return None
+        if _startup_env(env) != self.startup:
+            return None
+        try:
+            names = {entry.split(".")[0] for entry in os.listdir(cwd)}
+        except OSError:
+            return None
+        if names & self.preloaded:
+            return None
+        return argv[2]
+
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: Path) -> int | None:
+        """The pid of a child running `argv` (the executor manager's child), or None: start it
+        by plain exec (not a command for the zygote, or the zygote is not up)."""
+        if not self.enabled:
+            return None
+        module = self.module_of(argv, env, cwd)
+        if module is None:
+            return None
+        if not self._up():
+            self.fallbacks += 1
+            return None
+        assert self.sock is not None
+        request = Request(module=module, args=argv[2:], env=env, cwd=str(cwd), parent=os.getpid())
+        try:
+            self.sock.send(_REQUEST + msgspec.msgpack.encode(request))
+            if not select.select([self.sock], [], [], SPAWN_TIMEOUT)[0]:
+                raise TimeoutError(f"no pid within {SPAWN_TIMEOUT}s")
+            reply = self.sock.recv(64)
+            pid = int(reply)
+            self.sock.send(_GO)
+        except (OSError, ValueError) as exc:
+            self._failed(f"spawn failed: {exc}")
+            self.fallbacks += 1
+            return None
+        self.forked += 1
+        self.backoff = RESTART_BACKOFF[0]
+        return pid
+
+    def _up(self) -> bool:
+        """Is the zygote ready for a request? Starts or restarts it when due (without waiting)."""
+        if self.process is not None and self.process.poll() is not None:
+            self._failed(f"exited with {self.process.returncode}")
+        if self.process is None:
+            if time.monotonic() >= self.restart_at:
+                self._start()
+            return False
+        if not self.ready:
+            assert self.sock is not None
+            try:
+                said = self.sock.recv(16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._failed(str(exc))
+                return False
+            if said != b"ready":
+                self._failed(f"said {said!r}")
+                return False
+            self.ready = True
+        return True
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**os.environ, "FLAME_INSTANCE_ENDPOINT": self.instance_endpoint, "FLAME_ZYGOTE": "1"}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flamed.executor_manager.zygote", str(theirs.fileno())],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,  # not in the manager's group: a ^C is the manager's to handle
+                preexec_fn=parent_death_signal(signal.SIGKILL),  # noqa: PLW1509 - one C call, libc preloaded
+            )
+        except OSError:
+            ours.close()
+            self._failed("cannot start")
+            return
+        finally:
+            theirs.close()
+        self.sock, self.ready = ours, False
+
+    def _failed(self, why: str) -> None:
+        """Kill the zygote; the next start is due after the backoff, doubled each time."""
+        log.warning("zygote: %s; instances start by exec for %.1fs", why, self.backoff)
+        self.failures += 1
+        self.close()
+        self.restart_at = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, RESTART_BACKOFF[1])
+
+    def close(self) -> None:
+        """Stop the zygote (it exits when its socket closes; killed to be sure)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            self.process.wait()
+            self.process = None
+        self.ready = False
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "node_instances_forked_total": float(self.forked),
+            "node_instances_exec_fallback_total": float(self.fallbacks),
+            "node_zygote_failures_total": float(self.failures),
+        }
+
+
+if __name__ == "__main__":
+    main()
