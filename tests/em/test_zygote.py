@@ -163,3 +163,16 @@ def test_a_service_script_is_started_by_exec(sm: FakeSessionManager, em: Executo
     plain = [pid for pid in em.instances() if comm(pid) != "flame-instance"]
     assert len(plain) == 1
     assert parent_of(plain[0]) == em.process.pid
+
+
+@pytest.mark.timeout(90)
+def test_exit_codes_of_forked_instances_are_reported(sm: FakeSessionManager, em: ExecutorManagerProcess) -> None:
+    """A forked module that exits (`SystemExit` with a message: status 1, as from a fresh
+    interpreter) before it entered the session fails its bind with that exit code."""
+    sm.register()
+    forked_instance(sm, em, flmping_app(), "s1")  # the zygote is up: the next start is forked
+    sm.reports.clear()
+    bind(sm, new_id(), "s2", be.ApplicationContext(name="j", command="${FLAME_PYTHON}", arguments=["-m", "json.tool"]))
+    (failed,) = of_type(be.ExecutorBindFailed, sm.reports)
+    assert "exited with code 1 before it entered the session" in failed.message, failed.message
+    assert "Expecting value" in em.log()
