@@ -94,6 +94,8 @@ class Dispatcher:
         self.bound: dict[str, set[str]] = {}  # session id -> ids of its Bound executors
         self.reclaiming: set[str] = set()  # fed no more: unbound once their tasks are done
         self.coming: dict[str, int] = {}  # session id -> executors being created or bound for it
+        #: the last plan left a session waiting for executors (scheduler.Plan.waiting)
+        self.capacity_short = False
         #: executor id -> monotonic time before which no new recall goes to it
         self.recall_after: dict[str, float] = {}
         #: executor id -> monotonic time of the last tasks launched to it
@@ -127,6 +129,9 @@ class Dispatcher:
             executor = executors[executor_id]
             if not executor.tasks and executor_id not in self.idle_since:
                 self.idle_since[executor_id] = now
+                # Sessions wait for executors: plan now, so that this one goes to one of them
+                # as soon as its session has no work for it (not up to an interval later).
+                self.schedule_requested |= self.capacity_short
 
     def executor_bound(self, executor: ExecutorEntry, now: float) -> None:
         assert executor.session_id is not None
@@ -311,6 +316,7 @@ class Dispatcher:
         state, now = turn.state, turn.now
         plan = scheduler.plan(self._view(state, nodes), now.mono, self.config.policies)
         self.reclaiming = set(plan.reclaim)
+        self.capacity_short = plan.waiting
         for _, session_id in (*plan.create, *plan.bind):
             self.coming[session_id] = self.coming.get(session_id, 0) + 1
         if not plan:

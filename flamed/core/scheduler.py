@@ -80,6 +80,9 @@ class Plan:
     # Bound executors over their session's fair share that still have tasks in flight: they get
     # no new tasks, and are unbound once what they hold is done (no task is ever killed).
     reclaim: list[str] = field(default_factory=list)
+    # Some session wants executors it could not get (no room): an executor that runs out of
+    # work is worth a new plan at once, not at the next interval (the dispatcher asks for one).
+    waiting: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.bind or self.create or self.unbind or self.release)
@@ -198,6 +201,7 @@ def plan(view: ClusterView, now: float, policies: tuple[str, ...] = ("priority",
         held[session.id] += 1
 
     decisions.release.extend(e.id for e in free_idle)
+    decisions.waiting = bool(blocked)
     ready_view = ClusterView(view.sessions, [e for e in view.executors if e.node in reachable], view.nodes)
     _shuffle(ready_view, now, sessions=sessions, held=held, want=want, blocked=blocked, decisions=decisions)
     return decisions

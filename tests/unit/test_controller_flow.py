@@ -401,3 +401,25 @@ def test_goodbye_cleans_the_node_up_at_once() -> None:
     h.pump()
     assert h.view("n1").state is NodeState.NotReady
     assert not [e for e in h.state.executors.values() if e.state is not ExecutorState.Released]
+
+
+def test_an_executor_out_of_work_goes_to_a_waiting_session_without_waiting_for_the_interval() -> None:
+    """Breaks if an executor whose session ran out of tasks stays with it until the next
+    schedule interval while another session waits for capacity: with many sessions on few
+    slots, that wait (up to `schedule_interval` per binding) was most of each session's time."""
+    h = cluster(slots=1, schedule_interval=60.0)
+    (node,) = h.nodes.values()
+    node.auto_run = False
+    h.session("s1")
+    h.session("s2")
+    h.tasks("s1", [None] * 3)
+    h.tasks("s2", [None] * 3)
+    # No time passes from here: every step must follow from the last one, not from a tick.
+    node.run_tasks()
+    h.pump()
+    assert task_states(h, "s1") == [TaskState.Succeed] * 3
+    (executor,) = [e for e in h.state.executors.values() if e.state is not ExecutorState.Released]
+    assert executor.session_id == "s2", executor
+    node.run_tasks()
+    h.pump()
+    assert task_states(h, "s2") == [TaskState.Succeed] * 3

@@ -149,3 +149,11 @@ def test_policies_can_be_switched_off() -> None:
     assert [s for _, s in by_age.create] == ["old", "old"]
     by_share = plan(ClusterView(sessions, [], [node("a", 2)]), 0.0, policies=("drf",))
     assert sorted(s for _, s in by_share.create) == ["old", "vip"]
+
+
+def test_a_plan_says_whether_a_session_waits_for_capacity() -> None:
+    """Breaks if `Plan.waiting` (the dispatcher plans again at once when an executor runs out of
+    work while it is set) is set with room for every session, or unset when one waits."""
+    sessions = [session("s1", pending=1), session("s2", pending=1, creation_time=1)]
+    assert plan(ClusterView(sessions, [], [node("a", 2)]), 0.0).waiting is False
+    assert plan(ClusterView(sessions, [], [node("a", 1)]), 0.0).waiting is True
