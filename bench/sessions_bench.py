@@ -6,7 +6,7 @@ ipc:// endpoints in a temporary directory, after a warm-up:
 - first task: the time from `create_session` to the first task's result, on a node with a free
   slot (each time a new session, so a new instance is started for it);
 - cold vs warm: 1,000 no-op tasks in a new session, timed from `create_session` to the last
-  result, against the same tasks in a session that already has its instances;
+  result, against the same tasks again in that session, now warm (`--cold` pairs a run);
 - many sessions: N no-op tasks over 1, 10 and 50 concurrent sessions of one client, all
   submitted at once (the sessions are opened before the clock starts), and the rate of 10 and
   50 sessions as a share of the rate of one session.
@@ -94,6 +94,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=30_000, help="tasks of the many-sessions case")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 10, 50], help="session counts (1 first)")
     parser.add_argument("--first", type=int, default=10, help="first-task samples per run")
+    parser.add_argument("--cold", type=int, default=5, help="cold/warm pairs per run")
     parser.add_argument("--fsync", default="always")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--skip-sessions", action="store_true", help="only the cold-start cases")
@@ -117,15 +118,17 @@ def main() -> int:
         rates: dict[int, list[float]] = {n: [] for n in args.sessions}
         for run in range(args.runs):
             firsts.extend(t * 1000 for t in first_task(cluster.frontend, args.first))
-            cold, warm = cold_and_warm(cluster.frontend, 1000, f"cw{run}")
-            colds.append(cold)
-            warms.append(warm)
+            for i in range(args.cold):
+                cold, warm = cold_and_warm(cluster.frontend, 1000, f"cw{run}-{i}")
+                colds.append(cold)
+                warms.append(warm)
             if not args.skip_sessions:
                 for n in args.sessions:
                     rates[n].append(args.tasks / run_tasks(cluster.frontend, n, args.tasks, f"s{run}-{n}"))
             print(
-                f"run {run}: first task p50 {statistics.median(firsts):.1f} ms; 1000 tasks cold {cold:.0f}/s "
-                f"warm {warm:.0f}/s; " + ", ".join(f"{n} sessions {r[-1]:.0f}/s" for n, r in rates.items() if r),
+                f"run {run}: first task p50 {statistics.median(firsts):.1f} ms; 1000 tasks cold "
+                f"{statistics.median(colds):.0f}/s warm {statistics.median(warms):.0f}/s; "
+                + ", ".join(f"{n} sessions {r[-1]:.0f}/s" for n, r in rates.items() if r),
                 flush=True,
             )
         results["first_task_ms"] = {

@@ -4,16 +4,17 @@ interpreter start and imports each time.
 An instance of a service run by `flamed.service.run` (`${FLAME_PYTHON} -m flamed.apps.flmping`
 and the like) spends most of its start (about 0.1 s of a core) starting Python and importing
 flamed, pyzmq and msgspec. The zygote is a process the executor manager starts once, with those
-modules imported and no ZeroMQ context and no thread; for each such instance it forks a child
-that becomes the instance. Every other command is started by plain exec (instances.py), and so
+modules imported and no ZeroMQ context and no thread. It keeps one child forked ahead (a
+spare, named `flame-spare`) waiting for the next such instance; the spare becomes the instance,
+and the zygote forks the next. Every other command is started by plain exec (instances.py), and so
 is every instance while the zygote is down: it is restarted, with backoff, at a later start.
 
 The child is the executor manager's child, not the zygote's: it is forked with `CLONE_PARENT`,
 so the executor manager waits for it, gets its exit status and pidfd exactly as for an instance
 it started itself, and the zygote never reaps anything. Before anything else the child becomes
 the leader of its own session and process group (`setsid`, so the manager can kill the whole
-group) and asks for SIGKILL when the executor manager dies (`PR_SET_PDEATHSIG`, checked against
-its parent's pid after it is set). Then it takes its request (command, environment, working
+group) and asks for SIGKILL when the executor manager dies (`PR_SET_PDEATHSIG`; its parent's
+pid is checked again when a request comes). Then it takes its request (command, environment, working
 directory, token) straight from the executor manager's socket: the zygote itself never reads a
 request, so no tenant's environment ever passes through the memory later instances are forked
 from. It reports its pid, waits for the manager's go (a manager that gave up closes the socket,
@@ -65,7 +66,10 @@ _LINGER_MS = 2000
 MAX_REQUEST = 1 << 20
 #: The name (`comm`) of the zygote and of each child it forks.
 ZYGOTE_NAME = b"flame-zygote"
+SPARE_NAME = b"flame-spare"
 CHILD_NAME = b"flame-instance"
+#: Spares lost in a row (killed before they took a request) before the zygote gives up.
+SPARES_LOST_LIMIT = 3
 #: Modules the zygote imports for its children.
 PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun")
 
@@ -133,8 +137,9 @@ def _set_name(name: bytes) -> None:
 
 
 def serve(fd: int) -> Request | None:
-    """The zygote's loop: fork a child per request. Returns None (exit) in the zygote when the
-    executor manager closes its end; returns its request in each child."""
+    """The zygote's loop: keep one child forked ahead (a spare), waiting for the next request;
+    fork the next once it took one. Returns None (exit) in the zygote when the executor manager
+    closed its end; returns its request in each child."""
     import threading
 
     for name in PRELOAD:
@@ -145,54 +150,56 @@ def serve(fd: int) -> Request | None:
         return None
     _set_name(ZYGOTE_NAME)
     sock.send(b"ready")
-    while True:
-        select.select([sock], [], [])
-        head = sock.recv(1, socket.MSG_PEEK)
-        if not head:
-            return None  # the executor manager closed its end
-        if head != _REQUEST:  # a go for a child that died before it took it: stale
-            sock.recv(MAX_REQUEST)
-            continue
+    lost = 0
+    while lost < SPARES_LOST_LIMIT:
         progress_r, progress_w = os.pipe()
         pid = fork_sibling()
         if pid == 0:
             os.close(progress_r)
             return _child(sock, progress_w)
         os.close(progress_w)
-        # The socket is the child's until it has taken its request and its go (it writes a
-        # byte after each) or died (EOF): a request it did not take is dropped unread.
-        progress = b""
-        while len(progress) < 2:
-            more = os.read(progress_r, 2)
+        # The socket is the spare's until it has taken a request and its go (it writes a byte
+        # after each), or died: at EOF without a request it saw the manager close its end, or
+        # it was killed (then fork another, a few times at most).
+        progress = os.read(progress_r, 1)
+        while progress and len(progress) < 2:
+            more = os.read(progress_r, 1)
             if not more:
                 break
             progress += more
         os.close(progress_r)
-        if not progress:
-            with contextlib.suppress(OSError):
-                sock.recv(MAX_REQUEST, socket.MSG_DONTWAIT)
+        lost = 0 if progress else lost + 1
+        with contextlib.suppress(BlockingIOError):
+            if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                return None  # the executor manager closed its end
+    return None
 
 
 def _child(sock: socket.socket, progress: int) -> Request:
-    """In the forked child: become the instance's process, or exit."""
-    parent = os.getppid()  # the executor manager (CLONE_PARENT)
+    """In the forked child: a spare until a request comes, then the instance's process."""
     os.setsid()
-    libc = _libc()
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    _set_name(CHILD_NAME)
-    data = sock.recv(MAX_REQUEST)
+    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _set_name(SPARE_NAME)
+    while True:
+        data = sock.recv(MAX_REQUEST)
+        if not data:  # the executor manager closed its end
+            os._exit(0)
+        if data[:1] == _REQUEST:
+            break
+        # else a go for a child that died before it took it: stale
     _tell(progress, b"1")
     try:
         request = msgspec.msgpack.decode(data[1:], type=Request)
     except msgspec.DecodeError:
         os._exit(1)
-    if os.getppid() != request.parent or parent != request.parent:  # the manager died meanwhile
+    if os.getppid() != request.parent:  # the manager died (CLONE_PARENT: it is our parent)
         os._exit(1)
     sock.send(str(os.getpid()).encode())
     go = sock.recv(16)
     _tell(progress, b"2")
     if go != _GO:  # the manager gave up on us
         os._exit(1)
+    _set_name(CHILD_NAME)
     sock.close()
     os.closerange(3, 1 << 16)
     os.chdir(request.cwd)
