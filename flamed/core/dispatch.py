@@ -91,6 +91,7 @@ class Dispatcher:
         self.schedule_requested = True
         self.next_schedule = 0.0
         self.idle_since: dict[str, float] = {}
+        self.bound_since: dict[str, float] = {}
         self.bound: dict[str, set[str]] = {}  # session id -> ids of its Bound executors
         self.reclaiming: set[str] = set()  # fed no more: unbound once their tasks are done
         self.coming: dict[str, int] = {}  # session id -> executors being created or bound for it
@@ -137,6 +138,7 @@ class Dispatcher:
         assert executor.session_id is not None
         self.bound.setdefault(executor.session_id, set()).add(executor.id)
         self.idle_since[executor.id] = now
+        self.bound_since[executor.id] = now
         self.dirty.add(executor.session_id)
         if self.coming.get(executor.session_id):
             self.coming[executor.session_id] -= 1
@@ -150,6 +152,7 @@ class Dispatcher:
     def executor_unbound(self, executor: ExecutorEntry) -> None:
         self.waiting.discard(executor.id)
         self.idle_since.pop(executor.id, None)
+        self.bound_since.pop(executor.id, None)
         self.recall_after.pop(executor.id, None)
         self.launched_at.pop(executor.id, None)
         for executors in self.bound.values():
@@ -297,6 +300,7 @@ class Dispatcher:
                 reserved_for=e.reserved_for,
                 in_flight=len(e.tasks),
                 idle_since=self.idle_since.get(e.id),
+                bound_since=self.bound_since.get(e.id),
             )
             for e in state.executors.values()
         ]

@@ -12,8 +12,10 @@ A pure function: `plan(view, now)` reads a snapshot and returns decisions; the d
 - Shuffle: a Bound executor with nothing in flight is unbound when its session is closed, or has
   had no pending task for the application's `delay_release`, or holds more than its fair share
   while a session of the same or higher priority waits for capacity (no task is ever killed:
-  only executors with nothing in flight are unbound). Idle executors no session takes are
-  released.
+  only executors with nothing in flight are unbound; one still working is not taken before it
+  was bound `MIN_HOLD`, so a binding pays for its instance's start). Idle executors no session
+  takes are released. A plan says whether a session still waits (`Plan.waiting`): the
+  dispatcher then plans again as soon as an executor runs out of work.
 
 Demand of a session = pending + running tasks, at least `min_instances`, at most
 `max_instances` (session and application). Only Ready, not drained nodes get new executors,
@@ -53,6 +55,7 @@ class ExecutorView:
     reserved_for: str | None
     in_flight: int
     idle_since: float | None = None  # Bound with nothing in flight since (monotonic)
+    bound_since: float | None = None  # Bound since (monotonic); None: long enough (unknown)
 
 
 @dataclass
@@ -151,10 +154,19 @@ class _Room:
         return max(shares)
 
 
-def plan(view: ClusterView, now: float, policies: tuple[str, ...] = ("priority", "drf")) -> Plan:
+#: Seconds a binding keeps an executor that is working before it may be reclaimed for another
+#: session's fair share: an instance's start costs its slot 15-25 ms forked by the zygote and
+#: 0.1-0.2 s by exec, which a binding reclaimed at once would waste (a binding that runs out of
+#: work gives its executor up at once all the same).
+MIN_HOLD = 0.5
+
+
+def plan(
+    view: ClusterView, now: float, policies: tuple[str, ...] = ("priority", "drf"), min_hold: float = MIN_HOLD
+) -> Plan:
     """`policies` (config `cluster.policies`): `priority` serves higher priorities first and
     lets them take executors from lower ones; `drf` orders equals by dominant share. Without
-    either, sessions are served by age."""
+    either, sessions are served by age. `min_hold`: see MIN_HOLD."""
     if "priority" not in policies:  # every session is equal; fair share alone decides
         view = ClusterView([replace(s, priority=0) for s in view.sessions], view.executors, view.nodes)
     decisions = Plan()
@@ -203,7 +215,16 @@ def plan(view: ClusterView, now: float, policies: tuple[str, ...] = ("priority",
     decisions.release.extend(e.id for e in free_idle)
     decisions.waiting = bool(blocked)
     ready_view = ClusterView(view.sessions, [e for e in view.executors if e.node in reachable], view.nodes)
-    _shuffle(ready_view, now, sessions=sessions, held=held, want=want, blocked=blocked, decisions=decisions)
+    _shuffle(
+        ready_view,
+        now,
+        sessions=sessions,
+        held=held,
+        want=want,
+        blocked=blocked,
+        decisions=decisions,
+        min_hold=min_hold,
+    )
     return decisions
 
 
@@ -216,10 +237,12 @@ def _shuffle(
     want: dict[str, int],
     blocked: set[str],
     decisions: Plan,
+    min_hold: float,
 ) -> None:
     """Unbind Bound executors that their session no longer needs, or that a waiting session of
     the same or higher priority needs more (fair share). An executor with tasks in flight is
-    only reclaimed (fed no more, unbound when empty); the emptiest go first."""
+    only reclaimed (fed no more, unbound when empty), and not before it was bound `min_hold`
+    seconds; the emptiest go first."""
     fair = _fair_shares(view, want, sessions) if blocked else {}
     for executor in sorted(view.executors, key=lambda e: e.in_flight):
         if executor.state is not ExecutorState.Bound:
@@ -240,6 +263,8 @@ def _shuffle(
         # nodes while blocked, and unbinding to bind again would loop forever (I6).
         others_waiting = any(b != session.id and sessions[b].priority >= session.priority for b in blocked)
         if others_waiting and held[session.id] > fair.get(session.id, 0):
+            if executor.in_flight and executor.bound_since is not None and now - executor.bound_since < min_hold:
+                continue  # it has not paid for its start yet
             (decisions.reclaim if executor.in_flight else decisions.unbind).append(executor.id)
             held[session.id] -= 1
 

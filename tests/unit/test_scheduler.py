@@ -35,7 +35,15 @@ def node(name: str, cpus: int = 4, *, drained: bool = False) -> NodeView:
     )
 
 
-def bound(eid: str, node_name: str, sid: str, in_flight: int = 0, idle_since: float | None = None) -> ExecutorView:
+def bound(
+    eid: str,
+    node_name: str,
+    sid: str,
+    in_flight: int = 0,
+    idle_since: float | None = None,
+    *,
+    bound_since: float | None = None,
+) -> ExecutorView:
     return ExecutorView(
         id=eid,
         node=node_name,
@@ -45,6 +53,7 @@ def bound(eid: str, node_name: str, sid: str, in_flight: int = 0, idle_since: fl
         reserved_for=None,
         in_flight=in_flight,
         idle_since=idle_since,
+        bound_since=bound_since,
     )
 
 
@@ -157,3 +166,19 @@ def test_a_plan_says_whether_a_session_waits_for_capacity() -> None:
     sessions = [session("s1", pending=1), session("s2", pending=1, creation_time=1)]
     assert plan(ClusterView(sessions, [], [node("a", 2)]), 0.0).waiting is False
     assert plan(ClusterView(sessions, [], [node("a", 1)]), 0.0).waiting is True
+
+
+def test_a_working_binding_keeps_its_executor_for_the_minimum_hold() -> None:
+    """Breaks if an executor bound moments ago and working is reclaimed for another session's
+    fair share (its start, paid a moment ago, wasted), or if it is kept past `min_hold`, or if
+    an idle one is kept for the hold (nothing to lose: it goes at once)."""
+    busy = [bound(f"e{i}", "a", "hog", in_flight=5, bound_since=1.0) for i in range(4)]
+    sessions = [session("hog", pending=10, running=20, creation_time=1), session("new", pending=10, creation_time=2)]
+    early = plan(ClusterView(sessions, busy, [node("a", 4)]), 1.2, min_hold=0.5)
+    assert early.reclaim == []
+    assert early.unbind == []
+    late = plan(ClusterView(sessions, busy, [node("a", 4)]), 1.5, min_hold=0.5)
+    assert len(late.reclaim) == 2, late
+    idle = [bound(f"e{i}", "a", "hog", bound_since=1.0, idle_since=1.0) for i in range(4)]
+    sessions[0] = session("hog", pending=10, creation_time=1)
+    assert len(plan(ClusterView(sessions, idle, [node("a", 4)]), 1.1, min_hold=0.5).unbind) == 2
