@@ -103,6 +103,8 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="fsbench-", dir="/tmp"))  # ipc paths must be short
     results: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        # the machine may be shared: its load average (1, 5, 15 minutes) at this point of the run
+        "load_average": os.getloadavg(),
         "commit": git_commit(),
         "fsync": args.fsync,
         "slots": args.slots,

@@ -85,6 +85,8 @@ def main() -> int:
         os.dup2(saved_stderr, 2)
     result = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        # the machine may be shared: its load average (1, 5, 15 minutes) at this point of the run
+        "load_average": os.getloadavg(),
         "samples": args.samples,
         "exec_start_to_exit_ms": statistics.median(execs),
         "zygote_start_to_exit_ms": statistics.median(forks),
