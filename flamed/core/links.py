@@ -38,7 +38,7 @@ from flamed.core import records as r
 from flamed.core.config import CoreConfig
 from flamed.core.executor_reports import apply_reports, lose_executor
 from flamed.core.machines.connection import ConnectionTrigger
-from flamed.core.node_link import LinksCheckpoint, LinkView, NodeLink, Readiness
+from flamed.core.node_link import LinkOrder, LinksCheckpoint, LinkView, NodeLink, Readiness
 from flamed.core.refusals import RefusalLog
 from flamed.core.stalls import Stalls
 from flamed.core.state import ClusterState
@@ -86,9 +86,15 @@ class NodeLinks:
         # Links are judged (silence, drains) and sent heartbeats in a scan every
         # heartbeat_interval / SCANS_PER_INTERVAL; between scans a turn touches only the links
         # that have commands to send (`_due`), so a turn costs what it does, not the cluster's size.
+        # A scan reads only the links it may act on: the Connected ones oldest heard first
+        # (`_heard`) or oldest sent to first (`_quiet`), up to the first that is recent enough,
+        # and the Draining ones (`_draining`, few).
         self._next_scan = 0.0
         self._next_judgement = 0.0
         self._due: set[str] = set()
+        self._heard = LinkOrder()
+        self._quiet = LinkOrder()
+        self._draining: set[str] = set()
         self._stalls = Stalls(config.heartbeat_interval, self._silence_limit)
         self._refusals = RefusalLog()
 
@@ -129,6 +135,7 @@ class NodeLinks:
             link.move(ConnectionTrigger.silence)  # not heard since the restart
             link.drain_deadline = now.mono + drain
             self._links[node.name] = link
+            self._draining.add(node.name)
             log.info("node %s: Unknown after restart; drain timer %.1fs%s", node.name, drain, self._restart_drain_why)
 
     def checkpoint(self) -> LinksCheckpoint:
@@ -153,7 +160,9 @@ class NodeLinks:
         the executor manager's next message shows a gap and it registers again. What stays true
         whatever the disk says is kept from the live link: when its node was last heard, what
         was sent or queued for it (send sequence and time, commands), and whether its executor
-        manager said it is stopping. A checkpoint is restored at most once."""
+        manager said it is stopping. A link that was only sent heartbeats in the turn is not
+        kept at all (a heartbeat changes nothing durable): its receive sequence stays as the
+        heartbeat left it. A checkpoint is restored at most once."""
         assert checkpoint.undo is self._undo, "only the latest checkpoint can be restored"
         for name, before in checkpoint.undo.items():
             self._links.pop(name, None)
@@ -168,6 +177,11 @@ class NodeLinks:
             self._links[name] = link
         self._by_peer = {link.peer: link for link in self._links.values() if link.peer is not None}
         self._undo = {}
+        connected = [link for link in self._links.values() if link.connection is ConnectionState.Connected]
+        self._heard = LinkOrder(link.name for link in sorted(connected, key=lambda link: link.last_seen))
+        with_peer = [link for link in connected if link.peer is not None]
+        self._quiet = LinkOrder(link.name for link in sorted(with_peer, key=lambda link: link.last_sent))
+        self._draining = {link.name for link in self._links.values() if link.connection is ConnectionState.Draining}
 
     # ------------------------------------------------------------------ messages
 
@@ -202,9 +216,11 @@ class NodeLinks:
             turn.count("node_message_gaps")
             self._refuse(turn, peer, ErrorCode.Reregister, f"expected seq {link.recv_seq + 1}, got {message.seq}")
             return None
-        self._keep(link.name)  # for its receive sequence, and its ack in _on_link
+        if not isinstance(message, be.Heartbeat):  # see `restore`: a heartbeat needs no undo
+            self._keep(link.name)  # for its receive sequence, and its ack in _on_link
         link.recv_seq = message.seq
         link.last_seen = turn.now.mono
+        self._heard.touch(link.name)
         return link
 
     def _on_link(self, turn: Turn, link: NodeLink, message: LinkMessage) -> None:
@@ -317,6 +333,9 @@ class NodeLinks:
         link.key = sender.key
         self._links[name] = link
         self._by_peer[peer] = link
+        self._heard.touch(name)
+        self._quiet.touch(name)
+        self._draining.discard(name)
         turn.count("registrations")
         log.info("node %s: Ready (epoch %d, %d executors kept)", name, epoch, len(kept))
         turn.push_node(peer, registration.registered(turn, epoch, kept))
@@ -347,14 +366,15 @@ class NodeLinks:
         so it may go up to a scan period late)."""
         interval = self.config.heartbeat_interval
         now = turn.now.mono
-        links: Iterable[NodeLink | None]
+        table = self._links
+        names: Iterable[str] = self._due
         if now >= self._next_scan:
             self._next_scan = now + self._scan_period
-            links = list(self._links.values())
-        else:
-            links = [self._links.get(name) for name in self._due]
-        self._due.clear()
-        for link in links:
+            quiet = self._quiet.older(lambda name: now - table[name].last_sent >= interval)
+            names = [*quiet, *self._due]  # one twice is harmless: sent once, then recent
+        self._due = set()
+        for name in names:
+            link = table.get(name)
             if link is None:
                 continue
             if link.connection is not ConnectionState.Connected or link.peer is None:
@@ -371,6 +391,7 @@ class NodeLinks:
             else:
                 continue
             link.last_sent = now
+            self._quiet.touch(name)
             turn.push_node(link.peer, message)
 
     # ------------------------------------------------------------------ timers
@@ -391,21 +412,26 @@ class NodeLinks:
         if now < self._next_judgement:
             return
         self._next_judgement = now + self._scan_period
-        for link in list(self._links.values()):
-            if link.connection is ConnectionState.Connected and now - link.last_seen > self._silence_limit:
-                self._silence(turn, link, f"no message for {now - link.last_seen:.1f}s")
-            elif (
-                link.connection is ConnectionState.Draining
-                and link.drain_deadline is not None
-                and now >= link.drain_deadline
-            ):
-                self._close(turn, link, ConnectionTrigger.drain_expired, "drain timeout expired")
+        links, limit = self._links, self._silence_limit
+        for name in self._heard.older(lambda name: now - links[name].last_seen > limit):
+            link = links[name]
+            self._silence(turn, link, f"no message for {now - link.last_seen:.1f}s")
+        expired = [
+            links[name]
+            for name in self._draining
+            if (deadline := links[name].drain_deadline) is not None and now >= deadline
+        ]
+        for link in sorted(expired, key=lambda link: link.name):
+            self._close(turn, link, ConnectionTrigger.drain_expired, "drain timeout expired")
 
     def _silence(self, turn: Turn, link: NodeLink, reason: str) -> None:
         """The node is no longer heard (or may no longer be): Unknown, its drain timer started."""
         self._keep(link.name)
         link.move(ConnectionTrigger.silence)
         link.drain_deadline = turn.now.mono + self.config.drain_timeout
+        self._heard.discard(link.name)
+        self._quiet.discard(link.name)
+        self._draining.add(link.name)
         turn.count("nodes_silent")
         turn.commit(r.NodeChanged(time=turn.now.wall, name=link.name, trigger="silent", reason=reason))
         log.warning("node %s: Unknown (%s); cleanup in %.1fs", link.name, reason, self.config.drain_timeout)
@@ -422,6 +448,9 @@ class NodeLinks:
         self._keep(link.name)
         link.move(trigger)
         del self._links[link.name]
+        self._heard.discard(link.name)
+        self._quiet.discard(link.name)
+        self._draining.discard(link.name)
         if link.peer is not None:
             self._by_peer.pop(link.peer, None)
         turn.count("node_cleanups")
