@@ -18,6 +18,7 @@ Writes bench/results/scale.json.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import platform
@@ -183,6 +184,10 @@ def simulate(backend: str, first: int, count: int, slots: int) -> None:
     for n in fleet:
         poller.register(n.sock, zmq.POLLIN)
         n.register()
+    # When each node is next looked at for a heartbeat, soonest first: a round costs the beats
+    # that are due, not the fleet (10 simulators of 1,000 nodes looping over all of theirs 50
+    # times a second took most of a core from the session manager they measure).
+    due = [(0.0, i) for i in range(count)]
     while not stop:
         now = time.monotonic()
         for sock, _ in poller.poll(20):
@@ -193,8 +198,12 @@ def simulate(backend: str, first: int, count: int, slots: int) -> None:
                 except zmq.Again:
                     break
                 node.handle(codec.decode(frames), now)
-        for node in fleet:
+        while due[0][0] <= now:
+            _, i = heapq.heappop(due)
+            node = fleet[i]
             node.beat(now)
+            # Not registered yet (or again): look again next round.
+            heapq.heappush(due, (node.next_beat if node.registered else now + 0.02, i))
     print(json.dumps({"late_max": max((n.late for n in fleet), default=0.0)}), flush=True)
     ctx.destroy(0)
 
