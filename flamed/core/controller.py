@@ -280,6 +280,10 @@ class Controller:
                 continue
             self.links.handle(turn, peer, message, senders[i] if senders is not None else PLAIN)
 
+    def backend_drained(self, now: Now) -> None:
+        """The daemon read every node message waiting at `now` (see `NodeLinks.heard_all`)."""
+        self.links.heard_all(now.mono)
+
     def reject_node_frame(self, peer: bytes, code: ErrorCode, message: str) -> None:
         self.counters["bad_node_frames"] += 1
         self.outbox.node_messages.append((peer, be.Error(code=code, message=message)))

@@ -30,6 +30,7 @@ Rules that keep a stale peer from corrupting state:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import assert_never
 
@@ -95,6 +96,10 @@ class NodeLinks:
         self._heard = LinkOrder()
         self._quiet = LinkOrder()
         self._draining: set[str] = set()
+        # When the daemon last read every node message waiting (`heard_all`): silence is judged
+        # as of then, so that a heartbeat still waiting in the socket behind a long backlog
+        # (10,000 nodes registering at once) never makes its node Unknown.
+        self._heard_all = -math.inf
         self._stalls = Stalls(config.heartbeat_interval, self._silence_limit)
         self._refusals = RefusalLog()
 
@@ -396,9 +401,15 @@ class NodeLinks:
 
     # ------------------------------------------------------------------ timers
 
+    def heard_all(self, now: float) -> None:
+        """The daemon read every node message that was waiting at `now`."""
+        self._heard_all = now
+
     def tick(self, turn: Turn) -> None:
         """Judge the links (once a scan period): silent ones go Unknown, drains that ran out
-        are cleaned up."""
+        are cleaned up. Silence is judged as of the last time every waiting node message was
+        read (`heard_all`), or as of now when that is longer ago than the silence limit (a
+        backend that never empties must not keep a dead node Ready for ever)."""
         now = turn.now.mono
         stalled = self._stalls.tick(now)
         if stalled is not None:
@@ -413,7 +424,8 @@ class NodeLinks:
             return
         self._next_judgement = now + self._scan_period
         links, limit = self._links, self._silence_limit
-        for name in self._heard.older(lambda name: now - links[name].last_seen > limit):
+        heard = self._heard_all if now - self._heard_all <= limit else now
+        for name in self._heard.older(lambda name: heard - links[name].last_seen > limit):
             link = links[name]
             self._silence(turn, link, f"no message for {now - link.last_seen:.1f}s")
         expired = [

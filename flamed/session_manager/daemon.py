@@ -373,6 +373,8 @@ class SessionManager:
             messages.append((peer, message))
             senders.append(sender)
         ctl.handle_nodes(messages, now, senders)
+        if not readable(self.backend):  # nothing left unread: silences may be judged as of now
+            ctl.backend_drained(self.now())
 
     def _on_frontend(self) -> None:
         self._check_keys()
