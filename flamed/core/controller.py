@@ -156,6 +156,21 @@ class Controller:
             turn.reply(peer, reply)
         return len(self.outbox.records) != records
 
+    def answer_at_once(
+        self, peer: bytes, request: fe.ClientRequest, now: Now, client: bytes = b""
+    ) -> fe.Message | None:
+        """The answer to `request` when it may go before the turn ends, else None (serve it with
+        `handle_client`). Only a `Ping` may: it reads no state, so nothing it says waits for
+        the turn's records to be durable, and a client's liveness probe does not wait behind
+        a turn of other clients' batches and nodes' results. It counts as heard from `peer`
+        (its watches and subscriptions are renewed) like any request."""
+        if type(request) is not fe.Ping or self.clients.full(peer):
+            return None
+        self.counters["client_requests"] += 1
+        self.counters["client_answers_at_once"] += 1
+        self.clients.seen(peer, client or self.clients.client_of(peer), now.mono)
+        return fe.Pong(request_id=request.request_id)
+
     def _route(self, turn: Turn, peer: bytes, client: bytes, request: fe.ClientRequest) -> fe.Message | None:
         """The reply to `request` (None: it comes later, as a push). One case per request
         type, so mypy checks that every type of `ClientRequest` is served."""

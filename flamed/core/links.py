@@ -408,8 +408,11 @@ class NodeLinks:
     def tick(self, turn: Turn) -> None:
         """Judge the links (once a scan period): silent ones go Unknown, drains that ran out
         are cleaned up. Silence is judged as of the last time every waiting node message was
-        read (`heard_all`), or as of now when that is longer ago than the silence limit (a
-        backend that never empties must not keep a dead node Ready for ever)."""
+        read (`heard_all`): after a loop turn of seconds (a batch of a million tasks) the
+        heartbeats of that time wait in the socket, and a judgement as of now would make
+        every node Unknown. As of now only when the daemon never said (tests), or said it
+        longer than `drain_timeout` ago: a backend that never empties must not keep a dead
+        node Ready for ever."""
         now = turn.now.mono
         stalled = self._stalls.tick(now)
         if stalled is not None:
@@ -424,7 +427,7 @@ class NodeLinks:
             return
         self._next_judgement = now + self._scan_period
         links, limit = self._links, self._silence_limit
-        heard = self._heard_all if now - self._heard_all <= limit else now
+        heard = self._heard_all if now - self._heard_all <= self.config.drain_timeout else now
         for name in self._heard.older(lambda name: heard - links[name].last_seen > limit):
             link = links[name]
             self._silence(turn, link, f"no message for {now - link.last_seen:.1f}s")

@@ -131,13 +131,16 @@ def test_a_link_order_scan_reads_only_what_it_finds_and_one_more() -> None:
 def test_silence_is_judged_as_of_the_last_time_every_node_message_was_read() -> None:
     """Breaks if a node is made Unknown while its heartbeat may still wait unread behind a
     backlog (10,000 nodes registering at once made thousands Unknown, each of which then
-    registered again), or if a backend that never empties keeps a silent node Ready for ever."""
-    h = Harness(heartbeat_interval=1.0, heartbeat_liveness=3)
+    registered again; or after a turn of seconds, when every heartbeat of that time waits), or if
+    a backend that never empties keeps a silent node Ready for ever (past `drain_timeout`)."""
+    h = Harness(heartbeat_interval=1.0, heartbeat_liveness=3, drain_timeout=10.0)
     h.add_node("n1")
     h.ctl.backend_drained(h.now())  # everything read at t=0; then a backlog: nothing read
     h.advance(2.5, heartbeat=lambda node: False)
     h.ctl.backend_drained(h.now())  # read all at 2.5: still within the limit
     h.advance(2.0, heartbeat=lambda node: False)  # t=4.5: silent 4.5 s, but all read only at 2.5
     assert h.node_state("n1") is NodeState.Ready
-    h.advance(1.5, heartbeat=lambda node: False)  # t=6: the last full read is over the limit ago
+    h.advance(5.0, heartbeat=lambda node: False)  # t=9.5: all read only at 2.5, 7 s ago
+    assert h.node_state("n1") is NodeState.Ready
+    h.advance(3.5, heartbeat=lambda node: False)  # t=13: the last full read is a drain_timeout ago
     assert h.node_state("n1") is NodeState.Unknown
