@@ -42,6 +42,7 @@ from flamed.core.identity import PLAIN, Sender
 from flamed.core.turn import Now, Outbox
 from flamed.notify import Notifier
 from flamed.session_manager.apps import DEFAULT_APPLICATIONS
+from flamed.session_manager.collector import Collector
 from flamed.session_manager.durability import Recovered, recover_state
 from flamed.session_manager.journal import Journal
 from flamed.session_manager.keys import KeyChecks
@@ -241,6 +242,8 @@ class SessionManager:
         self._retry_timer: Timer | None = None
         self._retry_delay = RETRY_MIN
         self._tick_timer = self.loop.call_at(0.0, self._tick)
+        #: short garbage-collector pauses (collector.py); from `start`
+        self.collector: Collector | None = None
         self.signals = SignalInbox(self.loop, self._on_signal)
 
     @property
@@ -269,11 +272,17 @@ class SessionManager:
         self.loop.add_reader(self.backend, self._on_backend)
         self.loop.add_reader(self.frontend, self._on_frontend)
         self.loop.add_turn_end(self._flush)
+        self.collector = Collector(self.loop.now())
+        self.loop.add_turn_end(self._collector_turn_end)
         self._flush()
         # Ready only now: the state is replayed, the sockets are bound, the first turn is durable.
         self.notifier.ready(self.status_line())
         if self.notifier.enabled:
             self.loop.call_every(self.notifier.alive_every(), lambda: self.notifier.alive(self.status_line()))
+
+    def _collector_turn_end(self) -> None:
+        if self.collector is not None:
+            self.collector.turn_end(self.loop.now())
 
     def status_line(self) -> str:
         """One line for `systemctl status`: what the session manager is doing."""
@@ -341,6 +350,9 @@ class SessionManager:
                 )
 
     def close(self) -> None:
+        if self.collector is not None:
+            self.collector.close()
+            self.collector = None
         self.signals.close()
         self.notifier.close()
         close(self.frontend)
