@@ -319,6 +319,8 @@ def run(tasks: int, sessions: int) -> dict[str, Any]:
                 "snapshot_duration_ms": snapshot.get("storage_last_snapshot_duration_ms"),
                 # the time the loop itself spent on it (older versions: all of it)
                 "snapshot_fork_ms": snapshot.get("storage_last_snapshot_fork_ms"),
+                # compaction (no fork): starting the compactor
+                "snapshot_spawn_ms": snapshot.get("storage_last_snapshot_spawn_ms"),
                 "snapshot_loop_ms": snapshot.get(
                     "storage_last_snapshot_loop_ms", snapshot.get("storage_last_snapshot_duration_ms")
                 ),

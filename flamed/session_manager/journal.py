@@ -8,11 +8,13 @@ when the storage asks for one and keeps a timer so that under the `interval` fsy
 fsync happens by its deadline. While writes fail no snapshot is written: the log stays the
 source of truth.
 
-Snapshots off the loop: a snapshot is serialised and written by a forked child
-(`flamed.storage.background`), which sees the state as it was at the fork, while the loop
-goes on; the loop pays the fork (milliseconds) and, when the child reports on its pipe, the
-bookkeeping (old snapshots and segments deleted). One child at a time; a rollback and the stop
-wait for it. The snapshot at a clean stop is written in process (the loop has stopped).
+Snapshots off the loop, by compaction: the loop only closes the active log segment
+(`Storage.begin_snapshot`) and starts a compactor (`flamed.storage.compaction`), a separate
+process sharing no memory with this one that builds the snapshot from the previous snapshot and
+the closed segments, as a restart would. The loop pays the segment switch and a `posix_spawn`
+(about a millisecond, whatever the state's size) and, when the compactor reports on its pipe,
+the bookkeeping (old snapshots and segments deleted). One compactor at a time; a rollback and
+the stop kill it (the stop writes its snapshot in process, the loop having stopped).
 
 Only the storage writes state files; without a `Storage` (tests) every turn counts as durable.
 """
@@ -29,7 +31,8 @@ from flamed.core.snapshot import encode_state
 from flamed.core.turn import Outbox
 from flamed.session_manager.durability import reread_state
 from flamed.storage import StorageError
-from flamed.storage.background import BackgroundSnapshot, SnapshotResult, fork_snapshot
+from flamed.storage.background import BackgroundSnapshot, SnapshotResult
+from flamed.storage.compaction import COMPACTOR_MODULE, remove_leftover, spawn_compactor
 
 if TYPE_CHECKING:
     from flamed.core.controller import Controller
@@ -62,13 +65,15 @@ class Journal:
         self._last_snapshot: dict[str, float | int | str] = {}
         self._encoder = msgspec.msgpack.Encoder()
         self._fsync_timer: Timer | None = None
-        #: the child writing a snapshot, if any, and when it was started (perf_counter)
+        #: the compactor writing a snapshot, if any, and when it was started (perf_counter)
         self._child: BackgroundSnapshot | None = None
         self._child_started = 0.0
-        self._child_fork_ms = 0.0
+        self._child_spawn_ms = 0.0
         self._child_loop_ms = 0.0
-        #: write snapshots in a forked child (tests may turn it off)
-        self.fork_snapshots = True
+        #: write snapshots by compaction in another process (tests may turn it off)
+        self.compact_in_child = True
+        #: the module the compactor runs (tests give one that misbehaves)
+        self.compactor_module = COMPACTOR_MODULE
 
     def commit(self, outbox: Outbox, now: Now) -> Outbox:
         """Make the turn's records durable; returns what to send for the turn (after a failed
@@ -95,7 +100,7 @@ class Journal:
     def _roll_back(self, outbox: Outbox, reason: str, now: Now) -> Outbox:
         """The turn's records are not durable: make memory equal disk, fail the turn's writes."""
         assert self.storage is not None
-        self._wait_child()  # it may be writing in the directory about to be re-read
+        self._stop_child()  # it may be writing in the directory about to be re-read
         if reason != self.write_failure:
             log.error("storage: %s; failing the requests of this turn, reads are still served", reason)
         self.write_failure = reason
@@ -117,7 +122,7 @@ class Journal:
         if storage is None or self.write_failure:
             return
         if self._child is None and storage.should_snapshot():
-            if self.fork_snapshots:
+            if self.compact_in_child:
                 self._start_snapshot(storage)
             else:
                 self._write_snapshot(storage)
@@ -139,51 +144,55 @@ class Journal:
             log.error("storage: %s", exc)
 
     def _start_snapshot(self, storage: Storage) -> None:
-        """Fork the child that writes the snapshot; the loop goes on (see the module rules)."""
+        """Close the active segment and start the compactor; the loop goes on (see the module
+        rules)."""
         started = time.perf_counter()
         try:
             seq = storage.begin_snapshot()
         except StorageError as exc:
             log.error("storage: %s; no snapshot, the log remains the source of truth", exc)
             return
-        state = self.controller.state
-        forking = time.perf_counter()
+        spawning = time.perf_counter()
         try:
-            child = fork_snapshot(storage.state_dir, seq, lambda: encode_state(state))
+            child = spawn_compactor(storage.state_dir, seq, module=self.compactor_module)
         except OSError as exc:
-            log.warning("snapshot: cannot fork (%s); writing it on the loop", exc)
+            log.warning("snapshot: cannot start a compactor (%s); writing it on the loop", exc)
             self._write_snapshot(storage)
             return
         self._child, self._child_started = child, started
         done = time.perf_counter()
-        self._child_fork_ms = (done - forking) * 1000
+        self._child_spawn_ms = (done - spawning) * 1000
         self._child_loop_ms = (done - started) * 1000
         self.loop.add_reader(child.fd, self._child_done)
 
     def _child_done(self) -> None:
-        """The child's pipe is readable: it is done (or dead)."""
+        """The compactor's pipe is readable: it is done (or dead)."""
         child = self._child
         if child is None:
             return
         self.loop.remove_reader(child.fd)
         self._finish(child.result())
 
-    def _wait_child(self) -> None:
-        """Block until a running child is done (before the directory is re-read, at stop)."""
+    def _stop_child(self) -> None:
+        """Kill a running compactor (before the directory is re-read, at stop): what it would
+        have written, the caller writes or re-reads itself."""
         child = self._child
         if child is not None:
             self.loop.remove_reader(child.fd)
-            self._finish(child.wait())
+            self._finish(child.kill(), quiet=True)
 
-    def _finish(self, result: SnapshotResult) -> None:
+    def _finish(self, result: SnapshotResult, *, quiet: bool = False) -> None:
         self._child = None
         seconds = time.perf_counter() - self._child_started
         if result.size is None:
-            log.error(
-                "storage: the snapshot of record %d failed: %s; the log remains the source of truth",
-                result.seq,
-                result.error,
-            )
+            if self.storage is not None:
+                remove_leftover(self.storage.state_dir, result.seq)
+            if not quiet:
+                log.error(
+                    "storage: the snapshot of record %d failed: %s; the log remains the source of truth",
+                    result.seq,
+                    result.error,
+                )
             return
         if self.storage is not None:
             self.storage.finish_snapshot(result.seq, result.size)
@@ -191,16 +200,16 @@ class Journal:
             "last_snapshot_wall_ms": time.time_ns() // 1_000_000,
             "last_snapshot_duration_ms": seconds * 1000,
             "last_snapshot_loop_ms": self._child_loop_ms,
-            "last_snapshot_fork_ms": self._child_fork_ms,
+            "last_snapshot_spawn_ms": self._child_spawn_ms,
         }
         log.info(
-            "snapshot of record %d written (%d bytes) in %.3f s by a child process (the loop spent %.1f ms, "
-            "%.1f of them forking)",
+            "snapshot of record %d written (%d bytes) in %.3f s by a compactor (the loop spent %.1f ms, "
+            "%.1f of them starting it)",
             result.seq,
             result.size,
             seconds,
             self._child_loop_ms,
-            self._child_fork_ms,
+            self._child_spawn_ms,
         )
 
     def _write_snapshot(self, storage: Storage) -> None:
@@ -233,13 +242,14 @@ class Journal:
         return stats
 
     def close(self) -> None:
-        """At a clean stop: a snapshot if records came since the last one (and writes work),
-        then the storage is closed. The journal has no storage afterwards."""
-        self._wait_child()
+        """At a clean stop: a snapshot if records came since the last one or a compactor was
+        stopped (and writes work), then the storage is closed. The journal has no storage afterwards."""
+        compacting = self._child is not None
+        self._stop_child()
         storage, self.storage = self.storage, None
         if storage is not None:
             try:
-                if storage.stats()["records_since_snapshot"] and not self.write_failure:
+                if (compacting or storage.stats()["records_since_snapshot"]) and not self.write_failure:
                     self._write_snapshot(storage)
             finally:
                 storage.close()

@@ -278,7 +278,7 @@ class Storage:
             log.warning("snapshot of record %d written, but cleaning up after it failed: %s", seq, exc)
 
     def begin_snapshot(self) -> int:
-        """Start a snapshot written elsewhere (`background.fork_snapshot`): the log is made
+        """Start a snapshot written elsewhere (`compaction.spawn_compactor`): the log is made
         durable and the active segment closed (so that the segments the snapshot covers can go
         whole; under `fsync = "always"` both cost next to nothing, the log being durable
         already), and the snapshot counters restart. Returns the record the snapshot must

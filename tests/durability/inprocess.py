@@ -15,10 +15,13 @@ from tests.support.daemons import RawClient
 
 
 class InProcess:
-    def __init__(self, state_dir: Path, **storage: Any) -> None:
+    def __init__(self, state_dir: Path, *, compact_in_child: bool = False, **storage: Any) -> None:
+        """`compact_in_child`: snapshots by a compactor process (integration tests only); off,
+        the journal writes them in process."""
         self.dir = Path(tempfile.mkdtemp(prefix="fld-", dir="/tmp"))  # ipc paths must be short
         self.state_dir = state_dir
         self.storage_options = storage
+        self.compact_in_child = compact_in_child
         self.manager: SessionManager | None = None
         self.client: RawClient | None = None
 
@@ -28,6 +31,7 @@ class InProcess:
             config=Config(), frontend=f"ipc://{self.dir}/fe", backend=f"ipc://{self.dir}/be", state_dir=self.state_dir
         )
         self.manager = SessionManager(options, storage)
+        self.manager.journal.compact_in_child = self.compact_in_child
         self.manager.start()
         self.client = RawClient(options.frontend, timeout=10)
         return self.manager

@@ -6,7 +6,7 @@ A test that starts a process (a daemon, an instance, a CLI run as a subprocess) 
 (subprocess, multiprocessing, posix_spawn, system), and records it: code under test may swallow
 the error (a daemon catches a failed spawn), so the fixture in tests/conftest.py fails the test
 afterwards too. A bare `os.fork` (no exec) is allowed: it runs the test's own code, as a daemon
-does that forks to write a snapshot off its loop, and starts no daemon, instance or CLI.
+that forks, and starts no daemon, instance or CLI.
 """
 
 from __future__ import annotations
