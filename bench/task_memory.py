@@ -5,7 +5,7 @@ applying records as a log replay does, and reports the RSS delta per task; then 
 snapshot and rebuilds the state from it, reporting the times. (The RSS of a restart from a
 snapshot against one from the log is measured with real daemons: bench/snapshot_bench.py.)
 
-Usage: python bench/task_memory.py [--tasks 1000000] [--out bench/results/task_memory.json]
+Usage: python bench/task_memory.py [--tasks 1000000] [--succeeded] [--out bench/results/task_memory.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from flamed.core import records as r  # noqa: E402
 from flamed.core.snapshot import decode_state, encode_state  # noqa: E402
 from flamed.core.state import ClusterState  # noqa: E402
-from protocol.types import Application, ApplicationSpec, SessionSpec  # noqa: E402
+from protocol.types import Application, ApplicationSpec, ResourceRequirement, SessionSpec, TaskState  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -35,30 +35,42 @@ def rss_mb() -> float:
     return 0.0
 
 
-def build(tasks: int) -> ClusterState:
+def build(tasks: int, succeeded: bool = False) -> ClusterState:
+    """10 sessions of `tasks` / 10; with `succeeded` every task ran and succeeded with a 16-byte
+    output (what retention holds), else half the sessions are closed (tasks Cancelled) and
+    the others' tasks Pending."""
     state = ClusterState()
     t = 1_760_000_000_000
     app = Application(name="a", spec=ApplicationSpec(command="x"), creation_time=t, version=1)
     state.apply(r.ApplicationSaved(time=t, application=app))
+    state.apply(r.ExecutorCreated(time=t, executor_id="e", node="n", resreq=ResourceRequirement()))
     per = tasks // 10
     for s in range(10):
         state.apply(r.SessionCreated(time=t, session_id=f"s{s}", spec=SessionSpec(application="a")))
         for first in range(0, per, 10_000):
             inputs: list[bytes | None] = [b"%016d" % i for i in range(min(10_000, per - first))]
             state.apply(r.TasksCreated(time=t + first, session_id=f"s{s}", first_id=first + 1, inputs=inputs))
-        if s % 2:
+            if succeeded:
+                ids = list(range(first + 1, first + 1 + len(inputs)))
+                state.apply(r.TasksDispatched(time=t + first, session_id=f"s{s}", executor_id="e", task_ids=ids))
+                done = [r.TaskFinish(i, TaskState.Succeed, b"%016d" % i) for i in ids]
+                state.apply(r.TasksFinished(time=t + first + 1, session_id=f"s{s}", tasks=done))
+            state.touched.clear()  # as the controller does after each turn (and recovery after replay)
+        if s % 2 and not succeeded:
             state.apply(r.SessionClosed(time=t + 5, session_id=f"s{s}"))
+            state.touched.clear()
     return state
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--succeeded", action="store_true", help="every task succeeded with a 16-byte output")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "task_memory.json"))
     args = parser.parse_args()
     gc.disable()  # as recovery does (flamed.session_manager.durability)
     base = rss_mb()
-    state = build(args.tasks)
+    state = build(args.tasks, args.succeeded)
     replayed = rss_mb() - base
     started = time.perf_counter()
     payload = encode_state(state)
@@ -70,6 +82,7 @@ def main() -> int:
     assert len(rebuilt_state.sessions) == 10
     result = {
         "tasks": args.tasks,
+        "tasks_state": "succeeded, 16-byte outputs" if args.succeeded else "half Pending, half Cancelled",
         "bytes_per_task_replayed": round(replayed * (1 << 20) / args.tasks, 1),
         "rss_mb_replayed": round(replayed, 1),
         "snapshot_encode_s": round(encode_s, 3),

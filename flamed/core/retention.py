@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 
 from flamed.core import records as r
-from flamed.core.state import EXPIRED_TASK, SessionEntry
+from flamed.core.state import SessionEntry
+from flamed.core.tasks import EXPIRED, TERMINAL_CODES
 from flamed.core.turn import Turn
 from protocol.types import Event, SessionState, TaskState
 
@@ -177,17 +178,20 @@ def finished_ranges(session: SessionEntry, quota: int, scan: int) -> tuple[list[
     ranges: list[tuple[int, int]] = []
     count = 0
     start = end = 0
-    base = session.base
-    index = -1
-    for index, task in enumerate(session.tasks):
-        if index >= scan or count >= quota:
+    codes = session.tasks.codes()
+    first = session.base - session.tasks.dropped  # the slot of task base + 1
+    id_of_slot = session.tasks.dropped + 1
+    index = first - 1
+    for index in range(first, len(codes)):
+        if index - first >= scan or count >= quota:
             break
-        task_id = base + index + 1
-        if task is EXPIRED_TASK:
+        code = codes[index]
+        task_id = index + id_of_slot
+        if code == EXPIRED:
             if start:
                 end = task_id
             continue
-        if task.state.is_terminal:
+        if code in TERMINAL_CODES:
             if not start:
                 start = task_id
             end = task_id
@@ -197,4 +201,4 @@ def finished_ranges(session: SessionEntry, quota: int, scan: int) -> tuple[list[
             start = 0
     if start:
         ranges.append((start, end))
-    return ranges, count, index + 1
+    return ranges, count, index + 1 - first

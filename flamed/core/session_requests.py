@@ -23,7 +23,8 @@ import msgspec
 from flamed.core import pages, validation
 from flamed.core import records as r
 from flamed.core.requests import RequestError
-from flamed.core.state import ClusterState, SessionEntry, TaskEntry
+from flamed.core.state import ClusterState, SessionEntry
+from flamed.core.tasks import TaskEntry
 from flamed.core.turn import Turn
 from flamed.core.views import session_view, task_view
 from flamed.core.watches import Watch, Watches

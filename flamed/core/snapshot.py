@@ -9,11 +9,12 @@ hash of their executor manager's secret) and the highest epoch handed out. What 
 (per-state task counts) is recomputed on load; what is volatile (`touched`, links, watches) is
 not stored.
 
-Tasks (format 2) are stored as they are held: each session's list of `TaskEntry` structs (an
-array per task; one with id 0 for a task that expired under retention), which msgspec encodes and
-decodes in C with no per-task Python code: the decoded list *is* the session's task list. A
-session's per-state counts are stored too (retention keeps totals of expired tasks). Format 1
-(one column per field, per session) is still read.
+Tasks (format 3) are stored as they are held: each session's task columns
+(`flamed.core.tasks.TaskTable`) as raw bytes, which decode with a copy per column and no per-task
+Python code (except the prefix sum of the output lengths); the columns are normalised on encode
+(`TaskTable.to_snap`) so that equal states encode alike. A session's per-state counts are stored
+too (retention keeps totals of expired tasks). Formats 1 (one list per field) and 2 (a list of
+`TaskEntry` per session) are still read.
 
 Evolution: `FORMAT` goes up when the layout changes incompatibly; new fields only with defaults.
 """
@@ -25,7 +26,8 @@ from collections import deque
 
 import msgspec
 
-from flamed.core.state import EXPIRED_TASK, ClusterState, ExecutorEntry, NodeEntry, SessionEntry, TaskEntry
+from flamed.core.state import ClusterState, ExecutorEntry, NodeEntry, SessionEntry
+from flamed.core.tasks import EXPIRED_TASK, TaskColumnsSnap, TaskEntry, TaskTable
 from protocol.errors import FlameBaseError
 from protocol.types import (
     Application,
@@ -39,9 +41,9 @@ from protocol.types import (
     TaskState,
 )
 
-FORMAT = 2
+FORMAT = 3
 #: Formats this version reads.
-READABLE = (1, 2)
+READABLE = (1, 2, 3)
 
 #: Column codes of task states (small ints encode faster than the enum's strings).
 _STATES = list(TaskState)
@@ -90,6 +92,8 @@ class SessionSnap(msgspec.Struct, array_like=True, kw_only=True):
     counts: dict[TaskState, int] = {}
     #: format 2: the tasks, task id N at index N-1-`base` (id 0: expired under retention)
     entries: list[TaskEntry] = []
+    #: format 3: the tasks base+1.. in columns
+    columns: TaskColumnsSnap | None = None
 
 
 class ExecutorSnap(msgspec.Struct, array_like=True, kw_only=True):
@@ -156,9 +160,7 @@ def _session(session: SessionEntry) -> SessionSnap:
         base=session.base,
         expired_tasks=session.expired_tasks,
         counts=dict(session.counts),
-        # the list itself, not a copy: encoding reads it at once (or in a child that has its
-        # own copy of the state, `flamed.storage.background`)
-        entries=session.tasks,
+        columns=session.tasks.to_snap(session.base),
         last_active=session.last_active,
     )
 
@@ -250,12 +252,12 @@ def _session_entry(snap: SessionSnap) -> SessionEntry:
     session.bind_failures = snap.bind_failures
     session.pending = deque(snap.pending)
     session.base = snap.base
-    if snap.tasks is not None:
-        session.tasks = _tasks(snap.tasks, snap.base)
-    elif snap.expired_tasks > snap.base:  # expired slots in the list: the shared marker again
-        session.tasks = [EXPIRED_TASK if t.id == 0 else t for t in snap.entries]
+    if snap.columns is not None:
+        session.tasks = TaskTable.from_snap(snap.columns)
+    elif snap.tasks is not None:
+        session.tasks = TaskTable.from_entries(_tasks(snap.tasks, snap.base), snap.base)
     else:
-        session.tasks = snap.entries
+        session.tasks = TaskTable.from_entries(snap.entries, snap.base)
     session.batches = dict(snap.batches)
     session.bind_paused = snap.bind_paused
     session.expired_tasks = snap.expired_tasks

@@ -5,21 +5,22 @@ record replayed from the log; so it must be deterministic and must not look at a
 record and the state. Validation happens before a record is built (in the controller);
 `apply` trusts records, and a record that does not fit the state raises (a bug, not input).
 
-Per-task objects are kept small (`TaskEntry` is a msgspec Struct without a GC header, events
-derived on demand) because a session manager holds hundreds of thousands of tasks.
+Tasks are held column by column (`flamed.core.tasks.TaskTable`, about 50 bytes per task plus
+its data), because a session manager holds hundreds of thousands of them; a read gets a
+`TaskEntry` value.
 """
 
 from __future__ import annotations
 
 from collections import deque
-
-import msgspec
+from collections.abc import Iterable
 
 from flamed.core import records as r
 from flamed.core.machines.executor import EXECUTOR, ExecutorTrigger
 from flamed.core.machines.node import NODE, NodeTrigger
 from flamed.core.machines.session import SESSION, SessionTrigger
 from flamed.core.machines.task import TASK, TaskTrigger
+from flamed.core.tasks import EXPIRED, TaskEntry, TaskTable
 from protocol.types import (
     Application,
     Event,
@@ -48,39 +49,6 @@ TASK_EVENT_CODES = {
 }
 
 
-class TaskEntry(msgspec.Struct, array_like=True, gc=False):
-    """One task, as held in memory and stored in snapshots (encoded as an array, as is).
-
-    A msgspec Struct, not a class with `__slots__`: no cycle-collector header (`gc=False`: a
-    task refers to nothing that refers back to it), and a snapshot encodes and decodes the
-    list of a session's tasks in C, with no per-task Python code. Inputs and outputs are the
-    bytes objects of the records, never copied. Evolution: new fields last, with defaults."""
-
-    id: int
-    state: TaskState = TaskState.Pending
-    input: bytes | None = None
-    creation_time: int = 0
-    output: bytes | None = None
-    start_time: int | None = None
-    completion_time: int | None = None
-    attempt: int = 0
-    retry_count: int = 0
-    executor_id: str | None = None
-    message: str | None = None
-    events: list[Event] | None = None  # only unusual events (retries); others are derived
-
-    def add_event(self, event: Event) -> None:
-        if self.events is None:
-            self.events = []
-        self.events.append(event)
-
-
-#: The slot of a task that expired under retention in the middle of a session's task list (the
-#: expired front is cut off instead): one shared object, never shown (`SessionEntry.task`
-#: answers None for it). In snapshots it is a task with id 0.
-EXPIRED_TASK = TaskEntry(0, TaskState.Succeed)
-
-
 class SessionEntry:
     def __init__(self, session_id: str, spec: SessionSpec, time: int) -> None:
         self.id = session_id
@@ -88,11 +56,11 @@ class SessionEntry:
         self.state = SessionState.Open
         self.creation_time = time
         self.completion_time: int | None = None
-        #: task id N at index N-1-`base`; `EXPIRED_TASK`: expired under retention (`TasksExpired`)
-        self.tasks: list[TaskEntry] = []
-        #: tasks cut off the front of `tasks` (all expired): ids 1..base
+        #: the tasks (reads: `task`, `live`; changes: `ClusterState.apply` only)
+        self.tasks = TaskTable()
+        #: tasks 1..base all expired (the front of `tasks`, cut off once worth it)
         self.base = 0
-        #: tasks expired under retention (cut off the front, or `EXPIRED_TASK` slots)
+        #: tasks expired under retention (cut off the front, or expired slots of `tasks`)
         self.expired_tasks = 0
         self.pending: deque[int] = deque()  # FIFO of Pending task ids (requeued ones go first)
         #: tasks per state since the session began (expiry keeps the totals)
@@ -110,12 +78,12 @@ class SessionEntry:
     @property
     def task_count(self) -> int:
         """Tasks ever created in the session (the highest task id)."""
-        return self.base + len(self.tasks)
+        return self.tasks.count
 
     @property
     def held(self) -> int:
         """Tasks the session holds (created and not expired)."""
-        return self.base + len(self.tasks) - self.expired_tasks
+        return self.tasks.count - self.expired_tasks
 
     def finished_held(self) -> int:
         """Finished tasks (Succeed, Failed, Cancelled) the session holds."""
@@ -124,12 +92,8 @@ class SessionEntry:
         return done - self.expired_tasks
 
     def task(self, task_id: int) -> TaskEntry | None:
-        """Task `task_id`, or None: never created, or expired (`was_expired`)."""
-        index = task_id - 1 - self.base
-        if 0 <= index < len(self.tasks) and task_id > 0:
-            task = self.tasks[index]
-            return None if task is EXPIRED_TASK else task
-        return None
+        """Task `task_id` (a value), or None: never created, or expired (`was_expired`)."""
+        return self.tasks.get(task_id) if task_id > self.base else None
 
     def was_expired(self, task_id: int) -> bool:
         """Task `task_id` existed and retention deleted it."""
@@ -137,15 +101,20 @@ class SessionEntry:
 
     def live(self, task_id: int) -> TaskEntry:
         """Task `task_id`, which a record names: it must exist (else the record is a bug)."""
-        task = self.tasks[task_id - 1 - self.base]
-        if task is EXPIRED_TASK or task_id <= self.base:
-            raise ValueError(f"task {task_id} of session {self.id} expired; a record names it")
+        task = self.task(task_id)
+        if task is None:
+            raise ValueError(f"task {task_id} of session {self.id} expired or never existed; a record names it")
         return task
 
-    def _move(self, task: TaskEntry, target: TaskState) -> None:
-        self.counts[task.state] -= 1
+    def state_of(self, task_id: int) -> TaskState:
+        """State of task `task_id`, which a record names (it must exist)."""
+        if task_id <= self.base or self.tasks.code(task_id) == EXPIRED:
+            raise ValueError(f"task {task_id} of session {self.id} expired; a record names it")
+        return self.tasks.state(task_id)
+
+    def _move(self, source: TaskState, target: TaskState) -> None:
+        self.counts[source] -= 1
         self.counts[target] += 1
-        task.state = target
 
     def expire(self, ranges: list[tuple[int, int]]) -> int:
         """Delete the finished tasks in `ranges` (inclusive); the number deleted. Expired tasks
@@ -153,21 +122,16 @@ class SessionEntry:
         tasks, base = self.tasks, self.base
         expired = 0
         for first, last in ranges:
-            for task_id in range(first, last + 1):
-                task = tasks[task_id - 1 - base]
-                if task is EXPIRED_TASK:
-                    continue
-                if not task.state.is_terminal:
-                    raise ValueError(f"task {task_id} of session {self.id} is {task.state}; only finished tasks expire")
-                tasks[task_id - 1 - base] = EXPIRED_TASK
-                expired += 1
+            for task_id in range(max(first, base + 1), last + 1):
+                if tasks.expire(task_id):
+                    expired += 1
         self.expired_tasks += expired
-        front = 0
-        while front < len(tasks) and tasks[front] is EXPIRED_TASK:
-            front += 1
-        if front:
-            del tasks[:front]
-            self.base += front
+        codes, dropped, count = tasks.codes(), tasks.dropped, tasks.count
+        while base < count and codes[base - dropped] == EXPIRED:
+            base += 1
+        if base != self.base:
+            self.base = base
+            tasks.cut(base)
         batches = self.batches
         while batches:
             key, (first, count) = next(iter(batches.items()))
@@ -276,7 +240,7 @@ class ClusterState:
             case r.NodeDrainChanged():
                 self.nodes[record.name].drained = record.drained
 
-    def touch(self, session_id: str, task_ids: list[int]) -> None:
+    def touch(self, session_id: str, task_ids: Iterable[int]) -> None:
         """Mark tasks of the session as changed for the watches (`apply` does for every record;
         a repeated `CreateTasks{watch}` does without a record, to have results pushed again)."""
         touched = self.touched.get(session_id)
@@ -355,32 +319,28 @@ class ClusterState:
         session = self.sessions[record.session_id]
         if record.first_id != session.task_count + 1:
             raise ValueError(f"task ids of {record.session_id} out of order: {record.first_id}")
-        time = record.time
-        pending = TaskState.Pending
-        new = [TaskEntry(record.first_id + i, pending, data, time) for i, data in enumerate(record.inputs)]
-        session.tasks.extend(new)
+        count = len(record.inputs)
+        session.tasks.create(record.first_id, record.inputs, record.time)
         if record.key:
-            session.batches[record.key] = (record.first_id, len(new))
+            session.batches[record.key] = (record.first_id, count)
         if session.bind_paused:  # new work: its instances may start now (a fixed command ...)
             session.bind_paused = False
             session.bind_failures = 0
-        ids = [t.id for t in new]
+        ids = range(record.first_id, record.first_id + count)
         session.pending.extend(ids)
-        session.counts[TaskState.Pending] += len(new)
+        session.counts[TaskState.Pending] += count
         session.last_active = record.time
         self.touch(session.id, ids)
 
     def _tasks_dispatched(self, record: r.TasksDispatched) -> None:
         session = self.sessions[record.session_id]
         executor = self.executors[record.executor_id]
+        tasks = session.tasks
         dispatched = set(record.task_ids)
         for task_id in record.task_ids:
-            task = session.live(task_id)
-            session._move(task, TASK.next(task.state, TaskTrigger.dispatch))
-            task.attempt += 1
-            task.start_time = record.time
-            task.executor_id = executor.id
-            executor.tasks[task_id] = task.attempt
+            source = session.state_of(task_id)
+            session._move(source, TASK.next(source, TaskTrigger.dispatch))
+            executor.tasks[task_id] = tasks.dispatch(task_id, record.time, executor.id)
         # Dispatch takes from the head of the queue in the common case; filter otherwise.
         pending = session.pending
         count = len(record.task_ids)
@@ -393,14 +353,15 @@ class ClusterState:
 
     def _tasks_finished(self, record: r.TasksFinished) -> None:
         session = self.sessions[record.session_id]
+        tasks = session.tasks
         for finish in record.tasks:
-            task = session.live(finish.task_id)
+            task_id = finish.task_id
+            source = session.state_of(task_id)
             trigger = TaskTrigger.succeed if finish.state is TaskState.Succeed else TaskTrigger.fail
-            session._move(task, TASK.next(task.state, trigger))
-            task.output = finish.output
-            task.message = finish.message
-            task.completion_time = record.time
-            self._release_task(task)
+            target = TASK.next(source, trigger)
+            session._move(source, target)
+            self._release_task(session, task_id)
+            tasks.finish(task_id, target, finish.output, finish.message, record.time)
         self.finished_held += len(record.tasks)
         session.last_active = record.time
         self.touch(session.id, [f.task_id for f in record.tasks])
@@ -408,12 +369,13 @@ class ClusterState:
     def _tasks_requeued(self, record: r.TasksRequeued) -> None:
         session = self.sessions[record.session_id]
         for task_id in reversed(record.task_ids):
-            task = session.live(task_id)
-            session._move(task, TASK.next(task.state, TaskTrigger.requeue))
-            self._release_task(task)
+            source = session.state_of(task_id)
+            session._move(source, TASK.next(source, TaskTrigger.requeue))
+            self._release_task(session, task_id)
+            event = None
             if record.count_retry:
-                task.retry_count += 1
-                task.add_event(Event(code=0, message=f"Task was retried: {record.reason}", creation_time=record.time))
+                event = Event(code=0, message=f"Task was retried: {record.reason}", creation_time=record.time)
+            session.tasks.requeue(task_id, event)
             session.pending.appendleft(task_id)
         self.touch(session.id, record.task_ids)
 
@@ -421,19 +383,20 @@ class ClusterState:
         session = self.sessions[record.session_id]
         failed = list(session.pending)
         for task_id in failed:
-            task = session.live(task_id)
-            session._move(task, TASK.next(task.state, TaskTrigger.bind_failed))
-            task.message = record.reason
-            task.completion_time = record.time
+            source = session.state_of(task_id)
+            target = TASK.next(source, TaskTrigger.bind_failed)
+            session._move(source, target)
+            session.tasks.finish(task_id, target, None, record.reason, record.time)
         self.finished_held += len(failed)
         session.pending.clear()
         session.bind_paused = True
         self.touch(session.id, failed)
 
-    def _release_task(self, task: TaskEntry) -> None:
-        executor = self.executors.get(task.executor_id) if task.executor_id else None
+    def _release_task(self, session: SessionEntry, task_id: int) -> None:
+        executor_id = session.tasks.executor_of(task_id)
+        executor = self.executors.get(executor_id) if executor_id else None
         if executor is not None:
-            executor.tasks.pop(task.id, None)
+            executor.tasks.pop(task_id, None)
 
     def _session_closed(self, record: r.SessionClosed) -> None:
         session = self.sessions[record.session_id]
@@ -441,9 +404,10 @@ class ClusterState:
         session.completion_time = record.time
         cancelled = list(session.pending)
         for task_id in cancelled:
-            task = session.live(task_id)
-            session._move(task, TASK.next(task.state, TaskTrigger.cancel))
-            task.completion_time = record.time
+            source = session.state_of(task_id)
+            target = TASK.next(source, TaskTrigger.cancel)
+            session._move(source, target)
+            session.tasks.finish(task_id, target, None, None, record.time)
         self.finished_held += len(cancelled)
         self.closed[session.id] = record.time
         session.pending.clear()

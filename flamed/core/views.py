@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from flamed.core.node_link import LinkView
-from flamed.core.state import TASK_EVENT_CODES, ClusterState, ExecutorEntry, SessionEntry, TaskEntry
+from flamed.core.state import TASK_EVENT_CODES, ClusterState, ExecutorEntry, SessionEntry
+from flamed.core.tasks import TaskEntry
 from protocol import backend as be
 from protocol.types import Event, Executor, Node, ResourceRequirement, Session, Task, TaskState
 

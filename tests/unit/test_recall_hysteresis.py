@@ -38,7 +38,7 @@ def test_tasks_recalled_to_a_sibling_are_not_recalled_back_when_the_first_execut
     h.advance(2.0, step=0.05)
     assert recalls(n2) == [], "tasks just recalled to n2 were recalled back"
     tasks = h.state.sessions["s1"].tasks
-    assert [t.attempt for t in tasks[3:]] == [2, 2, 2]
+    assert [t.attempt for t in list(tasks)[3:]] == [2, 2, 2]
     assert h.ctl.counters["task_recalls"] == 1
     n2.auto_run = True
     h.advance(1.0, step=0.05)

@@ -15,7 +15,8 @@ from flamed.core import retention as retention_module
 from flamed.core import state as state_module
 from flamed.core.clients import Flow
 from flamed.core.snapshot import decode_state, encode_state, to_snapshot
-from flamed.core.state import EXPIRED_TASK, ClusterState
+from flamed.core.state import ClusterState
+from flamed.core.tasks import EXPIRED_TASK
 from protocol import backend as be
 from protocol import frontend as fe
 from protocol.errors import ErrorCode
@@ -146,7 +147,7 @@ def test_max_finished_tasks_takes_closed_sessions_first_then_oldest_finished_of_
     h.tasks("open", [b"y"] * 6)
     h.advance(2.0)
     assert session.counts[TaskState.Succeed] == 12
-    assert all(t is not EXPIRED_TASK and not t.state.is_terminal for t in session.tasks[-6:])
+    assert all(t is not EXPIRED_TASK and not t.state.is_terminal for t in list(session.tasks)[-6:])
 
 
 def test_expired_tasks_of_an_open_session_in_the_middle_leave_gaps_that_reads_skip() -> None:

@@ -1,0 +1,500 @@
+"""The tasks of one session, held column by column: about 50 bytes per task plus its input and
+output bytes, instead of a Python object per task (267 bytes with a 16-byte input).
+
+A session manager holds hundreds of thousands of tasks; per task, a Python object with a dozen
+fields, its own `bytes` objects for input and output and boxed ints for its timestamps costs
+five times the data. Here each field is a typed array (`array`, `bytearray`) indexed by task
+number, inputs and outputs are bytes appended to one buffer per session (offsets in an array),
+the creation time is kept once per `TasksCreated` batch, and what is rare (messages, retry
+events) lives in dicts keyed by task id. A read builds a `TaskEntry` (`get`), a value for the
+caller to read; every change goes through a method here, called by `ClusterState.apply` only.
+
+Layout: task id N is at index N-1-`dropped` of every column (ids 1..`dropped` were cut off the
+front after they expired). Inputs are known at creation, in id order: task i's input is
+`inputs[in_off[i] - in_origin : in_off[i+1] - in_origin]` (`in_off` has one more entry than
+there are tasks; offsets are positions in everything ever appended, `in_origin` is where the
+buffer now starts). Outputs come in finish order: `out_off[i]`, `out_len[i]` into the output
+buffer, likewise from `out_origin`; an expired task's output is dead space, and the buffer is
+rewritten without it once dead space is most of it. `None` (input or output) is a flag, not a
+length. Times are Unix ms, -1 for "not yet".
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from array import array
+from collections.abc import Iterator, Sequence
+
+import msgspec
+
+from protocol.types import Event, TaskState
+
+#: State codes (an index into `STATES`); `EXPIRED` marks a slot retention deleted.
+STATES = list(TaskState)
+STATE_CODE = {state: index for index, state in enumerate(STATES)}
+EXPIRED = 255
+TERMINAL_CODES = frozenset(STATE_CODE[s] for s in STATES if s.is_terminal)
+_PENDING = STATE_CODE[TaskState.Pending]
+_RUNNING = STATE_CODE[TaskState.Running]
+
+_INPUT_NONE = 1
+_OUTPUT_NONE = 2
+#: The output buffer is rewritten without dead space once it holds this much and most is dead.
+_COMPACT_OUTPUTS_AT = 1 << 20
+
+
+class TaskEntry(msgspec.Struct, array_like=True, gc=False):
+    """One task as a value: what reads see (`TaskTable.get`), and how format-2 snapshots
+    stored tasks. Changing it changes nothing in the state. Evolution: new fields last, with
+    defaults."""
+
+    id: int
+    state: TaskState = TaskState.Pending
+    input: bytes | None = None
+    creation_time: int = 0
+    output: bytes | None = None
+    start_time: int | None = None
+    completion_time: int | None = None
+    attempt: int = 0
+    retry_count: int = 0
+    executor_id: str | None = None
+    message: str | None = None
+    events: list[Event] | None = None  # only unusual events (retries); others are derived
+
+
+#: What `TaskTable.slot` answers for a task that expired under retention (one shared value; in
+#: format-2 snapshots a task with id 0).
+EXPIRED_TASK = TaskEntry(0, TaskState.Succeed)
+
+
+class TaskColumnsSnap(msgspec.Struct, array_like=True, kw_only=True):
+    """Format 3 snapshot of a `TaskTable`: the columns as raw bytes (native byte order, as the
+    arrays hold them: snapshots are read by the machine that wrote them), from the first task
+    not cut off; offsets rebased to 0 and outputs in task order, so that two tables holding the
+    same tasks encode alike."""
+
+    dropped: int
+    state: memoryview
+    flags: memoryview
+    start: memoryview
+    done: memoryview
+    attempt: memoryview
+    retry: memoryview
+    executor: memoryview
+    executors: list[str | None]
+    in_off: memoryview
+    inputs: memoryview
+    out_len: memoryview
+    outputs: memoryview
+    ctime_first: memoryview
+    ctime_value: memoryview
+    messages: dict[int, str]
+    events: dict[int, list[Event]]
+
+
+class TaskTable:
+    """The tasks of one session (see the module rules)."""
+
+    __slots__ = (
+        "_attempt",
+        "_ctime_first",
+        "_ctime_value",
+        "_done",
+        "_dropped",
+        "_events",
+        "_exe",
+        "_exe_index",
+        "_executors",
+        "_flags",
+        "_in_off",
+        "_in_origin",
+        "_inputs",
+        "_messages",
+        "_out_dead",
+        "_out_len",
+        "_out_off",
+        "_out_origin",
+        "_outputs",
+        "_retry",
+        "_start",
+        "_state",
+    )
+
+    def __init__(self) -> None:
+        self._dropped = 0
+        self._state = bytearray()
+        self._flags = bytearray()
+        self._start = array("q")
+        self._done = array("q")
+        self._attempt = array("I")
+        self._retry = array("I")
+        self._exe = array("I")
+        self._executors: list[str | None] = [None]
+        self._exe_index: dict[str | None, int] = {None: 0}
+        self._in_off = array("Q", [0])
+        self._inputs = bytearray()
+        self._in_origin = 0
+        self._out_off = array("Q")
+        self._out_len = array("I")
+        self._outputs = bytearray()
+        self._out_origin = 0
+        self._out_dead = 0
+        #: creation time per batch: the first task id of each batch and its time (ascending)
+        self._ctime_first = array("q")
+        self._ctime_value = array("q")
+        self._messages: dict[int, str] = {}
+        self._events: dict[int, list[Event]] = {}
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def count(self) -> int:
+        """Tasks ever created (the highest task id)."""
+        return self._dropped + len(self._state)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    def code(self, task_id: int) -> int:
+        """State code of task `task_id` (`EXPIRED` for one cut off the front); IndexError if
+        it was never created."""
+        index = task_id - 1 - self._dropped
+        if index < 0:
+            if task_id > 0:
+                return EXPIRED
+            raise IndexError(task_id)
+        return self._state[index]
+
+    def state(self, task_id: int) -> TaskState:
+        return STATES[self.code(task_id)]
+
+    def retry_count(self, task_id: int) -> int:
+        return self._retry[task_id - 1 - self._dropped]
+
+    def get(self, task_id: int) -> TaskEntry | None:
+        """Task `task_id` as a value, or None: never created, or expired."""
+        index = task_id - 1 - self._dropped
+        if task_id <= 0 or index < 0 or index >= len(self._state):
+            return None
+        code = self._state[index]
+        if code == EXPIRED:
+            return None
+        return self._entry(task_id, index, code)
+
+    def slot(self, index: int) -> TaskEntry:
+        """The task at position `index` of the table (`EXPIRED_TASK` if it expired)."""
+        if index < 0:
+            index += len(self._state)
+        code = self._state[index]
+        if code == EXPIRED:
+            return EXPIRED_TASK
+        return self._entry(index + 1 + self._dropped, index, code)
+
+    def _entry(self, task_id: int, index: int, code: int) -> TaskEntry:
+        flags = self._flags[index]
+        task_input: bytes | None = None
+        if not flags & _INPUT_NONE:
+            origin = self._in_origin
+            task_input = bytes(self._inputs[self._in_off[index] - origin : self._in_off[index + 1] - origin])
+        output: bytes | None = None
+        done = self._done[index]
+        if not flags & _OUTPUT_NONE:
+            start = self._out_off[index] - self._out_origin
+            output = bytes(self._outputs[start : start + self._out_len[index]])
+        started = self._start[index]
+        events = self._events.get(task_id)
+        return TaskEntry(
+            task_id,
+            STATES[code],
+            task_input,
+            self._ctime_value[bisect.bisect_right(self._ctime_first, task_id) - 1],
+            output,
+            started if started >= 0 else None,
+            done if done >= 0 else None,
+            self._attempt[index],
+            self._retry[index],
+            self._executors[self._exe[index]],
+            self._messages.get(task_id),
+            list(events) if events is not None else None,
+        )
+
+    def __len__(self) -> int:
+        """Slots held (tasks not cut off the front, expired ones in the middle included)."""
+        return len(self._state)
+
+    def __getitem__(self, index: int) -> TaskEntry:
+        return self.slot(index)
+
+    def __iter__(self) -> Iterator[TaskEntry]:
+        for index in range(len(self._state)):
+            yield self.slot(index)
+
+    def codes(self) -> bytearray:
+        """The state codes, slot by slot (read only: for scans such as retention's)."""
+        return self._state
+
+    # ------------------------------------------------------------------ changes (apply only)
+
+    def create(self, first_id: int, inputs: Sequence[bytes | None], time: int) -> None:
+        """Tasks `first_id`.. (Pending) with these inputs, created at `time`."""
+        if first_id != self.count + 1:
+            raise ValueError(f"task ids out of order: {first_id} after {self.count}")
+        n = len(inputs)
+        self._ctime_first.append(first_id)
+        self._ctime_value.append(time)
+        self._state.extend(bytes(n))  # Pending is code 0
+        self._start.frombytes(b"\xff" * (8 * n))  # -1: not started
+        self._done.frombytes(b"\xff" * (8 * n))
+        self._attempt.frombytes(bytes(4 * n))
+        self._retry.frombytes(bytes(4 * n))
+        self._exe.frombytes(bytes(4 * n))
+        self._out_off.frombytes(bytes(8 * n))
+        self._out_len.frombytes(bytes(4 * n))
+        if any(i is None for i in inputs):
+            self._flags.extend(_OUTPUT_NONE | (_INPUT_NONE if i is None else 0) for i in inputs)
+            data = [i for i in inputs if i is not None]
+        else:
+            self._flags.extend(bytes([_OUTPUT_NONE]) * n)  # no output until finished
+            data = inputs  # type: ignore[assignment]  # no None in it
+        offsets = self._in_off
+        end = offsets[-1]
+        for item in inputs:
+            if item is not None:
+                end += len(item)
+            offsets.append(end)
+        self._inputs += b"".join(data)
+
+    def dispatch(self, task_id: int, time: int, executor_id: str) -> int:
+        """Pending -> Running on `executor_id`; returns the new attempt."""
+        index = task_id - 1 - self._dropped
+        self._state[index] = _RUNNING
+        attempt = self._attempt[index] + 1
+        self._attempt[index] = attempt
+        self._start[index] = time
+        exe = self._exe_index.get(executor_id)
+        if exe is None:
+            exe = self._exe_index[executor_id] = len(self._executors)
+            self._executors.append(executor_id)
+        self._exe[index] = exe
+        return attempt
+
+    def executor_of(self, task_id: int) -> str | None:
+        return self._executors[self._exe[task_id - 1 - self._dropped]]
+
+    def finish(self, task_id: int, state: TaskState, output: bytes | None, message: str | None, time: int) -> None:
+        """-> a finished state, with its output and message, at `time`."""
+        index = task_id - 1 - self._dropped
+        self._state[index] = STATE_CODE[state]
+        self._done[index] = time
+        if output is None:
+            self._flags[index] |= _OUTPUT_NONE
+            self._out_len[index] = 0
+        else:
+            self._flags[index] &= ~_OUTPUT_NONE
+            self._out_off[index] = self._out_origin + len(self._outputs)
+            self._out_len[index] = len(output)
+            self._outputs += output
+        if message is None:
+            self._messages.pop(task_id, None)
+        else:
+            self._messages[task_id] = message
+
+    def set_state(self, task_id: int, state: TaskState) -> None:
+        self._state[task_id - 1 - self._dropped] = STATE_CODE[state]
+
+    def requeue(self, task_id: int, event: Event | None) -> None:
+        """Running -> Pending; with `event`, a counted retry."""
+        index = task_id - 1 - self._dropped
+        self._state[index] = _PENDING
+        if event is not None:
+            self._retry[index] += 1
+            self._events.setdefault(task_id, []).append(event)
+
+    def expire(self, task_id: int) -> bool:
+        """Delete a finished task's data; False if it was gone already."""
+        index = task_id - 1 - self._dropped
+        if index < 0 or self._state[index] == EXPIRED:
+            return False
+        if self._state[index] not in TERMINAL_CODES:
+            raise ValueError(f"task {task_id} is {STATES[self._state[index]]}; only finished tasks expire")
+        self._state[index] = EXPIRED
+        self._out_dead += self._out_len[index]
+        self._out_len[index] = 0
+        self._flags[index] |= _OUTPUT_NONE
+        self._messages.pop(task_id, None)
+        self._events.pop(task_id, None)
+        return True
+
+    def cut(self, base: int) -> None:
+        """Tasks 1..`base` all expired: let their memory go. The columns are cut once a
+        quarter of them is dead (so that cutting costs O(1) per task), inputs with them."""
+        dead = base - self._dropped
+        if dead <= 0 or dead * 4 < len(self._state):
+            return
+        in_end = self._in_off[dead]
+        for column in (self._state, self._flags, self._start, self._done, self._attempt, self._retry, self._exe):
+            del column[:dead]
+        del self._out_off[:dead]
+        del self._out_len[:dead]
+        del self._in_off[:dead]
+        del self._inputs[: in_end - self._in_origin]
+        self._in_origin = in_end
+        self._dropped = base
+        keep = max(0, bisect.bisect_right(self._ctime_first, base + 1) - 1)
+        if keep:
+            del self._ctime_first[:keep]
+            del self._ctime_value[:keep]
+        if not self._state:
+            self._out_dead = 0
+            self._out_origin += len(self._outputs)
+            self._outputs = bytearray()
+        self._compact_outputs()
+
+    def _compact_outputs(self) -> None:
+        outputs = self._outputs
+        if len(outputs) < _COMPACT_OUTPUTS_AT or self._out_dead * 2 < len(outputs):
+            return
+        self._outputs, self._out_origin = self._live_outputs(), 0
+        self._out_dead = 0
+
+    def _live_outputs(self) -> bytearray:
+        """The outputs of the tasks held, in task order, with `out_off` rebased to them."""
+        old, origin = self._outputs, self._out_origin
+        new = bytearray()
+        out_off, out_len = self._out_off, self._out_len
+        for index, length in enumerate(out_len):
+            if length:
+                start = out_off[index] - origin
+                out_off[index] = len(new)
+                new += old[start : start + length]
+            else:
+                out_off[index] = 0
+        return new
+
+    # ------------------------------------------------------------------ snapshots
+
+    def to_snap(self, base: int) -> TaskColumnsSnap:
+        """The columns of tasks `base`+1.. as bytes, normalised (see `TaskColumnsSnap`): the
+        same tasks encode alike however they came to be held (cuts, finish order, executors
+        first seen)."""
+        k = base - self._dropped
+        in_off = self._in_off
+        origin = in_off[k]
+        inputs = bytes(self._inputs[origin - self._in_origin : in_off[-1] - self._in_origin])
+        out_off, out_len, out_origin, held = self._out_off, self._out_len, self._out_origin, self._outputs
+        outputs = b"".join(
+            held[out_off[i] - out_origin : out_off[i] - out_origin + out_len[i]]
+            for i in range(k, len(out_len))
+            if out_len[i]
+        )
+        names: list[str | None] = [None]
+        remap: dict[int, int] = {0: 0}
+        executor = array("I")
+        for index in self._exe[k:]:
+            new = remap.get(index)
+            if new is None:
+                new = remap[index] = len(names)
+                names.append(self._executors[index])
+            executor.append(new)
+        first, value = array("q"), array("q")
+        keep = max(0, bisect.bisect_right(self._ctime_first, base + 1) - 1)
+        for task_id, time in zip(self._ctime_first[keep:], self._ctime_value[keep:], strict=True):
+            if not value or value[-1] != time:
+                first.append(max(task_id, base + 1))
+                value.append(time)
+        return TaskColumnsSnap(
+            dropped=base,
+            state=memoryview(bytes(self._state[k:])),
+            flags=memoryview(bytes(self._flags[k:])),
+            start=memoryview(self._start[k:].tobytes()),
+            done=memoryview(self._done[k:].tobytes()),
+            attempt=memoryview(self._attempt[k:].tobytes()),
+            retry=memoryview(self._retry[k:].tobytes()),
+            executor=memoryview(executor.tobytes()),
+            executors=names,
+            in_off=memoryview(array("Q", [o - origin for o in in_off[k:]]).tobytes()),
+            inputs=memoryview(inputs),
+            out_len=memoryview(out_len[k:].tobytes()),
+            outputs=memoryview(outputs),
+            ctime_first=memoryview(first.tobytes()),
+            ctime_value=memoryview(value.tobytes()),
+            messages={i: m for i, m in sorted(self._messages.items()) if i > base},
+            events={i: list(e) for i, e in sorted(self._events.items()) if i > base},
+        )
+
+    @classmethod
+    def from_snap(cls, snap: TaskColumnsSnap) -> TaskTable:
+        """The table a snapshot holds (its bytes are copied: `snap` may view the payload)."""
+        table = cls()
+        table._dropped = snap.dropped
+        table._state = bytearray(snap.state)
+        table._flags = bytearray(snap.flags)
+        table._in_off = array("Q")
+        for column, data in (
+            (table._start, snap.start),
+            (table._done, snap.done),
+            (table._attempt, snap.attempt),
+            (table._retry, snap.retry),
+            (table._exe, snap.executor),
+            (table._in_off, snap.in_off),
+            (table._out_len, snap.out_len),
+            (table._ctime_first, snap.ctime_first),
+            (table._ctime_value, snap.ctime_value),
+        ):
+            column.frombytes(data)
+        table._inputs = bytearray(snap.inputs)
+        table._executors = list(snap.executors)
+        table._exe_index = {e: i for i, e in enumerate(table._executors)}
+        table._outputs = bytearray(snap.outputs)
+        table._out_off = array("Q", itertools.accumulate(table._out_len, initial=0))
+        table._out_off.pop()
+        table._messages = dict(snap.messages)
+        table._events = {k: list(v) for k, v in snap.events.items()}
+        n = len(table._state)
+        lengths = {len(c) for c in (table._flags, table._start, table._done, table._attempt, table._retry, table._exe)}
+        if lengths != {n} or len(table._in_off) != n + 1 or len(table._out_len) != n:
+            raise ValueError("task columns of different lengths")
+        return table
+
+    @classmethod
+    def from_entries(cls, entries: Sequence[TaskEntry], dropped: int) -> TaskTable:
+        """From a list of tasks (format 1 and 2 snapshots); `EXPIRED_TASK` or id 0: expired."""
+        table = cls()
+        table._dropped = dropped
+        for index, task in enumerate(entries):
+            task_id = dropped + index + 1
+            table.create(task_id, [task.input], task.creation_time)
+            if task is EXPIRED_TASK or task.id == 0:
+                table._state[index] = EXPIRED
+                table._flags[index] |= _OUTPUT_NONE
+                continue
+            table._attempt[index] = task.attempt
+            table._retry[index] = task.retry_count
+            if task.start_time is not None:
+                table._start[index] = task.start_time
+            if task.executor_id is not None:
+                table.dispatch(task_id, task.start_time if task.start_time is not None else -1, task.executor_id)
+                table._attempt[index] = task.attempt
+            if task.completion_time is not None or task.state.is_terminal:
+                done = task.completion_time if task.completion_time is not None else 0
+                table.finish(task_id, task.state, task.output, task.message, done)
+                if task.completion_time is None:
+                    table._done[index] = -1
+            elif task.message is not None:
+                table._messages[task_id] = task.message
+            table._state[index] = STATE_CODE[task.state]
+            if task.events:
+                table._events[task_id] = list(task.events)
+        table._merge_batches()
+        return table
+
+    def _merge_batches(self) -> None:
+        """One creation-time batch per run of equal times (after building task by task)."""
+        first, value = array("q"), array("q")
+        for task_id, time in zip(self._ctime_first, self._ctime_value, strict=True):
+            if not value or value[-1] != time:
+                first.append(task_id)
+                value.append(time)
+        self._ctime_first, self._ctime_value = first, value
