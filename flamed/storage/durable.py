@@ -34,17 +34,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, chunks: Sequence[bytes]) -> None:
+def atomic_write(path: Path, chunks: Sequence[bytes], *, sync_every: int = 0) -> None:
     """Create or replace `path` with the concatenation of `chunks`, all or nothing.
 
     Writes `<path>.tmp`, fsyncs it, renames it over `path` and fsyncs the directory. On failure
-    the temporary file is removed and `path` is untouched.
+    the temporary file is removed and `path` is untouched. With `sync_every`, the data is also
+    flushed (fdatasync) every that many bytes, so that a big file never has much dirty data at
+    once: another process's fsync on the same disk (the log's) would otherwise wait for all of
+    it to reach the disk.
     """
     tmp = path.with_name(path.name + TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         for chunk in chunks:
-            write_fully(fd, chunk)
+            if not sync_every:
+                write_fully(fd, chunk)
+                continue
+            view = memoryview(chunk)
+            for start in range(0, len(view), sync_every):
+                write_fully(fd, view[start : start + sync_every])  # type: ignore[arg-type]
+                os.fdatasync(fd)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -45,11 +45,15 @@ def list_snapshots(state_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+#: A snapshot is flushed to disk every this many bytes as it is written (`atomic_write`).
+SYNC_EVERY = 4 << 20
+
+
 def write_snapshot_file(state_dir: Path, seq: int, payload: bytes) -> Path:
     """Durably write the snapshot covering records 1..seq; raises OSError, leaving no file."""
     path = state_dir / snapshot_name(seq)
     header = _HEADER.pack(SNAPSHOT_MAGIC, seq, zlib.crc32(payload), len(payload))
-    atomic_write(path, [header, payload])
+    atomic_write(path, [header, payload], sync_every=SYNC_EVERY)
     return path
 
 
