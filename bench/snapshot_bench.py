@@ -321,6 +321,7 @@ def run(tasks: int, sessions: int) -> dict[str, Any]:
                 "snapshot_fork_ms": snapshot.get("storage_last_snapshot_fork_ms"),
                 # compaction (no fork): starting the compactor
                 "snapshot_spawn_ms": snapshot.get("storage_last_snapshot_spawn_ms"),
+                "snapshot_finish_ms": snapshot.get("storage_last_snapshot_finish_ms"),
                 "snapshot_loop_ms": snapshot.get(
                     "storage_last_snapshot_loop_ms", snapshot.get("storage_last_snapshot_duration_ms")
                 ),

@@ -335,34 +335,39 @@ class ClusterState:
     def _tasks_dispatched(self, record: r.TasksDispatched) -> None:
         session = self.sessions[record.session_id]
         executor = self.executors[record.executor_id]
-        tasks = session.tasks
-        dispatched = set(record.task_ids)
-        for task_id in record.task_ids:
-            source = session.state_of(task_id)
-            session._move(source, TASK.next(source, TaskTrigger.dispatch))
-            executor.tasks[task_id] = tasks.dispatch(task_id, record.time, executor.id)
+        task_ids = record.task_ids
+        attempts = session.tasks.dispatch_many(task_ids, record.time, executor.id)
+        executor.tasks.update(zip(task_ids, attempts, strict=True))
+        count = len(task_ids)
+        session.counts[TaskState.Pending] -= count
+        session.counts[TaskState.Running] += count
         # Dispatch takes from the head of the queue in the common case; filter otherwise.
         pending = session.pending
-        count = len(record.task_ids)
-        if list(_head(pending, count)) == record.task_ids:
+        if list(_head(pending, count)) == task_ids:
             for _ in range(count):
                 pending.popleft()
         else:
+            dispatched = set(task_ids)
             session.pending = deque(t for t in pending if t not in dispatched)
-        self.touch(session.id, record.task_ids)
+        self.touch(session.id, task_ids)
 
     def _tasks_finished(self, record: r.TasksFinished) -> None:
         session = self.sessions[record.session_id]
-        tasks = session.tasks
-        for finish in record.tasks:
-            task_id = finish.task_id
-            source = session.state_of(task_id)
-            trigger = TaskTrigger.succeed if finish.state is TaskState.Succeed else TaskTrigger.fail
-            target = TASK.next(source, trigger)
-            session._move(source, target)
-            self._release_task(session, task_id)
-            tasks.finish(task_id, target, finish.output, finish.message, record.time)
-        self.finished_held += len(record.tasks)
+        released, ok = session.tasks.finish_many(record.tasks, record.time)
+        count = len(record.tasks)
+        counts = session.counts
+        counts[TaskState.Running] -= count
+        counts[TaskState.Succeed] += ok
+        counts[TaskState.Failed] += count - ok
+        executors = self.executors
+        last_name: str | None = None
+        last: ExecutorEntry | None = None
+        for finish, name in zip(record.tasks, released, strict=True):
+            if name != last_name:
+                last_name, last = name, executors.get(name) if name else None
+            if last is not None:
+                last.tasks.pop(finish.task_id, None)
+        self.finished_held += count
         session.last_active = record.time
         self.touch(session.id, [f.task_id for f in record.tasks])
 

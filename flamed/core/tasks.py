@@ -25,9 +25,12 @@ import bisect
 import itertools
 from array import array
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import msgspec
 
+from flamed.core.machines import InvalidTransition
+from flamed.core.machines.task import TASK, TaskTrigger
 from protocol.types import Event, TaskState
 
 #: State codes (an index into `STATES`); `EXPIRED` marks a slot retention deleted.
@@ -91,6 +94,37 @@ class TaskColumnsSnap(msgspec.Struct, array_like=True, kw_only=True):
     ctime_value: memoryview
     messages: dict[int, str]
     events: dict[int, list[Event]]
+
+
+class Finish(Protocol):
+    """What `TaskTable.finish_many` reads of a finish (`records.TaskFinish`)."""
+
+    @property
+    def task_id(self) -> int: ...
+    @property
+    def state(self) -> TaskState: ...
+    @property
+    def output(self) -> bytes | None: ...
+    @property
+    def message(self) -> str | None: ...
+
+
+#: trigger -> (source, target) state codes: each task trigger has one source state
+EDGE = {trigger: (STATE_CODE[source], STATE_CODE[target]) for source, trigger, target in TASK.edges()}
+if len(EDGE) != len(TASK.table):
+    raise AssertionError("a task trigger with more than one source state: batch transitions need one")
+
+
+def _wrong(task_id: int, code: int, trigger: TaskTrigger) -> Exception:
+    """The error for a record naming a task not in the state its trigger needs (a bug in the
+    record): the machine's own `InvalidTransition`, or a ValueError for an expired task."""
+    if code == EXPIRED:
+        return ValueError(f"task {task_id} expired; a record names it")
+    try:
+        TASK.next(STATES[code], trigger)
+    except InvalidTransition as exc:
+        return exc
+    return ValueError(f"task {task_id}: {STATES[code]} is not the source of {trigger}")
 
 
 class TaskTable:
@@ -258,13 +292,73 @@ class TaskTable:
         else:
             self._flags.extend(bytes([_OUTPUT_NONE]) * n)  # no output until finished
             data = inputs  # type: ignore[assignment]  # no None in it
-        offsets = self._in_off
-        end = offsets[-1]
-        for item in inputs:
-            if item is not None:
-                end += len(item)
-            offsets.append(end)
+        lengths = map(len, data) if len(data) == n else (0 if i is None else len(i) for i in inputs)
+        ends = itertools.accumulate(lengths, initial=self._in_off[-1])
+        next(ends)  # the end of the previous task, already there
+        self._in_off.extend(ends)
         self._inputs += b"".join(data)
+
+    def dispatch_many(self, task_ids: Sequence[int], time: int, executor_id: str) -> list[int]:
+        """Pending -> Running on `executor_id`: their new attempts. Raises at the first task
+        not Pending (`_wrong`)."""
+        source, target = EDGE[TaskTrigger.dispatch]
+        state, attempt, start, exe = self._state, self._attempt, self._start, self._exe
+        dropped = self._dropped
+        index_of = self._exe_index.get(executor_id)
+        if index_of is None:
+            index_of = self._exe_index[executor_id] = len(self._executors)
+            self._executors.append(executor_id)
+        attempts = []
+        for task_id in task_ids:
+            index = task_id - 1 - dropped
+            if index < 0 or state[index] != source:
+                raise _wrong(task_id, state[index] if index >= 0 else EXPIRED, TaskTrigger.dispatch)
+            state[index] = target
+            now = attempt[index] + 1
+            attempt[index] = now
+            start[index] = time
+            exe[index] = index_of
+            attempts.append(now)
+        return attempts
+
+    def finish_many(self, finishes: Sequence[Finish], time: int) -> tuple[list[str | None], int]:
+        """Running -> Succeed (a finish saying Succeed) or Failed, with their outputs and
+        messages, at `time`: (the executor each was on, how many succeeded). Raises at the
+        first task not Running (`_wrong`)."""
+        source, succeeded = EDGE[TaskTrigger.succeed]
+        failed = EDGE[TaskTrigger.fail][1]
+        state, flags, done, out_off, out_len = self._state, self._flags, self._done, self._out_off, self._out_len
+        outputs, messages, names, exe = self._outputs, self._messages, self._executors, self._exe
+        dropped, origin = self._dropped, self._out_origin
+        released: list[str | None] = []
+        ok = 0
+        for finish in finishes:
+            task_id = finish.task_id
+            index = task_id - 1 - dropped
+            if index < 0 or state[index] != source:
+                trigger = TaskTrigger.succeed if finish.state is TaskState.Succeed else TaskTrigger.fail
+                raise _wrong(task_id, state[index] if index >= 0 else EXPIRED, trigger)
+            if finish.state is TaskState.Succeed:
+                state[index] = succeeded
+                ok += 1
+            else:
+                state[index] = failed
+            done[index] = time
+            output = finish.output
+            if output is None:
+                flags[index] |= _OUTPUT_NONE
+                out_len[index] = 0
+            else:
+                flags[index] &= ~_OUTPUT_NONE
+                out_off[index] = origin + len(outputs)
+                out_len[index] = len(output)
+                outputs += output
+            if finish.message is not None:
+                messages[task_id] = finish.message
+            elif messages:
+                messages.pop(task_id, None)
+            released.append(names[exe[index]])
+        return released, ok
 
     def dispatch(self, task_id: int, time: int, executor_id: str) -> int:
         """Pending -> Running on `executor_id`; returns the new attempt."""

@@ -13,6 +13,8 @@ import msgspec
 import pytest
 
 from flamed.core import tasks as tasks_module
+from flamed.core.machines import InvalidTransition
+from flamed.core.records import TaskFinish
 from flamed.core.tasks import TaskColumnsSnap, TaskEntry, TaskTable
 from protocol.types import Event, TaskState
 
@@ -58,20 +60,33 @@ def life(seed: int) -> tuple[Model, TaskTable]:
             for offset, data in enumerate(inputs):
                 model.tasks[first + offset] = TaskEntry(first + offset, TaskState.Pending, data, time)
         elif step < 0.45 and pending:
-            task_id = rng.choice(pending)
+            chosen = rng.sample(pending, rng.randint(1, min(3, len(pending))))
             executor = rng.choice(["e1", "e2", "e3"])
-            attempt = table.dispatch(task_id, time, executor)
-            task = model.tasks[task_id]
-            task.state, task.attempt, task.start_time, task.executor_id = TaskState.Running, attempt, time, executor
-            assert table.executor_of(task_id) == executor
+            if len(chosen) == 1 and rng.random() < 0.5:
+                attempts = [table.dispatch(chosen[0], time, executor)]
+            else:
+                attempts = table.dispatch_many(chosen, time, executor)
+            for task_id, attempt in zip(chosen, attempts, strict=True):
+                task = model.tasks[task_id]
+                task.state, task.attempt, task.start_time, task.executor_id = TaskState.Running, attempt, time, executor
+                assert table.executor_of(task_id) == executor
         elif step < 0.65 and running:
-            task_id = rng.choice(running)
-            state = rng.choice([TaskState.Succeed, TaskState.Failed])
-            output = None if rng.random() < 0.2 else rng.randbytes(rng.randint(0, 30))
-            message = "boom" if state is TaskState.Failed else None
-            table.finish(task_id, state, output, message, time)
-            task = model.tasks[task_id]
-            task.state, task.output, task.message, task.completion_time = state, output, message, time
+            finishes = []
+            for task_id in rng.sample(running, rng.randint(1, min(3, len(running)))):
+                state = rng.choice([TaskState.Succeed, TaskState.Failed])
+                output = None if rng.random() < 0.2 else rng.randbytes(rng.randint(0, 30))
+                finishes.append(TaskFinish(task_id, state, output, "boom" if state is TaskState.Failed else None))
+            executors = [model.tasks[f.task_id].executor_id for f in finishes]
+            if len(finishes) == 1 and rng.random() < 0.5:
+                f = finishes[0]
+                table.finish(f.task_id, f.state, f.output, f.message, time)
+            else:
+                released, ok = table.finish_many(finishes, time)
+                assert released == executors
+                assert ok == sum(f.state is TaskState.Succeed for f in finishes)
+            for f in finishes:
+                task = model.tasks[f.task_id]
+                task.state, task.output, task.message, task.completion_time = f.state, f.output, f.message, time
         elif step < 0.72 and running:
             task_id = rng.choice(running)
             event = Event(code=0, message="retried", creation_time=time) if rng.random() < 0.5 else None
@@ -124,3 +139,20 @@ def test_only_finished_tasks_expire() -> None:
     table.create(1, [b"a"], 5)
     with pytest.raises(ValueError, match="only finished tasks expire"):
         table.expire(1)
+
+
+def test_a_batch_naming_a_task_in_the_wrong_state_is_refused_by_the_machine() -> None:
+    """Finishing a Pending task, dispatching a Running one or an expired one: the task machine's
+    own error (a bug in the record, never applied silently)."""
+    table = TaskTable()
+    table.create(1, [b"a", b"b"], 5)
+    with pytest.raises(InvalidTransition):
+        table.finish_many([TaskFinish(1, TaskState.Succeed, b"x")], 6)
+    table.dispatch_many([1], 6, "e1")
+    with pytest.raises(InvalidTransition):
+        table.dispatch_many([1], 7, "e1")
+    table.finish_many([TaskFinish(1, TaskState.Succeed, b"x")], 8)
+    table.expire(1)
+    table.cut(1)
+    with pytest.raises(ValueError, match="expired"):
+        table.dispatch_many([1], 9, "e1")
