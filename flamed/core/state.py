@@ -387,11 +387,9 @@ class ClusterState:
     def _pending_failed(self, record: r.PendingTasksFailed) -> None:
         session = self.sessions[record.session_id]
         failed = list(session.pending)
-        for task_id in failed:
-            source = session.state_of(task_id)
-            target = TASK.next(source, TaskTrigger.bind_failed)
-            session._move(source, target)
-            session.tasks.finish(task_id, target, None, record.reason, record.time)
+        target = session.tasks.end_many(failed, TaskTrigger.bind_failed, record.reason, record.time)
+        session.counts[TaskState.Pending] -= len(failed)
+        session.counts[target] += len(failed)
         self.finished_held += len(failed)
         session.pending.clear()
         session.bind_paused = True
@@ -408,11 +406,9 @@ class ClusterState:
         session.state = SESSION.next(session.state, SessionTrigger.close)
         session.completion_time = record.time
         cancelled = list(session.pending)
-        for task_id in cancelled:
-            source = session.state_of(task_id)
-            target = TASK.next(source, TaskTrigger.cancel)
-            session._move(source, target)
-            session.tasks.finish(task_id, target, None, None, record.time)
+        target = session.tasks.end_many(cancelled, TaskTrigger.cancel, None, record.time)
+        session.counts[TaskState.Pending] -= len(cancelled)
+        session.counts[target] += len(cancelled)
         self.finished_held += len(cancelled)
         self.closed[session.id] = record.time
         session.pending.clear()

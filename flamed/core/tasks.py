@@ -360,6 +360,27 @@ class TaskTable:
             released.append(names[exe[index]])
         return released, ok
 
+    def end_many(self, task_ids: Sequence[int], trigger: TaskTrigger, message: str | None, time: int) -> TaskState:
+        """Tasks -> the target of `trigger` (cancel, bind_failed: Pending -> finished with no
+        output), with `message`, at `time`; returns that state. Raises at the first task not
+        in the trigger's source state (`_wrong`)."""
+        source, target = EDGE[trigger]
+        state, flags, done, out_len, messages = self._state, self._flags, self._done, self._out_len, self._messages
+        dropped = self._dropped
+        for task_id in task_ids:
+            index = task_id - 1 - dropped
+            if index < 0 or state[index] != source:
+                raise _wrong(task_id, state[index] if index >= 0 else EXPIRED, trigger)
+            state[index] = target
+            done[index] = time
+            flags[index] |= _OUTPUT_NONE
+            out_len[index] = 0
+            if message is not None:
+                messages[task_id] = message
+            elif messages:
+                messages.pop(task_id, None)
+        return STATES[target]
+
     def dispatch(self, task_id: int, time: int, executor_id: str) -> int:
         """Pending -> Running on `executor_id`; returns the new attempt."""
         index = task_id - 1 - self._dropped

@@ -14,6 +14,7 @@ import pytest
 
 from flamed.core import tasks as tasks_module
 from flamed.core.machines import InvalidTransition
+from flamed.core.machines.task import TaskTrigger
 from flamed.core.records import TaskFinish
 from flamed.core.tasks import TaskColumnsSnap, TaskEntry, TaskTable
 from protocol.types import Event, TaskState
@@ -87,6 +88,13 @@ def life(seed: int) -> tuple[Model, TaskTable]:
             for f in finishes:
                 task = model.tasks[f.task_id]
                 task.state, task.output, task.message, task.completion_time = f.state, f.output, f.message, time
+        elif step < 0.5 and pending:
+            chosen = rng.sample(pending, rng.randint(1, min(3, len(pending))))
+            trigger, message = rng.choice([(TaskTrigger.cancel, None), (TaskTrigger.bind_failed, "cannot start")])
+            state = table.end_many(chosen, trigger, message, time)
+            for task_id in chosen:
+                task = model.tasks[task_id]
+                task.state, task.output, task.message, task.completion_time = state, None, message, time
         elif step < 0.72 and running:
             task_id = rng.choice(running)
             event = Event(code=0, message="retried", creation_time=time) if rng.random() < 0.5 else None
