@@ -5,12 +5,12 @@ segments (`flamed.storage.compaction.read_for_compaction`), with the very code a
 (`durability.state_from`, then `encode_state`), and writes it atomically. Started by the
 session manager's journal with `posix_spawn` (see `flamed.storage.compaction` for why and for
 the crash-safety rules); it reports one line on stdout: `ok <payload bytes>` or
-`error <reason>`, and exits 0 or 1. It runs at a lower CPU priority than the session manager.
+`error <reason>`, and exits 0 or 1. It runs at a lower CPU priority than the session manager
+(`compaction.NICENESS`, set by the bootstrap `spawn_compactor` runs it with).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import sys
@@ -20,9 +20,6 @@ from flamed.core.snapshot import encode_state
 from flamed.session_manager.durability import state_from
 from flamed.storage.compaction import CompactionLock, read_for_compaction
 from flamed.storage.snapshot import write_snapshot_file
-
-#: How much lower than the session manager the compactor runs (nice increment).
-NICENESS = 10
 
 
 def compact(state_dir: Path, upto: int, parent: int | None = None) -> int:
@@ -51,8 +48,6 @@ def main(argv: list[str]) -> int:
         return 2
     parent = os.getppid()
     gc.disable()  # millions of objects and no cycles: a collection would only rescan them
-    with contextlib.suppress(OSError):  # a courtesy to the session manager's loop, not a requirement
-        os.nice(NICENESS)
     try:
         size = compact(Path(argv[0]), int(argv[1]), parent)
     except Exception as exc:

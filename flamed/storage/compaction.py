@@ -56,6 +56,8 @@ from flamed.storage.snapshot import (
 COMPACT_LOCK_NAME = "COMPACT.LOCK"
 #: The module a compactor runs (`python -m ...`): it needs the core, which storage does not import.
 COMPACTOR_MODULE = "flamed.session_manager.compactor"
+#: How much lower than the session manager a compactor runs (nice increment).
+NICENESS = 10
 
 
 class CompactionLock:
@@ -163,10 +165,13 @@ def spawn_compactor(state_dir: Path, upto: int, *, module: str = COMPACTOR_MODUL
     segment holding `upto` closed: `Storage.begin_snapshot`). `posix_spawn`: the parent's memory
     is neither copied nor shared. Raises OSError if the process cannot be started."""
     read_fd, write_fd = os.pipe()
+    # The priority is lowered first thing, before the imports: the compactor's CPU must not
+    # delay the session manager's loop on a busy machine.
+    bootstrap = f"import os, runpy, sys; os.nice({NICENESS}); runpy.run_module({module!r}, run_name='__main__')"
     try:
         pid = os.posix_spawn(
             sys.executable,
-            [sys.executable, "-m", module, str(state_dir), str(upto)],
+            [sys.executable, "-c", bootstrap, str(state_dir), str(upto)],
             os.environ,
             file_actions=[(os.POSIX_SPAWN_DUP2, write_fd, 1), (os.POSIX_SPAWN_CLOSE, read_fd)],
         )
