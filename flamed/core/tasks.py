@@ -10,13 +10,14 @@ events) lives in dicts keyed by task id. A read builds a `TaskEntry` (`get`), a 
 caller to read; every change goes through a method here, called by `ClusterState.apply` only.
 
 Layout: task id N is at index N-1-`dropped` of every column (ids 1..`dropped` were cut off the
-front after they expired). Inputs are known at creation, in id order: task i's input is
-`inputs[in_off[i] - in_origin : in_off[i+1] - in_origin]` (`in_off` has one more entry than
-there are tasks; offsets are positions in everything ever appended, `in_origin` is where the
-buffer now starts). Outputs come in finish order: `out_off[i]`, `out_len[i]` into the output
-buffer, likewise from `out_origin`; an expired task's output is dead space, and the buffer is
-rewritten without it once dead space is most of it. `None` (input or output) is a flag, not a
-length. Times are Unix ms, -1 for "not yet".
+front after they expired; the columns are cut once a quarter of them is dead). Inputs are known
+at creation, in id order: task i's input is `inputs[in_off[i] - in_origin : in_off[i+1] -
+in_origin]` (`in_off` has one more entry than there are tasks; offsets are positions in
+everything ever appended, `in_origin` is where the buffer now starts). Outputs come in finish
+order and are appended to chunks of about `OUTPUT_CHUNK` bytes: `out_off[i]` is the chunk's
+number << 32 | the position in it, `out_len[i]` the length; a chunk goes when the last output it
+holds expired (retention expires the oldest first, so chunks go in order). `None` (input or
+output) is a flag, not a length. Times are Unix ms, -1 for "not yet".
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ _RUNNING = STATE_CODE[TaskState.Running]
 
 _INPUT_NONE = 1
 _OUTPUT_NONE = 2
-#: The output buffer is rewritten without dead space once it holds this much and most is dead.
-_COMPACT_OUTPUTS_AT = 1 << 20
+#: Outputs are appended to chunks of about this size; a chunk goes when the last task whose
+#: output it holds expired (no rewriting, no per-task loop on the daemon's loop).
+OUTPUT_CHUNK = 1 << 20
+_POS = 0xFFFFFFFF
 
 
 class TaskEntry(msgspec.Struct, array_like=True, gc=False):
@@ -132,6 +135,9 @@ class TaskTable:
 
     __slots__ = (
         "_attempt",
+        "_chunk",
+        "_chunk_live",
+        "_chunks",
         "_ctime_first",
         "_ctime_value",
         "_done",
@@ -145,11 +151,8 @@ class TaskTable:
         "_in_origin",
         "_inputs",
         "_messages",
-        "_out_dead",
         "_out_len",
         "_out_off",
-        "_out_origin",
-        "_outputs",
         "_retry",
         "_start",
         "_state",
@@ -171,9 +174,10 @@ class TaskTable:
         self._in_origin = 0
         self._out_off = array("Q")
         self._out_len = array("I")
-        self._outputs = bytearray()
-        self._out_origin = 0
-        self._out_dead = 0
+        #: output chunks by number, how many held outputs each holds, the one appended to
+        self._chunks: dict[int, bytearray] = {0: bytearray()}
+        self._chunk_live: dict[int, int] = {0: 0}
+        self._chunk = 0
         #: creation time per batch: the first task id of each batch and its time (ascending)
         self._ctime_first = array("q")
         self._ctime_value = array("q")
@@ -235,8 +239,11 @@ class TaskTable:
         output: bytes | None = None
         done = self._done[index]
         if not flags & _OUTPUT_NONE:
-            start = self._out_off[index] - self._out_origin
-            output = bytes(self._outputs[start : start + self._out_len[index]])
+            where = self._out_off[index]
+            start = where & _POS
+            output = (
+                bytes(self._chunks[where >> 32][start : start + self._out_len[index]]) if self._out_len[index] else b""
+            )
         started = self._start[index]
         events = self._events.get(task_id)
         return TaskEntry(
@@ -328,8 +335,10 @@ class TaskTable:
         source, succeeded = EDGE[TaskTrigger.succeed]
         failed = EDGE[TaskTrigger.fail][1]
         state, flags, done, out_off, out_len = self._state, self._flags, self._done, self._out_off, self._out_len
-        outputs, messages, names, exe = self._outputs, self._messages, self._executors, self._exe
-        dropped, origin = self._dropped, self._out_origin
+        messages, names, exe = self._messages, self._executors, self._exe
+        chunks, live, chunk_id = self._chunks, self._chunk_live, self._chunk
+        chunk = chunks[chunk_id]
+        dropped = self._dropped
         released: list[str | None] = []
         ok = 0
         for finish in finishes:
@@ -350,14 +359,24 @@ class TaskTable:
                 out_len[index] = 0
             else:
                 flags[index] &= ~_OUTPUT_NONE
-                out_off[index] = origin + len(outputs)
-                out_len[index] = len(output)
-                outputs += output
+                size = len(output)
+                out_len[index] = size
+                if size:
+                    if chunk and len(chunk) + size > OUTPUT_CHUNK:
+                        if not live[chunk_id]:  # all its outputs expired while it was current
+                            del chunks[chunk_id], live[chunk_id]
+                        chunk_id += 1
+                        chunk = chunks[chunk_id] = bytearray()
+                        live[chunk_id] = 0
+                    out_off[index] = (chunk_id << 32) | len(chunk)
+                    chunk += output
+                    live[chunk_id] += 1
             if finish.message is not None:
                 messages[task_id] = finish.message
             elif messages:
                 messages.pop(task_id, None)
             released.append(names[exe[index]])
+        self._chunk = chunk_id
         return released, ok
 
     def end_many(self, task_ids: Sequence[int], trigger: TaskTrigger, message: str | None, time: int) -> TaskState:
@@ -408,9 +427,9 @@ class TaskTable:
             self._out_len[index] = 0
         else:
             self._flags[index] &= ~_OUTPUT_NONE
-            self._out_off[index] = self._out_origin + len(self._outputs)
             self._out_len[index] = len(output)
-            self._outputs += output
+            if output:
+                self._out_off[index] = self._put(output)
         if message is None:
             self._messages.pop(task_id, None)
         else:
@@ -435,7 +454,8 @@ class TaskTable:
         if self._state[index] not in TERMINAL_CODES:
             raise ValueError(f"task {task_id} is {STATES[self._state[index]]}; only finished tasks expire")
         self._state[index] = EXPIRED
-        self._out_dead += self._out_len[index]
+        if self._out_len[index]:
+            self._drop_output(self._out_off[index] >> 32)
         self._out_len[index] = 0
         self._flags[index] |= _OUTPUT_NONE
         self._messages.pop(task_id, None)
@@ -461,32 +481,30 @@ class TaskTable:
         if keep:
             del self._ctime_first[:keep]
             del self._ctime_value[:keep]
-        if not self._state:
-            self._out_dead = 0
-            self._out_origin += len(self._outputs)
-            self._outputs = bytearray()
-        self._compact_outputs()
 
-    def _compact_outputs(self) -> None:
-        outputs = self._outputs
-        if len(outputs) < _COMPACT_OUTPUTS_AT or self._out_dead * 2 < len(outputs):
-            return
-        self._outputs, self._out_origin = self._live_outputs(), 0
-        self._out_dead = 0
+    def _put(self, output: bytes) -> int:
+        """Append a (non-empty) output to the current chunk: where it is (chunk << 32 | position)."""
+        chunk_id = self._chunk
+        chunk = self._chunks[chunk_id]
+        if chunk and len(chunk) + len(output) > OUTPUT_CHUNK:
+            if not self._chunk_live[chunk_id]:  # all its outputs expired while it was current
+                del self._chunks[chunk_id], self._chunk_live[chunk_id]
+            chunk_id = self._chunk = chunk_id + 1
+            chunk = self._chunks[chunk_id] = bytearray()
+            self._chunk_live[chunk_id] = 0
+        where = (chunk_id << 32) | len(chunk)
+        chunk += output
+        self._chunk_live[chunk_id] += 1
+        return where
 
-    def _live_outputs(self) -> bytearray:
-        """The outputs of the tasks held, in task order, with `out_off` rebased to them."""
-        old, origin = self._outputs, self._out_origin
-        new = bytearray()
-        out_off, out_len = self._out_off, self._out_len
-        for index, length in enumerate(out_len):
-            if length:
-                start = out_off[index] - origin
-                out_off[index] = len(new)
-                new += old[start : start + length]
-            else:
-                out_off[index] = 0
-        return new
+    def _drop_output(self, chunk_id: int) -> None:
+        """An output in chunk `chunk_id` is not held any more: the chunk goes with its last."""
+        live = self._chunk_live[chunk_id] - 1
+        if live or chunk_id == self._chunk:
+            self._chunk_live[chunk_id] = live
+        else:
+            del self._chunk_live[chunk_id]
+            del self._chunks[chunk_id]
 
     # ------------------------------------------------------------------ snapshots
 
@@ -498,11 +516,11 @@ class TaskTable:
         in_off = self._in_off
         origin = in_off[k]
         inputs = bytes(self._inputs[origin - self._in_origin : in_off[-1] - self._in_origin])
-        out_off, out_len, out_origin, held = self._out_off, self._out_len, self._out_origin, self._outputs
+        chunks, out_len = self._chunks, self._out_len
         outputs = b"".join(
-            held[out_off[i] - out_origin : out_off[i] - out_origin + out_len[i]]
-            for i in range(k, len(out_len))
-            if out_len[i]
+            chunks[where >> 32][(where & _POS) : (where & _POS) + size]
+            for where, size in zip(self._out_off[k:], out_len[k:], strict=True)
+            if size
         )
         names: list[str | None] = [None]
         remap: dict[int, int] = {0: 0}
@@ -562,7 +580,8 @@ class TaskTable:
         table._inputs = bytearray(snap.inputs)
         table._executors = list(snap.executors)
         table._exe_index = {e: i for i, e in enumerate(table._executors)}
-        table._outputs = bytearray(snap.outputs)
+        table._chunks = {0: bytearray(snap.outputs)}
+        table._chunk_live = {0: sum(map(bool, table._out_len))}
         table._out_off = array("Q", itertools.accumulate(table._out_len, initial=0))
         table._out_off.pop()
         table._messages = dict(snap.messages)
