@@ -5,7 +5,7 @@ applying records as a log replay does, and reports the RSS delta per task; then 
 snapshot and rebuilds the state from it, reporting the times. (The RSS of a restart from a
 snapshot against one from the log is measured with real daemons: bench/snapshot_bench.py.)
 
-Usage: python bench/task_memory.py [--tasks 1000000] [--succeeded] [--out bench/results/task_memory.json]
+Usage: python bench/task_memory.py [--tasks 1000000] [--succeeded] [--batch 10000] [--out FILE]
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ def rss_mb() -> float:
     return 0.0
 
 
-def build(tasks: int, succeeded: bool = False) -> ClusterState:
+def build(tasks: int, succeeded: bool = False, batch: int = 10_000) -> ClusterState:
     """10 sessions of `tasks` / 10; with `succeeded` every task ran and succeeded with a 16-byte
     output (what retention holds), else half the sessions are closed (tasks Cancelled) and
-    the others' tasks Pending."""
+    the others' tasks Pending. `batch` tasks per record (the transient records count in RSS:
+    a big batch shows at 100,000 tasks)."""
     state = ClusterState()
     t = 1_760_000_000_000
     app = Application(name="a", spec=ApplicationSpec(command="x"), creation_time=t, version=1)
@@ -47,8 +48,8 @@ def build(tasks: int, succeeded: bool = False) -> ClusterState:
     per = tasks // 10
     for s in range(10):
         state.apply(r.SessionCreated(time=t, session_id=f"s{s}", spec=SessionSpec(application="a")))
-        for first in range(0, per, 10_000):
-            inputs: list[bytes | None] = [b"%016d" % i for i in range(min(10_000, per - first))]
+        for first in range(0, per, batch):
+            inputs: list[bytes | None] = [b"%016d" % i for i in range(min(batch, per - first))]
             state.apply(r.TasksCreated(time=t + first, session_id=f"s{s}", first_id=first + 1, inputs=inputs))
             if succeeded:
                 ids = list(range(first + 1, first + 1 + len(inputs)))
@@ -66,11 +67,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--succeeded", action="store_true", help="every task succeeded with a 16-byte output")
+    parser.add_argument("--batch", type=int, default=10_000, help="tasks per record")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "task_memory.json"))
     args = parser.parse_args()
     gc.disable()  # as recovery does (flamed.session_manager.durability)
     base = rss_mb()
-    state = build(args.tasks, args.succeeded)
+    state = build(args.tasks, args.succeeded, args.batch)
     replayed = rss_mb() - base
     started = time.perf_counter()
     payload = encode_state(state)
@@ -82,6 +84,7 @@ def main() -> int:
     assert len(rebuilt_state.sessions) == 10
     result = {
         "tasks": args.tasks,
+        "tasks_per_record": args.batch,
         "tasks_state": "succeeded, 16-byte outputs" if args.succeeded else "half Pending, half Cancelled",
         "bytes_per_task_replayed": round(replayed * (1 << 20) / args.tasks, 1),
         "rss_mb_replayed": round(replayed, 1),
