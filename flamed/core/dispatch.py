@@ -244,10 +244,11 @@ class Dispatcher:
         turn.commit(
             r.TasksDispatched(time=turn.now.wall, session_id=session.id, executor_id=executor.id, task_ids=task_ids)
         )
-        live = session.live
-        assignments = [
-            be.TaskAssignment(task_id=t, attempt=(task := live(t)).attempt, input=task.input) for t in task_ids
-        ]
+        sent = session.tasks.attempt_and_input  # no task value built per launch
+        assignments = []
+        for task_id in task_ids:
+            attempt, task_input = sent(task_id)
+            assignments.append(be.TaskAssignment(task_id=task_id, attempt=attempt, input=task_input))
         turn.send(executor.node, be.LaunchTasks(executor_id=executor.id, session_id=session.id, tasks=assignments))
         self.idle_since.pop(executor.id, None)
         self.launched_at[executor.id] = turn.now.mono

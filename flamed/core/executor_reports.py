@@ -115,16 +115,14 @@ def _completed(
     state = turn.state
     executor = state.executors.get(report.executor_id)
     session = state.sessions.get(report.session_id)
-    task = session.task(report.task_id) if session else None
     current = (
         key not in seen
         and executor is not None
         and executor.node == node
         and executor.tasks.get(report.task_id) == report.attempt
-        and task is not None
-        and task.state is TaskState.Running
-        and task.attempt == report.attempt
-        and task.executor_id == executor.id
+        and session is not None
+        and report.task_id > session.base
+        and session.tasks.runs(report.task_id, report.attempt, executor.id)
         and report.state in (TaskState.Succeed, TaskState.Failed)
     )
     if not current:

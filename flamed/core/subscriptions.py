@@ -227,10 +227,10 @@ class Subscriptions:
                 record.time, "task", record.session_id, f"{_tasks([f.task_id for f in failed])} Failed: {reason}"
             )
         if session is not None:
+            executor_of = session.tasks.executor_of
             for finish in record.tasks:
-                task = session.task(finish.task_id)
-                if task is not None and task.executor_id:
-                    self._executors.add(task.executor_id)
+                if finish.task_id > session.base and (executor_id := executor_of(finish.task_id)):
+                    self._executors.add(executor_id)
 
     def _event(self, time: int, kind: str, subject: str, message: str) -> None:
         event = ClusterEvent(time=time, kind=kind, subject=subject, message=message)

@@ -211,6 +211,24 @@ class TaskTable:
     def retry_count(self, task_id: int) -> int:
         return self._retry[task_id - 1 - self._dropped]
 
+    def runs(self, task_id: int, attempt: int, executor_id: str) -> bool:
+        """Task `task_id` is Running in `attempt` on `executor_id` (a completion's check,
+        without building the task)."""
+        index = task_id - 1 - self._dropped
+        if task_id <= 0 or index < 0 or index >= len(self._state) or self._state[index] != _RUNNING:
+            return False
+        return self._attempt[index] == attempt and self._executors[self._exe[index]] == executor_id
+
+    def attempt_and_input(self, task_id: int) -> tuple[int, bytes | None]:
+        """What a launch sends of task `task_id` (which must be held)."""
+        index = task_id - 1 - self._dropped
+        if self._flags[index] & _INPUT_NONE:
+            return self._attempt[index], None
+        origin = self._in_origin
+        return self._attempt[index], bytes(
+            self._inputs[self._in_off[index] - origin : self._in_off[index + 1] - origin]
+        )
+
     def get(self, task_id: int) -> TaskEntry | None:
         """Task `task_id` as a value, or None: never created, or expired."""
         index = task_id - 1 - self._dropped

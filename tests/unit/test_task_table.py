@@ -37,6 +37,11 @@ class Model:
             got = table.get(task_id) if task_id > self.base else None
             expected = None if task_id <= self.base or task.id == 0 else task
             assert got == expected, task_id
+            if expected is not None:
+                assert table.attempt_and_input(task_id) == (task.attempt, task.input)
+                running = task.state is TaskState.Running
+                assert table.runs(task_id, task.attempt, task.executor_id or "") == running
+                assert not table.runs(task_id, task.attempt + 1, task.executor_id or "")
 
 
 def life(seed: int) -> tuple[Model, TaskTable]:
