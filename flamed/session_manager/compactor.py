@@ -18,8 +18,9 @@ from pathlib import Path
 
 from flamed.core.snapshot import encode_state
 from flamed.session_manager.durability import state_from
-from flamed.storage.compaction import CompactionLock, read_for_compaction
+from flamed.storage.compaction import CompactionLock, prune_covered, read_for_compaction
 from flamed.storage.snapshot import write_snapshot_file
+from flamed.storage.storage import SNAPSHOTS_KEPT
 
 
 def compact(state_dir: Path, upto: int, parent: int | None = None) -> int:
@@ -37,6 +38,7 @@ def compact(state_dir: Path, upto: int, parent: int | None = None) -> int:
         if parent is not None and os.getppid() != parent:
             raise RuntimeError("the session manager that started this compaction is gone")
         write_snapshot_file(state_dir, upto, payload)
+        prune_covered(state_dir, SNAPSHOTS_KEPT)
         return len(payload)
     finally:
         lock.release()

@@ -23,6 +23,9 @@ Crash safety, step by step:
 - the session manager killed while a compactor runs: the compactor notices its parent is gone
   before it renames (it gives up; if it already renamed, see above); a new session manager
   deleting files the compactor still wanted to read makes the compactor fail, nothing else;
+- what it deletes after its snapshot (older snapshots, segments the older kept snapshot
+  covers) no recovery can need, whoever runs: a restart uses the newest valid snapshot or the
+  one before it with the log after that;
 - two compactors never run at once: each holds an exclusive flock on `COMPACT.LOCK` for its
   whole run (a second one fails at once and says so); the session manager starts one at a
   time, and segments are deleted only after its compactor reported.
@@ -35,13 +38,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from flamed.storage.background import BackgroundSnapshot
-from flamed.storage.durable import FILE_MODE, TMP_SUFFIX
+from flamed.storage.durable import FILE_MODE, TMP_SUFFIX, fsync_dir
 from flamed.storage.errors import CorruptLogError, StorageError
 from flamed.storage.framing import check_segment_header, iter_records, scan_frames
 from flamed.storage.recovery import Recovery, SegmentInfo, list_segments
@@ -181,6 +185,28 @@ def spawn_compactor(state_dir: Path, upto: int, *, module: str = COMPACTOR_MODUL
     finally:
         os.close(write_fd)
     return BackgroundSnapshot(pid, read_fd, upto)
+
+
+def prune_covered(state_dir: Path, kept: int) -> list[Path]:
+    """Delete snapshots beyond the newest `kept` and the segments the oldest kept one covers
+    (the rule of `Storage._prune`), so that the session manager's loop does not pay for
+    unlinking them; returns what was deleted. Only segments followed by another one can go
+    (their last record is known, and the last segment is the one being written). Raises
+    OSError."""
+    snapshots = list_snapshots(state_dir)
+    if len(snapshots) < kept:
+        return []
+    oldest_kept = snapshots[-kept][0]
+    doomed = [path for _, path in snapshots[:-kept]]
+    segments = list_segments(state_dir)
+    for (_, path), (next_first, _) in itertools.pairwise(segments):
+        if next_first - 1 <= oldest_kept:
+            doomed.append(path)
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    if doomed:
+        fsync_dir(state_dir)
+    return doomed
 
 
 def remove_leftover(state_dir: Path, seq: int) -> None:

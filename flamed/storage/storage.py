@@ -314,7 +314,9 @@ class Storage:
         doomed = [path for _, path in snapshots[:-SNAPSHOTS_KEPT]]
         covered = [s for s in self._closed if s.last_seq <= oldest_kept]
         doomed += [s.path for s in covered]
+        doomed = [path for path in doomed if path.exists()]  # a compactor deletes them itself
         if not doomed:
+            self._closed = [s for s in self._closed if s.last_seq > oldest_kept]
             return
         try:
             for path in doomed:

@@ -105,11 +105,18 @@ def test_the_next_compaction_starts_from_the_previous_snapshot(tmp_path: Path) -
         run_sessions(loop, 4, 4)
         second = loop.storage.begin_snapshot()
         expected = to_snapshot(loop.state)
+        before_segments = len(list(tmp_path.glob("wal-*.log")))
         run_sessions(loop, 8, 2)  # in the active segment: not the compactor's business
         recovery = read_for_compaction(tmp_path, second)
         assert recovery.snapshot_seq == first
         assert recovery.records_replayed == second - first
-        loop.storage.finish_snapshot(second, compact(tmp_path, second))
+        size = compact(tmp_path, second)
+        # the compactor deleted what snapshot 1 covers itself (not the session manager's loop)
+        remaining = sorted(tmp_path.glob("wal-*.log"))
+        assert int(remaining[0].name[4:24]) == first + 1  # what snapshot 1 covers went, whole
+        assert len(remaining) < before_segments
+        loop.storage.finish_snapshot(second, size)
+        assert sorted(tmp_path.glob("wal-*.log")) == remaining
         assert to_snapshot(snapshot_state(tmp_path)) == expected
         assert [seq for seq, _ in list_snapshots(tmp_path)] == [first, second]
         assert loop.storage.stats()["last_snapshot_seq"] == second
