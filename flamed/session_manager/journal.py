@@ -14,7 +14,9 @@ process sharing no memory with this one that builds the snapshot from the previo
 the closed segments, as a restart would. The loop pays the segment switch and a `posix_spawn`
 (about a millisecond, whatever the state's size) and, when the compactor reports on its pipe,
 the bookkeeping (old snapshots and segments deleted). One compactor at a time; a rollback and
-the stop kill it (the stop writes its snapshot in process, the loop having stopped).
+the stop kill it (the stop writes its snapshot in process, the loop having stopped). A small
+state (`COMPACT_ABOVE_TASKS`) is snapshotted on the loop: a few milliseconds, and no log piling
+up while a compactor starts.
 
 Only the storage writes state files; without a `Storage` (tests) every turn counts as durable.
 """
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flamed.session_manager")
 
+#: Up to this many tasks held (and sessions), a snapshot is written on the loop: encoding and
+#: writing it takes a few milliseconds, less than starting a compactor.
+COMPACT_ABOVE_TASKS = 20_000
+COMPACT_ABOVE_SESSIONS = 1_000
+
 
 class Journal:
     def __init__(
@@ -74,6 +81,9 @@ class Journal:
         self.compact_in_child = True
         #: the module the compactor runs (tests give one that misbehaves)
         self.compactor_module = COMPACTOR_MODULE
+        #: a state holding at most this many tasks (and `COMPACT_ABOVE_SESSIONS` sessions) is
+        #: snapshotted on the loop
+        self.compact_above_tasks = COMPACT_ABOVE_TASKS
 
     def commit(self, outbox: Outbox, now: Now) -> Outbox:
         """Make the turn's records durable; returns what to send for the turn (after a failed
@@ -122,7 +132,7 @@ class Journal:
         if storage is None or self.write_failure:
             return
         if self._child is None and storage.should_snapshot():
-            if self.compact_in_child:
+            if self.compact_in_child and self._worth_a_compactor():
                 self._start_snapshot(storage)
             else:
                 self._write_snapshot(storage)
@@ -132,6 +142,14 @@ class Journal:
             if timer is not None:
                 timer.cancel()
             self._fsync_timer = self.loop.call_at(deadline, self._fsync_due)
+
+    def _worth_a_compactor(self) -> bool:
+        """A small state is written on the loop (a few milliseconds, sooner than a compactor
+        starts: under fast traffic the log waiting for a slow snapshot is what fills the disk)."""
+        sessions = self.controller.state.sessions
+        if len(sessions) > COMPACT_ABOVE_SESSIONS:
+            return True
+        return sum(s.held for s in sessions.values()) > self.compact_above_tasks
 
     def _fsync_due(self) -> None:
         """`interval` policy: the records committed since the last fsync must be durable now."""

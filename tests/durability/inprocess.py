@@ -32,6 +32,7 @@ class InProcess:
         )
         self.manager = SessionManager(options, storage)
         self.manager.journal.compact_in_child = self.compact_in_child
+        self.manager.journal.compact_above_tasks = -1  # the tests' states are small: compact anyway
         self.manager.start()
         self.client = RawClient(options.frontend, timeout=10)
         return self.manager
