@@ -59,6 +59,10 @@ def test_state_dir_stays_flat_while_closed_sessions_expire(daemons: Daemons) -> 
     assert stats["sessions_expired_total"] >= SESSIONS - 3, stats
     # Flat: it moves with the snapshots (two kept, and the log since the older), but the second
     # half of the run holds no more than the first did, and a small part of what went through.
+    # What a snapshot holds depends on timing: the closed sessions not yet expired at that
+    # moment (up to ~25 of 128 KiB with checks every 0.05 s while the client creates a session
+    # every few ms), so the bound is a third of what went through; keeping expired data (in
+    # memory or in the log) would reach all of it.
     half = len(sizes) // 2
     assert max(sizes[half:]) <= 2 * max(sizes[:half]), sizes
-    assert max(sizes) < written / 5, (sizes, written)
+    assert max(sizes) < written / 3, (sizes, written)
