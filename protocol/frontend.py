@@ -231,6 +231,9 @@ class Welcome(Message):
     cluster: str = "flame"
     #: where the object cache listens ("" = this cluster has none configured)
     cache_endpoint: str = ""
+    #: open watches this client may hold (`limits.max_watches_per_client`); 0 = not said (an
+    #: older session manager): the client assumes 1,000
+    max_watches_per_client: int = 0
 
 
 class Pong(Message):

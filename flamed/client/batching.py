@@ -6,7 +6,14 @@ Rules:
   calls fold into one part whose sinks are their futures, with no per-task object;
 - a batch with tasks that want their results asks for them in the same request
   (`CreateTasks{watch}`), so results flow without a second round trip;
-- the returned ids are split back to the callers in order (`hand_out_ids`).
+- the returned ids are split back to the callers in order (`hand_out_ids`);
+- flow control: each `CreateTasks{watch}` is one open watch on the session manager, which
+  refuses a client more than `limits.max_watches_per_client` of them (`Welcome` says how many,
+  1,000 by default). So creates are not sent straight from a turn: they join their session's
+  queue of held creates, and `release` sends from the queues only the batches that fit in the
+  room left (a batch without a watch needs none); the rest waits, in order, for watches to
+  finish, and what waited long goes out merged into few big batches. A session's tasks are
+  created in the order they were asked for (a batch never overtakes a held one).
 
 Everything here is pure: no socket, no clock, no lock. The I/O thread sends what it returns.
 """
@@ -19,6 +26,9 @@ from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, 
 from flamed.client.futures import TaskFuture
 from flamed.client.sinks import Sink, set_result
 from protocol import frontend as fe
+
+#: Open watches per client a session manager allows when its `Welcome` does not say.
+DEFAULT_MAX_WATCHES = 1_000
 
 #: Largest CreateTasks batch, by count and by input bytes (the server's frame limit is 64 MiB).
 MAX_BATCH_TASKS = 50_000
@@ -71,6 +81,39 @@ def batches(parts: list[Create]) -> Iterator[list[Create]]:
         size += part_size
     if batch:
         yield batch
+
+
+def hold(held: dict[str, list[Create]], creates: dict[str, list[Create]]) -> None:
+    """Queue a turn's `creates` behind the ones `held` already, per session in order."""
+    for session_id, parts in creates.items():
+        queued = held.get(session_id)
+        if queued is None:
+            held[session_id] = parts
+        else:
+            queued.extend(parts)
+
+
+def release(held: dict[str, list[Create]], room: int) -> Iterator[tuple[str, list[Create]]]:
+    """Take from `held` the batches to send now, as (session id, batch), with at most `room`
+    that watch; a session stops at its first batch that does not fit (its order is kept), and
+    what is left stays in `held` (a session with nothing left leaves it). Lazy: consume it
+    whole."""
+    for session_id in list(held):
+        parts = held[session_id]
+        if room <= 0 and parts[0].sinks is not None:
+            continue  # its first batch watches: not even worth measuring
+        taken = 0
+        for batch in batches(parts):
+            if any(part.sinks is not None for part in batch):
+                if room <= 0:
+                    break
+                room -= 1
+            taken += len(batch)
+            yield session_id, batch
+        if taken == len(parts):
+            del held[session_id]
+        elif taken:
+            del parts[:taken]
 
 
 def create_request(session_id: str, parts: list[Create], key: str) -> fe.CreateTasks:

@@ -76,6 +76,8 @@ class Connection:
         self.server_version = welcome.server_version
         self.cluster = welcome.cluster
         self.cache_endpoint = welcome.cache_endpoint
+        if welcome.max_watches_per_client > 0:
+            self.io.max_watches = welcome.max_watches_per_client
 
     def __enter__(self) -> Connection:
         return self

@@ -14,7 +14,10 @@
   same answer again and changes nothing;
 - anything under the request id of an open stream (`streams`) goes to its sink, and the
   stream stays open (streams.py);
-- after a reconnect, `renewals` says what to send again.
+- after a reconnect, `renewals` says what to send again;
+- `held` keeps the creates waiting for room under the session manager's watch limit
+  (`batching.release`); `watch_load` is what takes room: open watches and streams, and the
+  `CreateTasks{watch}` batches awaiting their reply; `fail_all` fails the held creates too.
 Nothing here touches the socket or reads the clock: the thread passes `now` and sends.
 """
 
@@ -127,6 +130,14 @@ class InFlight:
         self.pending: dict[int, PendingCall | PendingCreate] = {}
         self.watches: dict[int, ActiveWatch] = {}
         self.streams: dict[int, Stream] = {}
+        #: creates not sent yet, per session in order of first sight (`batching.release`)
+        self.held: dict[str, list[Create]] = {}
+
+    def watch_load(self) -> int:
+        """What counts against the session manager's watch limit: every open watch and stream
+        (a whole-session task watch is a stream), and every `CreateTasks{watch}` in flight."""
+        creating = sum(1 for p in self.pending.values() if type(p) is PendingCreate and p.request.watch)
+        return len(self.watches) + len(self.streams) + creating
 
     def dispatch(self, reply: fe.ServerReply) -> OpenWatch | None:
         """Complete what `reply` answers; return the watch a `TasksCreated` opens, if any."""
@@ -258,11 +269,14 @@ class InFlight:
             _fail_watch(watch, error)
 
     def fail_all(self, error: FlameError) -> None:
-        """Close every watch, then fail every request awaiting its reply."""
+        """Close every watch, then fail every request awaiting its reply, then every held create."""
         self.fail_watches(error)
         pending, self.pending = self.pending, {}
         for record in pending.values():
             _fail_record(record, error)
+        held, self.held = self.held, {}
+        for parts in held.values():
+            _fail_parts(parts, error)
 
 
 def _fail_record(record: PendingCall | PendingCreate, error: FlameError) -> None:
@@ -270,7 +284,11 @@ def _fail_record(record: PendingCall | PendingCreate, error: FlameError) -> None
         if record.future is not None:
             set_exception(record.future, error)
         return
-    for part in record.parts:
+    _fail_parts(record.parts, error)
+
+
+def _fail_parts(parts: list[Create], error: FlameError) -> None:
+    for part in parts:
         if part.future is not None:
             set_exception(part.future, error)
         for sink in part.sinks or ():

@@ -19,6 +19,11 @@ so is every `CreateTasks` still unanswered, under its idempotency key (a repeat 
 nothing), and every unanswered read or other repeatable call (`inflight.REPEATABLE`). The rest
 (creating or deleting a session or an application) is not re-sent: one without a reply in
 `timeout` seconds fails with "no reply from session manager".
+
+Flow control: the thread never has more watches open (`CreateTasks{watch}` batches included)
+than the session manager allows a client (`max_watches`, from its `Welcome`); creates beyond
+wait in the thread (`InFlight.held`, `batching.release`) and go out as watches finish. Callers
+never wait for it: `run()` returns its future at once.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from flamed.client.batching import batches, create_request, take_turn
+from flamed.client.batching import DEFAULT_MAX_WATCHES, create_request, hold, release, take_turn
 from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, Watch, fail_command
 from flamed.client.errors import FlameError, FlameErrorCode, no_reply, unreachable
 from flamed.client.futures import TaskFuture
@@ -72,6 +77,9 @@ class IoThread:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval if ping_interval is not None else min(10.0, timeout / 3)
+        #: open watches the session manager allows this client (its `Welcome` says; `Connection`
+        #: sets it): creates that would open more wait (see "Flow control" above)
+        self.max_watches = DEFAULT_MAX_WATCHES
         self._lock = threading.Lock()
         self._commands: collections.deque[object] = collections.deque()
         self._woken = False
@@ -224,6 +232,9 @@ class IoThread:
                 self._receive()
             if ready & EVENTS:
                 self._on_link_events()
+            held = self._in_flight.held
+            if held and self._in_flight.watch_load() < self.max_watches:
+                self._release_held()  # watches finished (or failed) since
             self._flush_backlog()
             self._check_time(time.monotonic())
 
@@ -244,10 +255,17 @@ class IoThread:
                 self._start_watch(command.session_id, command.sinks)
             else:
                 self._on_stream_command(command)
-        for session_id, parts in turn.creates.items():
-            for batch in batches(parts):
-                self._send_create_batch(session_id, batch)
+        if turn.creates:
+            hold(self._in_flight.held, turn.creates)
+            self._release_held()
         return not turn.stop
+
+    def _release_held(self) -> None:
+        """Send the held creates that fit under the watch limit (see `batching.release`)."""
+        in_flight = self._in_flight
+        room = self.max_watches - in_flight.watch_load()
+        for session_id, batch in release(in_flight.held, room):
+            self._send_create_batch(session_id, batch)
 
     def _request_id(self) -> int:
         self._next_id += 1

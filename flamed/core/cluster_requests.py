@@ -47,6 +47,7 @@ class ClusterRequests:
             server_version=config.server_version,
             cluster=config.cluster_name,
             cache_endpoint=config.cache_endpoint,
+            max_watches_per_client=config.max_watches_per_client,
         )
 
     @staticmethod
