@@ -132,12 +132,25 @@ class InFlight:
         self.streams: dict[int, Stream] = {}
         #: creates not sent yet, per session in order of first sight (`batching.release`)
         self.held: dict[str, list[Create]] = {}
+        #: the `CreateTasks{watch}` batches in `pending` (added by `add_create`)
+        self.watching_creates = 0
+
+    def add_create(self, request_id: int, record: PendingCreate) -> None:
+        """Await the reply to a `CreateTasks` batch (counted by `watch_load` if it watches)."""
+        self.pending[request_id] = record
+        if record.request.watch:
+            self.watching_creates += 1
+
+    def _pop(self, request_id: int) -> PendingCall | PendingCreate | None:
+        pending = self.pending.pop(request_id, None)
+        if type(pending) is PendingCreate and pending.request.watch:
+            self.watching_creates -= 1
+        return pending
 
     def watch_load(self) -> int:
         """What counts against the session manager's watch limit: every open watch and stream
         (a whole-session task watch is a stream), and every `CreateTasks{watch}` in flight."""
-        creating = sum(1 for p in self.pending.values() if type(p) is PendingCreate and p.request.watch)
-        return len(self.watches) + len(self.streams) + creating
+        return len(self.watches) + len(self.streams) + self.watching_creates
 
     def dispatch(self, reply: fe.ServerReply) -> OpenWatch | None:
         """Complete what `reply` answers; return the watch a `TasksCreated` opens, if any."""
@@ -170,7 +183,7 @@ class InFlight:
             del self.watches[request_id]  # an Error (unknown session or task) ends a watch
             _fail_watch(watch, self._error_of(reply))
             return None
-        pending = self.pending.pop(request_id, None)
+        pending = self._pop(request_id)
         if pending is None:
             if isinstance(reply, fe.Error):
                 log.warning("session manager at %s: %s: %s", self.endpoint, reply.code, reply.message)
@@ -258,7 +271,7 @@ class InFlight:
 
     def fail_pending(self, request_id: int, error: FlameError) -> None:
         """Forget the request, failing its future or the futures and sinks of its batch."""
-        pending = self.pending.pop(request_id, None)
+        pending = self._pop(request_id)
         if pending is not None:
             _fail_record(pending, error)
 
@@ -272,6 +285,7 @@ class InFlight:
         """Close every watch, then fail every request awaiting its reply, then every held create."""
         self.fail_watches(error)
         pending, self.pending = self.pending, {}
+        self.watching_creates = 0
         for record in pending.values():
             _fail_record(record, error)
         held, self.held = self.held, {}

@@ -294,7 +294,8 @@ class IoThread:
     def _send_create_batch(self, session_id: str, parts: list[Create]) -> None:
         request_id = self._request_id()
         request = create_request(session_id, parts, f"{self._key_prefix}{request_id}")
-        self._in_flight.pending[request_id] = PendingCreate(session_id, parts, time.monotonic() + self.timeout, request)
+        record = PendingCreate(session_id, parts, time.monotonic() + self.timeout, request)
+        self._in_flight.add_create(request_id, record)
         self._enqueue(request_id, request)
 
     def _start_watch(self, session_id: str, sinks: dict[int, list[Sink]], request_id: int | None = None) -> None:

@@ -23,6 +23,7 @@ from flamed.client.futures import TaskFuture
 from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate
 from flamed.client.streams import Stream
 from protocol import frontend as fe
+from protocol.errors import ErrorCode
 from protocol.types import Task, TaskState
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,11 +92,17 @@ def test_watch_load_counts_watches_streams_and_watching_creates_in_flight() -> N
     stream = Stream(fe.WatchTasks(session_id="s1"), None)  # type: ignore[arg-type]  # never fed here
     flight.streams[2] = stream
     watching = runs("s1", b"a")["s1"]
-    flight.pending[3] = PendingCreate("s1", watching, 1e9, create_request("s1", watching, "k3"))
+    flight.add_create(3, PendingCreate("s1", watching, 1e9, create_request("s1", watching, "k3")))
     quiet = [plain("s1", b"b")]
-    flight.pending[4] = PendingCreate("s1", quiet, 1e9, create_request("s1", quiet, "k4"))
+    flight.add_create(4, PendingCreate("s1", quiet, 1e9, create_request("s1", quiet, "k4")))
     flight.pending[5] = PendingCall(Future(), 1e9, fe.Ping())
     assert flight.watch_load() == 3
+    flight.dispatch(fe.Error(request_id=3, code=ErrorCode.NotFound, message="no session s1"))
+    flight.fail_pending(4, FlameError(FlameErrorCode.INTERNAL, "no reply"))
+    assert flight.watch_load() == 2  # an answered create takes no room (until its watch opens)
+    flight.add_create(6, PendingCreate("s1", watching, 1e9, create_request("s1", watching, "k6")))
+    flight.fail_all(FlameError(FlameErrorCode.INVALID_STATE, "closed"))
+    assert flight.watch_load() == 1  # the stream stays (its owner decides)
 
 
 def test_fail_all_fails_held_creates_too() -> None:
@@ -127,7 +134,7 @@ def test_a_fake_session_manager_never_sees_more_watches_than_its_limit() -> None
         for session_id, batch in release(flight.held, limit - flight.watch_load()):
             request_id += 1
             request = create_request(session_id, batch, f"k{request_id}")
-            flight.pending[request_id] = PendingCreate(session_id, batch, 1e9, request)
+            flight.add_create(request_id, PendingCreate(session_id, batch, 1e9, request))
         most = max(most, flight.watch_load())
         if turn % 3 == 0 and flight.pending:  # the fake answers the oldest batch now and then
             answered, record = next(iter(flight.pending.items()))
@@ -144,9 +151,8 @@ def test_a_fake_session_manager_never_sees_more_watches_than_its_limit() -> None
     while flight.held or flight.pending or flight.watches:  # then everything, in the same way
         for session_id, batch in release(flight.held, limit - flight.watch_load()):
             request_id += 1
-            flight.pending[request_id] = PendingCreate(
-                session_id, batch, 1e9, create_request(session_id, batch, f"k{request_id}")
-            )
+            request = create_request(session_id, batch, f"k{request_id}")
+            flight.add_create(request_id, PendingCreate(session_id, batch, 1e9, request))
         most = max(most, flight.watch_load())
         for answered, record in list(flight.pending.items()):
             ids = list(range(next_task, next_task + len(record.request.inputs)))  # type: ignore[union-attr]
