@@ -93,6 +93,10 @@ class Dispatcher:
         self.idle_since: dict[str, float] = {}
         self.bound_since: dict[str, float] = {}
         self.bound: dict[str, set[str]] = {}  # session id -> ids of its Bound executors
+        #: executor id -> the session it is in `bound` under (so that an unbind touches one set
+        #: and a session's entry goes with its last executor: `bound` follows what is bound,
+        #: not every session that ever was)
+        self._bound_to: dict[str, str] = {}
         self.reclaiming: set[str] = set()  # fed no more: unbound once their tasks are done
         self.coming: dict[str, int] = {}  # session id -> executors being created or bound for it
         #: the last plan left a session waiting for executors (scheduler.Plan.waiting)
@@ -110,9 +114,10 @@ class Dispatcher:
     def _rebuild(self, state: ClusterState) -> None:
         """Derive the indexes from state (at start, after recovery or a rolled-back turn)."""
         self.bound.clear()
+        self._bound_to.clear()
         for executor in state.executors.values():
             if executor.state is ExecutorState.Bound and executor.session_id is not None:
-                self.bound.setdefault(executor.session_id, set()).add(executor.id)
+                self._bind(executor.id, executor.session_id)
         self.dirty.update(self.bound)
 
     # ------------------------------------------------------------------ notifications
@@ -136,7 +141,7 @@ class Dispatcher:
 
     def executor_bound(self, executor: ExecutorEntry, now: float) -> None:
         assert executor.session_id is not None
-        self.bound.setdefault(executor.session_id, set()).add(executor.id)
+        self._bind(executor.id, executor.session_id)
         self.idle_since[executor.id] = now
         self.bound_since[executor.id] = now
         self.dirty.add(executor.session_id)
@@ -155,9 +160,22 @@ class Dispatcher:
         self.bound_since.pop(executor.id, None)
         self.recall_after.pop(executor.id, None)
         self.launched_at.pop(executor.id, None)
-        for executors in self.bound.values():
+        session_id = self._bound_to.pop(executor.id, None)
+        if session_id is not None:
+            executors = self.bound[session_id]
             executors.discard(executor.id)
+            if not executors:
+                del self.bound[session_id]
         self.schedule_requested = True
+
+    def _bind(self, executor_id: str, session_id: str) -> None:
+        previous = self._bound_to.get(executor_id)
+        if previous is not None and previous != session_id:  # bound again without an unbind
+            self.bound[previous].discard(executor_id)
+            if not self.bound[previous]:
+                del self.bound[previous]
+        self._bound_to[executor_id] = session_id
+        self.bound.setdefault(session_id, set()).add(executor_id)
 
     def recall_answered(self, executor: ExecutorEntry, *, returned: list[int], now: float) -> None:
         """The executor answered a recall: after an answer with nothing returned, no new
