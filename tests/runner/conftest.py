@@ -92,13 +92,18 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleT
 def runner_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemons]:
     """A cluster with its object cache; pip on the executor manager may not reach an index
     (PIP_NO_INDEX), so installs work only from what the node and the package have."""
+    yield from cluster_with_cache(monkeypatch, slots=2)
+
+
+def cluster_with_cache(monkeypatch: pytest.MonkeyPatch, slots: int) -> Iterator[Daemons]:
+    """`runner_cluster`'s body, with one executor manager of `slots` slots."""
     d = Daemons()
     d.env["PIP_NO_INDEX"] = "1"
     monkeypatch.delenv("FLAME_CACHE_ENDPOINT", raising=False)
     try:
         d.start_session_manager()
         d.start_object_cache()
-        d.start_executor_manager("n1", 2)
+        d.start_executor_manager("n1", slots)
         d.wait_ready_nodes(1)
         wait_cache_ready(d)
         flame.connect(d.frontend)

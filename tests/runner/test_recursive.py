@@ -15,8 +15,8 @@ import pytest
 
 from flamed import client as flame
 from flamed.runner import Runner, SessionContext
-from tests.cache.conftest import wait_cache_ready
-from tests.integration.daemons import Daemons, wait_for
+from tests.integration.daemons import Daemons
+from tests.runner.conftest import cluster_with_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -59,23 +59,7 @@ def recursive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Modul
 def cluster3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemons]:
     """A cluster with its object cache and one executor manager with 3 slots (a depth-2
     recursion holds three executors at once)."""
-    d = Daemons()
-    d.env["PIP_NO_INDEX"] = "1"
-    monkeypatch.delenv("FLAME_CACHE_ENDPOINT", raising=False)
-    try:
-        d.start_session_manager()
-        d.start_object_cache()
-        d.start_executor_manager("n1", 3)
-        d.wait_ready_nodes(1)
-        wait_cache_ready(d)
-        flame.connect(d.frontend)
-        yield d
-        flame.disconnect()
-        d.stop_all()
-        wait_for("every test process to exit", lambda: not d.leftovers(), timeout=10)
-    finally:
-        print(d.dump_logs())
-        d.cleanup()
+    yield from cluster_with_cache(monkeypatch, slots=3)
 
 
 def test_recursive_call_into_its_own_session(cluster3: Daemons, recursive: ModuleType) -> None:
