@@ -41,14 +41,12 @@ import fcntl
 import itertools
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from flamed.storage.background import BackgroundSnapshot
 from flamed.storage.durable import FILE_MODE, TMP_SUFFIX, fsync_dir
 from flamed.storage.errors import CorruptLogError, StorageError
-from flamed.storage.framing import check_segment_header, iter_records, scan_frames
-from flamed.storage.recovery import Recovery, SegmentInfo, list_segments
+from flamed.storage.recovery import Recovery, SegmentInfo, list_segments, read_segment, segment_records
 from flamed.storage.snapshot import (
     SNAPSHOT_HEADER_SIZE,
     LoadedSnapshot,
@@ -120,14 +118,7 @@ def read_for_compaction(state_dir: Path, upto: int) -> Recovery:
     for first_seq, path in list_segments(state_dir):
         if first_seq > upto:
             break
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise StorageError(f"cannot read log segment {path}: {exc.strerror}") from exc
-        problem = check_segment_header(data, first_seq)
-        if problem is not None:
-            raise CorruptLogError(f"log segment {path}, offset 0: {problem}")
-        scan = scan_frames(data, first_seq)
+        _, scan = read_segment(path, first_seq)
         last_seq = first_seq + scan.count - 1
         if last_seq <= snapshot_seq:
             continue
@@ -143,25 +134,10 @@ def read_for_compaction(state_dir: Path, upto: int) -> Recovery:
     return Recovery(
         snapshot=snapshot.payload if snapshot else None,
         snapshot_seq=snapshot_seq,
-        records=_records(needed, snapshot_seq, upto),
+        records=segment_records(needed, snapshot_seq, upto),
         records_replayed=count,
         last_seq=upto,
     )
-
-
-def _records(segments: list[SegmentInfo], after_seq: int, upto: int) -> Iterator[bytes]:
-    for segment in segments:
-        try:
-            data = segment.path.read_bytes()
-        except OSError as exc:
-            raise StorageError(f"cannot read log segment {segment.path}: {exc.strerror}") from exc
-        seq = segment.first_seq
-        for record in iter_records(data, segment.size):
-            if seq > upto:
-                return
-            if seq > after_seq:
-                yield record
-            seq += 1
 
 
 def spawn_compactor(state_dir: Path, upto: int, *, module: str = COMPACTOR_MODULE) -> BackgroundSnapshot:

@@ -25,6 +25,7 @@ from pathlib import Path
 from flamed.storage.durable import TMP_SUFFIX, atomic_write, fsync_dir, unused_name
 from flamed.storage.errors import CorruptLogError, StorageError
 from flamed.storage.framing import (
+    Scan,
     check_segment_header,
     iter_records,
     parse_segment_name,
@@ -121,14 +122,7 @@ def read_state_dir(state_dir: Path) -> DirectoryState:
     for index, (first_seq, path) in enumerate(paths):
         last = index == len(paths) - 1
         _check_continuity(path, first_seq, expected, snapshot_seq, segments)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise StorageError(f"cannot read log segment {path}: {exc.strerror}") from exc
-        problem = check_segment_header(data, first_seq)
-        if problem is not None:
-            raise CorruptLogError(f"log segment {path}, offset 0: {problem}; {HOW_TO_RECOVER}")
-        scan = scan_frames(data, first_seq)
+        data, scan = read_segment(path, first_seq, f"; {HOW_TO_RECOVER}")
         if scan.damage is not None:
             if not (last and scan.damage.torn):
                 where = "" if last else " (not the last segment, so this cannot be a torn write)"
@@ -149,7 +143,7 @@ def read_state_dir(state_dir: Path) -> DirectoryState:
     recovery = Recovery(
         snapshot=snapshot.payload if snapshot else None,
         snapshot_seq=snapshot_seq,
-        records=_replay(replay, snapshot_seq),
+        records=segment_records(replay, snapshot_seq),
         records_replayed=count,
         last_seq=last_seq,
         snapshots_set_aside=set_aside,
@@ -204,13 +198,32 @@ def _cut_torn_tail(path: Path, data: bytes, end: int, what: str) -> tuple[Path, 
     return broken, len(data) - end
 
 
-def _replay(segments: list[SegmentInfo], after_seq: int) -> Iterator[bytes]:
+def read_segment(path: Path, first_seq: int, advice: str = "") -> tuple[bytes, Scan]:
+    """The bytes of segment `path` (whose first record is `first_seq`), its header checked and
+    its frames scanned (damage is reported in the scan, not raised). Raises `StorageError` if
+    it cannot be read, `CorruptLogError` (ending with `advice`) if its header is wrong."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read log segment {path}: {exc.strerror}") from exc
+    problem = check_segment_header(data, first_seq)
+    if problem is not None:
+        raise CorruptLogError(f"log segment {path}, offset 0: {problem}{advice}")
+    return data, scan_frames(data, first_seq)
+
+
+def segment_records(segments: list[SegmentInfo], after_seq: int, upto: int | None = None) -> Iterator[bytes]:
+    """The records of `segments` after record `after_seq` (up to record `upto` if given), each
+    segment read again as it is reached (only one is in memory at a time)."""
     for segment in segments:
         try:
             data = segment.path.read_bytes()
         except OSError as exc:
             raise StorageError(f"cannot read log segment {segment.path}: {exc.strerror}") from exc
-        records = iter_records(data, segment.size)
-        for _ in range(max(0, after_seq - segment.first_seq + 1)):
-            next(records)
-        yield from records
+        seq = segment.first_seq
+        for record in iter_records(data, segment.size):
+            if upto is not None and seq > upto:
+                return
+            if seq > after_seq:
+                yield record
+            seq += 1
