@@ -103,7 +103,8 @@ class LimitsConfig(Section):
     max_message_size: int = 64 * 1024 * 1024
     #: Sessions the session manager holds (open and closed); CreateSession beyond: LimitExceeded.
     max_sessions: int = 100_000
-    #: Tasks in one session; CreateTasks beyond: LimitExceeded.
+    #: Tasks one session holds (created and not yet expired under [retention]); CreateTasks
+    #: beyond: LimitExceeded.
     max_tasks_per_session: int = 10_000_000
     #: Bytes of one task input; a bigger one is refused with TooLarge.
     max_task_input_size: int = 16 * 1024 * 1024

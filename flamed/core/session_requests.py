@@ -267,11 +267,13 @@ class SessionRequests:
             raise RequestError(ErrorCode.InvalidState, f"session {session.id} is closed; it takes no new tasks")
         if not request.inputs:
             raise RequestError(ErrorCode.InvalidArgument, "CreateTasks needs at least one input")
-        if session.task_count + len(request.inputs) > config.max_tasks_per_session:
+        # The tasks it holds, not those it ever created: retention expires the oldest finished
+        # tasks of a long-lived session, which may then take new ones for as long as it is open.
+        if session.held + len(request.inputs) > config.max_tasks_per_session:
             raise RequestError(
                 ErrorCode.LimitExceeded,
-                f"session {session.id} would exceed {config.max_tasks_per_session} tasks "
-                "(limits.max_tasks_per_session)",
+                f"session {session.id} would hold more than {config.max_tasks_per_session} tasks "
+                "(limits.max_tasks_per_session; finished tasks go under [retention])",
             )
         if self._held(turn.state) + len(request.inputs) > config.max_tasks:
             raise RequestError(

@@ -345,3 +345,24 @@ def test_stats_totals_come_from_the_state_and_survive_expiry_replay_and_snapshot
     assert h.ctl.stats()["tasks_created_total"] == 24
     assert replayed(h).totals() == totals
     assert decode_state(encode_state(h.state)).totals() == totals
+
+
+def test_a_long_lived_session_is_limited_by_the_tasks_it_holds_not_by_its_history() -> None:
+    """`limits.max_tasks_per_session` counts the tasks a session holds: once retention expired
+    its oldest finished tasks, a long-lived session takes new ones past the limit's number of
+    tasks ever created, and is still refused when it would hold more. Would break: a session
+    open for months refused forever once it created 10 million tasks (the soak found it)."""
+    h = harness(max_finished_tasks=4, max_tasks_per_session=6)
+    h.ctl.retention.due = float("inf")  # no check until the session is full
+    run_session(h, "long", 6, close=False)
+    refused = h.request(fe.CreateTasks(session_id="long", inputs=[b"x"]))
+    assert isinstance(refused, fe.Error), refused
+    assert refused.code == ErrorCode.LimitExceeded, refused
+    assert "limits.max_tasks_per_session" in refused.message
+    h.ctl.retention.due = 0.0
+    h.advance(1.5)  # retention: 2 of the 6 finished go
+    assert h.state.sessions["long"].held == 4
+    assert h.tasks("long", [b"a", b"b"]) == [7, 8]  # 8 created, 6 held
+    refused = h.request(fe.CreateTasks(session_id="long", inputs=[b"c"]))
+    assert isinstance(refused, fe.Error), refused
+    assert refused.code == ErrorCode.LimitExceeded, refused
