@@ -325,6 +325,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "finished_tasks_held": stats.get("finished_tasks_held"),
                 "storage_snapshots": stats.get("storage_snapshots"),
                 "storage_last_snapshot_loop_ms": stats.get("storage_last_snapshot_loop_ms"),
+                "long_lived_tasks_created": long_lived.created,
+                "verdict": verdict(samples),
                 "samples": samples,
                 "milestones": milestones,
             }
@@ -343,6 +345,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ctx.destroy(0)
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def verdict(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 17's checks over the samples: throughput of the last tenth of the run against the
+    first tenth, RSS and state dir after warm-up (the first fifth), the worst Ping p99."""
+    if len(samples) < 5:
+        return {}
+    span = samples[-1]["t"]
+    first = [s["tasks_per_s"] for s in samples if s["t"] <= span / 10 + 1e-9] or [samples[0]["tasks_per_s"]]
+    last = [s["tasks_per_s"] for s in samples if s["t"] > span * 0.9 - 1e-9]
+    warm = [s for s in samples if s["t"] > span / 5]
+    first_rate, last_rate = statistics.mean(first), statistics.mean(last)
+    return {
+        "first_tenth_tasks_per_s": round(first_rate),
+        "last_tenth_tasks_per_s": round(last_rate),
+        "last_vs_first": round(last_rate / first_rate, 3),
+        "rss_mb_after_warmup": [min(s["rss_mb"] for s in warm), max(s["rss_mb"] for s in warm)],
+        "state_dir_mb_after_warmup": [min(s["state_dir_mb"] for s in warm), max(s["state_dir_mb"] for s in warm)],
+        "ping_ms_p99_worst_sample": max((s["ping_ms_p99"] or 0.0) for s in samples),
+    }
 
 
 def main() -> int:
