@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 
 from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, StreamCommand, Watch
 from flamed.client.futures import TaskFuture
-from flamed.client.sinks import Sink, set_result
+from flamed.client.sinks import WatchSinks, set_result
 from protocol import frontend as fe
 
 #: Open watches per client a session manager allows when its `Welcome` does not say.
@@ -124,17 +124,18 @@ def create_request(session_id: str, parts: list[Create], key: str) -> fe.CreateT
     return fe.CreateTasks(session_id=session_id, inputs=inputs, watch=watch, key=key)
 
 
-def hand_out_ids(parts: list[Create], task_ids: list[int]) -> dict[int, list[Sink]]:
-    """Complete each part's future with its slice of `task_ids`; return the sinks to follow."""
+def hand_out_ids(parts: list[Create], task_ids: list[int]) -> WatchSinks:
+    """Complete each part's future with its slice of `task_ids`; return the sinks to follow
+    (each task's sink alone, not in a list: see `sinks.TaskSinks`)."""
     start = 0
-    sinks: dict[int, list[Sink]] = {}
+    sinks: WatchSinks = {}
     for part in parts:
         ids = task_ids[start : start + len(part.inputs)]
         start += len(part.inputs)
         if part.sinks is not None:
+            sinks.update(zip(ids, part.sinks, strict=True))
             for task_id, sink in zip(ids, part.sinks, strict=True):
-                sinks[task_id] = [sink]
-                if isinstance(sink, TaskFuture):
+                if type(sink) is TaskFuture:
                     sink.task_id = task_id
         if part.future is not None:
             set_result(part.future, ids)

@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from flamed.client.errors import FlameError
-from flamed.client.sinks import Sink, fail_sink, set_exception
+from flamed.client.sinks import Sink, WatchSinks, fail_sink, set_exception, sinks_of
 from flamed.client.streams import Stream
 from protocol import frontend as fe
 
@@ -62,7 +62,7 @@ class Watch:
 
     __slots__ = ("session_id", "sinks")
 
-    def __init__(self, session_id: str, sinks: dict[int, list[Sink]]) -> None:
+    def __init__(self, session_id: str, sinks: WatchSinks) -> None:
         self.session_id = session_id
         self.sinks = sinks
 
@@ -113,5 +113,5 @@ def fail_command(command: object, error: FlameError) -> None:
             fail_sink(sink, error)
     elif isinstance(command, Watch):
         for sinks in command.sinks.values():
-            for sink in sinks:
+            for sink in sinks_of(sinks):
                 fail_sink(sink, error)

@@ -6,7 +6,9 @@ time anyone looks at them, and those conditions were a third of the client's CPU
 most of the objects its garbage collector walked (issue 21).
 
 `TaskFuture` makes its condition the first time a thread needs one: to wait for it, to add a
-callback, to cancel it, or to take part in `concurrent.futures.wait` / `as_completed`. Until then
+callback, to cancel it, or to take part in `concurrent.futures.wait` / `as_completed`; the lists
+of waiters and callbacks come with it (the standard library touches them only while holding the
+condition), so a future finished before anyone looks is one object and no list. Until then
 the I/O thread completes it under one module-wide lock that also guards the making of
 conditions, so a thread that starts waiting either sees the result or owns the condition that the
 completion then notifies. Reads of a finished future (`done`, `result`, `exception`) take no lock:
@@ -70,8 +72,7 @@ class TaskFuture(Future[T]):
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+        # no `_waiters` / `_done_callbacks` yet: made with the condition (see `_condition`)
 
     @property
     def _condition(self) -> threading.Condition:
@@ -79,13 +80,21 @@ class TaskFuture(Future[T]):
         if condition is None:
             with _making:
                 if self._lazy_condition is None:
+                    # Every use of these lists in concurrent.futures holds the condition first
+                    # (wait, as_completed, add_done_callback, cancel, set_result, ...).
+                    self._waiters: list[Any] = []
+                    self._done_callbacks: list[Any] = []
                     self._lazy_condition = threading.Condition()
                 condition = self._lazy_condition
         return condition
 
     @_condition.setter
     def _condition(self, condition: threading.Condition) -> None:
-        self._lazy_condition = condition
+        with _making:
+            if self._lazy_condition is None:
+                self._waiters = []
+                self._done_callbacks = []
+            self._lazy_condition = condition
 
     def _complete_alone(self, result: Any, exception: BaseException | None) -> bool:
         """Finish the future here if no thread holds its condition yet; False if one may."""
@@ -101,6 +110,25 @@ class TaskFuture(Future[T]):
         # add_done_callback() all take the condition first. A callback added from now on sees
         # FINISHED and runs at once.
         return True
+
+    def complete(self, result: Any, exception: BaseException | None = None) -> None:
+        """`set_result(result)` (or `set_exception(exception)`) for the I/O thread, which has a
+        result for every task it watches: a future already done (its caller cancelled it) is
+        left as it is, without raising. The cheap path for a future nobody waits on yet."""
+        with _making:
+            if self._lazy_condition is None:
+                if self._state not in _DONE:
+                    self._result = result
+                    self._exception = exception
+                    self._state = FINISHED
+                return
+        try:
+            if exception is None:
+                super().set_result(result)
+            else:
+                super().set_exception(exception)
+        except InvalidStateError:
+            pass
 
     def set_result(self, result: T) -> None:
         if not self._complete_alone(result, None):

@@ -31,10 +31,11 @@ from typing import Any, NamedTuple
 from flamed.client.batching import hand_out_ids
 from flamed.client.commands import Create
 from flamed.client.errors import FlameError, FlameErrorCode, from_server
-from flamed.client.sinks import Sink, fail_sink, set_exception, set_result, update_sink
+from flamed.client.futures import TaskFuture
+from flamed.client.sinks import WatchSinks, complete_run, fail_sink, set_exception, set_result, sinks_of, update_sink
 from flamed.client.streams import Stream
 from protocol import frontend as fe
-from protocol.types import Task
+from protocol.types import Task, TaskState
 
 log = logging.getLogger("flamed.client")
 
@@ -42,8 +43,10 @@ log = logging.getLogger("flamed.client")
 #: `limits.max_watch_task_ids`); a bigger watch goes out as several, each its own watch.
 MAX_WATCH_IDS = 10_000
 
+_SUCCEED = TaskState.Succeed
 
-def split_sinks(sinks: dict[int, list[Sink]]) -> list[dict[int, list[Sink]]]:
+
+def split_sinks(sinks: WatchSinks) -> list[WatchSinks]:
     """`sinks` in chunks of at most `MAX_WATCH_IDS` task ids, in id order."""
     ids = sorted(sinks)
     return [{i: sinks[i] for i in ids[k : k + MAX_WATCH_IDS]} for k in range(0, len(ids), MAX_WATCH_IDS)]
@@ -106,7 +109,7 @@ class ActiveWatch:
 
     __slots__ = ("include_data", "sent", "session_id", "sinks")
 
-    def __init__(self, session_id: str, sinks: dict[int, list[Sink]]) -> None:
+    def __init__(self, session_id: str, sinks: WatchSinks) -> None:
         self.session_id = session_id
         self.sinks = sinks
         self.sent = False
@@ -118,7 +121,7 @@ class OpenWatch(NamedTuple):
 
     request_id: int
     session_id: str
-    sinks: dict[int, list[Sink]]
+    sinks: WatchSinks
 
 
 class InFlight:
@@ -213,12 +216,20 @@ class InFlight:
 
     def _on_updates(self, request_id: int, watch: ActiveWatch, tasks: list[Task]) -> None:
         all_sinks = watch.sinks
+        get = all_sinks.get
         for task in tasks:
-            sinks = all_sinks.get(task.id)
+            sinks = get(task.id)
             if sinks is None:
                 continue
-            if len(sinks) == 1:  # the common case (one `run()` future), without a list per task
-                if update_sink(sinks[0], task) or task.state.is_terminal:
+            if type(sinks) is TaskFuture:  # the common case: one `run()` future, completed in place
+                if task.state is _SUCCEED:
+                    sinks.complete(task.output)
+                elif not complete_run(sinks, task):
+                    continue  # not terminal yet
+                del all_sinks[task.id]
+                continue
+            if not isinstance(sinks, list):  # one sink of another kind
+                if update_sink(sinks, task) or task.state.is_terminal:
                     del all_sinks[task.id]
                 continue
             kept = [sink for sink in sinks if not update_sink(sink, task)]
@@ -311,5 +322,5 @@ def _fail_parts(parts: list[Create], error: FlameError) -> None:
 
 def _fail_watch(watch: ActiveWatch, error: FlameError) -> None:
     for sinks in watch.sinks.values():
-        for sink in sinks:
+        for sink in sinks_of(sinks):
             fail_sink(sink, error)

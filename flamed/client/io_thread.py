@@ -45,7 +45,7 @@ from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, 
 from flamed.client.errors import FlameError, FlameErrorCode, no_reply, unreachable
 from flamed.client.futures import TaskFuture
 from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate, split_sinks
-from flamed.client.sinks import Sink
+from flamed.client.sinks import Sink, WatchSinks
 from flamed.client.streams import Stream
 from flamed.transport import EVENTS, READABLE, WOKEN, ClientLink, ClientSettings, LinkEventKind, client_settings
 from protocol import frontend as fe
@@ -146,7 +146,7 @@ class IoThread:
         self._submit(Run(session_id, data, future))
         return future
 
-    def watch(self, session_id: str, sinks: dict[int, list[Sink]]) -> None:
+    def watch(self, session_id: str, sinks: WatchSinks) -> None:
         """Watch existing tasks; updates go to the sinks until each says it is done."""
         self._submit(Watch(session_id, sinks))
 
@@ -298,7 +298,7 @@ class IoThread:
         self._in_flight.add_create(request_id, record)
         self._enqueue(request_id, request)
 
-    def _start_watch(self, session_id: str, sinks: dict[int, list[Sink]], request_id: int | None = None) -> None:
+    def _start_watch(self, session_id: str, sinks: WatchSinks, request_id: int | None = None) -> None:
         """Follow `sinks`: with `request_id`, under that `CreateTasks{watch}` (the server pushes
         already, no request goes out); without, with a new `WatchTasks`."""
         if not sinks:

@@ -33,6 +33,18 @@ class TaskSink(Protocol):
 Sink = TaskSink | Future[Any]
 """A task's updates go to a TaskSink, or complete a `run()` future (see `complete_run`)."""
 
+TaskSinks = Sink | list[Sink]
+"""Where one watched task's updates go: a sink alone (the common case, one `run()` future per
+task, so a million tasks make no million one-element lists), or several."""
+
+WatchSinks = dict[int, TaskSinks]
+"""The sinks of a watch, by task id."""
+
+
+def sinks_of(entry: TaskSinks) -> list[Sink]:
+    """The sinks of one watched task as a list."""
+    return entry if isinstance(entry, list) else [entry]
+
 
 def failure_message(task: Task) -> str:
     """Why a task failed: its message, else its first Failed event (flamepy's wording)."""

@@ -5,6 +5,7 @@ and a completion racing a thread that starts waiting."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, as_completed, wait
 
 import pytest
@@ -114,3 +115,49 @@ def test_completions_racing_waiters_lose_no_wakeup() -> None:
         thread.join(25)
     assert results[0] == list(range(20_000))
     assert results[1] == list(range(0, 20_000, 7))
+
+
+def test_a_future_nobody_waited_on_holds_no_lists_of_waiters_or_callbacks() -> None:
+    """The waiters and callbacks lists come with the condition: a million finished futures
+    held by a caller are a million objects, not three million. Breaks if __init__ makes them
+    again, or if a future that does get a condition lacks them."""
+    plain: TaskFuture[bytes] = TaskFuture()
+    plain.complete(b"out")
+    assert "_waiters" not in vars(plain)
+    assert "_done_callbacks" not in vars(plain)
+    assert plain.result() == b"out"
+    seen: list[bytes] = []
+    watched: TaskFuture[bytes] = TaskFuture()
+    watched.add_done_callback(lambda f: seen.append(f.result()))
+    assert wait([watched], timeout=0).not_done == {watched}
+    watched.complete(b"late")
+    assert seen == [b"late"]
+    assert watched._waiters == []
+
+
+def test_complete_is_set_result_that_leaves_a_done_future_alone() -> None:
+    """`complete` (the I/O thread's path) finishes a pending future with a result or an
+    exception, wakes a thread waiting on it, and does nothing to one already done (a cancelled
+    run) where set_result would raise."""
+    cancelled: TaskFuture[bytes] = TaskFuture()
+    assert cancelled.cancel()
+    cancelled.complete(b"ignored")
+    assert cancelled.cancelled()
+    finished: TaskFuture[bytes] = TaskFuture()
+    finished.complete(b"first")
+    finished.complete(b"second")
+    assert finished.result() == b"first"
+    failed: TaskFuture[bytes] = TaskFuture()
+    failed.complete(None, ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        failed.result()
+    waited: TaskFuture[bytes] = TaskFuture()
+    got: list[bytes] = []
+    thread = threading.Thread(target=lambda: got.append(waited.result(timeout=20)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while waited._lazy_condition is None and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the waiter holds the condition: the slow path is the one tested
+    waited.complete(b"woken")
+    thread.join(20)
+    assert got == [b"woken"]

@@ -6,9 +6,14 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
+import pytest
+
+from flamed.client.batching import hand_out_ids
+from flamed.client.commands import Create
+from flamed.client.errors import FlameError
 from flamed.client.futures import TaskFuture
 from flamed.client.inflight import ActiveWatch, InFlight
-from flamed.client.sinks import Sink
+from flamed.client.sinks import WatchSinks
 from protocol import frontend as fe
 from protocol.types import Task, TaskState
 
@@ -40,7 +45,7 @@ def test_a_lone_sink_stays_until_it_is_done_or_its_task_is_terminal() -> None:
     """Breaks if the one-sink fast path drops a sink that wants more updates, keeps one that
     said it is done, or keeps watching a task that reached a terminal state."""
     running, done_early, terminal = Recorder(wants=9), Recorder(wants=1), Recorder(wants=9)
-    sinks: dict[int, list[Sink]] = {1: [running], 2: [done_early], 3: [terminal]}
+    sinks: WatchSinks = {1: [running], 2: [done_early], 3: [terminal]}
     inflight = InFlight("ipc://test")
     inflight.watches[1] = ActiveWatch("s", sinks)
     push(inflight, task(1, TaskState.Running), task(2, TaskState.Running), task(3, TaskState.Running))
@@ -67,3 +72,39 @@ def test_run_futures_complete_once_and_a_cancelled_one_is_dropped_quietly() -> N
     assert done.result(timeout=0) == b"out"
     assert cancelled.cancelled()
     assert 1 not in inflight.watches
+
+
+def test_a_run_future_is_followed_alone_not_in_a_list_of_one() -> None:
+    """`hand_out_ids` gives each task its `run()` future alone (no one-element list per task)
+    and the push completes it: Succeed with its output, Failed and Cancelled with a FlameError,
+    a Running update leaving it pending."""
+    futures: list[TaskFuture[Any]] = [TaskFuture("s") for _ in range(4)]
+    part = Create("s", [b"a", b"b", b"c", b"d"], None, list(futures))
+    sinks = hand_out_ids([part], [11, 12, 13, 14])
+    assert sinks == dict(zip([11, 12, 13, 14], futures, strict=True))
+    assert [f.task_id for f in futures] == [11, 12, 13, 14]
+    inflight = InFlight("ipc://test")
+    inflight.watches[1] = ActiveWatch("s", sinks)
+    push(inflight, task(11, TaskState.Succeed, b"A"), task(12, TaskState.Running), task(13, TaskState.Failed))
+    assert futures[0].result(timeout=0) == b"A"
+    assert not futures[1].done()
+    with pytest.raises(FlameError, match="without error message"):
+        futures[2].result(timeout=0)
+    push(inflight, task(14, TaskState.Cancelled), task(12, TaskState.Succeed, None))
+    with pytest.raises(FlameError, match="cancelled"):
+        futures[3].result(timeout=0)
+    assert futures[1].result(timeout=0) is None
+    assert 1 not in inflight.watches
+
+
+def test_a_watch_that_fails_fails_lone_sinks_and_lists_alike() -> None:
+    """A final push with tasks left fails every sink still followed, whether a task has one
+    (not in a list) or several."""
+    lone: TaskFuture[Any] = TaskFuture("s")
+    pair: list[Future[Any]] = [Future(), Future()]
+    inflight = InFlight("ipc://test")
+    inflight.watches[1] = ActiveWatch("s", {1: lone, 2: list(pair)})
+    inflight.dispatch(fe.TaskUpdates(request_id=1, tasks=[], final=True, reason="deleted"))
+    for future in (lone, *pair):
+        with pytest.raises(FlameError, match="deleted"):
+            future.result(timeout=0)

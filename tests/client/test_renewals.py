@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from flamed.client.inflight import MAX_WATCH_IDS, ActiveWatch, InFlight, PendingCall
-from flamed.client.sinks import Sink
+from flamed.client.sinks import WatchSinks
 from flamed.client.streams import Stream
 from protocol import frontend as fe
 from protocol.types import SessionSpec
@@ -31,7 +31,7 @@ def test_renewals_resend_sent_watches_in_chunks_streams_and_repeatable_calls_onl
     flight = InFlight("ipc:///nowhere")
     ids = itertools.count(100)
     future: Future[Any] = Future()
-    sinks: dict[int, list[Sink]] = {i: [Future()] for i in range(1, 2 * MAX_WATCH_IDS + 6)}
+    sinks: WatchSinks = {i: [Future()] for i in range(1, 2 * MAX_WATCH_IDS + 6)}
     big = ActiveWatch("s1", sinks)
     big.sent = True
     flight.watches[1] = big
