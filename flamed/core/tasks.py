@@ -205,6 +205,18 @@ class TaskTable:
             raise IndexError(task_id)
         return self._state[index]
 
+    def held(self, task_id: int) -> bool:
+        """Task `task_id` was created and has not expired (`get` would answer it), without
+        building it."""
+        index = task_id - 1 - self._dropped
+        return task_id > 0 and 0 <= index < len(self._state) and self._state[index] != EXPIRED
+
+    def finished(self, task_id: int) -> bool:
+        """Task `task_id` is held and terminal (Succeed, Failed or Cancelled), without building
+        it: a watch of results asks this of every task that changed."""
+        index = task_id - 1 - self._dropped
+        return task_id > 0 and 0 <= index < len(self._state) and self._state[index] in TERMINAL_CODES
+
     def state(self, task_id: int) -> TaskState:
         return STATES[self.code(task_id)]
 

@@ -129,8 +129,8 @@ class Watch:
         if remaining is not None:
             ids = task_ids & remaining if isinstance(task_ids, set) else remaining.intersection(task_ids)
             if self.terminal_only:
-                task = session.task
-                ids = {i for i in ids if (t := task(i)) is not None and t.state in TERMINAL}
+                finished = session.tasks.finished  # not `session.task`: no task built per id
+                ids = {i for i in ids if finished(i)}
             if not ids:
                 return False
             self.pending |= ids
@@ -369,7 +369,7 @@ class Watches:
         return pushes
 
     def _page(self, session: SessionEntry, watch: Watch) -> tuple[TaskUpdates, int]:
-        lookup = session.task
+        lookup, held = session.task, session.tasks.held
         session_id, include_data = session.id, watch.include_data
         pulled = 0  # ids taken from the watch, expired ones (skipped) included
         last = 0
@@ -378,7 +378,7 @@ class Watches:
             nonlocal pulled, last
             for task_id in watch.ids():
                 pulled += 1
-                if lookup(task_id) is not None:
+                if held(task_id):  # not `lookup`: the task is built once, by `view`
                     last = task_id
                     yield task_id
 

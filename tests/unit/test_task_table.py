@@ -33,10 +33,16 @@ class Model:
 
     def check(self, table: TaskTable) -> None:
         assert table.count == len(self.tasks)
+        for outside in (0, -1, len(self.tasks) + 1):
+            assert not table.held(outside)
+            assert not table.finished(outside)
         for task_id, task in self.tasks.items():
             got = table.get(task_id) if task_id > self.base else None
             expected = None if task_id <= self.base or task.id == 0 else task
             assert got == expected, task_id
+            # the reads that build nothing (a watch asks them of every task that changed)
+            assert table.held(task_id) == (expected is not None), task_id
+            assert table.finished(task_id) == (expected is not None and expected.state.is_terminal), task_id
             if expected is not None:
                 assert table.attempt_and_input(task_id) == (task.attempt, task.input)
                 running = task.state is TaskState.Running
