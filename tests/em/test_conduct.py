@@ -95,6 +95,14 @@ def test_results_in_any_order_for_held_tasks_are_legal() -> None:
     assert conduct.check(executor_in(Stage.Serving), im.TaskResults(results=outcomes)) is Stage.Serving
 
 
+@pytest.mark.parametrize("results", [[(1, 1)], [(1, 1), (2, 1)]])
+def test_results_for_the_oldest_tasks_in_order_are_legal(results: list[tuple[int, int]]) -> None:
+    """The usual message (results of the oldest tasks held, in the order they were given) is
+    checked on a shortcut; breaks if the shortcut refuses it."""
+    outcomes = [im.TaskOutcome(task_id=t, attempt=a, ok=True) for t, a in results]
+    assert conduct.check(executor_in(Stage.Serving), im.TaskResults(results=outcomes)) is Stage.Serving
+
+
 def test_strikes_refuse_a_session_after_the_limit_and_stay_bounded() -> None:
     """Breaks if a session is refused before its third kill, not after it, or if the record of
     sessions grows without a bound (a tenant could make up session ids forever)."""
