@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, StreamCommand, Watch
+from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, StreamCommand, Watch
 from flamed.client.futures import TaskFuture
 from flamed.client.sinks import WatchSinks, set_result
 from protocol import frontend as fe
@@ -51,13 +51,15 @@ def take_turn(commands: Iterable[object]) -> Turn:
     turn = Turn()
     creates = turn.creates
     for command in commands:
-        if type(command) is Run:
-            parts = creates.setdefault(command.session_id, [])
+        if type(command) is TaskFuture:  # a run (commands.py)
+            session_id: str = command.session_id  # type: ignore[assignment]  # a run's future has one
+            parts = creates.setdefault(session_id, [])
             if not parts or parts[-1].future is not None:
-                parts.append(Create(command.session_id, [], None, []))
+                parts.append(Create(session_id, [], None, []))
             run = parts[-1]
-            run.inputs.append(command.input)
-            run.sinks.append(command.future)  # type: ignore[union-attr]
+            run.inputs.append(command.run_input)
+            command.run_input = None  # the part holds it now
+            run.sinks.append(command)  # type: ignore[union-attr]
         elif command is STOP:
             turn.stop = True
         elif isinstance(command, Create):

@@ -1,8 +1,10 @@
 """What callers hand the I/O thread: one small record per command, queued under the lock.
 
 Callers build a command and append it to the thread's deque; only the thread reads it. A
-`Run` is the cheapest command (there may be 100,000 of them); the thread folds runs into
-`Create`s when it takes its turn (see `batching`). `STOP` asks the thread to finish the turn
+`Session.run` is the cheapest command (there may be a million of them): its `TaskFuture`,
+queued as it is, with the input in `run_input` (no object per task besides the future, which
+the caller holds anyway); the thread folds runs into `Create`s when it takes its turn (see
+`batching`). `STOP` asks the thread to finish the turn
 and close. A command still queued when the thread closes is failed by `fail_command`, so no
 future or sink is ever left waiting.
 """
@@ -13,6 +15,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from flamed.client.errors import FlameError
+from flamed.client.futures import TaskFuture
 from flamed.client.sinks import Sink, WatchSinks, fail_sink, set_exception, sinks_of
 from flamed.client.streams import Stream
 from protocol import frontend as fe
@@ -44,17 +47,6 @@ class Create:
         self.inputs = inputs
         self.future = future
         self.sinks = sinks
-
-
-class Run:
-    """One `Session.run`: the cheapest command, since there may be 100,000 of them."""
-
-    __slots__ = ("future", "input", "session_id")
-
-    def __init__(self, session_id: str, data: bytes | None, future: Future[Any]) -> None:
-        self.session_id = session_id
-        self.input = data
-        self.future = future
 
 
 class Watch:
@@ -106,7 +98,9 @@ STOP = object()
 def fail_command(command: object, error: FlameError) -> None:
     """Fail the future and every sink of a command the thread never took (a stream command
     has nothing to fail: streams end only when their owner closes them)."""
-    if isinstance(command, (Call, Create, Run)) and command.future is not None:
+    if isinstance(command, TaskFuture):  # a run
+        set_exception(command, error)
+    elif isinstance(command, (Call, Create)) and command.future is not None:
         set_exception(command.future, error)
     if isinstance(command, Create):
         for sink in command.sinks or ():

@@ -64,10 +64,14 @@ def before_wait(futures: Iterable[Future[Any]]) -> None:
 class TaskFuture(Future[T]):
     """A `Future` whose `threading.Condition` is made only when a thread needs it."""
 
-    def __init__(self, session_id: str | None = None) -> None:  # the base class's would make the condition
+    def __init__(self, session_id: str | None = None, run_input: bytes | None = None) -> None:
+        # (not the base class's __init__: it would make the condition)
         self.task_id: int | None = None  # set once the task exists (documented on Session.run)
         #: the session of the task (for the wait hook)
         self.session_id = session_id
+        #: the input of the `Session.run` this future is the command of, until the I/O thread
+        #: takes it (commands.py: a run is queued as its future, with no object of its own)
+        self.run_input = run_input
         self._lazy_condition: threading.Condition | None = None
         self._state = PENDING
         self._result: Any = None

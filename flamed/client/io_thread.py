@@ -41,7 +41,7 @@ from typing import Any
 import msgspec
 
 from flamed.client.batching import DEFAULT_MAX_WATCHES, create_request, hold, release, take_turn
-from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Run, Watch, fail_command
+from flamed.client.commands import STOP, Call, CloseStream, Create, OpenStream, ResendStream, Watch, fail_command
 from flamed.client.errors import FlameError, FlameErrorCode, no_reply, unreachable
 from flamed.client.futures import TaskFuture
 from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate, split_sinks
@@ -142,8 +142,8 @@ class IoThread:
 
     def run(self, session_id: str, data: bytes | None) -> Future[Any]:
         """Create a task; the future completes as `complete_run` says."""
-        future: Future[Any] = TaskFuture(session_id)
-        self._submit(Run(session_id, data, future))
+        future: TaskFuture[Any] = TaskFuture(session_id, data)
+        self._submit(future)  # its own command (commands.py)
         return future
 
     def watch(self, session_id: str, sinks: WatchSinks) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flamed.client.batching import MAX_BATCH_TASKS, create_request, hold, release, take_turn
-from flamed.client.commands import Create, Run
+from flamed.client.commands import Create
 from flamed.client.errors import FlameError, FlameErrorCode
 from flamed.client.futures import TaskFuture
 from flamed.client.inflight import ActiveWatch, InFlight, PendingCall, PendingCreate
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(30)
 
 def runs(session_id: str, *inputs: bytes) -> dict[str, list[Create]]:
     """One turn of `Session.run` calls (folded into one part, as the I/O thread folds them)."""
-    return take_turn(Run(session_id, data, TaskFuture(session_id)) for data in inputs).creates
+    return take_turn(TaskFuture(session_id, data) for data in inputs).creates
 
 
 def plain(session_id: str, *inputs: bytes) -> Create:
