@@ -27,7 +27,7 @@ import time
 from collections import deque
 
 from flamed.client.futures import set_wait_hook
-from flamed.service.types import ApplicationContext, FlameService, SessionContext, TaskContext
+from flamed.service.types import ApplicationContext, FlameService, SessionContext, task_context
 from flamed.transport import connect_dealer
 from protocol import backend as be
 from protocol import codec
@@ -193,24 +193,23 @@ class _Runner:
         self.send(im.SessionEntered(ok=True))
 
     def invoke(self, task: be.TaskAssignment) -> None:
-        context = TaskContext(task_id=str(task.task_id), session_id=self.session_id, input=task.input)
-        self.running, self.said_waiting = task, False
+        context = task_context(str(task.task_id), self.session_id, task.input)
+        self.running = task
+        self.said_waiting = False
         try:
-            output = self.service.on_task_invoke(context)
-            if output is not None and not isinstance(output, bytes | bytearray | memoryview):
-                raise TypeError(f"on_task_invoke must return bytes or None, not {type(output).__name__}")
+            answer: object = self.service.on_task_invoke(context)  # a tenant's code: any type
+            output: bytes | None
+            if answer is None or type(answer) is bytes:  # the usual answers, checked first
+                output = answer
+            elif isinstance(answer, bytes | bytearray | memoryview):
+                output = bytes(answer)
+            else:
+                raise TypeError(f"on_task_invoke must return bytes or None, not {type(answer).__name__}")
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             self.results.append(im.TaskOutcome(task_id=task.task_id, attempt=task.attempt, ok=False, message=message))
             return
-        self.results.append(
-            im.TaskOutcome(
-                task_id=task.task_id,
-                attempt=task.attempt,
-                ok=True,
-                output=None if output is None else bytes(output),
-            )
-        )
+        self.results.append(im.TaskOutcome(task_id=task.task_id, attempt=task.attempt, ok=True, output=output))
 
     def leave(self) -> None:
         self.flush()
