@@ -32,7 +32,7 @@ import msgspec
 
 from flamed.core.machines import InvalidTransition
 from flamed.core.machines.task import TASK, TaskTrigger
-from protocol.types import Event, TaskState
+from protocol.types import Event, Task, TaskState
 
 #: State codes (an index into `STATES`); `EXPIRED` marks a slot retention deleted.
 STATES = list(TaskState)
@@ -250,6 +250,42 @@ class TaskTable:
         if code == EXPIRED:
             return None
         return self._entry(task_id, index, code)
+
+    def pushed(self, task_id: int, session_id: str, include_data: bool) -> Task | None:
+        """The wire view of task `task_id` in a watch push (`views.task_view` without events),
+        or None as `get`: built from the columns in one step, since a session manager pushes
+        every task it finishes (a `TaskEntry` first, then the view, cost twice as much)."""
+        index = task_id - 1 - self._dropped
+        if task_id <= 0 or index < 0 or index >= len(self._state):
+            return None
+        code = self._state[index]
+        if code == EXPIRED:
+            return None
+        task_input: bytes | None = None
+        output: bytes | None = None
+        if include_data:
+            flags = self._flags[index]
+            if not flags & _INPUT_NONE:
+                origin = self._in_origin
+                task_input = bytes(self._inputs[self._in_off[index] - origin : self._in_off[index + 1] - origin])
+            if not flags & _OUTPUT_NONE:
+                where, length = self._out_off[index], self._out_len[index]
+                start = where & _POS
+                output = bytes(self._chunks[where >> 32][start : start + length]) if length else b""
+        done = self._done[index]
+        return Task(
+            id=task_id,
+            session_id=session_id,
+            state=STATES[code],
+            input=task_input,
+            output=output,
+            creation_time=self._ctime_value[bisect.bisect_right(self._ctime_first, task_id) - 1],
+            completion_time=done if done >= 0 else None,
+            attempt=self._attempt[index],
+            retry_count=self._retry[index],
+            executor_id=self._executors[self._exe[index]] if code == _RUNNING else None,
+            message=self._messages.get(task_id),
+        )
 
     def slot(self, index: int) -> TaskEntry:
         """The task at position `index` of the table (`EXPIRED_TASK` if it expired)."""

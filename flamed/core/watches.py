@@ -34,7 +34,6 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from flamed.core import pages
 from flamed.core import records as r
 from flamed.core.state import ClusterState, SessionEntry
-from flamed.core.views import task_view
 from protocol.frontend import TaskUpdates
 from protocol.types import SessionState, Task, TaskState
 
@@ -369,7 +368,7 @@ class Watches:
         return pushes
 
     def _page(self, session: SessionEntry, watch: Watch) -> tuple[TaskUpdates, int]:
-        lookup, held = session.task, session.tasks.held
+        held, pushed = session.tasks.held, session.tasks.pushed
         session_id, include_data = session.id, watch.include_data
         pulled = 0  # ids taken from the watch, expired ones (skipped) included
         last = 0
@@ -378,15 +377,15 @@ class Watches:
             nonlocal pulled, last
             for task_id in watch.ids():
                 pulled += 1
-                if held(task_id):  # not `lookup`: the task is built once, by `view`
+                if held(task_id):  # the task is built once, by `view`
                     last = task_id
                     yield task_id
 
         def view(task_id: int) -> Task:
-            # pushes carry state and message; GetTask gives the events
-            task = lookup(task_id)
+            # pushes carry state and message; GetTask gives the events (`TaskTable.pushed`)
+            task = pushed(task_id, session_id, include_data)
             assert task is not None  # live_ids gives live tasks only
-            return task_view(session_id, task, include_data=include_data, include_events=False)
+            return task
 
         tasks, size = pages.page(live_ids(), view, self.max_page_tasks, self.max_page_bytes)
         # The page stops either after its last task or on a task it had no room for (pulled,

@@ -17,6 +17,7 @@ from flamed.core.machines import InvalidTransition
 from flamed.core.machines.task import TaskTrigger
 from flamed.core.records import TaskFinish
 from flamed.core.tasks import TaskColumnsSnap, TaskEntry, TaskTable
+from flamed.core.views import task_view
 from protocol.types import Event, TaskState
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,6 +37,7 @@ class Model:
         for outside in (0, -1, len(self.tasks) + 1):
             assert not table.held(outside)
             assert not table.finished(outside)
+            assert table.pushed(outside, "s", True) is None
         for task_id, task in self.tasks.items():
             got = table.get(task_id) if task_id > self.base else None
             expected = None if task_id <= self.base or task.id == 0 else task
@@ -43,6 +45,9 @@ class Model:
             # the reads that build nothing (a watch asks them of every task that changed)
             assert table.held(task_id) == (expected is not None), task_id
             assert table.finished(task_id) == (expected is not None and expected.state.is_terminal), task_id
+            for data in (True, False):  # a watch push's view, built from the columns in one step
+                view = None if expected is None else task_view("s", expected, include_data=data, include_events=False)
+                assert table.pushed(task_id, "s", data) == view, task_id
             if expected is not None:
                 assert table.attempt_and_input(task_id) == (task.attempt, task.input)
                 running = task.state is TaskState.Running
