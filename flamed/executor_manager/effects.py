@@ -106,9 +106,11 @@ class CancelTimer:
 
 @dataclass(frozen=True)
 class Report:
-    """Queue a report for the session manager (sent at the end of the loop turn)."""
+    """Queue reports for the session manager, in order (sent at the end of the loop turn).
+    Consecutive reports are one effect (`Holding.report` appends to the last one): an
+    instance's results make one report per task."""
 
-    report: be.ExecutorReport
+    reports: list[be.ExecutorReport]
 
 
 @dataclass(frozen=True)

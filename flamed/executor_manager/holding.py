@@ -69,7 +69,11 @@ class Holding:
         self._out.append(effect)
 
     def report(self, report: be.ExecutorReport) -> None:
-        self._emit(Report(report))
+        out = self._out
+        if out and type(out[-1]) is Report:  # the reports of a turn's results: one effect
+            out[-1].reports.append(report)
+        else:
+            out.append(Report([report]))
 
     def take_effects(self) -> list[Effect]:
         """The effects decided since the last call, in order (the events return them too)."""

@@ -196,8 +196,8 @@ class Executors:
         the next effect (as if the core had done the I/O itself)."""
         for effect in effects:
             match effect:
-                case fx.Report(report=report):
-                    self.reports.append(report)
+                case fx.Report(reports=reports):
+                    self.reports.extend(reports)
                 case fx.Send(executor_id=executor_id, message=message):
                     instance = self._processes.get(executor_id)
                     if instance is not None and not try_send(self.instances, [instance.token, *codec.encode(message)]):

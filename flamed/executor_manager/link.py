@@ -62,8 +62,9 @@ class BackendLink:
         self.attempts = 0
         self.last_sent = 0.0
         self.last_heard = 0.0
-        #: (seq of the Reports that carried it, or 0 if never sent; the completion)
-        self.unacked: deque[tuple[int, be.TaskCompleted]] = deque()
+        #: (seq of the Reports that carried them, or 0 if never sent; the completions), one
+        #: entry per frame rather than per completion (a frame may carry hundreds)
+        self.unacked: deque[tuple[int, list[be.TaskCompleted]]] = deque()
         self.not_resent: list[be.TaskCompleted] = []
 
     # ------------------------------------------------------------------ registration
@@ -180,14 +181,20 @@ class BackendLink:
         return self.registered and now - self.last_sent >= self.heartbeat_interval
 
     def keep(self, seq: int, completions: list[be.TaskCompleted]) -> None:
-        self.unacked.extend((seq, c) for c in completions)
+        if completions:
+            self.unacked.append((seq, completions))
+
+    def kept(self) -> list[be.TaskCompleted]:
+        """The completions kept (not acknowledged yet), in order."""
+        return [c for _, frame in self.unacked for c in frame]
 
     def take_for_resend(self, wanted: set[tuple[str, int, int]]) -> list[be.TaskCompleted]:
         """After a registration: the kept completions whose task the snapshot still lists on
         that executor (the others were recorded already or given to another executor)."""
-        resend = [c for _, c in self.unacked if (c.executor_id, c.task_id, c.attempt) in wanted]
+        kept = self.kept()
+        resend = [c for c in kept if (c.executor_id, c.task_id, c.attempt) in wanted]
         #: the completions just given up: recorded already, or their task was retried elsewhere
-        self.not_resent = [c for _, c in self.unacked if (c.executor_id, c.task_id, c.attempt) not in wanted]
+        self.not_resent = [c for c in kept if (c.executor_id, c.task_id, c.attempt) not in wanted]
         self.unacked.clear()
         self.ack = 0
         return resend

@@ -47,8 +47,8 @@ class FakeShell:
     def run(self, effects: Iterable[fx.Effect]) -> None:
         for effect in effects:
             match effect:
-                case fx.Report(report=report):
-                    self.reports.append(report)
+                case fx.Report(reports=reports):
+                    self.reports.extend(reports)
                 case fx.Send(executor_id=executor_id, message=message):
                     if executor_id in self.unreachable:
                         self.run(self.core.unreachable(executor_id, self.now))

@@ -54,7 +54,7 @@ def test_completions_are_kept_until_acknowledged_and_resent_if_still_wanted() ->
     link.keep(seq2, [completion(3)])
     link.keep(0, [completion(4)])  # made while cut off
     link.acknowledged(seq1)
-    assert [c.task_id for _, c in link.unacked] == [3, 4]
+    assert [c.task_id for c in link.kept()] == [3, 4]
     resend = link.take_for_resend({("e1", 3, 1), ("e1", 4, 1), ("e2", 9, 1)})
     assert [c.task_id for c in resend] == [3, 4]
     assert not link.unacked
