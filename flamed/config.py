@@ -44,7 +44,7 @@ class ClusterConfig(Section):
     #: Seconds between periodic scheduling passes (events also trigger passes).
     schedule_interval: float = 0.1
     #: How many tasks may be queued on one executor beyond the one it runs.
-    dispatch_depth: int = 64
+    dispatch_depth: int = 128
     #: Seconds an executor of a session may stay idle while another executor of the session
     #: holds tasks it has not started; they are then recalled and shared again (executors that
     #: joined a running session get work). 0 = never recall.

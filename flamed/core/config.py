@@ -25,7 +25,7 @@ class CoreConfig:
     session_bind_retry_limit: int = 5
     schedule_interval: float = 0.1
     policies: tuple[str, ...] = ("priority", "drf")
-    dispatch_depth: int = 64
+    dispatch_depth: int = 128
     rebalance_after: float = 0.5
     max_sessions: int = 100_000
     max_tasks: int = 10_000_000

@@ -29,11 +29,12 @@ log = logging.getLogger("flamed.executor_manager")
 #: retry is counted); the others come back unstarted. A result sent just before the death can
 #: be lost with the process, so an innocent task may be blamed: a task that comes back
 #: unstarted from one death and is again in flight at another is blamed too (`suspects`), so a
-#: task that kills its instance at once cannot loop forever uncounted. 64: with the session
-#: manager's default `dispatch_depth` (65 tasks per executor between it and the instance), a
-#: message then carries about 32 tasks each way (21 with a window of 32); each message costs the
-#: executor manager and the instance a send, a wake-up and a decode (issue 21: CPU per task).
-INSTANCE_WINDOW = 64
+#: task that kills its instance at once cannot loop forever uncounted. 128, with the session
+#: manager's default `dispatch_depth` of 128 (129 tasks per executor between it and the
+#: instance): a message carries about 64 tasks each way (21 with 32 and 64); each message costs
+#: the executor manager and the instance a send, a wake-up and a decode (issue 21: CPU per
+#: task). At most 128 x FAST_TASK = 0.64 s of work waits on an instance (a drain lets it finish).
+INSTANCE_WINDOW = 128
 #: The window until the instance's tasks are known to be fast (take at most FAST_TASK seconds
 #: on average): the running task and the next. For slower tasks a deep window saves next to
 #: nothing, and it would hold tasks that a graceful drain must wait for (queued tasks are handed

@@ -44,7 +44,7 @@ def test_window_follows_task_pace_and_suspects(setup: tuple[ExecutorsCore, Local
     A suspect near: one at a time. Breaks if fast tasks go one message per task again, or
     slow or long tasks pile up on an instance."""
     holder, executor = setup
-    executor.queue.extend(tasks([b"x"] * 200))
+    executor.queue.extend(tasks([b"x"] * (3 * instance_window.INSTANCE_WINDOW)))  # enough for every step
     holder.pump(executor)
     assert invoked(holder) == [1, 2]
 
