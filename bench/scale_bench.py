@@ -186,6 +186,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wakeups(pid: int) -> int:
+    """How many times the main thread of `pid` went to sleep and woke (voluntary switches)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds of each thread of `pid` by thread name (ZeroMQ's I/O thread is "ZMQbg/IO/0")."""
     found: dict[str, float] = {}
@@ -303,11 +311,12 @@ def run(nodes: int, slots: int, tasks: int, idle_seconds: float, sim_procs: int)
 
         sim_pids = [s.pid for s in simulators]
         cpu0, sims0, t0 = cpu_seconds(sm.pid), sum(map(cpu_seconds, sim_pids)), time.monotonic()
-        threads0 = thread_cpu_seconds(sm.pid)
+        threads0, wakeups0 = thread_cpu_seconds(sm.pid), wakeups(sm.pid)
         time.sleep(idle_seconds)
         idle_s = time.monotonic() - t0
         results["sm_cpu_idle_percent"] = round(100 * (cpu_seconds(sm.pid) - cpu0) / idle_s, 1)
         threads = thread_cpu_seconds(sm.pid)
+        results["sm_loop_wakeups_per_s"] = round((wakeups(sm.pid) - wakeups0) / idle_s)
         results["sm_cpu_idle_percent_by_thread"] = {
             name: round(100 * (spent - threads0.get(name, 0.0)) / idle_s, 1) for name, spent in sorted(threads.items())
         }

@@ -7,12 +7,14 @@ changes only to what `CONNECTION.next` returns. `NodeLinks` (links.py) owns ever
 parts and the daemon see one only as a `LinkView`, read-only, and the dispatcher asks which
 nodes may get work through a `Readiness` view. A `LinksCheckpoint` is the link table as a
 durable turn left it (links.py `restore`). A `LinkOrder` keeps link names oldest first by a
-time that only grows (last heard, last sent to), so that the scans for silent links and for
-heartbeats to send cost what they find, not the cluster's size.
+time that only grows (last heard, last sent to), and a `DrainOrder` the Draining links by drain
+deadline, so that the scans for silent links, for heartbeats to send and for drains that ran
+out cost what they find, not the cluster's size.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -187,3 +189,44 @@ class LinkOrder:
 
     def __len__(self) -> int:
         return len(self._order)
+
+
+class DrainOrder:
+    """The names of the Draining links, soonest drain deadline first: `expired` costs the
+    drains that ran out, not every Draining link (after a registration storm thousands may
+    drain at once, and a scan of them all ten times a second was 8% of the loop). A link's
+    deadline is read when it is added; an entry whose link has since left, or drains again to
+    another deadline, is dropped when it comes up."""
+
+    __slots__ = ("_heap", "_names")
+
+    def __init__(self, links: Iterable[NodeLink] = ()) -> None:
+        self._names: set[str] = set()
+        self._heap: list[tuple[float, str]] = []
+        for link in links:
+            self.add(link)
+
+    def add(self, link: NodeLink) -> None:
+        """`link` is Draining with its `drain_deadline` set."""
+        self._names.add(link.name)
+        if link.drain_deadline is not None:
+            heapq.heappush(self._heap, (link.drain_deadline, link.name))
+
+    def discard(self, name: str) -> None:
+        self._names.discard(name)
+
+    def expired(self, now: float, links: Mapping[str, NodeLink]) -> list[str]:
+        """The names whose drain ran out by `now`, in name order (each once)."""
+        heap, found = self._heap, set()
+        while heap and heap[0][0] <= now:
+            deadline, name = heapq.heappop(heap)
+            link = links.get(name)
+            if name in self._names and link is not None and link.drain_deadline == deadline:
+                found.add(name)
+        return sorted(found)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __len__(self) -> int:
+        return len(self._names)
