@@ -183,9 +183,13 @@ class NodeLinks:
         self._by_peer = {link.peer: link for link in self._links.values() if link.peer is not None}
         self._undo = {}
         connected = [link for link in self._links.values() if link.connection is ConnectionState.Connected]
-        self._heard = LinkOrder(link.name for link in sorted(connected, key=lambda link: link.last_seen))
+        self._heard = LinkOrder(
+            (link.name, link.last_seen) for link in sorted(connected, key=lambda link: link.last_seen)
+        )
         with_peer = [link for link in connected if link.peer is not None]
-        self._quiet = LinkOrder(link.name for link in sorted(with_peer, key=lambda link: link.last_sent))
+        self._quiet = LinkOrder(
+            (link.name, link.last_sent) for link in sorted(with_peer, key=lambda link: link.last_sent)
+        )
         draining = (link for link in self._links.values() if link.connection is ConnectionState.Draining)
         self._draining = DrainOrder(draining)
 
@@ -226,7 +230,7 @@ class NodeLinks:
             self._keep(link.name)  # for its receive sequence, and its ack in _on_link
         link.recv_seq = message.seq
         link.last_seen = turn.now.mono
-        self._heard.touch(link.name)
+        self._heard.touch(link.name, link.last_seen)
         return link
 
     def _on_link(self, turn: Turn, link: NodeLink, message: LinkMessage) -> None:
@@ -339,8 +343,8 @@ class NodeLinks:
         link.key = sender.key
         self._links[name] = link
         self._by_peer[peer] = link
-        self._heard.touch(name)
-        self._quiet.touch(name)
+        self._heard.touch(name, link.last_seen)
+        self._quiet.touch(name, link.last_sent)
         self._draining.discard(name)
         turn.count("registrations")
         log.info("node %s: Ready (epoch %d, %d executors kept)", name, epoch, len(kept))
@@ -376,7 +380,7 @@ class NodeLinks:
         names: Iterable[str] = self._due
         if now >= self._next_scan:
             self._next_scan = now + self._scan_period
-            quiet = self._quiet.older(lambda name: now - table[name].last_sent >= interval)
+            quiet = self._quiet.older(now, interval)
             names = [*quiet, *self._due]  # one twice is harmless: sent once, then recent
         self._due = set()
         for name in names:
@@ -397,7 +401,7 @@ class NodeLinks:
             else:
                 continue
             link.last_sent = now
-            self._quiet.touch(name)
+            self._quiet.touch(name, now)
             turn.push_node(link.peer, message)
 
     # ------------------------------------------------------------------ timers
@@ -429,7 +433,7 @@ class NodeLinks:
         self._next_judgement = now + self._scan_period
         links, limit = self._links, self._silence_limit
         heard = self._heard_all if now - self._heard_all <= self.config.drain_timeout else now
-        for name in self._heard.older(lambda name: heard - links[name].last_seen > limit):
+        for name in self._heard.older(heard, limit, strictly=True):
             link = links[name]
             self._silence(turn, link, f"no message for {now - link.last_seen:.1f}s")
         for name in self._draining.expired(now, links):

@@ -220,6 +220,11 @@ def close_monitored(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes], linger:
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+#: pyzmq's send without its Python layer (`zmq.Socket.send` looks at two DRAFT-only arguments,
+#: then calls this): the session manager sends each of 10,000 nodes a heartbeat a second.
+_send_frame = zmq.backend.Socket.send
 
 
 def drain(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[Frames]:
@@ -246,16 +251,19 @@ def drain_with_user(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[tu
 
 
 def readable(sock: zmq.Socket[bytes]) -> bool:
-    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+    return bool(int(sock.get(_EVENTS)) & _POLLIN)
 
 
 def try_send(sock: zmq.Socket[bytes], frames: Frames) -> bool:
     """Send without blocking; False if the peer is unknown/gone (ROUTER) or its queue is full."""
-    send, last = sock.send, len(frames) - 1
+    if not frames:
+        return True
+    send, more, last = _send_frame, _NOBLOCK | _SNDMORE, frames[-1]
     try:
         # Atomic as `send_multipart`: once the first frame is taken, so is the whole message.
-        for i, frame in enumerate(frames):
-            send(frame, _NOBLOCK if i == last else _NOBLOCK | _SNDMORE)
+        for i in range(len(frames) - 1):
+            send(sock, frames[i], more)
+        send(sock, last, _NOBLOCK)
     except zmq.Again:
         return False
     except zmq.ZMQError as exc:
