@@ -422,7 +422,10 @@ def main() -> int:
     if args.quick:
         args.nodes, args.tasks, args.idle = 50, 10_000, 3.0
     sim_procs = args.sim_procs or max(1, -(-args.nodes // 1000))
+    load_before = os.getloadavg()[0]
     results = run(args.nodes, args.slots, args.tasks, args.idle, sim_procs)
+    # A shared machine's load moves every figure here (the simulators share its cores too).
+    results["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
     for key, value in results.items():
         print(f"{key:28} {value}")
