@@ -59,7 +59,12 @@ SIM_SWEEP = 1.0
 
 class FakeNode:
     def __init__(
-        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str, slots: int, sent: set[FakeNode]
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        name: str,
+        slots: int,
+        sent: set[FakeNode] | None = None,
     ) -> None:
         self.name = name
         self.slots = slots
@@ -70,8 +75,9 @@ class FakeNode:
         #: the descriptor that wakes the simulator when this socket may have something to read
         self.fd = int(self.sock.getsockopt(zmq.FD))
         #: nodes that sent since their socket was last read (a send may take the wake-up of
-        #: the socket's descriptor, so they are read after every send)
-        self._sent = sent
+        #: the socket's descriptor, so they are read after every send); a caller that polls
+        #: the sockets themselves (bench/soak.py) has no use for it
+        self._sent: set[FakeNode] = sent if sent is not None else set()
         self.epoch = 0
         self.seq = 0
         self.executors: dict[str, str | None] = {}
