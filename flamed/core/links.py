@@ -39,7 +39,7 @@ from flamed.core import records as r
 from flamed.core.config import CoreConfig
 from flamed.core.executor_reports import apply_reports, lose_executor
 from flamed.core.machines.connection import ConnectionTrigger
-from flamed.core.node_link import LinkOrder, LinksCheckpoint, LinkView, NodeLink, Readiness
+from flamed.core.node_link import DrainOrder, LinkOrder, LinksCheckpoint, LinkView, NodeLink, Readiness
 from flamed.core.refusals import RefusalLog
 from flamed.core.stalls import Stalls
 from flamed.core.state import ClusterState
@@ -89,13 +89,13 @@ class NodeLinks:
         # that have commands to send (`_due`), so a turn costs what it does, not the cluster's size.
         # A scan reads only the links it may act on: the Connected ones oldest heard first
         # (`_heard`) or oldest sent to first (`_quiet`), up to the first that is recent enough,
-        # and the Draining ones (`_draining`, few).
+        # and the Draining ones whose drain ran out (`_draining`, by deadline).
         self._next_scan = 0.0
         self._next_judgement = 0.0
         self._due: set[str] = set()
         self._heard = LinkOrder()
         self._quiet = LinkOrder()
-        self._draining: set[str] = set()
+        self._draining = DrainOrder()
         # When the daemon last read every node message waiting (`heard_all`): silence is judged
         # as of then, so that a heartbeat still waiting in the socket behind a long backlog
         # (10,000 nodes registering at once) never makes its node Unknown.
@@ -140,7 +140,7 @@ class NodeLinks:
             link.move(ConnectionTrigger.silence)  # not heard since the restart
             link.drain_deadline = now.mono + drain
             self._links[node.name] = link
-            self._draining.add(node.name)
+            self._draining.add(link)
             log.info("node %s: Unknown after restart; drain timer %.1fs%s", node.name, drain, self._restart_drain_why)
 
     def checkpoint(self) -> LinksCheckpoint:
@@ -183,10 +183,15 @@ class NodeLinks:
         self._by_peer = {link.peer: link for link in self._links.values() if link.peer is not None}
         self._undo = {}
         connected = [link for link in self._links.values() if link.connection is ConnectionState.Connected]
-        self._heard = LinkOrder(link.name for link in sorted(connected, key=lambda link: link.last_seen))
+        self._heard = LinkOrder(
+            (link.name, link.last_seen) for link in sorted(connected, key=lambda link: link.last_seen)
+        )
         with_peer = [link for link in connected if link.peer is not None]
-        self._quiet = LinkOrder(link.name for link in sorted(with_peer, key=lambda link: link.last_sent))
-        self._draining = {link.name for link in self._links.values() if link.connection is ConnectionState.Draining}
+        self._quiet = LinkOrder(
+            (link.name, link.last_sent) for link in sorted(with_peer, key=lambda link: link.last_sent)
+        )
+        draining = (link for link in self._links.values() if link.connection is ConnectionState.Draining)
+        self._draining = DrainOrder(draining)
 
     # ------------------------------------------------------------------ messages
 
@@ -225,7 +230,7 @@ class NodeLinks:
             self._keep(link.name)  # for its receive sequence, and its ack in _on_link
         link.recv_seq = message.seq
         link.last_seen = turn.now.mono
-        self._heard.touch(link.name)
+        self._heard.touch(link.name, link.last_seen)
         return link
 
     def _on_link(self, turn: Turn, link: NodeLink, message: LinkMessage) -> None:
@@ -338,8 +343,8 @@ class NodeLinks:
         link.key = sender.key
         self._links[name] = link
         self._by_peer[peer] = link
-        self._heard.touch(name)
-        self._quiet.touch(name)
+        self._heard.touch(name, link.last_seen)
+        self._quiet.touch(name, link.last_sent)
         self._draining.discard(name)
         turn.count("registrations")
         log.info("node %s: Ready (epoch %d, %d executors kept)", name, epoch, len(kept))
@@ -375,7 +380,7 @@ class NodeLinks:
         names: Iterable[str] = self._due
         if now >= self._next_scan:
             self._next_scan = now + self._scan_period
-            quiet = self._quiet.older(lambda name: now - table[name].last_sent >= interval)
+            quiet = self._quiet.older(now, interval)
             names = [*quiet, *self._due]  # one twice is harmless: sent once, then recent
         self._due = set()
         for name in names:
@@ -396,7 +401,7 @@ class NodeLinks:
             else:
                 continue
             link.last_sent = now
-            self._quiet.touch(name)
+            self._quiet.touch(name, now)
             turn.push_node(link.peer, message)
 
     # ------------------------------------------------------------------ timers
@@ -428,16 +433,11 @@ class NodeLinks:
         self._next_judgement = now + self._scan_period
         links, limit = self._links, self._silence_limit
         heard = self._heard_all if now - self._heard_all <= self.config.drain_timeout else now
-        for name in self._heard.older(lambda name: heard - links[name].last_seen > limit):
+        for name in self._heard.older(heard, limit, strictly=True):
             link = links[name]
             self._silence(turn, link, f"no message for {now - link.last_seen:.1f}s")
-        expired = [
-            links[name]
-            for name in self._draining
-            if (deadline := links[name].drain_deadline) is not None and now >= deadline
-        ]
-        for link in sorted(expired, key=lambda link: link.name):
-            self._close(turn, link, ConnectionTrigger.drain_expired, "drain timeout expired")
+        for name in self._draining.expired(now, links):
+            self._close(turn, links[name], ConnectionTrigger.drain_expired, "drain timeout expired")
 
     def _silence(self, turn: Turn, link: NodeLink, reason: str) -> None:
         """The node is no longer heard (or may no longer be): Unknown, its drain timer started."""
@@ -446,7 +446,7 @@ class NodeLinks:
         link.drain_deadline = turn.now.mono + self.config.drain_timeout
         self._heard.discard(link.name)
         self._quiet.discard(link.name)
-        self._draining.add(link.name)
+        self._draining.add(link)
         turn.count("nodes_silent")
         turn.commit(r.NodeChanged(time=turn.now.wall, name=link.name, trigger="silent", reason=reason))
         log.warning("node %s: Unknown (%s); cleanup in %.1fs", link.name, reason, self.config.drain_timeout)

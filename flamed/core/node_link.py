@@ -7,14 +7,16 @@ changes only to what `CONNECTION.next` returns. `NodeLinks` (links.py) owns ever
 parts and the daemon see one only as a `LinkView`, read-only, and the dispatcher asks which
 nodes may get work through a `Readiness` view. A `LinksCheckpoint` is the link table as a
 durable turn left it (links.py `restore`). A `LinkOrder` keeps link names oldest first by a
-time that only grows (last heard, last sent to), so that the scans for silent links and for
-heartbeats to send cost what they find, not the cluster's size.
+time that only grows (last heard, last sent to), and a `DrainOrder` the Draining links by drain
+deadline, so that the scans for silent links, for heartbeats to send and for drains that ran
+out cost what they find, not the cluster's size.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,34 +154,40 @@ class Readiness:
 
 
 class LinkOrder:
-    """Node names, oldest first by a time that only grows (the monotonic time each link was
-    last heard from, or last sent to). `touch` moves a name to the end (its time is now the
-    newest); `older` finds the names whose time is old enough by reading from the front and
-    stopping at the first that is not: a scan costs what it finds (a scan of every
-    link ten times a heartbeat interval was a third of an idle session manager at 10,000 nodes)."""
+    """Node names with a time each (when its link was last heard from, or last sent to),
+    oldest first; a name's time only grows. `touch` gives a name its new time and makes it the
+    newest; `older` finds the names whose time is old enough by reading from the front and
+    stopping at the first that is not: a scan costs what it finds (a scan of every link ten
+    times a heartbeat interval was a third of an idle session manager at 10,000 nodes). The
+    times are kept here, so a scan reads no link."""
 
     __slots__ = ("_order",)
 
-    def __init__(self, names: Iterable[str] = ()) -> None:
-        self._order: OrderedDict[str, None] = OrderedDict.fromkeys(names)
+    def __init__(self, entries: Iterable[tuple[str, float]] = ()) -> None:
+        self._order: OrderedDict[str, float] = OrderedDict(entries)
 
-    def touch(self, name: str) -> None:
+    def touch(self, name: str, time: float) -> None:
         order = self._order
-        order[name] = None
+        order[name] = time
         order.move_to_end(name)
 
     def discard(self, name: str) -> None:
         self._order.pop(name, None)
 
-    def older(self, is_old: Callable[[str], bool]) -> list[str]:
-        """The names from the oldest on for which `is_old(name)` holds, up to the first for
-        which it does not: `is_old` must say "its time is old enough", so that it holds of
-        every name before one it holds of."""
+    def older(self, now: float, age: float, *, strictly: bool = False) -> list[str]:
+        """The names from the oldest on whose time is `age` or more before `now` (more than
+        `age` if `strictly`), up to the first that is not."""
         found = []
-        for name in self._order:
-            if not is_old(name):
-                break
-            found.append(name)
+        if strictly:
+            for name, time in self._order.items():
+                if not now - time > age:
+                    break
+                found.append(name)
+        else:
+            for name, time in self._order.items():
+                if not now - time >= age:
+                    break
+                found.append(name)
         return found
 
     def __contains__(self, name: object) -> bool:
@@ -187,3 +195,44 @@ class LinkOrder:
 
     def __len__(self) -> int:
         return len(self._order)
+
+
+class DrainOrder:
+    """The names of the Draining links, soonest drain deadline first: `expired` costs the
+    drains that ran out, not every Draining link (after a registration storm thousands may
+    drain at once, and a scan of them all ten times a second was 8% of the loop). A link's
+    deadline is read when it is added; an entry whose link has since left, or drains again to
+    another deadline, is dropped when it comes up."""
+
+    __slots__ = ("_heap", "_names")
+
+    def __init__(self, links: Iterable[NodeLink] = ()) -> None:
+        self._names: set[str] = set()
+        self._heap: list[tuple[float, str]] = []
+        for link in links:
+            self.add(link)
+
+    def add(self, link: NodeLink) -> None:
+        """`link` is Draining with its `drain_deadline` set."""
+        self._names.add(link.name)
+        if link.drain_deadline is not None:
+            heapq.heappush(self._heap, (link.drain_deadline, link.name))
+
+    def discard(self, name: str) -> None:
+        self._names.discard(name)
+
+    def expired(self, now: float, links: Mapping[str, NodeLink]) -> list[str]:
+        """The names whose drain ran out by `now`, in name order (each once)."""
+        heap, found = self._heap, set()
+        while heap and heap[0][0] <= now:
+            deadline, name = heapq.heappop(heap)
+            link = links.get(name)
+            if name in self._names and link is not None and link.drain_deadline == deadline:
+                found.add(name)
+        return sorted(found)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __len__(self) -> int:
+        return len(self._names)

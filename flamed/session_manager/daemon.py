@@ -225,7 +225,7 @@ class SessionManager:
             raise
         try:
             self.backend = bind_router(
-                options.backend, max_size, curve=back_curve, peer_ttl=False, rcvhwm=options.config.limits.receive_hwm
+                options.backend, max_size, curve=back_curve, zmtp_pings=False, rcvhwm=options.config.limits.receive_hwm
             )
         except BaseException:
             close(self.frontend)

@@ -8,12 +8,15 @@
   SDK pass `recovery.reconnect_backoff_min/max`, so a link comes back as fast as the recovery
   config promises; 100 ms doubling to 5 s for callers without a config).
 - ZMTP heartbeats on, to clear dead TCP connections; liveness of the *application* is decided
-  by application heartbeats (see protocol/backend.py), which ZMTP cannot see.
+  by application heartbeats (see protocol/backend.py), which ZMTP cannot see. Except on a
+  ROUTER of thousands of peers (the backend): there TCP keepalive and the TCP user timeout
+  clear dead connections instead (`bind_router(zmtp_pings=False)`), because libzmq cancels a
+  PING's timeout timer by walking every timer of its I/O thread: a cost of peers squared.
 - A routing id is not a credential (ZEROMQ.md 3.2, 4.4): ROUTER_HANDOVER gives a connected
   peer's traffic to whoever connects with its id, so it is only for links whose ids nobody
   else can learn. The backend does without it: each executor-manager connection has a fresh
   random id, and the executor manager, not ZMTP, decides when to replace its connection
-  (`connect_dealer(zmtp_timeout=False)` against `bind_router(peer_ttl=False)`), so a DEALER
+  (`connect_dealer(zmtp_timeout=False)` against `bind_router(zmtp_pings=False)`), so a DEALER
   never comes back under an id the ROUTER may still hold.
 """
 
@@ -63,14 +66,36 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
     return _context
 
 
+#: ZMTP heartbeats: a PING every `ZMTP_INTERVAL` seconds; a connection silent for
+#: `ZMTP_TIMEOUT` after one is dropped (and the peer drops it after as long a silence).
+ZMTP_INTERVAL, ZMTP_TIMEOUT = 2.0, 6.0
+#: TCP keepalive of a ROUTER without PINGs: probes after `KEEPALIVE_IDLE` seconds without
+#: traffic, `KEEPALIVE_PROBES` of them `KEEPALIVE_INTERVAL` apart; data unacknowledged for
+#: `ZMTP_TIMEOUT` also drops the connection (TCP_USER_TIMEOUT).
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 2, 2, 2
+
+
 def _common(sock: zmq.Socket[bytes], max_message_size: int, hwm: int = 100_000) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, 6000)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, round(ZMTP_INTERVAL * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, round(ZMTP_TIMEOUT * 1000))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, round(ZMTP_TIMEOUT * 1000))
+
+
+def _tcp_liveness(sock: zmq.Socket[bytes]) -> None:
+    """Dead TCP peers found by the kernel instead of ZMTP PINGs (kernel timers cost nothing per
+    peer in this process): keepalive probes on an idle connection, the user timeout on one
+    whose data goes unacknowledged. Without effect on ipc:// (a peer that dies closes it)."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 0)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_PROBES)
+    sock.setsockopt(zmq.TCP_MAXRT, round(ZMTP_TIMEOUT * 1000))
 
 
 def bind_router(
@@ -79,7 +104,7 @@ def bind_router(
     *,
     handover: bool = False,
     curve: ServerCurve | None = None,
-    peer_ttl: bool = True,
+    zmtp_pings: bool = True,
     sndhwm: int | None = None,
     rcvhwm: int | None = None,
     hwm: int = 100_000,
@@ -91,8 +116,12 @@ def bind_router(
     was paused would never be heard again). Whoever knows a peer's id takes its traffic, so
     only for peers whose ids nobody else can learn (random, never shown to anyone).
     `curve`: be a CURVE server in that ZAP domain (security.py); peers need an allowed key.
-    `peer_ttl=False`: do not ask peers to drop the connection when this side is silent (a
-    pause), for peers that replace their connection themselves (see the module rules).
+    `zmtp_pings=False`: no ZMTP PINGs, so peers are never asked to drop the connection when
+    this side is silent (a pause), for peers that replace their connection themselves (see the
+    module rules); dead TCP peers are found by keepalive probes and the user timeout (about
+    `ZMTP_TIMEOUT` of silence) instead. For a ROUTER of many peers: libzmq cancels the timeout
+    timer of each PING answered by walking all its I/O thread's timers, so PINGs cost peers
+    squared (at 5,000 executor managers, 64% of the I/O thread's time was in that walk).
     `sndhwm`: messages queued per peer before a send raises EAGAIN (default `hwm`); the
     worst case of memory is about peers x SNDHWM x message size.
     `rcvhwm`: messages read ahead per peer before ZeroMQ stops reading its connection (default
@@ -101,8 +130,8 @@ def bind_router(
     to a MiB, keeps it low so that a peer that does not read cannot pile up gigabytes)."""
     sock = context().socket(zmq.ROUTER)
     _common(sock, max_message_size, hwm)
-    if not peer_ttl:
-        sock.setsockopt(zmq.HEARTBEAT_TTL, 0)
+    if not zmtp_pings:
+        _tcp_liveness(sock)
     if sndhwm is not None:
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm is not None:
@@ -191,6 +220,11 @@ def close_monitored(sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes], linger:
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+#: pyzmq's send without its Python layer (`zmq.Socket.send` looks at two DRAFT-only arguments,
+#: then calls this): the session manager sends each of 10,000 nodes a heartbeat a second.
+_send_frame = zmq.backend.Socket.send
 
 
 def drain(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[Frames]:
@@ -217,16 +251,19 @@ def drain_with_user(sock: zmq.Socket[bytes], limit: int = 10_000) -> Iterator[tu
 
 
 def readable(sock: zmq.Socket[bytes]) -> bool:
-    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+    return bool(int(sock.get(_EVENTS)) & _POLLIN)
 
 
 def try_send(sock: zmq.Socket[bytes], frames: Frames) -> bool:
     """Send without blocking; False if the peer is unknown/gone (ROUTER) or its queue is full."""
-    send, last = sock.send, len(frames) - 1
+    if not frames:
+        return True
+    send, more, last = _send_frame, _NOBLOCK | _SNDMORE, frames[-1]
     try:
         # Atomic as `send_multipart`: once the first frame is taken, so is the whole message.
-        for i, frame in enumerate(frames):
-            send(frame, _NOBLOCK if i == last else _NOBLOCK | _SNDMORE)
+        for i in range(len(frames) - 1):
+            send(sock, frames[i], more)
+        send(sock, last, _NOBLOCK)
     except zmq.Again:
         return False
     except zmq.ZMQError as exc:
