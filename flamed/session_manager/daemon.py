@@ -2,10 +2,12 @@
 
 One loop owns the frontend ROUTER (clients) and the backend ROUTER (executor managers). Each
 turn it drains both sockets (backend first, so heartbeats are never queued behind client
-traffic), feeds every decoded message to the `Controller`, and at the end of the turn flushes:
-the records the turn produced are appended to the log and committed with one fsync (group
-commit), and only then are the replies, pushes and node messages sent. A frame that does not
-decode is answered with a typed error and counted; it never stops the loop.
+traffic; each within a slice of time, the frontend also between chunks of node messages, so
+that a saturated backend does not starve clients: `turns.py`), feeds every decoded message to
+the `Controller`, and at the end of the turn flushes: the records the turn produced are
+appended to the log and committed with one fsync (group commit), and only then are the
+replies, pushes and node messages sent. A frame that does not decode is answered with a typed
+error and counted; it never stops the loop.
 
 Clients that do not read (`outflow.py`): the frontend queues few messages per connection in
 ZeroMQ (`limits.client_send_hwm`); past that a connection's messages wait in a bounded backlog
@@ -22,15 +24,11 @@ reads keep being served. Without a `Storage` (tests) the state lives in memory o
 
 from __future__ import annotations
 
-import itertools
 import logging
 import signal
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 
@@ -48,6 +46,7 @@ from flamed.session_manager.journal import Journal
 from flamed.session_manager.keys import KeyChecks
 from flamed.session_manager.outflow import Outflow
 from flamed.session_manager.rollback import TurnGuard
+from flamed.session_manager.turns import BACKEND_CHUNK, BACKEND_SLICE, FRONTEND_SLICE, TurnBudget, sliced
 from flamed.storage import Storage
 from flamed.transport import (
     Loop,
@@ -76,47 +75,6 @@ log = logging.getLogger("flamed.session_manager")
 PUSHES = (fe.TaskUpdates, fe.ClusterUpdates, fe.ClusterSnapshot)
 #: Seconds between tries of the client backlogs, doubling while nothing moves.
 RETRY_MIN, RETRY_MAX = 0.002, 0.25
-#: Seconds of client requests one loop turn serves at most. What is left is read next turn
-#: (zmq_poll sees it), fairly across clients: one client's burst of big reads cannot hold the
-#: others' replies, nor heartbeats, for long.
-FRONTEND_SLICE = 0.05
-#: Seconds of node messages one loop turn reads and handles at most (the rest next turn), so
-#: that a busy backend (results of tens of thousands of tasks a second) cannot hold clients'
-#: replies for a turn of hundreds of milliseconds. Counted over the handling, not only the
-#: reading: handling a report of many results costs many times its reading (a slice of 20 ms
-#: of reading was turns of 180 ms at the 99th percentile with 1,000 nodes under load).
-BACKEND_SLICE = 0.02
-#: Node messages read and handled together within a backend slice (the time is checked
-#: between chunks).
-BACKEND_CHUNK = 32
-
-
-T = TypeVar("T")
-
-
-def _sliced(
-    items: Iterator[T],
-    seconds: float,
-    chunk: int,
-    counters: Counter[str],
-    cut: str,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[list[T]]:
-    """`items` in lists of up to `chunk` until `seconds` have passed, checked when the caller
-    asks for the next list, so that the time counted is the caller's handling of the lists
-    too, and before taking anything more (none is lost: what is left stays in the socket for
-    the next turn); counts `cut` when it stops early."""
-    stop = clock() + seconds
-    while True:
-        taken = list(itertools.islice(items, chunk))
-        if taken:
-            yield taken
-        if len(taken) < chunk:
-            return
-        if clock() > stop:
-            counters[cut] += 1
-            return
 
 
 @dataclass
@@ -239,6 +197,10 @@ class SessionManager:
         )
         #: frontend peers served this turn, whose replies wait for its end
         self._waiting: set[bytes] = set()
+        #: node messages and client requests served per turn, however many times each socket
+        #: is read within it (turns.py)
+        self._backend_budget = TurnBudget(BACKEND_SLICE)
+        self._frontend_budget = TurnBudget(FRONTEND_SLICE)
         self._retry_timer: Timer | None = None
         self._retry_delay = RETRY_MIN
         self._tick_timer = self.loop.call_at(0.0, self._tick)
@@ -381,12 +343,16 @@ class SessionManager:
                 self.controller.forget_peer(peer)
 
     def _on_backend(self) -> None:
+        budget = self._backend_budget
+        if not budget.begin(self.loop.turns):
+            return  # this turn handled its share of node messages: the rest next turn
         self._check_keys()
         now = self.now()
         ctl = self.controller
         keys = self.keys
         received = drain_with_user(self.backend) if keys is not None else (("", f) for f in drain(self.backend))
-        for chunk in _sliced(received, BACKEND_SLICE, BACKEND_CHUNK, ctl.counters, "backend_turns_cut"):
+        between = self._frontend_between_chunks
+        for chunk in sliced(received, budget, BACKEND_CHUNK, ctl.counters, "backend_turns_cut", between=between):
             messages: list[tuple[bytes, be.NodeMessage]] = []
             senders: list[Sender] = []
             for user, frames in chunk:
@@ -411,7 +377,15 @@ class SessionManager:
         if not readable(self.backend):  # nothing left unread: silences may be judged as of now
             ctl.backend_drained(self.now())
 
+    def _frontend_between_chunks(self) -> None:
+        """Between two chunks of node messages: serve the clients that are waiting (turns.py)."""
+        if readable(self.frontend):
+            self._on_frontend()
+
     def _on_frontend(self) -> None:
+        budget = self._frontend_budget
+        if not budget.begin(self.loop.turns):
+            return  # this turn served its share of requests: the rest after its replies
         self._check_keys()
         now = self.now()
         ctl = self.controller
@@ -422,10 +396,9 @@ class SessionManager:
             if self.keys is not None
             else (("", f) for f in drain(self.frontend, limit=2000))
         )
-        stop = time.monotonic() + FRONTEND_SLICE
         for user, frames in received:
             self._serve(user, frames, now)
-            if time.monotonic() > stop:  # the rest next turn, after this turn's replies
+            if budget.over():  # the rest next turn, after this turn's replies
                 ctl.counters["frontend_turns_cut"] += 1
                 break
 
