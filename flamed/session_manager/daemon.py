@@ -201,6 +201,8 @@ class SessionManager:
         #: is read within it (turns.py)
         self._backend_budget = TurnBudget(BACKEND_SLICE)
         self._frontend_budget = TurnBudget(FRONTEND_SLICE)
+        #: the loop turn whose frontend is closed (past its budget, see `_on_frontend`)
+        self._frontend_closed = -1
         self._retry_timer: Timer | None = None
         self._retry_delay = RETRY_MIN
         self._tick_timer = self.loop.call_at(0.0, self._tick)
@@ -383,9 +385,15 @@ class SessionManager:
             self._on_frontend()
 
     def _on_frontend(self) -> None:
-        budget = self._frontend_budget
-        if not budget.begin(self.loop.turns):
+        """Serve client requests within the turn's budget (turns.py). Past it, the socket is
+        still read for Pings (answered at once: nothing to build, nothing to make durable) up
+        to the first other request, which is served too (a client's requests keep their order)
+        and closes the frontend for the turn: at most one request more than the budget."""
+        turn = self.loop.turns
+        if self._frontend_closed == turn:
             return  # this turn served its share of requests: the rest after its replies
+        budget = self._frontend_budget
+        budget.begin(turn)
         self._check_keys()
         now = self.now()
         ctl = self.controller
@@ -397,34 +405,40 @@ class SessionManager:
             else (("", f) for f in drain(self.frontend, limit=2000))
         )
         for user, frames in received:
-            self._serve(user, frames, now)
-            if budget.over():  # the rest next turn, after this turn's replies
+            past_budget = budget.spent
+            answered_at_once = self._serve(user, frames, now)
+            if past_budget:
+                if not answered_at_once:
+                    self._frontend_closed = turn  # the rest next turn, after this turn's replies
+                    return
+            elif budget.over():
                 ctl.counters["frontend_turns_cut"] += 1
-                break
 
-    def _serve(self, user: str, frames: list[bytes], now: Now) -> None:
+    def _serve(self, user: str, frames: list[bytes], now: Now) -> bool:
+        """Serve one request; True if it was a Ping answered at once."""
         ctl = self.controller
         peer = frames[0]
         client = b"key:" + user.encode() if user else peer
         if self.keys is not None and not self.keys.client_allowed(peer, user):
             request_id = codec.peek_request_id(frames[1:])
             ctl.reject_unauthorized_client(peer, "this key is not (or no longer) allowed", request_id, now)
-            return
+            return False
         try:
             request = self._client_codec.decode(frames[1:])
         except FrameError as exc:
             self._bad_frames.log("frontend", exc.message, peer)
             ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]), now)
-            return
+            return False
         # A Ping is answered at once, unless this peer has replies waiting for the turn's end
         # (its answers stay in the order of its requests).
         answer = None if peer in self._waiting else ctl.answer_at_once(peer, request, now, client)
         if answer is not None:
             self.outflow.send(peer, [peer, codec.HEADER, self._encoder.encode(answer)], push=False)
-            return
+            return True
         self._waiting.add(peer)
         changed = ctl.handle_client(peer, request, now, client)
         self.guard.request_handled(peer, request, changed=changed)
+        return False
 
     def _tick(self) -> None:
         # Read what executor managers sent before judging their silence: a busy loop must never

@@ -13,7 +13,10 @@ read to the controller, then flushes (dispatch, one group commit, the sends). Ru
   (a Ping is answered when read, see `Controller.answer_at_once`); the time the frontend takes
   there is not counted against the backend's slice;
 - client requests are served for at most `FRONTEND_SLICE` seconds a turn, over all the times
-  the frontend is looked at within the turn (`TurnBudget`); the rest waits for the next turn.
+  the frontend is looked at within the turn (`TurnBudget`); past that, Pings are still answered
+  as they are read (they cost nothing), up to the first other request, which is served and
+  closes the frontend until the next turn (the daemon's `_on_frontend`): a Ping does not wait
+  behind another client's big read.
 Nothing here reads a socket: the daemon passes its sockets' readers, tests pass lists and a
 fake clock.
 """

@@ -1,5 +1,6 @@
 """A saturated backend does not starve clients: a Ping waiting while the backend holds a flood
-of node messages is answered after one chunk of them, not after the turn's whole slice."""
+of node messages is answered after one chunk of them, not after the turn's whole slice; and a
+Ping is answered past the frontend's budget for the turn, up to the first other request."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import zmq
 
 from flamed.core.identity import Sender
 from flamed.core.turn import Now
-from flamed.session_manager.turns import BACKEND_CHUNK
+from flamed.session_manager.turns import BACKEND_CHUNK, TurnBudget
 from flamed.transport import readable
 from protocol import backend as be
 from protocol.codec import HEADER
 from tests.durability.inprocess import InProcess
+from tests.support.daemons import RawClient
 from tests.support.waiting import wait_for
 
 FLOOD = 5_000
@@ -76,3 +78,42 @@ def test_a_ping_is_answered_after_one_chunk_of_a_flooded_backend(in_process: InP
         assert len(before) <= 1, events[:8]  # at most one chunk of node messages, then the frontend
     finally:
         node.close(0)
+
+
+@pytest.mark.timeout(60)
+def test_past_the_frontend_budget_pings_are_answered_until_another_request(in_process: InProcess) -> None:
+    """Breaks if a Ping waited for the next turn once other clients' requests had spent the
+    turn's frontend budget (a Ping behind a ListNodes of 1,000 nodes waited 130 ms), or if
+    requests past the budget kept being served (a flooding client would own the turn)."""
+    manager = in_process.start()
+    in_process.call({"type": "Ping"})
+    manager._frontend_budget = TurnBudget(-1.0)  # every request spends the turn's budget
+    counters = manager.controller.counters
+    with RawClient(f"ipc://{in_process.dir}/fe", timeout=10) as other:
+        reader = in_process.client
+        assert reader is not None
+
+        def read_by_the_manager(client: RawClient, message: dict[str, object]) -> int:
+            request_id = client.send(message)
+            wait_for(
+                "the request at the session manager", lambda: readable(manager.frontend), timeout=10, interval=0.005
+            )
+            manager._on_frontend()  # one look at the frontend, all within the same loop turn
+            return request_id
+
+        stats = read_by_the_manager(reader, {"type": "GetStats"})  # served: the budget is spent
+        ping = read_by_the_manager(other, {"type": "Ping"})
+        pong = other.receive()  # answered in the turn, without waiting for its end
+        assert (pong["type"], pong["request_id"]) == ("Pong", ping)
+        served = counters["client_requests"]
+        read_by_the_manager(reader, {"type": "GetStats"})  # past the budget: served, then no more
+        assert counters["client_requests"] == served + 1
+        late_ping = read_by_the_manager(other, {"type": "Ping"})
+        assert counters["client_requests"] == served + 1  # left in the socket for the next turn
+        manager.loop.run_once(max_wait=0)  # the turn ends: its replies go out
+        assert reader.receive()["request_id"] == stats
+        for _ in range(500):  # the next turn reads the Ping left in the socket (10 s at most)
+            if other.sock.poll(0):
+                break
+            manager.loop.run_once(max_wait=0.02)
+        assert other.receive()["request_id"] == late_ping
