@@ -24,9 +24,11 @@ reads keep being served. Without a `Storage` (tests) the state lives in memory o
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +205,8 @@ class SessionManager:
         self._frontend_budget = TurnBudget(FRONTEND_SLICE)
         #: the loop turn whose frontend is closed (past its budget, see `_on_frontend`)
         self._frontend_closed = -1
+        #: a request read within the flush, where only Pings are answered: served first next turn
+        self._held: tuple[str, list[bytes]] | None = None
         self._retry_timer: Timer | None = None
         self._retry_delay = RETRY_MIN
         self._tick_timer = self.loop.call_at(0.0, self._tick)
@@ -381,7 +385,7 @@ class SessionManager:
 
     def _frontend_between_chunks(self) -> None:
         """Between two chunks of node messages: serve the clients that are waiting (turns.py)."""
-        if readable(self.frontend):
+        if self._held is not None or readable(self.frontend):
             self._on_frontend()
 
     def _on_frontend(self) -> None:
@@ -397,13 +401,8 @@ class SessionManager:
         self._check_keys()
         now = self.now()
         ctl = self.controller
-        # The client the per-client limits count: with CURVE its key (however many connections
-        # it opens), else the connection.
-        received = (
-            drain_with_user(self.frontend, limit=2000)
-            if self.keys is not None
-            else (("", f) for f in drain(self.frontend, limit=2000))
-        )
+        held, self._held = self._held, None
+        received = itertools.chain((held,) if held is not None else (), self._received())
         for user, frames in received:
             past_budget = budget.spent
             answered_at_once = self._serve(user, frames, now)
@@ -413,6 +412,43 @@ class SessionManager:
                     return
             elif budget.over():
                 ctl.counters["frontend_turns_cut"] += 1
+
+    def _received(self) -> Iterator[tuple[str, list[bytes]]]:
+        """The frontend's requests waiting in the socket, each with the client's name for the
+        per-client limits: with CURVE its key (however many connections it opens), else ""
+        (the connection)."""
+        if self.keys is not None:
+            return drain_with_user(self.frontend, limit=2000)
+        return (("", frames) for frames in drain(self.frontend, limit=2000))
+
+    def _answer_pings(self) -> None:
+        """Within the flush, between its steps: answer the Pings that came meanwhile (a Pong
+        says nothing that the turn's records make true, see `Controller.answer_at_once`). The
+        first other request read is kept and served first next turn; reading stops there."""
+        if self._held is not None or not readable(self.frontend):
+            return
+        now = self.now()
+        for user, frames in self._received():
+            if not self._pong(user, frames, now):
+                self._held = (user, frames)
+                self.loop.call_at(0.0, self._on_frontend)  # next turn, even if nothing else wakes it
+                return
+
+    def _pong(self, user: str, frames: list[bytes], now: Now) -> bool:
+        """Answer a Ping at once; False (nothing done) for anything else, or for a Ping that
+        must wait (its client has replies waiting for the turn's end)."""
+        peer = frames[0]
+        if peer in self._waiting or (self.keys is not None and not self.keys.client_allowed(peer, user)):
+            return False
+        try:
+            request = self._client_codec.decode(frames[1:])
+        except FrameError:
+            return False  # answered next turn
+        answer = self.controller.answer_at_once(peer, request, now, b"key:" + user.encode() if user else peer)
+        if answer is None:
+            return False
+        self.outflow.send(peer, [peer, codec.HEADER, self._encoder.encode(answer)], push=False)
+        return True
 
     def _serve(self, user: str, frames: list[bytes], now: Now) -> bool:
         """Serve one request; True if it was a Ping answered at once."""
@@ -455,12 +491,14 @@ class SessionManager:
     def _flush(self) -> None:
         ctl = self.controller
         now = self.now()
-        self._waiting.clear()
         flushed = ctl.flush(now)
         for peer in flushed.forgotten:  # taken first: a rolled-back turn keeps only replies
             self.outflow.forget(peer)
+        self._answer_pings()  # those that came during the dispatch
         outbox = self.journal.commit(flushed, now)
+        self._answer_pings()  # during the fsync (not yet those whose clients' replies wait: `_waiting`)
         self._send(outbox)
+        self._waiting.clear()
         self.journal.after_commit()
         deadline = ctl.next_deadline()
         if deadline != self._tick_timer.when or self._tick_timer.cancelled:

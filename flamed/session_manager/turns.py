@@ -16,7 +16,10 @@ read to the controller, then flushes (dispatch, one group commit, the sends). Ru
   the frontend is looked at within the turn (`TurnBudget`); past that, Pings are still answered
   as they are read (they cost nothing), up to the first other request, which is served and
   closes the frontend until the next turn (the daemon's `_on_frontend`): a Ping does not wait
-  behind another client's big read.
+  behind another client's big read;
+- within the flush, Pings that came meanwhile are answered between its steps (after the
+  dispatch, after the fsync) unless their client has a reply of the turn still to be sent; the
+  first other request read there is kept and served first next turn (`_answer_pings`).
 Nothing here reads a socket: the daemon passes its sockets' readers, tests pass lists and a
 fake clock.
 """

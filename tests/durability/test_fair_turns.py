@@ -1,6 +1,8 @@
 """A saturated backend does not starve clients: a Ping waiting while the backend holds a flood
-of node messages is answered after one chunk of them, not after the turn's whole slice; and a
-Ping is answered past the frontend's budget for the turn, up to the first other request."""
+of node messages is answered after one chunk of them, not after the turn's whole slice; a Ping
+is answered past the frontend's budget for the turn, up to the first other request; and a Ping
+that comes during the flush is answered there, before the fsync, unless its client's reply
+waits."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 import zmq
 
 from flamed.core.identity import Sender
-from flamed.core.turn import Now
+from flamed.core.turn import Now, Outbox
 from flamed.session_manager.turns import BACKEND_CHUNK, TurnBudget
 from flamed.transport import readable
 from protocol import backend as be
@@ -117,3 +119,64 @@ def test_past_the_frontend_budget_pings_are_answered_until_another_request(in_pr
                 break
             manager.loop.run_once(max_wait=0.02)
         assert other.receive()["request_id"] == late_ping
+
+
+@pytest.mark.timeout(60)
+def test_a_ping_that_comes_during_the_dispatch_is_answered_before_the_fsync(in_process: InProcess) -> None:
+    """Breaks if a Ping that came while the turn dispatched waited for the turn's fsync, its
+    sends and the next turn's first chunk of node messages (most Pings came then, under load)."""
+    manager = in_process.start()
+    in_process.call({"type": "Ping"})
+    flush, commit = manager.controller.flush, manager.journal.commit
+    pong_before_commit: list[bool] = []
+    with RawClient(f"ipc://{in_process.dir}/fe", timeout=10) as other:
+
+        def dispatching(now: Now) -> Outbox:
+            if not sent:
+                sent.append(other.send({"type": "Ping"}))
+                wait_for("the Ping at the session manager", lambda: readable(manager.frontend), timeout=10)
+            return flush(now)
+
+        def committing(outbox: Outbox, now: Now) -> Outbox:
+            if sent and not pong_before_commit:
+                pong_before_commit.append(bool(other.sock.poll(5000)))
+            return commit(outbox, now)
+
+        sent: list[int] = []
+        manager.controller.flush = dispatching  # type: ignore[method-assign]  # a Ping comes during the dispatch
+        manager.journal.commit = committing  # type: ignore[method-assign]  # the durability point
+        manager.loop.run_once(max_wait=0)
+        assert pong_before_commit == [True]
+        reply = other.receive()
+        assert (reply["type"], reply["request_id"]) == ("Pong", sent[0])
+
+
+@pytest.mark.timeout(60)
+def test_within_the_flush_a_client_s_ping_waits_for_its_earlier_reply(in_process: InProcess) -> None:
+    """Breaks if a Ping read within the flush overtook the same client's reply of the turn (not
+    sent before the fsync), or if the request read there were lost rather than kept for the next
+    turn (a client may rely on its replies coming in the order of its requests)."""
+    manager = in_process.start()
+    in_process.call({"type": "Ping"})
+    client = in_process.client
+    assert client is not None
+    flush = manager.controller.flush
+    sent: list[int] = []
+
+    def dispatching(now: Now) -> Outbox:
+        if len(sent) == 1:  # the turn that served the GetStats: its reply waits for the fsync
+            sent.append(client.send({"type": "Ping"}))
+            sent.append(client.send({"type": "GetStats"}))
+            wait_for("the Ping at the session manager", lambda: readable(manager.frontend), timeout=10)
+        return flush(now)
+
+    manager.controller.flush = dispatching  # type: ignore[method-assign]  # requests come during the dispatch
+    sent.append(client.send({"type": "GetStats"}))
+    replies: list[int] = []
+    for _ in range(500):  # until the three replies are there (10 s at most)
+        manager.loop.run_once(max_wait=0.02)
+        while client.sock.poll(0):
+            replies.append(client.receive()["request_id"])
+        if len(replies) == 3:
+            break
+    assert replies == sent
