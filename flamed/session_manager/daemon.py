@@ -2,10 +2,12 @@
 
 One loop owns the frontend ROUTER (clients) and the backend ROUTER (executor managers). Each
 turn it drains both sockets (backend first, so heartbeats are never queued behind client
-traffic), feeds every decoded message to the `Controller`, and at the end of the turn flushes:
-the records the turn produced are appended to the log and committed with one fsync (group
-commit), and only then are the replies, pushes and node messages sent. A frame that does not
-decode is answered with a typed error and counted; it never stops the loop.
+traffic; each within a slice of time, the frontend also between chunks of node messages, so
+that a saturated backend does not starve clients: `turns.py`), feeds every decoded message to
+the `Controller`, and at the end of the turn flushes: the records the turn produced are
+appended to the log and committed with one fsync (group commit), and only then are the
+replies, pushes and node messages sent. A frame that does not decode is answered with a typed
+error and counted; it never stops the loop.
 
 Clients that do not read (`outflow.py`): the frontend queues few messages per connection in
 ZeroMQ (`limits.client_send_hwm`); past that a connection's messages wait in a bounded backlog
@@ -26,11 +28,9 @@ import itertools
 import logging
 import signal
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 
@@ -48,6 +48,7 @@ from flamed.session_manager.journal import Journal
 from flamed.session_manager.keys import KeyChecks
 from flamed.session_manager.outflow import Outflow
 from flamed.session_manager.rollback import TurnGuard
+from flamed.session_manager.turns import BACKEND_CHUNK, BACKEND_SLICE, FRONTEND_SLICE, TurnBudget, sliced
 from flamed.storage import Storage
 from flamed.transport import (
     Loop,
@@ -76,47 +77,6 @@ log = logging.getLogger("flamed.session_manager")
 PUSHES = (fe.TaskUpdates, fe.ClusterUpdates, fe.ClusterSnapshot)
 #: Seconds between tries of the client backlogs, doubling while nothing moves.
 RETRY_MIN, RETRY_MAX = 0.002, 0.25
-#: Seconds of client requests one loop turn serves at most. What is left is read next turn
-#: (zmq_poll sees it), fairly across clients: one client's burst of big reads cannot hold the
-#: others' replies, nor heartbeats, for long.
-FRONTEND_SLICE = 0.05
-#: Seconds of node messages one loop turn reads and handles at most (the rest next turn), so
-#: that a busy backend (results of tens of thousands of tasks a second) cannot hold clients'
-#: replies for a turn of hundreds of milliseconds. Counted over the handling, not only the
-#: reading: handling a report of many results costs many times its reading (a slice of 20 ms
-#: of reading was turns of 180 ms at the 99th percentile with 1,000 nodes under load).
-BACKEND_SLICE = 0.02
-#: Node messages read and handled together within a backend slice (the time is checked
-#: between chunks).
-BACKEND_CHUNK = 32
-
-
-T = TypeVar("T")
-
-
-def _sliced(
-    items: Iterator[T],
-    seconds: float,
-    chunk: int,
-    counters: Counter[str],
-    cut: str,
-    *,
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[list[T]]:
-    """`items` in lists of up to `chunk` until `seconds` have passed, checked when the caller
-    asks for the next list, so that the time counted is the caller's handling of the lists
-    too, and before taking anything more (none is lost: what is left stays in the socket for
-    the next turn); counts `cut` when it stops early."""
-    stop = clock() + seconds
-    while True:
-        taken = list(itertools.islice(items, chunk))
-        if taken:
-            yield taken
-        if len(taken) < chunk:
-            return
-        if clock() > stop:
-            counters[cut] += 1
-            return
 
 
 @dataclass
@@ -239,6 +199,14 @@ class SessionManager:
         )
         #: frontend peers served this turn, whose replies wait for its end
         self._waiting: set[bytes] = set()
+        #: node messages and client requests served per turn, however many times each socket
+        #: is read within it (turns.py)
+        self._backend_budget = TurnBudget(BACKEND_SLICE)
+        self._frontend_budget = TurnBudget(FRONTEND_SLICE)
+        #: the loop turn whose frontend is closed (past its budget, see `_on_frontend`)
+        self._frontend_closed = -1
+        #: a request read within the flush, where only Pings are answered: served first next turn
+        self._held: tuple[str, list[bytes]] | None = None
         self._retry_timer: Timer | None = None
         self._retry_delay = RETRY_MIN
         self._tick_timer = self.loop.call_at(0.0, self._tick)
@@ -381,12 +349,16 @@ class SessionManager:
                 self.controller.forget_peer(peer)
 
     def _on_backend(self) -> None:
+        budget = self._backend_budget
+        if not budget.begin(self.loop.turns):
+            return  # this turn handled its share of node messages: the rest next turn
         self._check_keys()
         now = self.now()
         ctl = self.controller
         keys = self.keys
         received = drain_with_user(self.backend) if keys is not None else (("", f) for f in drain(self.backend))
-        for chunk in _sliced(received, BACKEND_SLICE, BACKEND_CHUNK, ctl.counters, "backend_turns_cut"):
+        between = self._frontend_between_chunks
+        for chunk in sliced(received, budget, BACKEND_CHUNK, ctl.counters, "backend_turns_cut", between=between):
             messages: list[tuple[bytes, be.NodeMessage]] = []
             senders: list[Sender] = []
             for user, frames in chunk:
@@ -411,47 +383,98 @@ class SessionManager:
         if not readable(self.backend):  # nothing left unread: silences may be judged as of now
             ctl.backend_drained(self.now())
 
+    def _frontend_between_chunks(self) -> None:
+        """Between two chunks of node messages: serve the clients that are waiting (turns.py)."""
+        if self._held is not None or readable(self.frontend):
+            self._on_frontend()
+
     def _on_frontend(self) -> None:
+        """Serve client requests within the turn's budget (turns.py). Past it, the socket is
+        still read for Pings (answered at once: nothing to build, nothing to make durable) up
+        to the first other request, which is served too (a client's requests keep their order)
+        and closes the frontend for the turn: at most one request more than the budget."""
+        turn = self.loop.turns
+        if self._frontend_closed == turn:
+            return  # this turn served its share of requests: the rest after its replies
+        budget = self._frontend_budget
+        budget.begin(turn)
         self._check_keys()
         now = self.now()
         ctl = self.controller
-        # The client the per-client limits count: with CURVE its key (however many connections
-        # it opens), else the connection.
-        received = (
-            drain_with_user(self.frontend, limit=2000)
-            if self.keys is not None
-            else (("", f) for f in drain(self.frontend, limit=2000))
-        )
-        stop = time.monotonic() + FRONTEND_SLICE
+        held, self._held = self._held, None
+        received = itertools.chain((held,) if held is not None else (), self._received())
         for user, frames in received:
-            self._serve(user, frames, now)
-            if time.monotonic() > stop:  # the rest next turn, after this turn's replies
+            past_budget = budget.spent
+            answered_at_once = self._serve(user, frames, now)
+            if past_budget:
+                if not answered_at_once:
+                    self._frontend_closed = turn  # the rest next turn, after this turn's replies
+                    return
+            elif budget.over():
                 ctl.counters["frontend_turns_cut"] += 1
-                break
 
-    def _serve(self, user: str, frames: list[bytes], now: Now) -> None:
+    def _received(self) -> Iterator[tuple[str, list[bytes]]]:
+        """The frontend's requests waiting in the socket, each with the client's name for the
+        per-client limits: with CURVE its key (however many connections it opens), else ""
+        (the connection)."""
+        if self.keys is not None:
+            return drain_with_user(self.frontend, limit=2000)
+        return (("", frames) for frames in drain(self.frontend, limit=2000))
+
+    def _answer_pings(self) -> None:
+        """Within the flush, between its steps: answer the Pings that came meanwhile (a Pong
+        says nothing that the turn's records make true, see `Controller.answer_at_once`). The
+        first other request read is kept and served first next turn; reading stops there."""
+        if self._held is not None or not readable(self.frontend):
+            return
+        now = self.now()
+        for user, frames in self._received():
+            if not self._pong(user, frames, now):
+                self._held = (user, frames)
+                self.loop.call_at(0.0, self._on_frontend)  # next turn, even if nothing else wakes it
+                return
+
+    def _pong(self, user: str, frames: list[bytes], now: Now) -> bool:
+        """Answer a Ping at once; False (nothing done) for anything else, or for a Ping that
+        must wait (its client has replies waiting for the turn's end)."""
+        peer = frames[0]
+        if peer in self._waiting or (self.keys is not None and not self.keys.client_allowed(peer, user)):
+            return False
+        try:
+            request = self._client_codec.decode(frames[1:])
+        except FrameError:
+            return False  # answered next turn
+        answer = self.controller.answer_at_once(peer, request, now, b"key:" + user.encode() if user else peer)
+        if answer is None:
+            return False
+        self.outflow.send(peer, [peer, codec.HEADER, self._encoder.encode(answer)], push=False)
+        return True
+
+    def _serve(self, user: str, frames: list[bytes], now: Now) -> bool:
+        """Serve one request; True if it was a Ping answered at once."""
         ctl = self.controller
         peer = frames[0]
         client = b"key:" + user.encode() if user else peer
         if self.keys is not None and not self.keys.client_allowed(peer, user):
             request_id = codec.peek_request_id(frames[1:])
             ctl.reject_unauthorized_client(peer, "this key is not (or no longer) allowed", request_id, now)
-            return
+            return False
         try:
             request = self._client_codec.decode(frames[1:])
         except FrameError as exc:
             self._bad_frames.log("frontend", exc.message, peer)
             ctl.reject_client_frame(peer, exc.code, exc.message, codec.peek_request_id(frames[1:]), now)
-            return
+            return False
         # A Ping is answered at once, unless this peer has replies waiting for the turn's end
         # (its answers stay in the order of its requests).
         answer = None if peer in self._waiting else ctl.answer_at_once(peer, request, now, client)
         if answer is not None:
             self.outflow.send(peer, [peer, codec.HEADER, self._encoder.encode(answer)], push=False)
-            return
+            return True
         self._waiting.add(peer)
         changed = ctl.handle_client(peer, request, now, client)
         self.guard.request_handled(peer, request, changed=changed)
+        return False
 
     def _tick(self) -> None:
         # Read what executor managers sent before judging their silence: a busy loop must never
@@ -468,12 +491,14 @@ class SessionManager:
     def _flush(self) -> None:
         ctl = self.controller
         now = self.now()
-        self._waiting.clear()
         flushed = ctl.flush(now)
         for peer in flushed.forgotten:  # taken first: a rolled-back turn keeps only replies
             self.outflow.forget(peer)
+        self._answer_pings()  # those that came during the dispatch
         outbox = self.journal.commit(flushed, now)
+        self._answer_pings()  # during the fsync (not yet those whose clients' replies wait: `_waiting`)
         self._send(outbox)
+        self._waiting.clear()
         self.journal.after_commit()
         deadline = ctl.next_deadline()
         if deadline != self._tick_timer.when or self._tick_timer.cancelled:
