@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import re
@@ -53,6 +54,7 @@ from typing import Any
 import msgspec
 
 from flamed.lifeline import parent_death_signal
+from flamed.transport import start_context
 
 log = logging.getLogger("flamed.executor_manager")
 
@@ -71,7 +73,7 @@ CHILD_NAME = b"flame-instance"
 #: Spares lost in a row (killed before they took a request) before the zygote gives up.
 SPARES_LOST_LIMIT = 3
 #: Modules the zygote imports for its children.
-PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun")
+PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun", "runpy")
 
 _REQUEST, _GO = b"R", b"G"
 _CLONE_PARENT = 0x00008000
@@ -144,6 +146,7 @@ def serve(fd: int) -> Request | None:
 
     for name in PRELOAD:
         __import__(name)
+    _warm()
     sock = socket.socket(fileno=fd)
     if threading.active_count() != 1:  # a preloaded module started a thread: forking is unsafe
         sock.send(b"threads")
@@ -175,11 +178,31 @@ def serve(fd: int) -> Request | None:
     return None
 
 
+def _warm() -> None:
+    """Do once here what every instance of a Python service does at its start, so each child
+    inherits it done: msgspec builds a decoder's type information at its first use (1-3 ms of
+    each start otherwise)."""
+    from protocol import codec
+    from protocol import instance as im
+
+    codec.instance_command_codec()
+    codec.encode(im.InstanceReady(executor_id="", protocol_version=codec.PROTOCOL_VERSION, pid=0))
+    # What is here now stays: out of the collector's sight, so a child's collections do not
+    # write to (and so copy) the pages it shares with the zygote.
+    gc.freeze()
+
+
 def _child(sock: socket.socket, progress: int) -> Request:
-    """In the forked child: a spare until a request comes, then the instance's process."""
+    """In the forked child: a spare until a request comes, then the instance's process.
+
+    A spare does ahead what does not depend on the request: it closes what it inherited but
+    its socket and progress pipe, and starts the ZeroMQ context (its I/O thread) the service
+    will connect with."""
     os.setsid()
     _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _set_name(SPARE_NAME)
+    _close_inherited(keep=(sock.fileno(), progress))
+    start_context()
     while True:
         data = sock.recv(MAX_REQUEST)
         if not data:  # the executor manager closed its end
@@ -201,7 +224,7 @@ def _child(sock: socket.socket, progress: int) -> Request:
         os._exit(1)
     _set_name(CHILD_NAME)
     sock.close()
-    os.closerange(3, 1 << 16)
+    os.close(progress)
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
@@ -209,6 +232,15 @@ def _child(sock: socket.socket, progress: int) -> Request:
     sys.argv = ["-m", *request.args]
     sys.modules.pop(request.module, None)  # preloaded: run afresh as __main__, as `-m` would
     return request
+
+
+def _close_inherited(keep: tuple[int, ...]) -> None:
+    """Close every descriptor but 0-2 and `keep`."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
 
 
 def _tell(fd: int, what: bytes) -> None:
