@@ -18,8 +18,11 @@ pid is checked again when a request comes). Then it takes its request (command, 
 directory, token) straight from the executor manager's socket: the zygote itself never reads a
 request, so no tenant's environment ever passes through the memory later instances are forked
 from. It reports its pid, waits for the manager's go (a manager that gave up closes the socket,
-and the child exits), closes every inherited descriptor but 0-2 and runs the module as
-`python -m module` would: `runpy.run_module(module, run_name="__main__", alter_sys=True)`.
+and the child exits) and runs the module as `python -m module` would (`runpy.run_module(module,
+run_name="__main__", alter_sys=True)`; a preloaded module from the code the zygote loaded).
+What does not depend on the request is done before it comes, in the zygote or in the waiting
+spare: the instance codec's types are built, the heap frozen (`gc.freeze`), and the spare has
+closed every inherited descriptor but 0-2 and started ZeroMQ's threads while it waited.
 
 Only a command that `python -m` would run the same way from a fresh interpreter is forked:
 the executable is this interpreter (the one the zygote runs; a package installed in a venv
@@ -39,6 +42,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import re
@@ -48,6 +54,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +81,9 @@ CHILD_NAME = b"flame-instance"
 SPARES_LOST_LIMIT = 3
 #: Modules the zygote imports for its children.
 PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun", "runpy")
+
+#: The code of each preloaded module a child may run, loaded once in the zygote (`load_code`).
+_COMPILED: dict[str, tuple[importlib.machinery.ModuleSpec, types.CodeType]] = {}
 
 _REQUEST, _GO = b"R", b"G"
 _CLONE_PARENT = 0x00008000
@@ -181,12 +191,24 @@ def serve(fd: int) -> Request | None:
 def _warm() -> None:
     """Do once here what every instance of a Python service does at its start, so each child
     inherits it done: msgspec builds a decoder's type information at its first use (1-3 ms of
-    each start otherwise)."""
+    each start otherwise), and `runpy` finds and loads a module's code (about 1 ms)."""
     from protocol import codec
     from protocol import instance as im
 
     codec.instance_command_codec()
     codec.encode(im.InstanceReady(executor_id="", protocol_version=codec.PROTOCOL_VERSION, pid=0))
+    load_code(PRELOAD)
+
+
+def load_code(modules: tuple[str, ...]) -> None:
+    """Load the code of each of `modules` that `python -m` would run (not a package), for
+    `run_module`."""
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.submodule_search_locations is not None:  # a package runs its __main__
+            continue
+        if isinstance(spec.loader, importlib.abc.InspectLoader) and (code := spec.loader.get_code(name)):
+            _COMPILED[name] = (spec, code)
     # What is here now stays: out of the collector's sight, so a child's collections do not
     # write to (and so copy) the pages it shares with the zygote.
     gc.freeze()
@@ -253,10 +275,8 @@ def main() -> None:
     request = serve(int(sys.argv[1]))
     if request is None:
         return
-    import runpy
-
     try:
-        runpy.run_module(request.module, run_name="__main__", alter_sys=True)
+        run_module(request.module)
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc.code)
@@ -266,6 +286,21 @@ def main() -> None:
         traceback.print_exc()
         code = 1
     _quick_exit(code)
+
+
+def run_module(module: str) -> None:
+    """Run `module` as `python -m` does; a preloaded one with the code the zygote loaded (the
+    same `python -m` would find: `Zygote.module_of` forks a child only if the working directory
+    holds no module named like a preloaded one)."""
+    import runpy
+
+    compiled = _COMPILED.get(module)
+    run_code = getattr(runpy, "_run_module_code", None)  # what run_module(alter_sys=True) runs
+    if compiled is None or run_code is None:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return
+    spec, code = compiled
+    run_code(code, None, "__main__", spec)
 
 
 def _exit_code(code: object) -> int:
