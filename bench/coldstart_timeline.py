@@ -128,19 +128,25 @@ def read_trace(path: Path) -> list[tuple[float, int, str]]:
     return events
 
 
-def sample(conn: Any, i: int, trace: Path) -> dict[str, float]:
-    """One cold first task: the offset (ms) of each step's first occurrence after create_session."""
+#: Steps of an instance's start: numbered (#1, #2) when a sample starts two instances.
+NUMBERED = ("sm.plan", "em.cmd.BindExecutor", "em.spawn", "inst.", "em.inst.InstanceReady", "em.inst.SessionEntered")
+
+
+def sample(conn: Any, i: int, trace: Path, tasks: int) -> dict[str, float]:
+    """One cold session of `tasks` tasks: the offset (ms) of each step's first occurrence after
+    create_session (of the first two, for the steps of an instance's start)."""
     settle(conn)
     time.sleep(0.05)  # let the instance of the previous session exit, so its steps are not ours
     start = time.monotonic()
     session = conn.create_session("flmping")
     created = time.monotonic()
-    future = session.run(f"first-{i}".encode())
+    inputs = [f"first-{i}-{n}".encode() for n in range(tasks)]
+    futures = [session.run(data) for data in inputs]
     submitted = time.monotonic()
-    output = future.result(timeout=60)
+    outputs = [future.result(timeout=60) for future in futures]
     done = time.monotonic()
-    if output != f"first-{i}".encode():
-        raise RuntimeError(f"first task {i}: output {output!r}")
+    if outputs != inputs:
+        raise RuntimeError(f"sample {i}: outputs differ from their inputs")
     session.close()
     steps: dict[str, float] = {
         "client.create_session.returned": created,
@@ -148,13 +154,20 @@ def sample(conn: Any, i: int, trace: Path) -> dict[str, float]:
         "client.result": done,
     }
     seen_fsyncs = 0
+    seen: dict[str, int] = {}
     for at, _pid, name in read_trace(trace):
         if at < start or at > done:
             continue
         if name == "fsync.begin":
             seen_fsyncs += 1
-        numbered = f"{name}.{seen_fsyncs}" if name.startswith("fsync") else name  # the n-th fsync of the sample
-        steps.setdefault(numbered, at)
+        if name.startswith("fsync"):  # the n-th fsync of the sample
+            steps.setdefault(f"{name}.{seen_fsyncs}", at)
+        elif tasks > 1 and name.startswith(NUMBERED):
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] <= 2:
+                steps[f"{name}#{seen[name]}"] = at
+        else:
+            steps.setdefault(name, at)
     return {step: (at - start) * 1000 for step, at in steps.items()}
 
 
@@ -162,6 +175,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--fsync", default="always")
+    parser.add_argument("--tasks", type=int, default=1, help="tasks per cold session (1: the first task)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "coldstart_timeline.json"))
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="fstl-", dir="/tmp"))  # ipc paths must be short
@@ -179,7 +193,7 @@ def main() -> int:
                 session.run(b"warm").result(timeout=60)
                 session.close()
             for i in range(args.samples):
-                samples.append(sample(conn, i, trace))
+                samples.append(sample(conn, i, trace, args.tasks))
     finally:
         cluster.stop()
     steps: dict[str, list[float]] = {}
@@ -190,7 +204,8 @@ def main() -> int:
         ((step, statistics.median(v), len(v)) for step, v in steps.items()),
         key=lambda row: row[1],
     )
-    print(f"cold first task, median of {args.samples} samples (ms after create_session; shared machine):")
+    what = "first task" if args.tasks == 1 else f"session of {args.tasks} tasks"
+    print(f"cold {what}, median of {args.samples} samples (ms after create_session; shared machine):")
     for step, ms, count in rows:
         print(f"  {ms:8.2f}  {step}" + (f"  ({count} of {args.samples})" if count != args.samples else ""))
     result = {
@@ -198,6 +213,7 @@ def main() -> int:
         "load_average": os.getloadavg(),
         "commit": git_commit(),
         "fsync": args.fsync,
+        "tasks": args.tasks,
         "samples": args.samples,
         "median_ms_after_create_session": {step: ms for step, ms, _ in rows},
     }

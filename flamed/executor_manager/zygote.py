@@ -4,10 +4,11 @@ interpreter start and imports each time.
 An instance of a service run by `flamed.service.run` (`${FLAME_PYTHON} -m flamed.apps.flmping`
 and the like) spends most of its start (about 0.1 s of a core) starting Python and importing
 flamed, pyzmq and msgspec. The zygote is a process the executor manager starts once, with those
-modules imported and no ZeroMQ context and no thread. It keeps one child forked ahead (a
-spare, named `flame-spare`) waiting for the next such instance; the spare becomes the instance,
-and the zygote forks the next. Every other command is started by plain exec (instances.py), and so
-is every instance while the zygote is down: it is restarted, with backoff, at a later start.
+modules imported and no ZeroMQ context and no thread. It keeps two children forked ahead
+(spares, named `flame-spare`: a node's two slots start theirs at once) waiting for the next
+such instances; a spare becomes an instance, and the zygote forks the next. Every other
+command is started by plain exec (instances.py), and so is every instance while the zygote is
+down: it is restarted, with backoff, at a later start.
 
 The child is the executor manager's child, not the zygote's: it is forked with `CLONE_PARENT`,
 so the executor manager waits for it, gets its exit status and pidfd exactly as for an instance
@@ -17,8 +18,8 @@ group) and asks for SIGKILL when the executor manager dies (`PR_SET_PDEATHSIG`; 
 pid is checked again when a request comes). Then it takes its request (command, environment, working
 directory, token) straight from the executor manager's socket: the zygote itself never reads a
 request, so no tenant's environment ever passes through the memory later instances are forked
-from. It reports its pid, waits for the manager's go (a manager that gave up closes the socket,
-and the child exits) and runs the module as `python -m module` would (`runpy.run_module(module,
+from. It reports its pid, waits for the manager's go (a signal; a child whose manager gave up
+gets none, and exits) and runs the module as `python -m module` would (`runpy.run_module(module,
 run_name="__main__", alter_sys=True)`; a preloaded module from the code the zygote loaded).
 What does not depend on the request is done before it comes, in the zygote or in the waiting
 spare: the instance codec's types are built, the heap frozen (`gc.freeze`), and the spare has
@@ -79,13 +80,19 @@ SPARE_NAME = b"flame-spare"
 CHILD_NAME = b"flame-instance"
 #: Spares lost in a row (killed before they took a request) before the zygote gives up.
 SPARES_LOST_LIMIT = 3
+#: Spares kept forked ahead: the instances of a node's two slots start at once.
+SPARES = 2
+#: The manager's go to a child that reported its pid (a signal: see `_child`), and how long
+#: the child waits for it (seconds) before it takes the manager for gone.
+GO_SIGNAL = signal.SIGUSR1
+GO_TIMEOUT = 30.0
 #: Modules the zygote imports for its children.
 PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun", "runpy")
 
 #: The code of each preloaded module a child may run, loaded once in the zygote (`load_code`).
 _COMPILED: dict[str, tuple[importlib.machinery.ModuleSpec, types.CodeType]] = {}
 
-_REQUEST, _GO = b"R", b"G"
+_REQUEST = b"R"
 _CLONE_PARENT = 0x00008000
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 _PR_SET_NAME = 15
@@ -148,10 +155,10 @@ def _set_name(name: bytes) -> None:
     _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
-def serve(fd: int) -> Request | None:
-    """The zygote's loop: keep one child forked ahead (a spare), waiting for the next request;
-    fork the next once it took one. Returns None (exit) in the zygote when the executor manager
-    closed its end; returns its request in each child."""
+def serve(fd: int, spares: int = SPARES) -> Request | None:
+    """The zygote's loop: keep `spares` children forked ahead (spares), each waiting for a
+    request; fork another as soon as one took one. Returns None (exit) in the zygote when the
+    executor manager closed its end; returns its request in each child."""
     import threading
 
     for name in PRELOAD:
@@ -163,25 +170,23 @@ def serve(fd: int) -> Request | None:
         return None
     _set_name(ZYGOTE_NAME)
     sock.send(b"ready")
+    waiting: set[int] = set()  # the progress pipe of each spare
     lost = 0
     while lost < SPARES_LOST_LIMIT:
-        progress_r, progress_w = os.pipe()
-        pid = fork_sibling()
-        if pid == 0:
-            os.close(progress_r)
-            return _child(sock, progress_w)
-        os.close(progress_w)
-        # The socket is the spare's until it has taken a request and its go (it writes a byte
-        # after each), or died: at EOF without a request it saw the manager close its end, or
-        # it was killed (then fork another, a few times at most).
-        progress = os.read(progress_r, 1)
-        while progress and len(progress) < 2:
-            more = os.read(progress_r, 1)
-            if not more:
-                break
-            progress += more
-        os.close(progress_r)
-        lost = 0 if progress else lost + 1
+        while len(waiting) < spares:
+            progress_r, progress_w = os.pipe()
+            if fork_sibling() == 0:
+                os.close(progress_r)  # (the other spares' pipes: closed by _child)
+                return _child(sock, progress_w)
+            os.close(progress_w)
+            waiting.add(progress_r)
+        # A spare writes a byte once it took a request; at EOF without one it saw the manager
+        # close its end, or it was killed (then fork another, a few times at most).
+        for progress in select.select(list(waiting), [], [])[0]:
+            took = os.read(progress, 1)
+            os.close(progress)
+            waiting.discard(progress)
+            lost = 0 if took else lost + 1
         with contextlib.suppress(BlockingIOError):
             if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
                 return None  # the executor manager closed its end
@@ -198,6 +203,9 @@ def _warm() -> None:
     codec.instance_command_codec()
     codec.encode(im.InstanceReady(executor_id="", protocol_version=codec.PROTOCOL_VERSION, pid=0))
     load_code(PRELOAD)
+    # What is here now stays: out of the collector's sight, so a child's collections do not
+    # write to (and so copy) the pages it shares with the zygote.
+    gc.freeze()
 
 
 def load_code(modules: tuple[str, ...]) -> None:
@@ -209,30 +217,31 @@ def load_code(modules: tuple[str, ...]) -> None:
             continue
         if isinstance(spec.loader, importlib.abc.InspectLoader) and (code := spec.loader.get_code(name)):
             _COMPILED[name] = (spec, code)
-    # What is here now stays: out of the collector's sight, so a child's collections do not
-    # write to (and so copy) the pages it shares with the zygote.
-    gc.freeze()
 
 
 def _child(sock: socket.socket, progress: int) -> Request:
     """In the forked child: a spare until a request comes, then the instance's process.
 
-    A spare does ahead what does not depend on the request: it closes what it inherited but
-    its socket and progress pipe, and starts the ZeroMQ context (its I/O thread) the service
-    will connect with."""
+    A spare does ahead what does not depend on the request (unless a request waits already):
+    it closes what it inherited but its socket and progress pipe, and starts the ZeroMQ
+    context (its I/O thread) the service will connect with. Its go is a signal (`GO_SIGNAL`
+    from the manager, which knows its pid), not a message: the socket is shared by every
+    spare, and a message could go to another."""
     os.setsid()
     _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _set_name(SPARE_NAME)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {GO_SIGNAL})  # before any thread: theirs is blocked too
     _close_inherited(keep=(sock.fileno(), progress))
-    start_context()
+    if not _readable(sock):
+        start_context()
     while True:
         data = sock.recv(MAX_REQUEST)
         if not data:  # the executor manager closed its end
             os._exit(0)
         if data[:1] == _REQUEST:
             break
-        # else a go for a child that died before it took it: stale
     _tell(progress, b"1")
+    os.close(progress)
     try:
         request = msgspec.msgpack.decode(data[1:], type=Request)
     except msgspec.DecodeError:
@@ -240,13 +249,11 @@ def _child(sock: socket.socket, progress: int) -> Request:
     if os.getppid() != request.parent:  # the manager died (CLONE_PARENT: it is our parent)
         os._exit(1)
     sock.send(str(os.getpid()).encode())
-    go = sock.recv(16)
-    _tell(progress, b"2")
-    if go != _GO:  # the manager gave up on us
+    if signal.sigtimedwait({GO_SIGNAL}, GO_TIMEOUT) is None:  # the manager gave up on us
         os._exit(1)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {GO_SIGNAL})
     _set_name(CHILD_NAME)
     sock.close()
-    os.close(progress)
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
@@ -254,6 +261,10 @@ def _child(sock: socket.socket, progress: int) -> Request:
     sys.argv = ["-m", *request.args]
     sys.modules.pop(request.module, None)  # preloaded: run afresh as __main__, as `-m` would
     return request
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _close_inherited(keep: tuple[int, ...]) -> None:
@@ -385,7 +396,7 @@ class Zygote:
                 raise TimeoutError(f"no pid within {SPAWN_TIMEOUT}s")
             reply = self.sock.recv(64)
             pid = int(reply)
-            self.sock.send(_GO)
+            os.kill(pid, GO_SIGNAL)  # our child, not reaped: its pid is its own
         except (OSError, ValueError) as exc:
             self._failed(f"spawn failed: {exc}")
             self.fallbacks += 1
