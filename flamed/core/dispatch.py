@@ -9,9 +9,11 @@ tasks still spread over all executors.
 
 Scheduling (`scheduler.plan`) runs every `schedule_interval` and whenever sessions, nodes or
 executors changed; its decisions become records and executor commands here. A cold start
-takes no round trip it can do without: an executor created for a session is bound in the same
-turn (its node creates it, then binds it), and a session with no executor of its own yet gets
-its first tasks with the bind (the node queues them until the instance entered the session).
+takes no round trip it can do without, on nodes whose executor manager lists `early-bind` in
+its features: an executor created for a session is bound in the same turn (its node creates
+it, then binds it), and a session with no executor of its own yet gets its first tasks with the
+bind (the node queues them until the instance entered the session). A node that never said it
+created an executor gets no session data for it otherwise.
 
 The dispatcher keeps indexes of its own (which sessions to dispatch, which executors are bound
 to which session, since when they idle, which are reclaimed or being created, when each may be
@@ -68,6 +70,9 @@ log = logging.getLogger("flamed.session_manager")
 _STARTING = frozenset({ExecutorState.Void, ExecutorState.Idle, ExecutorState.Binding})
 #: A recalled task is not recalled again for this many `rebalance_after` periods.
 RECALL_MEMORY = 10
+#: The executor-manager feature (RegisterNode.features) of taking a bind in the commands that
+#: create the executor, and tasks for an executor still binding (queued until it is bound).
+EARLY_BIND = "early-bind"
 
 
 class NodeReadiness(Protocol):
@@ -371,26 +376,27 @@ class Dispatcher:
             )
             turn.send(node, be.CreateExecutor(executor_id=executor_id, resreq=resreq))
             log.info("executor %s: created on %s for session %s", executor_id, node, session_id)
-            # Bound in the same turn, not after the node's ExecutorCreated: one round trip less
-            # before a new session's instance starts (the node creates, then binds, in order).
-            executor = state.executors[executor_id]
-            self._change(turn, executor, ExecutorTrigger.bind, session_id)
-            binding.append(executor)
+            if nodes.supports(node, EARLY_BIND):
+                # Bound in the same turn, not after the node's ExecutorCreated: one round trip
+                # less before a new session's instance starts (it creates, then binds, in order).
+                executor = state.executors[executor_id]
+                self._change(turn, executor, ExecutorTrigger.bind, session_id)
+                binding.append(executor)
         for executor in binding:
-            self._send_bind(turn, executor)
+            self._send_bind(turn, executor, early=nodes.supports(executor.node, EARLY_BIND))
 
-    def _send_bind(self, turn: Turn, executor: ExecutorEntry) -> None:
-        """Send the bind; a session with no executor of its own yet (a cold start) gets its
-        first tasks with it: the node queues them until the instance entered the session, so
-        they start without waiting for ExecutorBound to come back and a launch to go out.
-        Sessions that have executors already feed a new one once it is bound (its start
-        could be slower than their siblings' work)."""
+    def _send_bind(self, turn: Turn, executor: ExecutorEntry, *, early: bool) -> None:
+        """Send the bind; with `early` (the node supports it), a session with no executor of its
+        own yet (a cold start) gets its first tasks with it: the node queues them until the
+        instance entered the session, so they start without waiting for ExecutorBound to come
+        back and a launch to go out. Sessions that have executors already feed a new one once
+        it is bound (its start could be slower than their siblings' work)."""
         state = turn.state
         assert executor.session_id is not None
         session = state.sessions[executor.session_id]
         session_ctx, app_ctx = session_contexts(state, session)
         turn.send(executor.node, be.BindExecutor(executor_id=executor.id, session=session_ctx, application=app_ctx))
-        if self.bound.get(session.id) or not session.pending or session.state is not SessionState.Open:
+        if not early or self.bound.get(session.id) or not session.pending or session.state is not SessionState.Open:
             return
         sharing = max(1, self.coming.get(session.id, 0))
         share = min(self.config.dispatch_depth + 1, math.ceil(len(session.pending) / sharing))

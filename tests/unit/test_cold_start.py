@@ -110,3 +110,19 @@ def test_tasks_launched_with_a_failed_bind_are_pending_again_before_the_retry_li
     assert task.state is TaskState.Failed, task
     assert task.retry_count == 0
     assert "cannot start" in (task.message or ""), task.message
+
+
+def test_a_node_that_does_not_say_early_bind_gets_the_bind_only_once_it_created_the_executor() -> None:
+    """An executor manager without `early-bind` (an older version, or a peer that never answers
+    ExecutorCreated) would get a bind, and with it the session's data, for an executor it never
+    said it created."""
+    h = cluster()
+    node = h.add_node("n1", 1, auto_run=False, features=["recall", "remove-application"])
+    h.session("s1")
+    h.tasks("s1", [b"a"])
+    (create,) = commands_of(node, be.CreateExecutor)
+    changes = [getattr(x, "trigger", None) for x in h.records if getattr(x, "executor_id", None) == create.executor_id]
+    assert changes.index("created") < changes.index("bind"), changes
+    node.run_tasks()
+    h.pump()
+    assert h.task_state("s1", 1) is TaskState.Succeed
