@@ -47,6 +47,8 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_a_module_runs_from_the_loaded_code_as_python_m_runs_it(probe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked instance would run its module differently from `python -m` (another `__name__`,
+    spec, file or argv), or look it up again, if the zygote's loaded code were run wrongly."""
     runpy.run_module("zprobe_pkg.probe", run_name="__main__", alter_sys=True)
     expected = json.loads(probe.read_text())
     zygote.load_code(("zprobe_pkg.probe", "zprobe_pkg"))
