@@ -38,6 +38,7 @@ from sessions_bench import settle
 from throughput_bench import REPO, Cluster, git_commit
 
 from flamed.client import open_connection
+from flamed.client.errors import FlameError
 
 #: Installed as the cluster's sitecustomize: wraps the functions of each step (see the docstring).
 SITECUSTOMIZE = r"""
@@ -171,6 +172,18 @@ def sample(conn: Any, i: int, trace: Path, tasks: int) -> dict[str, float]:
     return {step: (at - start) * 1000 for step, at in steps.items()}
 
 
+def connect(endpoint: str, within: float = 60.0) -> Any:
+    """A connection to the cluster once it answers (it may take seconds to start on a busy machine)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return open_connection(endpoint, timeout=30)
+        except FlameError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=30)
@@ -187,7 +200,7 @@ def main() -> int:
     cluster = Cluster(base / "c", args.fsync, 1, 2, extra_env=env)
     samples: list[dict[str, float]] = []
     try:
-        with open_connection(cluster.frontend, timeout=30) as conn:
+        with connect(cluster.frontend) as conn:
             for _ in range(3):  # warm-up: the zygote comes up at the first start
                 session = conn.create_session("flmping")
                 session.run(b"warm").result(timeout=60)
