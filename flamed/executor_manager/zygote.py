@@ -230,7 +230,7 @@ def _child(sock: socket.socket, progress: int) -> Request:
     os.setsid()
     _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _set_name(SPARE_NAME)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {GO_SIGNAL})  # before any thread: theirs is blocked too
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {GO_SIGNAL})  # before any thread: blocked in theirs too
     _close_inherited(keep=(sock.fileno(), progress))
     if not _readable(sock):
         start_context()
@@ -251,7 +251,7 @@ def _child(sock: socket.socket, progress: int) -> Request:
     sock.send(str(os.getpid()).encode())
     if signal.sigtimedwait({GO_SIGNAL}, GO_TIMEOUT) is None:  # the manager gave up on us
         os._exit(1)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {GO_SIGNAL})
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the mask an exec'd instance starts with
     _set_name(CHILD_NAME)
     sock.close()
     os.chdir(request.cwd)
