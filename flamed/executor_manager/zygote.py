@@ -170,23 +170,27 @@ def serve(fd: int, spares: int = SPARES) -> Request | None:
         return None
     _set_name(ZYGOTE_NAME)
     sock.send(b"ready")
-    waiting: set[int] = set()  # the progress pipe of each spare
+    told: dict[int, bytes] = {}  # the progress pipe of each spare -> what it wrote so far
     lost = 0
     while lost < SPARES_LOST_LIMIT:
-        while len(waiting) < spares:
+        while len(told) < spares:
             progress_r, progress_w = os.pipe()
             if fork_sibling() == 0:
                 os.close(progress_r)  # (the other spares' pipes: closed by _child)
                 return _child(sock, progress_w)
             os.close(progress_w)
-            waiting.add(progress_r)
-        # A spare writes a byte once it took a request; at EOF without one it saw the manager
-        # close its end, or it was killed (then fork another, a few times at most).
-        for progress in select.select(list(waiting), [], [])[0]:
-            took = os.read(progress, 1)
+            told[progress_r] = b""
+        # A spare writes a byte once it took a request and one once it had its go: the next
+        # is forked then, not while the instance starts (a fork competes with it for the CPU).
+        # At EOF without a request it saw the manager close its end, or it was killed (then
+        # fork another, a few times at most).
+        for progress in select.select(list(told), [], [])[0]:
+            more = os.read(progress, 1)
+            told[progress] += more
+            if more and len(told[progress]) < 2:
+                continue
+            lost = 0 if told.pop(progress) else lost + 1
             os.close(progress)
-            waiting.discard(progress)
-            lost = 0 if took else lost + 1
         with contextlib.suppress(BlockingIOError):
             if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
                 return None  # the executor manager closed its end
@@ -227,9 +231,9 @@ def _child(sock: socket.socket, progress: int) -> Request:
     context (its I/O thread) the service will connect with. Its go is a signal (`GO_SIGNAL`
     from the manager, which knows its pid), not a message: the socket is shared by every
     spare, and a message could go to another."""
+    _set_name(SPARE_NAME)  # first: a process named flame-zygote that leads its session is the zygote
     os.setsid()
     _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    _set_name(SPARE_NAME)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {GO_SIGNAL})  # before any thread: blocked in theirs too
     _close_inherited(keep=(sock.fileno(), progress))
     if not _readable(sock):
@@ -241,7 +245,6 @@ def _child(sock: socket.socket, progress: int) -> Request:
         if data[:1] == _REQUEST:
             break
     _tell(progress, b"1")
-    os.close(progress)
     try:
         request = msgspec.msgpack.decode(data[1:], type=Request)
     except msgspec.DecodeError:
@@ -251,9 +254,11 @@ def _child(sock: socket.socket, progress: int) -> Request:
     sock.send(str(os.getpid()).encode())
     if signal.sigtimedwait({GO_SIGNAL}, GO_TIMEOUT) is None:  # the manager gave up on us
         os._exit(1)
+    _tell(progress, b"2")
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the mask an exec'd instance starts with
     _set_name(CHILD_NAME)
     sock.close()
+    os.close(progress)
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
