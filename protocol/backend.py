@@ -202,7 +202,7 @@ class Message(msgspec.Struct, tag=True, kw_only=True, omit_defaults=True):
 
 
 #: What this executor manager understands beyond protocol 1 as first released.
-FEATURES = ["recall", "remove-application"]
+FEATURES = ["recall", "remove-application", "early-bind"]
 
 
 class RegisterNode(Message):

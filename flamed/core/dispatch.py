@@ -8,7 +8,12 @@ has its next task at hand when it finishes one (no idle round trip), while a han
 tasks still spread over all executors.
 
 Scheduling (`scheduler.plan`) runs every `schedule_interval` and whenever sessions, nodes or
-executors changed; its decisions become records and executor commands here.
+executors changed; its decisions become records and executor commands here. A cold start
+takes no round trip it can do without, on nodes whose executor manager lists `early-bind` in
+its features: an executor created for a session is bound in the same turn (its node creates
+it, then binds it), and a session with no executor of its own yet gets its first tasks with the
+bind (the node queues them until the instance entered the session). A node that never said it
+created an executor gets no session data for it otherwise.
 
 The dispatcher keeps indexes of its own (which sessions to dispatch, which executors are bound
 to which session, since when they idle, which are reclaimed or being created, when each may be
@@ -65,6 +70,9 @@ log = logging.getLogger("flamed.session_manager")
 _STARTING = frozenset({ExecutorState.Void, ExecutorState.Idle, ExecutorState.Binding})
 #: A recalled task is not recalled again for this many `rebalance_after` periods.
 RECALL_MEMORY = 10
+#: The executor-manager feature (RegisterNode.features) of taking a bind in the commands that
+#: create the executor, and tasks for an executor still binding (queued until it is bound).
+EARLY_BIND = "early-bind"
 
 
 class NodeReadiness(Protocol):
@@ -142,7 +150,8 @@ class Dispatcher:
     def executor_bound(self, executor: ExecutorEntry, now: float) -> None:
         assert executor.session_id is not None
         self._bind(executor.id, executor.session_id)
-        self.idle_since[executor.id] = now
+        if not executor.tasks:  # else launched with its bind (a cold start): working already
+            self.idle_since[executor.id] = now
         self.bound_since[executor.id] = now
         self.dirty.add(executor.session_id)
         if self.coming.get(executor.session_id):
@@ -353,15 +362,9 @@ class Dispatcher:
             executor = state.executors[executor_id]
             self._change(turn, executor, ExecutorTrigger.release)
             turn.send(executor.node, be.ReleaseExecutor(executor_id=executor_id))
-        for executor_id, session_id in plan.bind:
-            executor = state.executors[executor_id]
-            session = state.sessions[session_id]
+        binding = [state.executors[executor_id] for executor_id, _ in plan.bind]
+        for executor, (_, session_id) in zip(binding, plan.bind, strict=True):
             self._change(turn, executor, ExecutorTrigger.bind, session_id)
-            session_ctx, app_ctx = session_contexts(state, session)
-            turn.send(
-                executor.node,
-                be.BindExecutor(executor_id=executor_id, session=session_ctx, application=app_ctx),
-            )
         for node, session_id in plan.create:
             resreq = state.sessions[session_id].spec.resreq
             assert resreq is not None
@@ -373,6 +376,31 @@ class Dispatcher:
             )
             turn.send(node, be.CreateExecutor(executor_id=executor_id, resreq=resreq))
             log.info("executor %s: created on %s for session %s", executor_id, node, session_id)
+            if nodes.supports(node, EARLY_BIND):
+                # Bound in the same turn, not after the node's ExecutorCreated: one round trip
+                # less before a new session's instance starts (it creates, then binds, in order).
+                executor = state.executors[executor_id]
+                self._change(turn, executor, ExecutorTrigger.bind, session_id)
+                binding.append(executor)
+        for executor in binding:
+            self._send_bind(turn, executor, early=nodes.supports(executor.node, EARLY_BIND))
+
+    def _send_bind(self, turn: Turn, executor: ExecutorEntry, *, early: bool) -> None:
+        """Send the bind; with `early` (the node supports it), a session with no executor of its
+        own yet (a cold start) gets its first tasks with it: the node queues them until the
+        instance entered the session, so they start without waiting for ExecutorBound to come
+        back and a launch to go out. Sessions that have executors already feed a new one once
+        it is bound (its start could be slower than their siblings' work)."""
+        state = turn.state
+        assert executor.session_id is not None
+        session = state.sessions[executor.session_id]
+        session_ctx, app_ctx = session_contexts(state, session)
+        turn.send(executor.node, be.BindExecutor(executor_id=executor.id, session=session_ctx, application=app_ctx))
+        if not early or self.bound.get(session.id) or not session.pending or session.state is not SessionState.Open:
+            return
+        sharing = max(1, self.coming.get(session.id, 0))
+        share = min(self.config.dispatch_depth + 1, math.ceil(len(session.pending) / sharing))
+        self._launch(turn, session, executor, min(share, len(session.pending)))
 
     # ------------------------------------------------------------------ rebalancing
 

@@ -42,6 +42,8 @@ ExecutorChange = (
 )
 
 _UNBINDABLE = frozenset({ExecutorState.Bound, ExecutorState.Binding, ExecutorState.Unbinding})
+#: Where an executor bound in the turn it was created can be when its node reports it created.
+_BOUND_AT_CREATION = frozenset({ExecutorState.Binding, ExecutorState.Unbinding})
 
 
 def apply_reports(turn: Turn, node: str, reports: list[be.ExecutorReport]) -> None:
@@ -163,6 +165,8 @@ def _executor_report(turn: Turn, executor: ExecutorEntry, report: ExecutorChange
     state = executor.state
     match report:
         case be.ExecutorCreated():
+            if state in _BOUND_AT_CREATION:
+                return True  # bound in the turn it was created (dispatch.py): nothing to change
             if state is not ExecutorState.Void:
                 return False
             _change(turn, executor, ExecutorTrigger.created)
@@ -203,6 +207,10 @@ def _bind_failed(turn: Turn, executor: ExecutorEntry, report: be.ExecutorBindFai
     session = turn.state.sessions.get(report.session_id)
     if session is None:
         return
+    if executor.tasks and executor.session_id == session.id:
+        # Tasks launched with the bind (a cold start) never started: Pending again, before
+        # the retry limit below decides what happens to the pending ones.
+        requeue(turn, session.id, list(executor.tasks), count_retry=False, reason="returned unstarted: bind failed")
     wall = turn.now.wall
     message = (
         f"Executor {executor.id} on node {executor.node} failed to bind session with "
@@ -212,8 +220,10 @@ def _bind_failed(turn: Turn, executor: ExecutorEntry, report: be.ExecutorBindFai
     event = Event(code=SESSION_BIND_FAILED, message=message, creation_time=wall)
     turn.commit(r.SessionEventRecorded(time=wall, session_id=session.id, event=event))
     limit = turn.config.session_bind_retry_limit
+    if session.bind_failures < limit:
+        return
+    pending = len(session.pending)
     if session.bind_failures == limit:
-        pending = len(session.pending)
         text = (
             f"Session retry limit reached after {session.bind_failures}/{limit} failed attempts; "
             "new executor assignment is paused"
@@ -222,13 +232,14 @@ def _bind_failed(turn: Turn, executor: ExecutorEntry, report: be.ExecutorBindFai
             text += f" until new tasks arrive; its {pending} pending tasks failed"
         event = Event(code=SESSION_RETRY_LIMIT_REACHED, message=text, creation_time=wall)
         turn.commit(r.SessionEventRecorded(time=wall, session_id=session.id, event=event))
-        if pending:
-            # Nothing would ever run them: tell their clients why now instead of never. The
-            # session stays Open; tasks created later try to bind again.
-            reason = f"the session's instances cannot start: {message} (after {limit} failed attempts)"
-            turn.commit(r.PendingTasksFailed(time=wall, session_id=session.id, reason=reason))
-            turn.count("tasks_failed_bind", pending)
-            turn.session_changed(session.id)
+    if pending:
+        # Nothing would ever run them: tell their clients why now instead of never. The
+        # session stays Open; tasks created later try to bind again. Past the limit, these
+        # are the tasks launched with a bind that was under way when the limit was reached.
+        reason = f"the session's instances cannot start: {message} (after {limit} failed attempts)"
+        turn.commit(r.PendingTasksFailed(time=wall, session_id=session.id, reason=reason))
+        turn.count("tasks_failed_bind", pending)
+        turn.session_changed(session.id)
 
 
 def _unbound(turn: Turn, executor: ExecutorEntry, report: be.ExecutorUnbound) -> None:

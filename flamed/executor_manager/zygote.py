@@ -4,10 +4,11 @@ interpreter start and imports each time.
 An instance of a service run by `flamed.service.run` (`${FLAME_PYTHON} -m flamed.apps.flmping`
 and the like) spends most of its start (about 0.1 s of a core) starting Python and importing
 flamed, pyzmq and msgspec. The zygote is a process the executor manager starts once, with those
-modules imported and no ZeroMQ context and no thread. It keeps one child forked ahead (a
-spare, named `flame-spare`) waiting for the next such instance; the spare becomes the instance,
-and the zygote forks the next. Every other command is started by plain exec (instances.py), and so
-is every instance while the zygote is down: it is restarted, with backoff, at a later start.
+modules imported and no ZeroMQ context and no thread. It keeps two children forked ahead
+(spares, named `flame-spare`: a node's two slots start theirs at once) waiting for the next
+such instances; a spare becomes an instance, and the zygote forks the next. Every other
+command is started by plain exec (instances.py), and so is every instance while the zygote is
+down: it is restarted, with backoff, at a later start.
 
 The child is the executor manager's child, not the zygote's: it is forked with `CLONE_PARENT`,
 so the executor manager waits for it, gets its exit status and pidfd exactly as for an instance
@@ -17,9 +18,12 @@ group) and asks for SIGKILL when the executor manager dies (`PR_SET_PDEATHSIG`; 
 pid is checked again when a request comes). Then it takes its request (command, environment, working
 directory, token) straight from the executor manager's socket: the zygote itself never reads a
 request, so no tenant's environment ever passes through the memory later instances are forked
-from. It reports its pid, waits for the manager's go (a manager that gave up closes the socket,
-and the child exits), closes every inherited descriptor but 0-2 and runs the module as
-`python -m module` would: `runpy.run_module(module, run_name="__main__", alter_sys=True)`.
+from. It reports its pid, waits for the manager's go (a signal; a child whose manager gave up
+gets none, and exits) and runs the module as `python -m module` would (`runpy.run_module(module,
+run_name="__main__", alter_sys=True)`; a preloaded module from the code the zygote loaded).
+What does not depend on the request is done before it comes, in the zygote or in the waiting
+spare: the instance codec's types are built, the heap frozen (`gc.freeze`), and the spare has
+closed every inherited descriptor but 0-2 and started ZeroMQ's threads while it waited.
 
 Only a command that `python -m` would run the same way from a fresh interpreter is forked:
 the executable is this interpreter (the one the zygote runs; a package installed in a venv
@@ -38,6 +42,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import re
@@ -47,12 +55,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from flamed.lifeline import parent_death_signal
+from flamed.transport import start_context
 
 log = logging.getLogger("flamed.executor_manager")
 
@@ -70,10 +80,19 @@ SPARE_NAME = b"flame-spare"
 CHILD_NAME = b"flame-instance"
 #: Spares lost in a row (killed before they took a request) before the zygote gives up.
 SPARES_LOST_LIMIT = 3
+#: Spares kept forked ahead: the instances of a node's two slots start at once.
+SPARES = 2
+#: The manager's go to a child that reported its pid (a signal: see `_child`), and how long
+#: the child waits for it (seconds) before it takes the manager for gone.
+GO_SIGNAL = signal.SIGUSR1
+GO_TIMEOUT = 30.0
 #: Modules the zygote imports for its children.
-PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun")
+PRELOAD = ("flamed.service", "flamed.apps.flmping", "flamed.apps.flmexec", "flamed.apps.flmrun", "runpy")
 
-_REQUEST, _GO = b"R", b"G"
+#: The code of each preloaded module a child may run, loaded once in the zygote (`load_code`).
+_COMPILED: dict[str, tuple[importlib.machinery.ModuleSpec, types.CodeType]] = {}
+
+_REQUEST = b"R"
 _CLONE_PARENT = 0x00008000
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 _PR_SET_NAME = 15
@@ -136,57 +155,95 @@ def _set_name(name: bytes) -> None:
     _libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
-def serve(fd: int) -> Request | None:
-    """The zygote's loop: keep one child forked ahead (a spare), waiting for the next request;
-    fork the next once it took one. Returns None (exit) in the zygote when the executor manager
-    closed its end; returns its request in each child."""
+def serve(fd: int, spares: int = SPARES) -> Request | None:
+    """The zygote's loop: keep `spares` children forked ahead (spares), each waiting for a
+    request; fork another as soon as one took one. Returns None (exit) in the zygote when the
+    executor manager closed its end; returns its request in each child."""
     import threading
 
     for name in PRELOAD:
         __import__(name)
+    _warm()
     sock = socket.socket(fileno=fd)
     if threading.active_count() != 1:  # a preloaded module started a thread: forking is unsafe
         sock.send(b"threads")
         return None
     _set_name(ZYGOTE_NAME)
     sock.send(b"ready")
+    told: dict[int, bytes] = {}  # the progress pipe of each spare -> what it wrote so far
     lost = 0
     while lost < SPARES_LOST_LIMIT:
-        progress_r, progress_w = os.pipe()
-        pid = fork_sibling()
-        if pid == 0:
-            os.close(progress_r)
-            return _child(sock, progress_w)
-        os.close(progress_w)
-        # The socket is the spare's until it has taken a request and its go (it writes a byte
-        # after each), or died: at EOF without a request it saw the manager close its end, or
-        # it was killed (then fork another, a few times at most).
-        progress = os.read(progress_r, 1)
-        while progress and len(progress) < 2:
-            more = os.read(progress_r, 1)
-            if not more:
-                break
-            progress += more
-        os.close(progress_r)
-        lost = 0 if progress else lost + 1
+        while len(told) < spares:
+            progress_r, progress_w = os.pipe()
+            if fork_sibling() == 0:
+                os.close(progress_r)  # (the other spares' pipes: closed by _child)
+                return _child(sock, progress_w)
+            os.close(progress_w)
+            told[progress_r] = b""
+        # A spare writes a byte once it took a request and one once it had its go: the next
+        # is forked then, not while the instance starts (a fork competes with it for the CPU).
+        # At EOF without a request it saw the manager close its end, or it was killed (then
+        # fork another, a few times at most).
+        for progress in select.select(list(told), [], [])[0]:
+            more = os.read(progress, 1)
+            told[progress] += more
+            if more and len(told[progress]) < 2:
+                continue
+            lost = 0 if told.pop(progress) else lost + 1
+            os.close(progress)
         with contextlib.suppress(BlockingIOError):
             if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
                 return None  # the executor manager closed its end
     return None
 
 
+def _warm() -> None:
+    """Do once here what every instance of a Python service does at its start, so each child
+    inherits it done: msgspec builds a decoder's type information at its first use (1-3 ms of
+    each start otherwise), and `runpy` finds and loads a module's code (about 1 ms)."""
+    from protocol import codec
+    from protocol import instance as im
+
+    codec.instance_command_codec()
+    codec.encode(im.InstanceReady(executor_id="", protocol_version=codec.PROTOCOL_VERSION, pid=0))
+    load_code(PRELOAD)
+    # What is here now stays: out of the collector's sight, so a child's collections do not
+    # write to (and so copy) the pages it shares with the zygote.
+    gc.freeze()
+
+
+def load_code(modules: tuple[str, ...]) -> None:
+    """Load the code of each of `modules` that `python -m` would run (not a package), for
+    `run_module`."""
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.submodule_search_locations is not None:  # a package runs its __main__
+            continue
+        if isinstance(spec.loader, importlib.abc.InspectLoader) and (code := spec.loader.get_code(name)):
+            _COMPILED[name] = (spec, code)
+
+
 def _child(sock: socket.socket, progress: int) -> Request:
-    """In the forked child: a spare until a request comes, then the instance's process."""
+    """In the forked child: a spare until a request comes, then the instance's process.
+
+    A spare does ahead what does not depend on the request (unless a request waits already):
+    it closes what it inherited but its socket and progress pipe, and starts the ZeroMQ
+    context (its I/O thread) the service will connect with. Its go is a signal (`GO_SIGNAL`
+    from the manager, which knows its pid), not a message: the socket is shared by every
+    spare, and a message could go to another."""
+    _set_name(SPARE_NAME)  # first: a process named flame-zygote that leads its session is the zygote
     os.setsid()
     _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    _set_name(SPARE_NAME)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {GO_SIGNAL})  # before any thread: blocked in theirs too
+    _close_inherited(keep=(sock.fileno(), progress))
+    if not _readable(sock):
+        start_context()
     while True:
         data = sock.recv(MAX_REQUEST)
         if not data:  # the executor manager closed its end
             os._exit(0)
         if data[:1] == _REQUEST:
             break
-        # else a go for a child that died before it took it: stale
     _tell(progress, b"1")
     try:
         request = msgspec.msgpack.decode(data[1:], type=Request)
@@ -195,13 +252,13 @@ def _child(sock: socket.socket, progress: int) -> Request:
     if os.getppid() != request.parent:  # the manager died (CLONE_PARENT: it is our parent)
         os._exit(1)
     sock.send(str(os.getpid()).encode())
-    go = sock.recv(16)
-    _tell(progress, b"2")
-    if go != _GO:  # the manager gave up on us
+    if signal.sigtimedwait({GO_SIGNAL}, GO_TIMEOUT) is None:  # the manager gave up on us
         os._exit(1)
+    _tell(progress, b"2")
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the mask an exec'd instance starts with
     _set_name(CHILD_NAME)
     sock.close()
-    os.closerange(3, 1 << 16)
+    os.close(progress)
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
@@ -209,6 +266,19 @@ def _child(sock: socket.socket, progress: int) -> Request:
     sys.argv = ["-m", *request.args]
     sys.modules.pop(request.module, None)  # preloaded: run afresh as __main__, as `-m` would
     return request
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _close_inherited(keep: tuple[int, ...]) -> None:
+    """Close every descriptor but 0-2 and `keep`."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
 
 
 def _tell(fd: int, what: bytes) -> None:
@@ -221,10 +291,8 @@ def main() -> None:
     request = serve(int(sys.argv[1]))
     if request is None:
         return
-    import runpy
-
     try:
-        runpy.run_module(request.module, run_name="__main__", alter_sys=True)
+        run_module(request.module)
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc.code)
@@ -234,6 +302,21 @@ def main() -> None:
         traceback.print_exc()
         code = 1
     _quick_exit(code)
+
+
+def run_module(module: str) -> None:
+    """Run `module` as `python -m` does; a preloaded one with the code the zygote loaded (the
+    same `python -m` would find: `Zygote.module_of` forks a child only if the working directory
+    holds no module named like a preloaded one)."""
+    import runpy
+
+    compiled = _COMPILED.get(module)
+    run_code = getattr(runpy, "_run_module_code", None)  # what run_module(alter_sys=True) runs
+    if compiled is None or run_code is None:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return
+    spec, code = compiled
+    run_code(code, None, "__main__", spec)
 
 
 def _exit_code(code: object) -> int:
@@ -318,7 +401,7 @@ class Zygote:
                 raise TimeoutError(f"no pid within {SPAWN_TIMEOUT}s")
             reply = self.sock.recv(64)
             pid = int(reply)
-            self.sock.send(_GO)
+            os.kill(pid, GO_SIGNAL)  # our child, not reaped: its pid is its own
         except (OSError, ValueError) as exc:
             self._failed(f"spawn failed: {exc}")
             self.fallbacks += 1

@@ -21,6 +21,7 @@ from flamed.transport.sockets import (
     drain,
     drain_with_user,
     readable,
+    start_context,
     try_send,
 )
 
@@ -52,5 +53,6 @@ __all__ = [
     "drain",
     "drain_with_user",
     "readable",
+    "start_context",
     "try_send",
 ]

@@ -75,6 +75,12 @@ ZMTP_INTERVAL, ZMTP_TIMEOUT = 2.0, 6.0
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 2, 2, 2
 
 
+def start_context() -> None:
+    """Start the process-wide context's threads now rather than at the first socket (ZeroMQ
+    starts them then): for a process with time to spare before it connects (a zygote's spare)."""
+    context().socket(zmq.DEALER).close(linger=0)
+
+
 def _common(sock: zmq.Socket[bytes], max_message_size: int, hwm: int = 100_000) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)

@@ -44,13 +44,21 @@ def parent_of(pid: int) -> int:
 
 
 def zygotes(em: ExecutorManagerProcess) -> list[int]:
-    """Live zygotes of `em` (its children named flame-zygote)."""
+    """Live zygotes of `em`: its children named flame-zygote that lead their session (a spare
+    just forked has the zygote's name until it renames itself, first thing, in its session)."""
     return [
         int(p.name)
         for p in Path("/proc").iterdir()
         if p.name.isdigit() and comm(int(p.name)) == "flame-zygote" and alive(int(p.name))
-        if parent_of(int(p.name)) == em.process.pid
+        if parent_of(int(p.name)) == em.process.pid and leads_its_session(int(p.name))
     ]
+
+
+def leads_its_session(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except OSError:
+        return False
 
 
 def unbind(sm: FakeSessionManager, em: ExecutorManagerProcess, executor_id: str, pid: int) -> be.ExecutorUnbound:

@@ -95,6 +95,9 @@ class FakeNode:
             elif a.state == "Binding" and a.session is not None:
                 self.executors[a.executor_id] = a.session.session_id
                 self.outbox.append(be.ExecutorBound(executor_id=a.executor_id, session_id=a.session.session_id))
+                # tasks launched with the bind (a cold start), as the executor manager queues them
+                have = {t.task_id for t in self.queued.get(a.executor_id, [])}
+                self.queued.setdefault(a.executor_id, []).extend(t for t in a.tasks if t.task_id not in have)
             elif a.state == "Bound":
                 have = {t.task_id for t in self.queued.get(a.executor_id, [])}
                 self.queued.setdefault(a.executor_id, []).extend(t for t in a.tasks if t.task_id not in have)

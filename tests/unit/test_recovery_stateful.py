@@ -236,11 +236,12 @@ class Recovery(RuleBasedStateMachine):
             elif task.state in TERMINAL:
                 self.terminal[task.id] = task.state
             if task.state is TaskState.Running:
-                # A Running task is on exactly one live executor of a Ready or Unknown node.
+                # A Running task is on exactly one live executor of a Ready or Unknown node:
+                # Bound, or Binding (a cold session's first tasks are launched with the bind).
                 executor = state.executors.get(task.executor_id or "")
                 assert executor is not None, task.id
                 assert executor.tasks.get(task.id) == task.attempt
-                assert executor.state is ExecutorState.Bound, executor.state
+                assert executor.state in (ExecutorState.Bound, ExecutorState.Binding), executor.state
                 holders = [e.id for e in state.executors.values() if task.id in e.tasks]
                 assert holders == [executor.id]
                 assert state.nodes[executor.node].state in (NodeState.Ready, NodeState.Unknown)

@@ -1,10 +1,11 @@
 """Executor state machine, session-manager side (FLAME.md 1.5, DESIGN 4).
 
 Void -created-> Idle -bind-> Binding -bound-> Bound -unbind-> Unbinding -unbound-> Idle;
-Idle -release-> Releasing -released-> Released. A bind failure goes Binding -> Unbinding; an
-instance that exits under a Bound executor goes Bound -> Unbinding (`lost`). When its node is
-cleaned up, an executor in any live state goes straight to Released (`node_lost`): nothing on
-the node can be asked any more.
+Idle -release-> Releasing -released-> Released. An executor created for a session is bound
+in the same turn (Void -bind-> Binding): its node creates it, then binds it, in order. A bind
+failure goes Binding -> Unbinding; an instance that exits under a Bound executor goes Bound ->
+Unbinding (`lost`). When its node is cleaned up, an executor in any live state goes straight
+to Released (`node_lost`): nothing on the node can be asked any more.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ X = ExecutorTrigger
 _table = {
     (E.Void, X.created): E.Idle,
     (E.Void, X.release): E.Releasing,
+    (E.Void, X.bind): E.Binding,
     (E.Idle, X.bind): E.Binding,
     (E.Idle, X.release): E.Releasing,
     (E.Binding, X.bound): E.Bound,
