@@ -3,23 +3,11 @@ records are durable): nothing it says depends on them. A client's own replies ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from flamed.core.turn import Now, Outbox
 from tests.durability.inprocess import InProcess
 from tests.support.daemons import RawClient
-
-
-@pytest.fixture
-def in_process(tmp_path: Path) -> Iterator[InProcess]:
-    process = InProcess(tmp_path / "state")
-    try:
-        yield process
-    finally:
-        process.cleanup()
 
 
 @pytest.mark.timeout(60)

@@ -6,8 +6,7 @@ waits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import msgspec
 import pytest
@@ -24,15 +23,6 @@ from tests.support.daemons import RawClient
 from tests.support.waiting import wait_for
 
 FLOOD = 5_000
-
-
-@pytest.fixture
-def in_process(tmp_path: Path) -> Iterator[InProcess]:
-    process = InProcess(tmp_path / "state")
-    try:
-        yield process
-    finally:
-        process.cleanup()
 
 
 @pytest.mark.timeout(60)

@@ -21,15 +21,6 @@ from flamed.storage import StorageError
 from tests.durability.inprocess import InProcess
 
 
-@pytest.fixture
-def in_process(tmp_path: Path) -> Iterator[InProcess]:
-    process = InProcess(tmp_path / "state")
-    try:
-        yield process
-    finally:
-        process.cleanup()
-
-
 def create(in_process: InProcess, session_id: str, inputs: list[bytes]) -> dict[str, Any]:
     return in_process.call({"type": "CreateTasks", "session_id": session_id, "inputs": inputs})
 
